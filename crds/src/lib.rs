@@ -1,0 +1,1 @@
+//! Portico custom resources and compile.
