@@ -1,0 +1,331 @@
+//! Integrations: HTTP_PROXY pass-through, stage variables, MOCK, gateway responses, the
+//! integration timeout and the payload cap.
+
+use http::Method;
+use portico_e2e::yaml::{http_proxy, mock, rest_api, stage};
+use portico_e2e::{Backend, Client, Proxy, raw_exchange};
+use std::time::Duration;
+
+#[tokio::test]
+async fn http_proxy_passes_method_path_params_query_headers_and_body_both_ways() {
+    let be = Backend::start("orders").await;
+    let api = rest_api(
+        "orders",
+        &format!(
+            r#"  resources:
+    - path: /users/{{userId}}/orders/{{proxy+}}
+      methods:
+        ANY: {{integration: {}}}
+"#,
+            http_proxy(&format!(
+                "http://{}/u/{{userId}}/o/{{proxy}}",
+                be.host_port()
+            ))
+        ),
+    );
+    let proxy = Proxy::start(&[
+        ("api.yaml", &api),
+        (
+            "stage.yaml",
+            &stage("orders-dev", "orders", "  stageName: dev\n"),
+        ),
+    ])
+    .await;
+    let c = Client::new();
+    let body: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let r = c
+        .send(
+            Method::PUT,
+            &proxy.url("/dev/users/42/orders/a/b?x=1&y=two%20words&x=3"),
+            &[
+                ("x-custom", "hello"),
+                ("content-type", "application/octet-stream"),
+                ("x-echo-status", "201"),
+                ("x-echo-header", "x-backend-reply=yes"),
+            ],
+            body.clone(),
+        )
+        .await;
+
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("x-backend-reply"), "yes");
+    assert_eq!(r.header("x-backend"), "orders");
+    assert_eq!(r.header("content-type"), "application/json");
+    r.request_id();
+    let echoed = r.json();
+    assert_eq!(echoed["bodyLength"], 1000);
+
+    let got = be.received();
+    assert_eq!(got.len(), 1, "backend requests: {got:?}");
+    let got = &got[0];
+    assert_eq!(got.method, "PUT");
+    assert_eq!(got.path, "/u/42/o/a/b");
+    let query = got.query.clone().unwrap_or_default();
+    for want in ["x=1", "x=3"] {
+        assert!(
+            query.split('&').any(|kv| kv == want),
+            "query {query:?} lacks {want}"
+        );
+    }
+    assert!(
+        query
+            .split('&')
+            .any(|kv| kv == "y=two%20words" || kv == "y=two+words"),
+        "query {query:?} lacks y=two words"
+    );
+    assert_eq!(got.header("x-custom"), "hello");
+    assert_eq!(got.header("content-type"), "application/octet-stream");
+    assert_eq!(got.body.as_ref(), body.as_slice(), "body bytes differ");
+}
+
+#[tokio::test]
+async fn stage_variables_send_dev_and_prod_of_one_api_to_different_backends() {
+    let dev = Backend::start("dev").await;
+    let prod = Backend::start("prod").await;
+    let api = rest_api(
+        "svc",
+        &format!(
+            r#"  resources:
+    - path: /content/{{id}}
+      methods:
+        GET: {{integration: {}}}
+"#,
+            http_proxy("http://${stageVariables.backend}/content/{id}")
+        ),
+    );
+    let proxy = Proxy::start(&[
+        ("api.yaml", &api),
+        (
+            "dev.yaml",
+            &stage(
+                "svc-dev",
+                "svc",
+                &format!(
+                    "  stageName: dev\n  variables: {{backend: \"{}\"}}\n",
+                    dev.host_port()
+                ),
+            ),
+        ),
+        (
+            "prod.yaml",
+            &stage(
+                "svc-prod",
+                "svc",
+                &format!(
+                    "  stageName: prod\n  variables: {{backend: \"{}\"}}\n",
+                    prod.host_port()
+                ),
+            ),
+        ),
+    ])
+    .await;
+    let c = Client::new();
+    for (path, want) in [("/dev/content/1", "dev"), ("/prod/content/2", "prod")] {
+        let r = c.get(&proxy.url(path)).await;
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+        assert_eq!(r.header("x-backend"), want, "GET {path}");
+    }
+    let dev_paths: Vec<_> = dev.received().into_iter().map(|r| r.path).collect();
+    let prod_paths: Vec<_> = prod.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(dev_paths, ["/content/1"]);
+    assert_eq!(prod_paths, ["/content/2"]);
+}
+
+#[tokio::test]
+async fn mock_integration_answers_its_status_headers_and_body() {
+    let api = rest_api(
+        "mocky",
+        r#"  resources:
+    - path: /profile
+      methods:
+        GET:
+          integration:
+            type: MOCK
+            mockResponse:
+              statusCode: 202
+              headers: {content-type: application/json, x-mock: "1"}
+              body: '{"mocked":true}'
+"#,
+    );
+    let proxy = Proxy::start(&[
+        ("api.yaml", &api),
+        (
+            "stage.yaml",
+            &stage("mocky-dev", "mocky", "  stageName: dev\n"),
+        ),
+    ])
+    .await;
+    let r = Client::new().get(&proxy.url("/dev/profile")).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.header("content-type"), "application/json");
+    assert_eq!(r.header("x-mock"), "1");
+    assert_eq!(r.json(), serde_json::json!({"mocked": true}));
+    r.request_id();
+}
+
+#[tokio::test]
+async fn gateway_response_override_changes_status_headers_and_body_of_missing_token() {
+    let api = rest_api(
+        "custom",
+        &format!(
+            r#"  resources:
+    - path: /known
+      methods:
+        GET: {{integration: {}}}
+  gatewayResponses:
+    MISSING_AUTHENTICATION_TOKEN:
+      statusCode: 404
+      responseHeaders: {{x-portico: "yes"}}
+      responseTemplates:
+        application/json: '{{"error":"$context.error.message","kind":"custom"}}'
+"#,
+            mock("known")
+        ),
+    );
+    let proxy = Proxy::start(&[
+        ("api.yaml", &api),
+        (
+            "stage.yaml",
+            &stage("custom-dev", "custom", "  stageName: dev\n"),
+        ),
+    ])
+    .await;
+    let c = Client::new();
+    let r = c.get(&proxy.url("/dev/unknown")).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.header("x-portico"), "yes");
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"error": "Missing Authentication Token", "kind": "custom"})
+    );
+    r.request_id();
+    let r = c.get(&proxy.url("/dev/known")).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "known".to_string()));
+    assert_eq!(
+        r.header("x-portico"),
+        "",
+        "override leaked onto a normal response"
+    );
+}
+
+#[tokio::test]
+async fn integration_slower_than_its_timeout_answers_504() {
+    let be = Backend::start("slow").await;
+    be.set_delay(Duration::from_secs(3));
+    let api = rest_api(
+        "slowapi",
+        &format!(
+            r#"  resources:
+    - path: /slow
+      methods:
+        GET:
+          integration:
+            type: HTTP_PROXY
+            uri: "http://{}/slow"
+            timeoutInMillis: 200
+"#,
+            be.host_port()
+        ),
+    );
+    let proxy = Proxy::start(&[
+        ("api.yaml", &api),
+        (
+            "stage.yaml",
+            &stage("slow-dev", "slowapi", "  stageName: dev\n"),
+        ),
+    ])
+    .await;
+    let r = Client::new().get(&proxy.url("/dev/slow")).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"message": "Endpoint request timed out"})
+    );
+    r.request_id();
+    assert_eq!(be.started(), 1, "the backend should have been called once");
+}
+
+fn capped_proxy_manifests(be: &Backend) -> (String, String) {
+    let api = rest_api(
+        "capped",
+        &format!(
+            r#"  maxPayloadBytes: 1024
+  resources:
+    - path: /upload
+      methods:
+        POST: {{integration: {}}}
+"#,
+            http_proxy(&format!("http://{}/upload", be.host_port()))
+        ),
+    );
+    (api, stage("capped-dev", "capped", "  stageName: dev\n"))
+}
+
+fn post_with_length(addr: std::net::SocketAddr, len: usize) -> Vec<u8> {
+    let mut req = format!(
+        "POST /dev/upload HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/octet-stream\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend(std::iter::repeat_n(b'a', len));
+    req
+}
+
+fn post_chunked(addr: std::net::SocketAddr, chunks: usize, chunk: usize) -> Vec<u8> {
+    let mut req = format!(
+        "POST /dev/upload HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..chunks {
+        req.extend(format!("{chunk:x}\r\n").into_bytes());
+        req.extend(std::iter::repeat_n(b'b', chunk));
+        req.extend(b"\r\n");
+    }
+    req.extend(b"0\r\n\r\n");
+    req
+}
+
+#[tokio::test]
+async fn body_over_max_payload_bytes_answers_413_and_never_reaches_the_backend() {
+    let be = Backend::start("upload").await;
+    let (api, st) = capped_proxy_manifests(&be);
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+
+    let r = raw_exchange(proxy.listen, &post_with_length(proxy.listen, 2048)).await;
+    assert_eq!(r.status, 413, "content-length 2048: {}", r.text());
+    r.request_id();
+    assert!(
+        r.json()["message"].is_string(),
+        "413 body should be a gateway response: {}",
+        r.text()
+    );
+
+    let r = raw_exchange(proxy.listen, &post_chunked(proxy.listen, 4, 512)).await;
+    assert_eq!(r.status, 413, "chunked 4x512: {}", r.text());
+    r.request_id();
+
+    assert_eq!(
+        be.started(),
+        0,
+        "the backend saw requests whose body was over the cap: {:?}",
+        be.received()
+    );
+}
+
+#[tokio::test]
+async fn body_within_max_payload_bytes_reaches_the_backend_whole() {
+    let be = Backend::start("upload").await;
+    let (api, st) = capped_proxy_manifests(&be);
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+
+    let r = raw_exchange(proxy.listen, &post_with_length(proxy.listen, 1024)).await;
+    assert_eq!(r.status, 200, "content-length 1024: {}", r.text());
+    let r = raw_exchange(proxy.listen, &post_chunked(proxy.listen, 2, 500)).await;
+    assert_eq!(r.status, 200, "chunked 2x500: {}", r.text());
+
+    let got = be.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].body.len(), 1024);
+    assert!(got[0].body.iter().all(|b| *b == b'a'));
+    assert_eq!(got[1].body.len(), 1000);
+    assert!(got[1].body.iter().all(|b| *b == b'b'));
+}

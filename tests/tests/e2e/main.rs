@@ -1,0 +1,12 @@
+//! End-to-end tests: one binary, one module per area. Each test starts its own proxy (and
+//! backends) on ephemeral 127.0.0.1 ports, so they run in parallel safely.
+//!
+//! The proxy binary is `PORTICO_PROXY_BIN` or `target/debug/portico-proxy` (built on demand,
+//! see `portico_e2e::proxy_bin`).
+
+mod example;
+mod integrations;
+mod lifecycle;
+mod observability;
+mod reload;
+mod routing;
