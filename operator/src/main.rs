@@ -1,1 +1,31 @@
-fn main() {}
+//! `portico-operator`: command-line entry point. Thin by design: parse arguments, call the
+//! library, print. `crds` prints the CustomResourceDefinitions; `run` (the controllers)
+//! comes later.
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+
+/// Portico operator: compiles RestApi / Stage / ... objects into a GatewayConfig.
+#[derive(Parser, Debug)]
+#[command(name = "portico-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the five CustomResourceDefinitions as one multi-document YAML stream.
+    Crds,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crds => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(portico_crds::all_crds_yaml().as_bytes())?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}

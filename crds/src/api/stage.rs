@@ -1,0 +1,137 @@
+//! `Stage`: serves one `RestApi` at a base path and/or on hostnames, with stage variables.
+
+use super::common::{Condition, LocalObjectReference, ThrottleSettings};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Desired state of a `Stage`.
+#[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "portico.dev",
+    version = "v1alpha1",
+    kind = "Stage",
+    plural = "stages",
+    namespaced,
+    status = "StageStatus",
+    derive = "PartialEq",
+    shortname = "stg",
+    category = "portico",
+    doc = "A deployment stage of a RestApi: base path, hostnames and stage variables.",
+    printcolumn(name = "API", type_ = "string", json_path = ".spec.restApiRef.name"),
+    printcolumn(name = "Stage", type_ = "string", json_path = ".spec.stageName"),
+    printcolumn(name = "BasePath", type_ = "string", json_path = ".spec.basePath"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.invokeUrls[0]"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StageSpec {
+    /// The RestApi this stage serves (same namespace).
+    pub rest_api_ref: LocalObjectReference,
+    /// Stage name (`$context.stage`), `[A-Za-z0-9_-]+`; defaults to `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_name: Option<String>,
+    /// Base path the API is served under; defaults to `/<stageName>`; `/` is the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_path: Option<String>,
+    /// Hostnames the stage answers on; empty means any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Stage variables: names `[A-Za-z0-9_]+`, values at most 512 characters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+    /// Free-form description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Access log settings; default: AWS-like JSON lines, enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_settings: Option<AccessLogSettings>,
+    /// (later) Stage-wide throttle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleSettings>,
+    /// (later) Per-method settings keyed by `<resource path>/<METHOD>` (e.g. `/content/{id}/GET`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub method_settings: BTreeMap<String, MethodSetting>,
+    /// (later) Whether the stage has a response cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_cluster_enabled: Option<bool>,
+    /// (later) Canary deployment settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_settings: Option<CanarySettings>,
+}
+
+/// Access log settings of a stage.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogSettings {
+    /// Line format with `$context.*` variables; defaults to an AWS-like JSON line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// `false` turns access logging off for the stage (default `true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// (later) Settings of one method (or `*/*`) in a stage.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MethodSetting {
+    /// Method throttle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleSettings>,
+    /// Whether responses are cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caching_enabled: Option<bool>,
+    /// Cache entry lifetime in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl_in_seconds: Option<i64>,
+    /// Whether per-method metrics are recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_enabled: Option<bool>,
+}
+
+/// (later) Canary settings of a stage.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanarySettings {
+    /// Percentage of requests (0..100) sent to the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent_traffic: Option<f64>,
+    /// Stage variables overridden for canary requests.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stage_variable_overrides: BTreeMap<String, String>,
+    /// Whether canary requests use the stage cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_stage_cache: Option<bool>,
+    /// The RestApi the canary serves; defaults to the stage's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest_api_ref: Option<LocalObjectReference>,
+}
+
+/// Observed state of a `Stage`, written by the operator.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StageStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions (`Accepted`, `ResolvedRefs`, `Programmed`, `Ready`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// URLs the stage is reachable at, e.g. `http://api.example.com/dev`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invoke_urls: Vec<String>,
+    /// Content hash of the GatewayConfig that serves this stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
+}

@@ -1,0 +1,48 @@
+//! CamelCase reasons used in [`portico_config::Diagnostic::reason`] and status conditions.
+//!
+//! One constant per finding; the golden tests show each in context.
+
+/// The condition holds (positive reason for `Accepted`, `ResolvedRefs`, ...).
+pub const ACCEPTED: &str = "Accepted";
+/// A field or a whole kind is accepted by the schema but not implemented yet.
+pub const NOT_YET_SUPPORTED: &str = "NotYetSupported";
+/// A reference names an object that does not exist (e.g. `Stage.spec.restApiRef`).
+pub const UNKNOWN_REFERENCE: &str = "UnknownReference";
+/// A reference names an object that exists but was not accepted (it is not served).
+pub const REFERENCE_NOT_ACCEPTED: &str = "ReferenceNotAccepted";
+/// Two methods (or HTTP route keys) match the same method and path shape.
+pub const DUPLICATE_ROUTE: &str = "DuplicateRoute";
+/// Two stages claim the same host and base path.
+pub const STAGE_CONFLICT: &str = "StageConflict";
+/// A resource path template is invalid.
+pub const INVALID_PATH: &str = "InvalidPath";
+/// A method name is not an HTTP verb Portico serves (or `ANY`).
+pub const INVALID_METHOD: &str = "InvalidMethod";
+/// An HTTP API route key is not `"<METHOD> <path>"` or `$default`.
+pub const INVALID_ROUTE_KEY: &str = "InvalidRouteKey";
+/// `resources` on an HTTP API, or `routes` on a REST API.
+pub const PROTOCOL_MISMATCH: &str = "ProtocolMismatch";
+/// An integration is missing or unusable (bad uri, MOCK without `mockResponse`, ...).
+pub const INVALID_INTEGRATION: &str = "InvalidIntegration";
+/// A `{param}` placeholder in an integration uri is not a path parameter of the method.
+pub const UNKNOWN_PATH_PARAMETER: &str = "UnknownPathParameter";
+/// A stage variable name or value (or a `${stageVariables.x}` reference) is invalid.
+pub const INVALID_STAGE_VARIABLE: &str = "InvalidStageVariable";
+/// A method uses `${stageVariables.x}` but a stage serving it does not define `x`.
+pub const UNDEFINED_STAGE_VARIABLE: &str = "UndefinedStageVariable";
+/// An integration timeout is outside 1..300000 ms.
+pub const INVALID_TIMEOUT: &str = "InvalidTimeout";
+/// `maxPayloadBytes` is not positive.
+pub const INVALID_PAYLOAD_LIMIT: &str = "InvalidPayloadLimit";
+/// A gateway response type or status code is invalid.
+pub const INVALID_GATEWAY_RESPONSE: &str = "InvalidGatewayResponse";
+/// A response template for a content type other than `application/json`.
+pub const UNSUPPORTED_CONTENT_TYPE: &str = "UnsupportedContentType";
+/// A stage name is not `[A-Za-z0-9_-]+`.
+pub const INVALID_STAGE_NAME: &str = "InvalidStageName";
+/// A base path is not `/` or `/seg[/seg...]` of valid literal segments.
+pub const INVALID_BASE_PATH: &str = "InvalidBasePath";
+/// A hostname is not a valid DNS name (wildcards and ports are rejected).
+pub const INVALID_HOSTNAME: &str = "InvalidHostname";
+/// Access log settings are unusable (empty format).
+pub const INVALID_ACCESS_LOG: &str = "InvalidAccessLog";
