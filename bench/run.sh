@@ -1,0 +1,333 @@
+#!/usr/bin/env bash
+# Side-by-side proxy benchmark on a 2-core machine: direct backend, nginx, haproxy, portico.
+#
+#   bench/run.sh                  # DURATION=5 REPS=3
+#   DURATION=10 REPS=5 bench/run.sh
+#   SKIP_BUILD=1 PORTICO_BIN=/path/to/portico-proxy bench/run.sh
+#   TARGETS="direct nginx haproxy" bench/run.sh     # a subset (no portico build)
+#
+# CPU 1: the backend (nginx, 1 worker, fixed 27-byte JSON) and wrk (-t1 -c32).
+# CPU 0: the proxy under test, one worker/thread each.
+# Repetitions are interleaved (direct nginx haproxy portico, direct nginx ...) and medians are
+# reported. The number that separates proxies here is CPU per request, not req/s: see
+# bench/README.md. Results: stdout and bench/results/latest.md.
+set -euo pipefail
+
+DURATION="${DURATION:-5}"
+REPS="${REPS:-3}"
+CONNECTIONS="${CONNECTIONS:-32}"
+WARMUP="${WARMUP:-1}"
+REQ_PATH="/bench/items"
+BODY='{"ok":true,"items":[1,2,3]}'
+
+PORT_BACKEND=18080
+PORT_NGINX=18081
+PORT_HAPROXY=18082
+PORT_PORTICO=18083
+PORT_PORTICO_ADMIN=18093
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RESULTS_DIR="$ROOT/bench/results"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+PORTICO_BIN="${PORTICO_BIN:-$TARGET_DIR/release/portico-proxy}"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ------------------------------------------------------------------------------------------
+# Tools
+# ------------------------------------------------------------------------------------------
+install_tools() {
+  local missing=()
+  for tool in nginx haproxy wrk curl taskset; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  local pkgs=()
+  for tool in "${missing[@]}"; do
+    case "$tool" in
+      taskset) pkgs+=(util-linux) ;;
+      *) pkgs+=("$tool") ;;
+    esac
+  done
+  log "installing ${pkgs[*]}"
+  # Keep package scripts from starting a system nginx/haproxy on port 80 while installing.
+  local made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  [ "$made_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+  for tool in "${missing[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool still missing after install"
+  done
+}
+
+# ------------------------------------------------------------------------------------------
+# Processes: everything started here is killed on exit
+# ------------------------------------------------------------------------------------------
+WORK="$(mktemp -d /tmp/portico-bench.XXXXXX)"
+STARTED_PIDS=()
+
+cleanup() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED_PIDS[@]}"; do
+    # Bounded wait; a process that ignores TERM gets KILL.
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  local port="$1" name="$2"
+  for _ in $(seq 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  die "$name did not listen on 127.0.0.1:$port"
+}
+
+write_configs() {
+  mkdir -p "$WORK/nginx-be" "$WORK/nginx-px" "$WORK/portico"
+  cat > "$WORK/nginx-be/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $WORK/nginx-be/nginx.pid;
+error_log $WORK/nginx-be/error.log warn;
+events { worker_connections 4096; }
+http { access_log off;
+  client_body_temp_path $WORK/nginx-be/tmp; proxy_temp_path $WORK/nginx-be/tmp;
+  fastcgi_temp_path $WORK/nginx-be/tmp; uwsgi_temp_path $WORK/nginx-be/tmp; scgi_temp_path $WORK/nginx-be/tmp;
+  server { listen 127.0.0.1:$PORT_BACKEND;
+    location / { default_type application/json; return 200 '$BODY'; } } }
+EOF
+  cat > "$WORK/nginx-px/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $WORK/nginx-px/nginx.pid;
+error_log $WORK/nginx-px/error.log warn;
+events { worker_connections 4096; }
+http { access_log off;
+  client_body_temp_path $WORK/nginx-px/tmp; proxy_temp_path $WORK/nginx-px/tmp;
+  fastcgi_temp_path $WORK/nginx-px/tmp; uwsgi_temp_path $WORK/nginx-px/tmp; scgi_temp_path $WORK/nginx-px/tmp;
+  upstream be { server 127.0.0.1:$PORT_BACKEND; keepalive 64; }
+  server { listen 127.0.0.1:$PORT_NGINX; location / { proxy_pass http://be;
+    proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+EOF
+  cat > "$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$PORT_HAPROXY
+  default_backend be
+backend be
+  server s1 127.0.0.1:$PORT_BACKEND
+EOF
+  # One REST API, {proxy+} ANY -> HTTP_PROXY to the backend, stage "bench" at /bench, access
+  # log off (parity with nginx's access_log off).
+  cat > "$WORK/portico/bench.yaml" <<EOF
+apiVersion: portico.dev/v1alpha1
+kind: RestApi
+metadata: {name: bench, namespace: default}
+spec:
+  protocol: REST
+  resources:
+    - path: /{proxy+}
+      methods:
+        ANY:
+          integration:
+            type: HTTP_PROXY
+            uri: "http://\${stageVariables.backend}/bench/{proxy}"
+---
+apiVersion: portico.dev/v1alpha1
+kind: Stage
+metadata: {name: bench, namespace: default}
+spec:
+  restApiRef: {name: bench}
+  stageName: bench
+  variables: {backend: "127.0.0.1:$PORT_BACKEND"}
+  accessLogSettings: {enabled: false}
+EOF
+  cat > "$WORK/done.lua" <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT requests=%d duration_us=%d errors=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+EOF
+}
+
+LAST_PID=""
+start_bg() { # cpu logfile cmd... ; sets LAST_PID (no subshell: the pid must reach cleanup)
+  local cpu="$1" logf="$2"; shift 2
+  taskset -c "$cpu" "$@" >"$logf" 2>&1 &
+  LAST_PID="$!"
+  STARTED_PIDS+=("$LAST_PID")
+}
+
+# All pids of a process tree (the root and its direct children: nginx master + worker).
+tree_pids() { echo "$1" $(pgrep -P "$1" 2>/dev/null || true); }
+
+cpu_ticks() { # pids... -> utime+stime summed, in clock ticks
+  local total=0 pid f
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] || continue
+    # Field 2 (comm) may contain spaces: drop everything up to the last ')'. What is left
+    # starts at field 3, so utime (14) and stime (15) are at indexes 11 and 12.
+    read -ra f <<<"$(sed 's/^.*) //' "/proc/$pid/stat")"
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
+}
+
+check_target() { # name port
+  local got
+  got="$(curl -s --max-time 5 "http://127.0.0.1:$2$REQ_PATH" || true)"
+  [ "$got" = "$BODY" ] || die "$1 on :$2 answered '${got:0:200}' instead of the backend body"
+}
+
+run_wrk() { # name port -> prints "rps p50_us p99_us cpu_us_per_req errors requests"
+  local name="$1" port="$2" pids=() before after out line requests dur errors p50 p99
+  case "$name" in
+    direct) pids=() ;;
+    nginx) pids=($(tree_pids "$NGINX_PID")) ;;
+    haproxy) pids=($(tree_pids "$HAPROXY_PID")) ;;
+    portico) pids=("$PORTICO_PID") ;;
+  esac
+  before="$(cpu_ticks "${pids[@]}")"
+  out="$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/done.lua" \
+    "http://127.0.0.1:$port$REQ_PATH")"
+  after="$(cpu_ticks "${pids[@]}")"
+  line="$(grep '^RESULT ' <<<"$out")" || die "wrk printed no RESULT line for $name:\n$out"
+  requests="$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$line")"
+  dur="$(sed -E 's/.*duration_us=([0-9]+).*/\1/' <<<"$line")"
+  errors="$(sed -E 's/.*errors=([0-9]+).*/\1/' <<<"$line")"
+  p50="$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$line")"
+  p99="$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")"
+  awk -v r="$requests" -v d="$dur" -v e="$errors" -v p50="$p50" -v p99="$p99" \
+      -v t="$((after - before))" -v hz="$CLK_TCK" -v has_cpu="${#pids[@]}" 'BEGIN {
+    rps = r / (d / 1e6);
+    cpu = (has_cpu > 0 && r > 0) ? (t * 1e6 / hz) / r : -1;
+    printf "%.0f %d %d %.2f %d %d\n", rps, p50, p99, cpu, e, r }'
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit }
+  if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# ------------------------------------------------------------------------------------------
+# Main
+# ------------------------------------------------------------------------------------------
+install_tools
+CLK_TCK="$(getconf CLK_TCK)"
+[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, backend + wrk on CPU 1)"
+
+read -ra TARGETS <<<"${TARGETS:-direct nginx haproxy portico}"
+has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+
+if has_target portico; then
+  if [ -z "${SKIP_BUILD:-}" ]; then
+    log "building portico-proxy (release)"
+    (cd "$ROOT" && cargo build --release -p portico-proxy) >&2
+  fi
+  [ -x "$PORTICO_BIN" ] || die "$PORTICO_BIN not found"
+fi
+
+for p in $PORT_BACKEND $PORT_NGINX $PORT_HAPROXY $PORT_PORTICO $PORT_PORTICO_ADMIN; do
+  port_free "$p" || die "127.0.0.1:$p is already in use"
+done
+write_configs
+
+start_bg 1 "$WORK/backend.log" nginx -e stderr -p "$WORK/nginx-be/" -c "$WORK/nginx-be/nginx.conf"
+BACKEND_PID="$LAST_PID"
+wait_port "$PORT_BACKEND" backend
+NGINX_PID="" HAPROXY_PID="" PORTICO_PID=""
+if has_target nginx; then
+  start_bg 0 "$WORK/nginx.log" nginx -e stderr -p "$WORK/nginx-px/" -c "$WORK/nginx-px/nginx.conf"
+  NGINX_PID="$LAST_PID"
+  wait_port "$PORT_NGINX" nginx
+fi
+if has_target haproxy; then
+  start_bg 0 "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy.cfg"
+  HAPROXY_PID="$LAST_PID"
+  wait_port "$PORT_HAPROXY" haproxy
+fi
+if has_target portico; then
+  start_bg 0 "$WORK/portico.log" "$PORTICO_BIN" --manifests "$WORK/portico" \
+    --listen "127.0.0.1:$PORT_PORTICO" --admin-listen "127.0.0.1:$PORT_PORTICO_ADMIN" \
+    --workers 1 --ready-file "$WORK/portico.ready"
+  PORTICO_PID="$LAST_PID"
+  for _ in $(seq 300); do [ -s "$WORK/portico.ready" ] && break; sleep 0.1; done
+  [ -s "$WORK/portico.ready" ] || { cat "$WORK/portico.log" >&2; die "portico-proxy not ready"; }
+fi
+
+declare -A PORT=([direct]=$PORT_BACKEND [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY [portico]=$PORT_PORTICO)
+for t in "${TARGETS[@]}"; do check_target "$t" "${PORT[$t]}"; done
+
+log "warm-up ${WARMUP}s each"
+for t in "${TARGETS[@]}"; do
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:${PORT[$t]}$REQ_PATH" >/dev/null
+done
+
+declare -A RAW
+for rep in $(seq "$REPS"); do
+  for t in "${TARGETS[@]}"; do
+    log "rep $rep/$REPS: $t"
+    res="$(run_wrk "$t" "${PORT[$t]}")" || die "wrk run against $t failed"
+    RAW[$t]+="$res"$'\n'
+  done
+done
+
+# Processes still alive? A crash mid-run would make its numbers meaningless.
+for pid in "${STARTED_PIDS[@]}"; do
+  kill -0 "$pid" 2>/dev/null || die "process $pid died during the run"
+done
+
+col() { awk -v c="$1" 'NF { print $c }' <<<"${RAW[$2]}" | median; }
+fmt_us() { awk -v v="$1" 'BEGIN { printf "%d us", v }'; }
+
+{
+  echo "# Proxy benchmark"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "- cpu: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores"
+  echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>&1 | head -1 | awk '{print "haproxy " $3}'), $(wrk -v 2>&1 | head -1 | awk '{print $1 " " $2}')"
+  echo "- wrk -t1 -c$CONNECTIONS -d${DURATION}s on CPU 1 with the backend; proxy on CPU 0; median of $REPS interleaved runs"
+  echo
+  echo "| path | req/s | p50 | p99 | proxy CPU us/request | errors |"
+  echo "|---|---|---|---|---|---|"
+  for t in "${TARGETS[@]}"; do
+    cpu="$(col 4 "$t")"
+    if [ "$t" = direct ]; then cpu_s="-"; else cpu_s="$(awk -v v="$cpu" 'BEGIN { printf "%.1f us", v }')"; fi
+    printf '| %s | %.0f | %s | %s | %s | %s |\n' "$t" "$(col 1 "$t")" \
+      "$(fmt_us "$(col 2 "$t")")" "$(fmt_us "$(col 3 "$t")")" "$cpu_s" "$(col 5 "$t")"
+  done
+  echo
+  echo "<details><summary>raw runs (req/s p50_us p99_us cpu_us/req errors requests)</summary>"
+  echo
+  for t in "${TARGETS[@]}"; do
+    echo "$t:"
+    awk 'NF { print "    " $0 }' <<<"${RAW[$t]}"
+  done
+  echo
+  echo "</details>"
+} > "$WORK/report.md"
+
+mkdir -p "$RESULTS_DIR"
+cp "$WORK/report.md" "$RESULTS_DIR/latest.md"
+cat "$WORK/report.md"
