@@ -42,7 +42,7 @@ async fn startup_with_an_invalid_manifest_exits_1_naming_the_object_and_field() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_in_flight_request_refuses_new_connections_and_exits_0() {
     let be = Backend::start("slow").await;
-    be.set_delay(Duration::from_secs(4));
+    be.set_delay(Duration::from_secs(6));
     let api = rest_api(
         "drain",
         &format!(
