@@ -46,3 +46,5 @@ pub const INVALID_BASE_PATH: &str = "InvalidBasePath";
 pub const INVALID_HOSTNAME: &str = "InvalidHostname";
 /// Access log settings are unusable (empty format).
 pub const INVALID_ACCESS_LOG: &str = "InvalidAccessLog";
+/// The same kind, namespace and name appear more than once in the snapshot.
+pub const DUPLICATE_OBJECT: &str = "DuplicateObject";

@@ -1,18 +1,166 @@
-//! compile (stub)
+//! `compile`: the single place where meaning is decided. A pure function from a [`Snapshot`]
+//! to a [`GatewayConfig`] plus [`Diagnostic`]s: no I/O, no clock, deterministic output.
+//!
+//! ```text
+//!  Snapshot ─ normalise ─> inputs (defaults resolved, sorted by namespace/name)
+//!               │
+//!               ├─ not_supported::objects ─> warnings for (later) fields and kinds
+//!               ├─ apis ─────> Api { routes } per RestApi   (methods: not_supported::method,
+//!               │               │                             integrations, gateway_responses)
+//!               │               └─ stage variables each api uses
+//!               └─ stages ───> Stage per Stage object (refs, base path, hosts, variables),
+//!                               then host + base path conflicts
+//!  ─> Compiled { config (sorted, validates), diagnostics (sorted) }
+//! ```
+//!
+//! The pass never aborts: a bad object gets diagnostics naming the field path; a broken
+//! method compiles to a route that fails closed; a broken stage or API is dropped.
+
+mod apis;
+mod gateway_responses;
+mod integrations;
+mod normalise;
+mod not_supported;
+mod stages;
+
 use crate::Snapshot;
-use portico_config::{Diagnostic, GatewayConfig};
-/// Output.
+use portico_config::{Diagnostic, GatewayConfig, ObjectRef, SCHEMA_VERSION};
+
+/// The result of [`compile`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Compiled {
-    /// Config.
+    /// The compiled document; always passes [`GatewayConfig::validate`].
     pub config: GatewayConfig,
-    /// Diagnostics.
+    /// Findings about the input objects, sorted by object, then field.
     pub diagnostics: Vec<Diagnostic>,
 }
-/// Compile.
-pub fn compile(_s: &Snapshot) -> Compiled {
+
+impl Compiled {
+    /// True when some diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Compiles a snapshot. Never fails: problems become diagnostics.
+pub fn compile(snapshot: &Snapshot) -> Compiled {
+    let mut diags = Diags::default();
+    // 1. Defaults and ordering are decided once, here; later phases never look at raw specs
+    //    for values that have defaults.
+    let inputs = normalise::normalise(snapshot, &mut diags);
+    // 2. Object-level (later) fields: warnings only, so the position does not matter; the
+    //    security-relevant method-level rules run inside `apis`, because they decide
+    //    `fail_closed`.
+    not_supported::objects(&inputs, &mut diags);
+    // 3. APIs before stages: a stage needs to know whether its API compiled and which stage
+    //    variables the API's integrations use.
+    let apis = apis::compile_apis(&inputs.apis, &mut diags);
+    // 4. Stages, with host + base path conflicts resolved last among the surviving stages.
+    let stages = stages::compile_stages(&inputs, &apis, &mut diags);
+
+    let mut config = GatewayConfig {
+        schema_version: SCHEMA_VERSION,
+        apis: apis.into_iter().map(|a| a.api).collect(),
+        stages,
+    };
+    config.apis.sort_by(|a, b| a.id.cmp(&b.id));
+    for api in &mut config.apis {
+        api.routes.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    config.stages.sort_by(|a, b| a.id.cmp(&b.id));
+    if let Err(e) = config.validate() {
+        // Every phase is written to keep the invariants; reaching this is a compiler bug.
+        // Serve nothing rather than something the proxy would refuse.
+        diags.0.push(Diagnostic::error(
+            &ObjectRef::new("GatewayConfig", "", ""),
+            "",
+            "InternalError",
+            format!("compile produced an invalid config: {e}"),
+        ));
+        config = GatewayConfig::empty();
+    }
+    let mut diagnostics = diags.0;
+    diagnostics.sort_by(|a, b| {
+        (&a.object, &a.field, a.severity, &a.reason, &a.message)
+            .cmp(&(&b.object, &b.field, b.severity, &b.reason, &b.message))
+    });
+    diagnostics.dedup();
     Compiled {
-        config: GatewayConfig::empty(),
-        diagnostics: vec![],
+        config,
+        diagnostics,
+    }
+}
+
+/// Collects diagnostics during a pass.
+#[derive(Debug, Default)]
+pub(crate) struct Diags(pub(crate) Vec<Diagnostic>);
+
+impl Diags {
+    /// Records an error.
+    pub(crate) fn error(
+        &mut self,
+        obj: &ObjectRef,
+        field: impl Into<String>,
+        reason: &str,
+        msg: impl Into<String>,
+    ) {
+        self.0.push(Diagnostic::error(obj, field, reason, msg));
+    }
+
+    /// Records a warning.
+    pub(crate) fn warn(
+        &mut self,
+        obj: &ObjectRef,
+        field: impl Into<String>,
+        reason: &str,
+        msg: impl Into<String>,
+    ) {
+        self.0.push(Diagnostic::warning(obj, field, reason, msg));
+    }
+}
+
+/// HTTP verbs a method or route key may use (`ANY` matches every verb).
+pub(crate) const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY",
+];
+
+/// Escapes a path or route key for use inside an id (JSON-pointer style: `~` -> `~0`,
+/// `/` -> `~1`), so ids stay unambiguous: `/content/{id}` -> `~1content~1{id}`.
+pub(crate) fn escape_id(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// `restapi/<ns>/<name>`.
+pub(crate) fn api_id(namespace: &str, name: &str) -> String {
+    format!("restapi/{namespace}/{name}")
+}
+
+/// `stage/<ns>/<name>`.
+pub(crate) fn stage_id(namespace: &str, name: &str) -> String {
+    format!("stage/{namespace}/{name}")
+}
+
+/// True for `[A-Za-z0-9_]+` (stage variable names).
+pub(crate) fn is_variable_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_escape_slashes_like_json_pointers() {
+        assert_eq!(escape_id("/content/{id}"), "~1content~1{id}");
+        assert_eq!(escape_id("GET /a~b"), "GET ~1a~0b");
+        assert_eq!(api_id("default", "pets"), "restapi/default/pets");
+        assert_eq!(stage_id("default", "dev"), "stage/default/dev");
+    }
+
+    #[test]
+    fn an_empty_snapshot_compiles_to_an_empty_valid_config() {
+        let out = compile(&Snapshot::default());
+        assert_eq!(out.config, GatewayConfig::empty());
+        assert!(out.diagnostics.is_empty());
     }
 }

@@ -1,0 +1,334 @@
+//! Phase "apis": each RestApi to an [`Api`] with its routes.
+//!
+//! REST APIs flatten `spec.resources[].methods` into routes; HTTP APIs compile
+//! `spec.routes[].routeKey`. A method with an invalid path, verb or route key cannot be
+//! matched and is dropped; a duplicate (same verb and path shape) is dropped; a method whose
+//! integration or security settings cannot be honoured becomes a route that fails closed.
+//! WEBSOCKET APIs are not supported yet and are dropped.
+
+use super::gateway_responses::compile_gateway_responses;
+use super::integrations::compile_integration;
+use super::normalise::ApiInput;
+use super::not_supported::{self, MethodView};
+use super::{Diags, METHODS, escape_id};
+use crate::api::rest_api::{ApiProtocol, Integration as IntegrationSpec};
+use crate::reasons;
+use portico_config::{
+    Api, DEFAULT_MAX_PAYLOAD_BYTES, ObjectRef, PathTemplate, Protocol, Route, RouteMatch, Segment,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One compiled API and what stages need to know about it.
+pub(crate) struct CompiledApi {
+    pub api: Api,
+    /// Stage variables used by the API's serving routes, with the first method using each
+    /// (for the message when a stage does not define it).
+    pub stage_variables: BTreeMap<String, String>,
+}
+
+/// The compiled APIs, plus the ids of RestApis that exist but were dropped.
+pub(crate) struct CompiledApis {
+    pub apis: Vec<CompiledApi>,
+    pub dropped: BTreeSet<String>,
+}
+
+impl IntoIterator for CompiledApis {
+    type Item = CompiledApi;
+    type IntoIter = std::vec::IntoIter<CompiledApi>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.apis.into_iter()
+    }
+}
+
+/// Compiles every API (inputs are already sorted).
+pub(crate) fn compile_apis(inputs: &[ApiInput<'_>], diags: &mut Diags) -> CompiledApis {
+    let mut out = CompiledApis {
+        apis: Vec::new(),
+        dropped: BTreeSet::new(),
+    };
+    for input in inputs {
+        match compile_api(input, diags) {
+            Some(api) => out.apis.push(api),
+            None => {
+                out.dropped.insert(input.id.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A route under construction, before duplicate detection.
+struct Candidate<'a> {
+    field: String,
+    verb: String,
+    matcher: RouteMatch,
+    resource_path: String,
+    route_key: String,
+    id: String,
+    view: MethodView<'a>,
+    integration: Option<&'a IntegrationSpec>,
+}
+
+fn compile_api(input: &ApiInput<'_>, diags: &mut Diags) -> Option<CompiledApi> {
+    let obj = &input.obj;
+    let spec = input.spec;
+    let protocol = match input.protocol {
+        ApiProtocol::Rest => Protocol::Rest,
+        ApiProtocol::Http => Protocol::Http,
+        ApiProtocol::WebSocket => {
+            diags.error(
+                obj,
+                "spec.protocol",
+                reasons::NOT_YET_SUPPORTED,
+                "WEBSOCKET APIs are not supported yet; the API is not served",
+            );
+            return None;
+        }
+    };
+    let max_payload_bytes = match spec.max_payload_bytes {
+        None => DEFAULT_MAX_PAYLOAD_BYTES,
+        Some(n) if n > 0 => u64::try_from(n).expect("checked positive"),
+        Some(n) => {
+            diags.error(
+                obj,
+                "spec.maxPayloadBytes",
+                reasons::INVALID_PAYLOAD_LIMIT,
+                format!("maxPayloadBytes {n} must be positive; the default {DEFAULT_MAX_PAYLOAD_BYTES} is used"),
+            );
+            DEFAULT_MAX_PAYLOAD_BYTES
+        }
+    };
+
+    let candidates = match protocol {
+        Protocol::Rest => {
+            if !spec.routes.is_empty() {
+                diags.error(
+                    obj,
+                    "spec.routes",
+                    reasons::PROTOCOL_MISMATCH,
+                    "REST APIs use spec.resources; spec.routes is ignored (set protocol: HTTP to use route keys)",
+                );
+            }
+            rest_candidates(input, diags)
+        }
+        _ => {
+            if !spec.resources.is_empty() {
+                diags.error(
+                    obj,
+                    "spec.resources",
+                    reasons::PROTOCOL_MISMATCH,
+                    "HTTP APIs use spec.routes; spec.resources is ignored (set protocol: REST to use resources)",
+                );
+            }
+            http_candidates(input, diags)
+        }
+    };
+
+    // Duplicates: the same verb on the same path shape (`/a/{x}` and `/a/{y}` collide). The
+    // first in manifest order wins; the others are dropped.
+    let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut routes = Vec::new();
+    let mut stage_variables = BTreeMap::new();
+    for c in candidates {
+        let shape = match &c.matcher {
+            RouteMatch::Path(t) => t.shape(),
+            RouteMatch::Default => "$default".to_string(),
+        };
+        if let Some(first) = seen.get(&(c.verb.clone(), shape.clone())) {
+            diags.error(
+                obj,
+                &c.field,
+                reasons::DUPLICATE_ROUTE,
+                format!(
+                    "{} duplicates {first} (same method and path shape); it is not served",
+                    c.route_key
+                ),
+            );
+            continue;
+        }
+        seen.insert((c.verb.clone(), shape), c.field.clone());
+
+        let params = match &c.matcher {
+            RouteMatch::Path(t) => path_params(t),
+            RouteMatch::Default => Vec::new(),
+        };
+        let security = not_supported::method(obj, &c.field, &c.view, c.integration, diags);
+        let integ = compile_integration(
+            obj,
+            &format!("{}.integration", c.field),
+            c.integration,
+            &params,
+            diags,
+        );
+        let fail_closed = security.or(integ.fail);
+        if fail_closed.is_none() {
+            for v in integ.stage_variables {
+                stage_variables
+                    .entry(v)
+                    .or_insert_with(|| format!("{} ({}.integration.uri)", c.route_key, c.field));
+            }
+        }
+        routes.push(Route {
+            id: c.id,
+            resource_path: c.resource_path,
+            route_key: c.route_key,
+            http_method: c.verb,
+            matcher: c.matcher,
+            integration: integ.integration,
+            timeout_ms: integ.timeout_ms,
+            fail_closed,
+        });
+    }
+
+    Some(CompiledApi {
+        api: Api {
+            id: input.id.clone(),
+            source: obj.clone(),
+            name: input.display_name.clone(),
+            protocol,
+            routes,
+            gateway_responses: compile_gateway_responses(obj, &spec.gateway_responses, diags),
+            max_payload_bytes,
+        },
+        stage_variables,
+    })
+}
+
+/// Path parameter names usable as `{name}` in an integration uri (a greedy `{proxy+}` is
+/// `{proxy}`).
+fn path_params(t: &PathTemplate) -> Vec<String> {
+    t.segments
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Param(p) | Segment::Greedy(p) => Some(p.clone()),
+            Segment::Literal(_) => None,
+        })
+        .collect()
+}
+
+fn check_verb(obj: &ObjectRef, field: &str, verb: &str, diags: &mut Diags) -> bool {
+    if METHODS.contains(&verb) {
+        return true;
+    }
+    diags.error(
+        obj,
+        field,
+        reasons::INVALID_METHOD,
+        format!(
+            "method {verb:?} is not one of {} (upper case); it is not served",
+            METHODS.join(", ")
+        ),
+    );
+    false
+}
+
+fn rest_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate<'a>> {
+    let obj = &input.obj;
+    let mut out = Vec::new();
+    for (i, res) in input.spec.resources.iter().enumerate() {
+        let field = format!("spec.resources[{i}]");
+        let template = match PathTemplate::parse(&res.path) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.error(
+                    obj,
+                    format!("{field}.path"),
+                    reasons::INVALID_PATH,
+                    format!("{e}; the resource's methods are not served"),
+                );
+                continue;
+            }
+        };
+        let path = template.to_string();
+        for (verb, m) in &res.methods {
+            let mfield = format!("{field}.methods.{verb}");
+            if !check_verb(obj, &mfield, verb, diags) {
+                continue;
+            }
+            out.push(Candidate {
+                id: format!("{}/resource/{}/method/{verb}", input.id, escape_id(&path)),
+                route_key: format!("{verb} {path}"),
+                resource_path: path.clone(),
+                verb: verb.clone(),
+                matcher: RouteMatch::Path(template.clone()),
+                view: MethodView {
+                    authorization_type: m.authorization_type,
+                    authorizer_ref: m.authorizer_ref.as_ref(),
+                    authorization_scopes: &m.authorization_scopes,
+                    api_key_required: m.api_key_required,
+                    request_parameters: Some(&m.request_parameters),
+                    request_validator: m.request_validator.as_deref(),
+                    request_models: Some(&m.request_models),
+                    method_responses: &m.method_responses,
+                },
+                integration: m.integration.as_ref(),
+                field: mfield,
+            });
+        }
+    }
+    out
+}
+
+fn http_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate<'a>> {
+    let obj = &input.obj;
+    let mut out = Vec::new();
+    for (i, r) in input.spec.routes.iter().enumerate() {
+        let field = format!("spec.routes[{i}]");
+        let key = r.route_key.trim();
+        let (verb, matcher, resource_path, route_key) = if key == "$default" {
+            (
+                "ANY".to_string(),
+                RouteMatch::Default,
+                "$default".to_string(),
+                "$default".to_string(),
+            )
+        } else {
+            let parsed = key
+                .split_once(' ')
+                .ok_or_else(|| "expected \"<METHOD> <path>\" or \"$default\"".to_string())
+                .and_then(|(verb, path)| {
+                    if !METHODS.contains(&verb) {
+                        return Err(format!(
+                            "method {verb:?} is not one of {}",
+                            METHODS.join(", ")
+                        ));
+                    }
+                    PathTemplate::parse(path.trim())
+                        .map(|t| (verb.to_string(), t))
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok((verb, t)) => {
+                    let path = t.to_string();
+                    let route_key = format!("{verb} {path}");
+                    (verb, RouteMatch::Path(t), path, route_key)
+                }
+                Err(e) => {
+                    diags.error(
+                        obj,
+                        format!("{field}.routeKey"),
+                        reasons::INVALID_ROUTE_KEY,
+                        format!("route key {:?}: {e}; the route is not served", r.route_key),
+                    );
+                    continue;
+                }
+            }
+        };
+        out.push(Candidate {
+            id: format!("{}/route/{}", input.id, escape_id(&route_key)),
+            field,
+            verb,
+            matcher,
+            resource_path,
+            route_key,
+            view: MethodView {
+                authorization_type: r.authorization_type,
+                authorizer_ref: r.authorizer_ref.as_ref(),
+                authorization_scopes: &r.authorization_scopes,
+                ..Default::default()
+            },
+            integration: r.integration.as_ref(),
+        });
+    }
+    out
+}

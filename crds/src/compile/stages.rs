@@ -1,0 +1,294 @@
+//! Phase "stages": each Stage to a [`portico_config::Stage`].
+//!
+//! Runs after `apis` (it needs the compiled APIs and the stage variables they use). A stage
+//! that references a missing or dropped API, or has an invalid name, base path, hostname or
+//! variable, or lacks a variable its API uses, is dropped with an error. Conflicts on
+//! host + base path are resolved last, among the stages that survived everything else.
+
+use super::apis::CompiledApis;
+use super::normalise::{Inputs, StageInput};
+use super::{Diags, is_variable_name};
+use crate::reasons;
+use portico_config::{PathTemplate, Segment, Stage};
+use std::collections::BTreeMap;
+
+/// Longest stage variable value accepted (AWS's limit).
+pub(crate) const MAX_VARIABLE_VALUE_CHARS: usize = 512;
+
+/// Compiles the stages; `apis` are the compiled APIs.
+pub(crate) fn compile_stages(
+    inputs: &Inputs<'_>,
+    apis: &CompiledApis,
+    diags: &mut Diags,
+) -> Vec<Stage> {
+    let known: BTreeMap<&str, &super::apis::CompiledApi> =
+        apis.apis.iter().map(|a| (a.api.id.as_str(), a)).collect();
+    let mut candidates: Vec<(&StageInput<'_>, Stage)> = inputs
+        .stages
+        .iter()
+        .filter_map(|s| compile_stage(s, &known, apis, diags).map(|c| (s, c)))
+        .collect();
+
+    // Conflicts last: only stages that survived every other check may claim a host + base
+    // path. Precedence: the oldest (metadata.creationTimestamp) first, objects without a
+    // timestamp after those with one, then namespace/name order.
+    candidates.sort_by(|(a, _), (b, _)| {
+        (a.created.is_none(), a.created, &a.obj).cmp(&(b.created.is_none(), b.created, &b.obj))
+    });
+    let mut claims: BTreeMap<(String, String), &StageInput<'_>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (input, stage) in candidates {
+        let keys: Vec<(String, String)> = if stage.hosts.is_empty() {
+            vec![("*".to_string(), stage.base_path.clone())]
+        } else {
+            stage
+                .hosts
+                .iter()
+                .map(|h| (h.clone(), stage.base_path.clone()))
+                .collect()
+        };
+        if let Some(((host, _), winner)) = keys.iter().find_map(|k| claims.get(k).map(|w| (k, *w)))
+        {
+            let host = if host == "*" {
+                "any host".to_string()
+            } else {
+                format!("host {host}")
+            };
+            let base = if stage.base_path.is_empty() {
+                "/"
+            } else {
+                &stage.base_path
+            };
+            diags.error(
+                &input.obj,
+                "spec.basePath",
+                reasons::STAGE_CONFLICT,
+                format!(
+                    "{} already serves {host} at base path {base}; this stage is not served",
+                    winner.obj
+                ),
+            );
+            diags.warn(
+                &winner.obj,
+                "spec.basePath",
+                reasons::STAGE_CONFLICT,
+                format!(
+                    "{} also claims {host} at base path {base}; this stage keeps serving it",
+                    input.obj
+                ),
+            );
+            continue;
+        }
+        for k in keys {
+            claims.insert(k, input);
+        }
+        out.push(stage);
+    }
+    out
+}
+
+fn compile_stage(
+    s: &StageInput<'_>,
+    known: &BTreeMap<&str, &super::apis::CompiledApi>,
+    apis: &CompiledApis,
+    diags: &mut Diags,
+) -> Option<Stage> {
+    let obj = &s.obj;
+    let api_id = super::api_id(&s.api.namespace, &s.api.name);
+    let Some(api) = known.get(api_id.as_str()) else {
+        if apis.dropped.contains(&api_id) {
+            diags.error(
+                obj,
+                "spec.restApiRef.name",
+                reasons::REFERENCE_NOT_ACCEPTED,
+                format!(
+                    "{} is not served (see its diagnostics); this stage is not served",
+                    s.api
+                ),
+            );
+        } else {
+            diags.error(
+                obj,
+                "spec.restApiRef.name",
+                reasons::UNKNOWN_REFERENCE,
+                format!("{} does not exist; this stage is not served", s.api),
+            );
+        }
+        return None;
+    };
+    let mut ok = true;
+    if s.stage_name.is_empty()
+        || !s
+            .stage_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        diags.error(
+            obj,
+            "spec.stageName",
+            reasons::INVALID_STAGE_NAME,
+            format!("stage name {:?} must match [A-Za-z0-9_-]+", s.stage_name),
+        );
+        ok = false;
+    }
+    let base_path = match normalise_base_path(&s.base_path) {
+        Ok(p) => p,
+        Err(e) => {
+            diags.error(obj, "spec.basePath", reasons::INVALID_BASE_PATH, e);
+            ok = false;
+            String::new()
+        }
+    };
+    let mut hosts = Vec::new();
+    for (i, h) in s.spec.hostnames.iter().enumerate() {
+        match normalise_hostname(h) {
+            Ok(h) => hosts.push(h),
+            Err(e) => {
+                diags.error(
+                    obj,
+                    format!("spec.hostnames[{i}]"),
+                    reasons::INVALID_HOSTNAME,
+                    e,
+                );
+                ok = false;
+            }
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    for (name, value) in &s.spec.variables {
+        let field = format!("spec.variables.{name}");
+        if !is_variable_name(name) {
+            diags.error(
+                obj,
+                field,
+                reasons::INVALID_STAGE_VARIABLE,
+                format!("stage variable name {name:?} must match [A-Za-z0-9_]+"),
+            );
+            ok = false;
+        } else if value.chars().count() > MAX_VARIABLE_VALUE_CHARS {
+            diags.error(
+                obj,
+                field,
+                reasons::INVALID_STAGE_VARIABLE,
+                format!(
+                    "stage variable {name} is {} characters long; at most {MAX_VARIABLE_VALUE_CHARS} are allowed",
+                    value.chars().count()
+                ),
+            );
+            ok = false;
+        }
+    }
+    for (name, user) in &api.stage_variables {
+        if !s.spec.variables.contains_key(name) {
+            diags.error(
+                obj,
+                "spec.variables",
+                reasons::UNDEFINED_STAGE_VARIABLE,
+                format!(
+                    "stage variable {name} is not defined, but {} uses it in {user}; this stage is not served",
+                    s.api
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| Stage {
+        id: s.id.clone(),
+        source: obj.clone(),
+        api_id,
+        name: s.stage_name.clone(),
+        base_path,
+        hosts,
+        variables: s.spec.variables.clone(),
+        access_log: s.access_log.clone(),
+    })
+}
+
+/// `"/"` -> `""`, `"/dev/"` -> `"/dev"`; segments must be non-empty literals (no `.`/`..`).
+pub(crate) fn normalise_base_path(raw: &str) -> Result<String, String> {
+    if !raw.starts_with('/') {
+        return Err(format!("base path {raw:?} must start with '/'"));
+    }
+    let trimmed = raw.strip_suffix('/').unwrap_or(raw);
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if trimmed.ends_with('/') {
+        return Err(format!("base path {raw:?} has an empty segment"));
+    }
+    let t =
+        PathTemplate::parse(trimmed).map_err(|e| format!("base path {raw:?} is invalid: {e}"))?;
+    if t.segments.iter().any(|s| !matches!(s, Segment::Literal(_))) {
+        return Err(format!(
+            "base path {raw:?} must be literal segments, without {{parameters}}"
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Lower-cases and checks a DNS hostname. Wildcards and ports are rejected.
+pub(crate) fn normalise_hostname(raw: &str) -> Result<String, String> {
+    let h = raw.to_ascii_lowercase();
+    if h.starts_with("*.") || h.contains('*') {
+        return Err(format!(
+            "hostname {raw:?}: wildcard hostnames are not supported; list each hostname"
+        ));
+    }
+    if h.contains(':') {
+        return Err(format!("hostname {raw:?} must not include a port"));
+    }
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if h.is_empty() || h.len() > 253 || !h.split('.').all(valid_label) {
+        return Err(format!(
+            "hostname {raw:?} is not a valid DNS name (labels of letters, digits and '-', separated by '.')"
+        ));
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_paths_are_normalised() {
+        assert_eq!(normalise_base_path("/").unwrap(), "");
+        assert_eq!(normalise_base_path("/dev").unwrap(), "/dev");
+        assert_eq!(normalise_base_path("/v1/dev/").unwrap(), "/v1/dev");
+        for bad in ["dev", "//", "/a//b", "/a/../b", "/./a", "/{x}", "/a b"] {
+            assert!(
+                normalise_base_path(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn hostnames_are_lower_cased_and_checked() {
+        assert_eq!(
+            normalise_hostname("API.Example.com").unwrap(),
+            "api.example.com"
+        );
+        assert_eq!(normalise_hostname("localhost").unwrap(), "localhost");
+        for bad in [
+            "*.example.com",
+            "a.com:8080",
+            "a..com",
+            "-a.com",
+            "a_b.com",
+            "",
+        ] {
+            assert!(
+                normalise_hostname(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+}
