@@ -54,7 +54,7 @@ pub(crate) fn compile_integration(
     let Some(spec) = spec else {
         let msg = "the method has no integration";
         diags.error(obj, field, reasons::INVALID_INTEGRATION, msg);
-        out.fail = Some(msg.into());
+        out.fail = Some(format!("{field}: {msg}"));
         return out;
     };
     let mut fail = |diags: &mut Diags, sub: &str, reason: &str, msg: String| {
