@@ -7,6 +7,9 @@
 //!
 //! Pure: no I/O; the caller reads the files.
 
+// Errors are cold and carry the whole context (file, document, object, field) on purpose.
+#![allow(clippy::result_large_err)]
+
 use crate::api::{API_VERSION, ApiKey, Authorizer, RestApi, Stage, UsagePlan};
 use crate::snapshot::ServicePort;
 use serde::Deserialize;

@@ -1,5 +1,8 @@
 //! `ApiKey` (later, whole kind): an API key whose value lives in a Secret.
 
+// Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use super::common::{Condition, LocalObjectReference, SecretKeySelector};
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -1,5 +1,8 @@
 //! `Authorizer` (later, whole kind): JWT, or a Lambda-style TOKEN / REQUEST function.
 
+// Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use super::common::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -3,6 +3,9 @@
 //! Shapes follow `docs/manifest-spec.md` exactly. Fields marked "(later)" are accepted by the
 //! schema now and reported by `compile` (see `compile::not_supported`).
 
+// Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use super::common::{Condition, LocalObjectReference};
 use kube::CustomResource;
 use schemars::JsonSchema;

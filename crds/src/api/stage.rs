@@ -1,5 +1,8 @@
 //! `Stage`: serves one `RestApi` at a base path and/or on hostnames, with stage variables.
 
+// Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use super::common::{Condition, LocalObjectReference, ThrottleSettings};
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -1,5 +1,8 @@
 //! `UsagePlan` (later, whole kind): throttle and quota applied to API keys on stages.
 
+// Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use super::common::{Condition, LocalObjectReference, ThrottleSettings};
 use kube::CustomResource;
 use schemars::JsonSchema;

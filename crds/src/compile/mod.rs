@@ -157,6 +157,136 @@ mod tests {
         assert_eq!(stage_id("default", "dev"), "stage/default/dev");
     }
 
+    use crate::api::rest_api::{
+        Integration as IntegrationSpec, IntegrationType, Method, MockResponse, RestResource,
+    };
+    use crate::api::{LocalObjectReference, RestApi, RestApiSpec, Stage as StageCr, StageSpec};
+    use portico_config::{
+        AccessLog, Api, DEFAULT_ACCESS_LOG_FORMAT, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TIMEOUT_MS,
+        Integration, MockIntegration, PathTemplate, Protocol, Route, RouteMatch, Stage,
+    };
+
+    fn mk_mock_api(name: &str, path: &str) -> RestApi {
+        let method = Method {
+            integration: Some(IntegrationSpec {
+                type_: IntegrationType::Mock,
+                mock_response: Some(MockResponse {
+                    status_code: 200,
+                    headers: Default::default(),
+                    body: Some("ok".into()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut api = RestApi::new(
+            name,
+            RestApiSpec {
+                resources: vec![RestResource {
+                    path: path.into(),
+                    methods: [("GET".to_string(), method)].into(),
+                }],
+                ..Default::default()
+            },
+        );
+        api.metadata.namespace = Some("default".into());
+        api
+    }
+
+    fn mk_stage(name: &str, api: &str) -> StageCr {
+        let mut s = StageCr::new(
+            name,
+            StageSpec {
+                rest_api_ref: LocalObjectReference { name: api.into() },
+                ..Default::default()
+            },
+        );
+        s.metadata.namespace = Some("default".into());
+        s
+    }
+
+    #[test]
+    fn a_mock_method_and_a_stage_compile_to_the_whole_expected_config() {
+        let snapshot = Snapshot {
+            rest_apis: vec![mk_mock_api("pets", "/pets")],
+            stages: vec![mk_stage("dev", "pets")],
+            ..Default::default()
+        };
+        let out = compile(&snapshot);
+        assert_eq!(out.diagnostics, vec![]);
+        assert_eq!(
+            out.config,
+            GatewayConfig {
+                schema_version: SCHEMA_VERSION,
+                apis: vec![Api {
+                    id: "restapi/default/pets".into(),
+                    source: ObjectRef::new("RestApi", "default", "pets"),
+                    name: "pets".into(),
+                    protocol: Protocol::Rest,
+                    routes: vec![Route {
+                        id: "restapi/default/pets/resource/~1pets/method/GET".into(),
+                        resource_path: "/pets".into(),
+                        route_key: "GET /pets".into(),
+                        http_method: "GET".into(),
+                        matcher: RouteMatch::Path(PathTemplate::parse("/pets").unwrap()),
+                        integration: Integration::Mock(MockIntegration {
+                            status_code: 200,
+                            headers: Default::default(),
+                            body: "ok".into(),
+                        }),
+                        timeout_ms: DEFAULT_TIMEOUT_MS,
+                        fail_closed: None,
+                    }],
+                    gateway_responses: Default::default(),
+                    max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+                }],
+                stages: vec![Stage {
+                    id: "stage/default/dev".into(),
+                    source: ObjectRef::new("Stage", "default", "dev"),
+                    api_id: "restapi/default/pets".into(),
+                    name: "dev".into(),
+                    base_path: "/dev".into(),
+                    hosts: vec![],
+                    variables: Default::default(),
+                    access_log: Some(AccessLog {
+                        format: DEFAULT_ACCESS_LOG_FORMAT.into(),
+                    }),
+                }],
+            }
+        );
+    }
+
+    #[test]
+    fn a_stage_of_a_missing_api_is_dropped_with_an_unknown_reference() {
+        let snapshot = Snapshot {
+            stages: vec![mk_stage("dev", "nope")],
+            ..Default::default()
+        };
+        let out = compile(&snapshot);
+        assert_eq!(out.config, GatewayConfig::empty());
+        assert_eq!(
+            out.diagnostics,
+            vec![Diagnostic::error(
+                &ObjectRef::new("Stage", "default", "dev"),
+                "spec.restApiRef.name",
+                crate::reasons::UNKNOWN_REFERENCE,
+                "RestApi default/nope does not exist; this stage is not served",
+            )]
+        );
+    }
+
+    #[test]
+    fn duplicate_objects_keep_the_first_definition() {
+        let snapshot = Snapshot {
+            rest_apis: vec![mk_mock_api("pets", "/pets"), mk_mock_api("pets", "/other")],
+            ..Default::default()
+        };
+        let out = compile(&snapshot);
+        assert_eq!(out.config.apis[0].routes[0].resource_path, "/pets");
+        assert_eq!(out.diagnostics.len(), 1);
+        assert_eq!(out.diagnostics[0].reason, crate::reasons::DUPLICATE_OBJECT);
+    }
+
     #[test]
     fn an_empty_snapshot_compiles_to_an_empty_valid_config() {
         let out = compile(&Snapshot::default());
