@@ -1,1 +1,15 @@
-fn main() {}
+//! `portico-proxy`: parses arguments and hands them to [`portico_proxy::run`].
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = portico_proxy::cli::Cli::parse();
+    match portico_proxy::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portico-proxy: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

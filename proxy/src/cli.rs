@@ -1,0 +1,94 @@
+//! Command line: `portico-proxy (--manifests DIR | --config FILE) [options]`.
+//!
+//! The serve options are flattened at the top level so that the plain invocation serves;
+//! subcommands (e.g. `vtl`) can be added to [`Cli`] later without changing that.
+
+use clap::{ArgGroup, Args, Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Portico data plane.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "portico-proxy", version, about)]
+pub struct Cli {
+    /// Options of the (default) serve mode.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Log line format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Options of the serve mode.
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["manifests", "config"])))]
+pub struct ServeArgs {
+    /// Directory of manifests (*.yaml, *.yml, *.json), compiled in-process and watched.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// A GatewayConfig JSON file, watched.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Public listener (`127.0.0.1:0` binds an ephemeral port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Admin listener (/metrics, /healthz, /readyz).
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub admin_listen: SocketAddr,
+    /// Tokio worker threads (default: number of CPUs); 1 runs a current-thread runtime.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Largest request head (start line + headers) accepted; larger ones get 431.
+    #[arg(long, default_value_t = 16384)]
+    pub max_header_bytes: usize,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Once serving, write `{"listen":"ADDR","admin":"ADDR"}` (the bound addresses) here.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_source_is_required_and_defaults_apply() {
+        assert!(Cli::try_parse_from(["portico-proxy"]).is_err());
+        assert!(
+            Cli::try_parse_from(["portico-proxy", "--config", "a", "--manifests", "b"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["portico-proxy", "--config", "c.json"]).unwrap();
+        assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cli.serve.admin_listen.to_string(), "127.0.0.1:9901");
+        assert_eq!(cli.serve.max_header_bytes, 16384);
+        assert_eq!(cli.serve.shutdown_grace_seconds, 30);
+        assert_eq!(cli.serve.log_format, LogFormat::Json);
+        let cli = Cli::try_parse_from([
+            "portico-proxy",
+            "--manifests",
+            "d",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--log-format",
+            "text",
+            "--ready-file",
+            "r.json",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.workers, Some(1));
+        assert_eq!(cli.serve.listen.port(), 0);
+    }
+}

@@ -1,0 +1,59 @@
+//! `portico-proxy`: the data plane. Serves a `GatewayConfig` (from a file, or compiled from a
+//! directory of manifests with feature `standalone`), swapping new versions in atomically.
+//!
+//! ```text
+//!  cli ─> server::run ─┬─ source (load, watch) ──> ArcSwap<Runtime> (runtime: derived tables)
+//!                      ├─ admin (/metrics /healthz /readyz)            │ load_full per request
+//!                      └─ accept loop ─> pipeline::handle(ctx, req) <──┘
+//!                                          route -> limits -> integrate -> respond
+//!                                          └─> metrics, access_log (writer thread -> stdout)
+//! ```
+//!
+//! Entry point: [`run`].
+
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod metrics;
+pub mod pipeline;
+pub mod runtime;
+pub mod server;
+pub mod source;
+pub mod telemetry;
+pub mod template;
+
+pub use server::run;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The initial config could not be loaded.
+    #[error("config: {0}")]
+    Config(#[from] source::LoadError),
+    /// A listener could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The ready file could not be written.
+    #[error("cannot write ready file {path}: {source}")]
+    ReadyFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Other I/O (runtime, signals).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,183 @@
+//! Prometheus metrics, named after API Gateway's CloudWatch metrics (`portico_<name>`), and
+//! the text exposition served on the admin port.
+//!
+//! Per-route label handles ([`RouteMetrics`]) are resolved once per `Runtime` build, so a
+//! request touches only atomics.
+
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::time::Duration;
+
+const LABELS: &[&str] = &["api", "stage", "resource", "method"];
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Every metric of the proxy, in its own registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    count: IntCounterVec,
+    errors_4xx: IntCounterVec,
+    errors_5xx: IntCounterVec,
+    latency: HistogramVec,
+    integration_latency: HistogramVec,
+    /// `portico_config_reload_success`: 1 when the last load succeeded.
+    pub reload_success: IntGauge,
+    /// `portico_config_reloads_total{result=success|failure|unchanged}`.
+    pub reloads_total: IntCounterVec,
+    /// `portico_config_info{version}`: 1 for the served config's hash.
+    pub config_info: IntGaugeVec,
+    /// `portico_access_log_dropped_total`.
+    pub access_log_dropped: IntCounter,
+}
+
+/// Handles of one (api, stage, resource, method) series set.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    count: IntCounter,
+    errors_4xx: IntCounter,
+    errors_5xx: IntCounter,
+    latency: Histogram,
+    integration_latency: Histogram,
+}
+
+impl RouteMetrics {
+    /// Counts one request.
+    pub fn record(&self, status: u16, latency: Duration, integration: Option<Duration>) {
+        self.count.inc();
+        match status {
+            400..=499 => self.errors_4xx.inc(),
+            500..=599 => self.errors_5xx.inc(),
+            _ => {}
+        }
+        self.latency.observe(latency.as_secs_f64());
+        if let Some(d) = integration {
+            self.integration_latency.observe(d.as_secs_f64());
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), LABELS).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+            c
+        };
+        let histogram = |name: &str, help: &str| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+                LABELS,
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("registered once");
+            h
+        };
+        let count = counter("portico_count", "Requests (CloudWatch Count).");
+        let errors_4xx = counter(
+            "portico_4xx_error",
+            "Responses with a 4XX status (CloudWatch 4XXError).",
+        );
+        let errors_5xx = counter(
+            "portico_5xx_error",
+            "Responses with a 5XX status (CloudWatch 5XXError).",
+        );
+        let latency = histogram(
+            "portico_latency_seconds",
+            "Time from request to response head (CloudWatch Latency).",
+        );
+        let integration_latency = histogram(
+            "portico_integration_latency_seconds",
+            "Time from backend request to backend response head (CloudWatch IntegrationLatency).",
+        );
+        let reload_success = IntGauge::new(
+            "portico_config_reload_success",
+            "1 when the last config load succeeded, 0 when it failed (the old config is kept).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(reload_success.clone()))
+            .expect("registered once");
+        let reloads_total = IntCounterVec::new(
+            Opts::new("portico_config_reloads_total", "Config loads by result."),
+            &["result"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(reloads_total.clone()))
+            .expect("registered once");
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "portico_config_info",
+                "The served config version (content hash).",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(config_info.clone()))
+            .expect("registered once");
+        let access_log_dropped = IntCounter::new(
+            "portico_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(access_log_dropped.clone()))
+            .expect("registered once");
+        Metrics {
+            registry,
+            count,
+            errors_4xx,
+            errors_5xx,
+            latency,
+            integration_latency,
+            reload_success,
+            reloads_total,
+            config_info,
+            access_log_dropped,
+        }
+    }
+
+    /// Handles for one label set (resolved now, used per request).
+    pub fn route(&self, api: &str, stage: &str, resource: &str, method: &str) -> RouteMetrics {
+        let l = [api, stage, resource, method];
+        RouteMetrics {
+            count: self.count.with_label_values(&l),
+            errors_4xx: self.errors_4xx.with_label_values(&l),
+            errors_5xx: self.errors_5xx.with_label_values(&l),
+            latency: self.latency.with_label_values(&l),
+            integration_latency: self.integration_latency.with_label_values(&l),
+        }
+    }
+
+    /// Marks `version` as the served config.
+    pub fn set_config_version(&self, version: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[version]).set(1);
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec does not fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}

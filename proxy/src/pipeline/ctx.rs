@@ -1,0 +1,223 @@
+//! [`RequestCtx`]: the per-request state every phase reads and writes, and the `$context`
+//! values the access log renders. One per request, created at entry, moved to the access log
+//! writer at the end.
+
+use crate::runtime::{CompiledApi, CompiledStage, Runtime, StageRoute};
+use http::{HeaderValue, Method, Request, Uri, Version};
+use portico_config::{Api, GatewayResponseType, Route, Stage};
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A request id: a random UUID v4 in its 36-character hyphenated form.
+#[derive(Clone, Copy)]
+pub struct RequestId([u8; 36]);
+
+thread_local! {
+    // wyrand state, seeded once per thread from the OS generator through uuid.
+    static RNG: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0 | 1);
+}
+
+fn next_u64() -> u64 {
+    RNG.with(|s| {
+        let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+        s.set(x);
+        let t = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) ^ t) as u64
+    })
+}
+
+impl RequestId {
+    /// A fresh id. Uses a per-thread non-cryptographic generator: ids must be unique, not
+    /// unguessable, and this keeps a syscall off the request path.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&next_u64().to_le_bytes());
+        bytes[8..].copy_from_slice(&next_u64().to_le_bytes());
+        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        let mut buf = [0u8; 36];
+        id.hyphenated().encode_lower(&mut buf);
+        RequestId(buf)
+    }
+
+    /// The hyphenated form.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("a hyphenated UUID is ASCII")
+    }
+
+    /// As a header value (`x-amzn-RequestId`).
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.0).expect("a hyphenated UUID is a valid header value")
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Per-request state (Pingora's `CTX`). Phases fill it in order; the access log and metrics
+/// read it at the end.
+pub struct RequestCtx {
+    /// The config snapshot this request runs on (loaded once at entry).
+    pub runtime: Arc<Runtime>,
+    /// `$context.requestId`.
+    pub request_id: RequestId,
+    /// When the request arrived (monotonic).
+    pub start: Instant,
+    /// When the request arrived (wall clock): `requestTime`, `requestTimeEpoch`.
+    pub request_time: SystemTime,
+    /// `$context.httpMethod`.
+    pub http_method: Method,
+    /// The request URI as received.
+    pub uri: Uri,
+    /// The normalised path when it differs from `uri.path()` beyond a trailing slash.
+    pub normalised_path: Option<Box<str>>,
+    /// `$context.protocol`.
+    pub protocol: Version,
+    /// `$context.identity.sourceIp`.
+    pub source_ip: IpAddr,
+    /// `$context.identity.userAgent`.
+    pub user_agent: Option<HeaderValue>,
+    /// The Host header (`$context.domainName`).
+    pub host: Option<HeaderValue>,
+    /// Matched stage: index into `runtime.stages` / `config.stages`.
+    pub stage: Option<usize>,
+    /// Matched route: index into the stage's API's `routes`.
+    pub route: Option<usize>,
+    /// Path parameter values (canonical, still percent-encoded) as ranges of [`Self::path`],
+    /// in the order the route's template names them.
+    pub params: Vec<Range<usize>>,
+    /// `$context.status`.
+    pub status: u16,
+    /// `$context.responseLength` (when known at response head time).
+    pub response_length: Option<u64>,
+    /// `$context.responseLatency`.
+    pub response_latency: Duration,
+    /// `$context.integrationLatency` (backend calls only).
+    pub integration_latency: Option<Duration>,
+    /// `$context.integration.status`.
+    pub integration_status: Option<u16>,
+    /// `$context.error.responseType` (and the message) when a gateway response was sent.
+    pub error: Option<GatewayResponseType>,
+}
+
+impl RequestCtx {
+    /// A context for `req` arriving from `source_ip`, on `runtime`.
+    pub fn new<B>(runtime: Arc<Runtime>, source_ip: IpAddr, req: &Request<B>) -> Self {
+        let headers = req.headers();
+        RequestCtx {
+            runtime,
+            request_id: RequestId::generate(),
+            start: Instant::now(),
+            request_time: SystemTime::now(),
+            http_method: req.method().clone(),
+            uri: req.uri().clone(),
+            normalised_path: None,
+            protocol: req.version(),
+            source_ip,
+            user_agent: headers.get(http::header::USER_AGENT).cloned(),
+            host: headers.get(http::header::HOST).cloned().or_else(|| {
+                req.uri()
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            }),
+            stage: None,
+            route: None,
+            params: Vec::new(),
+            status: 0,
+            response_length: None,
+            response_latency: Duration::ZERO,
+            integration_latency: None,
+            integration_status: None,
+            error: None,
+        }
+    }
+
+    /// `$context.path`: the normalised request path (base path included).
+    pub fn path(&self) -> &str {
+        self.normalised_path
+            .as_deref()
+            .unwrap_or_else(|| self.uri.path())
+    }
+
+    /// The compiled stage, once routed.
+    pub fn stage(&self) -> Option<&CompiledStage> {
+        self.stage.map(|i| &self.runtime.stages[i])
+    }
+
+    /// The stage as configured, once routed.
+    pub fn stage_config(&self) -> Option<&Stage> {
+        self.stage.map(|i| &self.runtime.config.stages[i])
+    }
+
+    /// The compiled API of the stage, once routed.
+    pub fn api(&self) -> Option<&CompiledApi> {
+        self.stage().map(|s| &self.runtime.apis[s.api])
+    }
+
+    /// The API as configured, once routed.
+    pub fn api_config(&self) -> Option<&Api> {
+        self.stage().map(|s| &self.runtime.config.apis[s.api])
+    }
+
+    /// The route as configured, once matched.
+    pub fn route_config(&self) -> Option<&Route> {
+        self.route
+            .and_then(|r| self.api_config().map(|a| &a.routes[r]))
+    }
+
+    /// The route compiled for this stage, once matched.
+    pub fn stage_route(&self) -> Option<&StageRoute> {
+        self.route.and_then(|r| self.stage().map(|s| &s.routes[r]))
+    }
+
+    /// The `i`-th path parameter value, canonical (percent-encoded where needed).
+    pub fn param(&self, i: usize) -> &str {
+        &self.path()[self.params[i].clone()]
+    }
+
+    /// `pathParameters`: names and decoded values.
+    pub fn path_parameters(&self) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
+        let names = self
+            .stage_route()
+            .map(|r| r.param_names.as_slice())
+            .unwrap_or_default();
+        names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i < self.params.len())
+            .map(|(i, n)| (&**n, super::route::decode_value(self.param(i))))
+    }
+
+    /// `stageVariables`.
+    pub fn stage_variables(&self) -> Option<&BTreeMap<String, String>> {
+        self.stage_config().map(|s| &s.variables)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_v4_uuids() {
+        let a = RequestId::generate();
+        let b = RequestId::generate();
+        assert_ne!(a.as_str(), b.as_str());
+        let u = uuid::Uuid::parse_str(a.as_str()).unwrap();
+        assert_eq!(u.get_version_num(), 4);
+        assert_eq!(a.header_value().to_str().unwrap(), a.as_str());
+    }
+}

@@ -1,0 +1,157 @@
+//! [`GatewayError`]: why the gateway answers by itself. One variant per AWS gateway response
+//! type; `respond::gateway_response` is the one place that turns them into responses. The
+//! payload of a variant is internal detail: logged, never sent.
+
+use portico_config::GatewayResponseType;
+use std::time::Duration;
+
+/// An error that ends the pipeline with a gateway response.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// ACCESS_DENIED.
+    #[error("access denied")]
+    AccessDenied,
+    /// API_CONFIGURATION_ERROR: the method cannot be served as configured.
+    #[error("API configuration error: {0}")]
+    ApiConfigurationError(String),
+    /// AUTHORIZER_CONFIGURATION_ERROR.
+    #[error("authorizer configuration error: {0}")]
+    AuthorizerConfigurationError(String),
+    /// AUTHORIZER_FAILURE.
+    #[error("authorizer failure: {0}")]
+    AuthorizerFailure(String),
+    /// BAD_REQUEST_PARAMETERS.
+    #[error("bad request parameters")]
+    BadRequestParameters,
+    /// BAD_REQUEST_BODY.
+    #[error("bad request body")]
+    BadRequestBody,
+    /// DEFAULT_4XX.
+    #[error("client error: {0}")]
+    Default4xx(String),
+    /// DEFAULT_5XX.
+    #[error("server error: {0}")]
+    Default5xx(String),
+    /// EXPIRED_TOKEN.
+    #[error("expired token")]
+    ExpiredToken,
+    /// INTEGRATION_FAILURE: the backend could not be reached or answered unusably.
+    #[error("integration failure: {0}")]
+    IntegrationFailure(String),
+    /// INTEGRATION_TIMEOUT: no response head within the route's timeout.
+    #[error("integration timed out after {0:?}")]
+    IntegrationTimeout(Duration),
+    /// INVALID_API_KEY.
+    #[error("invalid API key")]
+    InvalidApiKey,
+    /// INVALID_SIGNATURE.
+    #[error("invalid signature")]
+    InvalidSignature,
+    /// MISSING_AUTHENTICATION_TOKEN: REST APIs' answer for an unknown route.
+    #[error("no route: {0}")]
+    MissingAuthenticationToken(&'static str),
+    /// QUOTA_EXCEEDED.
+    #[error("quota exceeded")]
+    QuotaExceeded,
+    /// REQUEST_TOO_LARGE: the body is larger than the API's payload limit.
+    #[error("request body larger than {limit} bytes")]
+    RequestTooLarge {
+        /// The API's limit.
+        limit: u64,
+    },
+    /// RESOURCE_NOT_FOUND: HTTP APIs' answer for an unknown route.
+    #[error("no route: {0}")]
+    ResourceNotFound(&'static str),
+    /// THROTTLED.
+    #[error("throttled")]
+    Throttled,
+    /// UNAUTHORIZED.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// UNSUPPORTED_MEDIA_TYPE.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// WAF_FILTERED.
+    #[error("WAF filtered")]
+    WafFiltered,
+    /// REQUEST_HEADER_FIELDS_TOO_LARGE.
+    #[error("request header fields too large")]
+    RequestHeaderFieldsTooLarge,
+}
+
+impl GatewayError {
+    /// The AWS gateway response type this error answers with.
+    pub fn response_type(&self) -> GatewayResponseType {
+        use GatewayError as E;
+        use GatewayResponseType as T;
+        match self {
+            E::AccessDenied => T::AccessDenied,
+            E::ApiConfigurationError(_) => T::ApiConfigurationError,
+            E::AuthorizerConfigurationError(_) => T::AuthorizerConfigurationError,
+            E::AuthorizerFailure(_) => T::AuthorizerFailure,
+            E::BadRequestParameters => T::BadRequestParameters,
+            E::BadRequestBody => T::BadRequestBody,
+            E::Default4xx(_) => T::Default4xx,
+            E::Default5xx(_) => T::Default5xx,
+            E::ExpiredToken => T::ExpiredToken,
+            E::IntegrationFailure(_) => T::IntegrationFailure,
+            E::IntegrationTimeout(_) => T::IntegrationTimeout,
+            E::InvalidApiKey => T::InvalidApiKey,
+            E::InvalidSignature => T::InvalidSignature,
+            E::MissingAuthenticationToken(_) => T::MissingAuthenticationToken,
+            E::QuotaExceeded => T::QuotaExceeded,
+            E::RequestTooLarge { .. } => T::RequestTooLarge,
+            E::ResourceNotFound(_) => T::ResourceNotFound,
+            E::Throttled => T::Throttled,
+            E::Unauthorized => T::Unauthorized,
+            E::UnsupportedMediaType => T::UnsupportedMediaType,
+            E::WafFiltered => T::WafFiltered,
+            E::RequestHeaderFieldsTooLarge => T::RequestHeaderFieldsTooLarge,
+        }
+    }
+
+    /// The "no route" error for `ty` (MISSING_AUTHENTICATION_TOKEN or RESOURCE_NOT_FOUND).
+    pub fn no_route(ty: GatewayResponseType, why: &'static str) -> Self {
+        match ty {
+            GatewayResponseType::ResourceNotFound => GatewayError::ResourceNotFound(why),
+            _ => GatewayError::MissingAuthenticationToken(why),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn variants_map_one_to_one_onto_gateway_response_types() {
+        let all = [
+            GatewayError::AccessDenied,
+            GatewayError::ApiConfigurationError(String::new()),
+            GatewayError::AuthorizerConfigurationError(String::new()),
+            GatewayError::AuthorizerFailure(String::new()),
+            GatewayError::BadRequestParameters,
+            GatewayError::BadRequestBody,
+            GatewayError::Default4xx(String::new()),
+            GatewayError::Default5xx(String::new()),
+            GatewayError::ExpiredToken,
+            GatewayError::IntegrationFailure(String::new()),
+            GatewayError::IntegrationTimeout(Duration::ZERO),
+            GatewayError::InvalidApiKey,
+            GatewayError::InvalidSignature,
+            GatewayError::MissingAuthenticationToken(""),
+            GatewayError::QuotaExceeded,
+            GatewayError::RequestTooLarge { limit: 1 },
+            GatewayError::ResourceNotFound(""),
+            GatewayError::Throttled,
+            GatewayError::Unauthorized,
+            GatewayError::UnsupportedMediaType,
+            GatewayError::WafFiltered,
+            GatewayError::RequestHeaderFieldsTooLarge,
+        ];
+        let types: BTreeSet<_> = all.iter().map(GatewayError::response_type).collect();
+        assert_eq!(types.len(), all.len());
+        assert_eq!(types.len(), GatewayResponseType::ALL.len());
+    }
+}

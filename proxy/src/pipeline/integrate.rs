@@ -1,0 +1,507 @@
+//! Integrate phase: call the backend (HTTP_PROXY, HTTP) or answer from config (MOCK).
+//!
+//! Runs last, once the route is known and the body has passed the payload cap. Reads the
+//! stage route's [`CompiledIntegration`] (built per (stage, route) at `Runtime` build: stage
+//! variables substituted, URI split into literal pieces and parameter slots) and the path
+//! parameters; writes `integration_latency` and `integration_status`. Short-circuits with
+//! `ApiConfigurationError` (fail-closed route), `IntegrationTimeout` (no response head within
+//! the route's timeout) or `IntegrationFailure` (connect or protocol error).
+//!
+//! ```text
+//!  request head --strip hop-by-hop, Host=backend, X-Forwarded-*--> pooled keep-alive client
+//!  backend head --strip hop-by-hop--> response (body streamed both ways)
+//! ```
+
+use super::{ConnInfo, GatewayError, RequestCtx, Shared};
+use crate::body::ProxyBody;
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use portico_config::{Integration, Route, RouteMatch, Segment, Stage};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The pooled backend client.
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, ProxyBody>;
+
+/// Builds the backend client: keep-alive pool (idle timeout 90 s), TCP_NODELAY.
+pub fn mk_client() -> Client {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .set_host(false)
+        .build(http)
+}
+
+/// An integration compiled for one (stage, route).
+#[derive(Debug)]
+pub enum CompiledIntegration {
+    /// Forward to an HTTP endpoint.
+    Http(HttpTarget),
+    /// Answer from config.
+    Mock(MockResponse),
+    /// Answer 500 API_CONFIGURATION_ERROR; the reason is logged, never sent.
+    FailClosed(Arc<str>),
+}
+
+/// A MOCK response, ready to clone.
+#[derive(Debug)]
+pub struct MockResponse {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum UriPiece {
+    Lit(Box<str>),
+    Param(usize),
+}
+
+/// A backend endpoint with its path split into pieces.
+#[derive(Debug)]
+pub struct HttpTarget {
+    /// `http://authority`.
+    prefix: Box<str>,
+    /// The Host header to send.
+    host: HeaderValue,
+    path: Vec<UriPiece>,
+    query: Option<Box<str>>,
+    /// The whole URI when it has no parameters (cloned, not rebuilt, per request).
+    fixed: Option<Uri>,
+    method: Option<Method>,
+}
+
+/// Parameter names of a route's template, in order (`{proxy+}` is named `proxy`).
+pub fn param_names(route: &Route) -> Vec<Arc<str>> {
+    match &route.matcher {
+        RouteMatch::Path(t) => t
+            .segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Param(n) | Segment::Greedy(n) => Some(Arc::from(n.as_str())),
+                Segment::Literal(_) => None,
+            })
+            .collect(),
+        RouteMatch::Default => Vec::new(),
+    }
+}
+
+/// Compiles `route`'s integration for `stage`. Never fails: what cannot be served becomes
+/// [`CompiledIntegration::FailClosed`] with the reason.
+pub fn compile(route: &Route, stage: &Stage, params: &[Arc<str>]) -> CompiledIntegration {
+    if let Some(reason) = &route.fail_closed {
+        return CompiledIntegration::FailClosed(reason.as_str().into());
+    }
+    let result = match &route.integration {
+        Integration::Mock(m) => compile_mock(m.status_code, &m.headers, &m.body),
+        Integration::HttpProxy(h) | Integration::Http(h) => {
+            compile_http(&h.uri, h.http_method.as_deref(), &stage.variables, params)
+                .map(CompiledIntegration::Http)
+        }
+    };
+    result.unwrap_or_else(|reason| CompiledIntegration::FailClosed(reason.into()))
+}
+
+fn compile_mock(
+    status: u16,
+    headers: &std::collections::BTreeMap<String, String>,
+    body: &str,
+) -> Result<CompiledIntegration, String> {
+    let status = StatusCode::from_u16(status).map_err(|e| format!("mock status {status}: {e}"))?;
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("mock header {k:?}: {e}"))?;
+        let value =
+            HeaderValue::from_str(v).map_err(|e| format!("mock header {k:?} value: {e}"))?;
+        map.append(name, value);
+    }
+    Ok(CompiledIntegration::Mock(MockResponse {
+        status,
+        headers: map,
+        body: Bytes::copy_from_slice(body.as_bytes()),
+    }))
+}
+
+/// Substitutes `${stageVariables.name}`; an undefined variable is an error.
+pub fn substitute_stage_variables(
+    uri: &str,
+    vars: &std::collections::BTreeMap<String, String>,
+) -> Result<String, String> {
+    const OPEN: &str = "${stageVariables.";
+    let mut out = String::with_capacity(uri.len());
+    let mut rest = uri;
+    while let Some(pos) = rest.find(OPEN) {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + OPEN.len()..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated ${{stageVariables.…}} in {uri:?}"))?;
+        let name = &after[..end];
+        let value = vars
+            .get(name)
+            .ok_or_else(|| format!("stage variable {name:?} is not defined on this stage"))?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn compile_http(
+    template: &str,
+    method: Option<&str>,
+    vars: &std::collections::BTreeMap<String, String>,
+    params: &[Arc<str>],
+) -> Result<HttpTarget, String> {
+    let uri = substitute_stage_variables(template, vars)?;
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or_else(|| format!("integration uri {uri:?} has no scheme"))?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "integration uri {uri:?}: https backends are not supported by this build"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "integration uri {uri:?}: unsupported scheme {other:?}"
+            ));
+        }
+    }
+    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..auth_end];
+    if authority.is_empty() || authority.contains(['{', '}', '@']) {
+        return Err(format!("integration uri {uri:?} has an invalid host"));
+    }
+    let (path, query) = match rest[auth_end..].split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (&rest[auth_end..], None),
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    let mut pieces = Vec::new();
+    let mut lit = String::new();
+    let mut p = path;
+    while let Some(open) = p.find('{') {
+        lit.push_str(&p[..open]);
+        let close = p[open..]
+            .find('}')
+            .ok_or_else(|| format!("integration uri {uri:?}: unterminated {{"))?;
+        let name = &p[open + 1..open + close];
+        let name = name.strip_suffix('+').unwrap_or(name);
+        let idx = params.iter().position(|n| &**n == name).ok_or_else(|| {
+            format!("integration uri {uri:?} names unknown path parameter {name:?}")
+        })?;
+        if !lit.is_empty() {
+            pieces.push(UriPiece::Lit(std::mem::take(&mut lit).into()));
+        }
+        pieces.push(UriPiece::Param(idx));
+        p = &p[open + close + 1..];
+    }
+    lit.push_str(p);
+    if !lit.is_empty() {
+        pieces.push(UriPiece::Lit(lit.into()));
+    }
+    let method = method
+        .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| format!("httpMethod {m:?}: {e}")))
+        .transpose()?;
+    let host = HeaderValue::from_str(authority).map_err(|e| format!("host {authority:?}: {e}"))?;
+    let mut target = HttpTarget {
+        prefix: format!("http://{authority}").into(),
+        host,
+        path: pieces,
+        query: query.filter(|q| !q.is_empty()).map(Into::into),
+        fixed: None,
+        method,
+    };
+    // Check the shape once with placeholder values; keep the whole URI when it is fixed.
+    let sample = target.build(&|_| "x", None);
+    let parsed = Uri::try_from(sample).map_err(|e| format!("integration uri {uri:?}: {e}"))?;
+    if !target.path.iter().any(|p| matches!(p, UriPiece::Param(_))) {
+        target.fixed = Some(parsed);
+    }
+    Ok(target)
+}
+
+impl HttpTarget {
+    fn build<'a>(&self, param: &dyn Fn(usize) -> &'a str, req_query: Option<&str>) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + 64);
+        s.push_str(&self.prefix);
+        for p in &self.path {
+            match p {
+                UriPiece::Lit(l) => s.push_str(l),
+                UriPiece::Param(i) => s.push_str(param(*i)),
+            }
+        }
+        let mut sep = '?';
+        for q in [self.query.as_deref(), req_query].into_iter().flatten() {
+            if !q.is_empty() {
+                s.push(sep);
+                s.push_str(q);
+                sep = '&';
+            }
+        }
+        s
+    }
+
+    /// The backend URI for this request: parameters substituted, the request's query
+    /// appended to the configured one.
+    pub fn uri(&self, ctx: &RequestCtx) -> Result<Uri, GatewayError> {
+        let query = ctx.uri.query().filter(|q| !q.is_empty());
+        if let (Some(fixed), None) = (&self.fixed, query) {
+            return Ok(fixed.clone());
+        }
+        let s = self.build(&|i| ctx.param(i), query);
+        Uri::try_from(s).map_err(|e| GatewayError::Default4xx(format!("backend uri: {e}")))
+    }
+}
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // One pass over the (few) names first: the common request has none of them.
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(n);
+    }
+}
+
+/// Runs the integration of the matched route.
+pub async fn call(
+    shared: &Shared,
+    conn: &ConnInfo,
+    ctx: &mut RequestCtx,
+    mut parts: Parts,
+    body: ProxyBody,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let runtime = ctx.runtime.clone();
+    let route = ctx
+        .route
+        .and_then(|r| ctx.stage.map(|s| &runtime.stages[s].routes[r]))
+        .expect("integrate runs after a route matched");
+    let target = match &route.integration {
+        CompiledIntegration::FailClosed(reason) => {
+            return Err(GatewayError::ApiConfigurationError(reason.to_string()));
+        }
+        CompiledIntegration::Mock(m) => {
+            let mut resp = Response::new(ProxyBody::full(m.body.clone()));
+            *resp.status_mut() = m.status;
+            *resp.headers_mut() = m.headers.clone();
+            return Ok(resp);
+        }
+        CompiledIntegration::Http(t) => t,
+    };
+
+    parts.uri = target.uri(ctx)?;
+    if let Some(m) = &target.method {
+        parts.method = m.clone();
+    }
+    parts.version = Version::HTTP_11;
+    parts.extensions.clear();
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    h.remove(header::EXPECT);
+    h.insert(header::HOST, target.host.clone());
+    let xff = match h.get(&X_FORWARDED_FOR) {
+        Some(prev) => {
+            let mut v = prev.as_bytes().to_vec();
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(conn.source_ip_header.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.source_ip_header.clone())
+        }
+        None => conn.source_ip_header.clone(),
+    };
+    h.insert(X_FORWARDED_FOR, xff);
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    h.insert(X_FORWARDED_PORT, shared.forwarded_port.clone());
+
+    let started = Instant::now();
+    let sent = tokio::time::timeout(
+        route.timeout,
+        shared.client.request(Request::from_parts(parts, body)),
+    )
+    .await;
+    ctx.integration_latency = Some(started.elapsed());
+    let resp = match sent {
+        Err(_) => return Err(GatewayError::IntegrationTimeout(route.timeout)),
+        Ok(Err(e)) => return Err(GatewayError::IntegrationFailure(error_chain(&e))),
+        Ok(Ok(resp)) => resp,
+    };
+    ctx.integration_status = Some(resp.status().as_u16());
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, ProxyBody::Incoming(body)))
+}
+
+/// `error: cause: cause` for logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::route::tests::{mk_route, mk_stage};
+    use portico_config::HttpIntegration;
+
+    fn http_route(path: &str, uri: &str) -> Route {
+        let mut r = mk_route("GET", path);
+        r.integration = Integration::HttpProxy(HttpIntegration {
+            uri: uri.into(),
+            http_method: None,
+        });
+        r
+    }
+
+    fn target(path: &str, uri: &str, vars: &[(&str, &str)]) -> Result<HttpTarget, Arc<str>> {
+        let route = http_route(path, uri);
+        let mut stage = mk_stage("stage/default/dev", "/dev", &[]);
+        stage.variables = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match compile(&route, &stage, &param_names(&route)) {
+            CompiledIntegration::Http(t) => Ok(t),
+            CompiledIntegration::FailClosed(r) => Err(r),
+            CompiledIntegration::Mock(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn stage_variables_are_substituted_at_build_time() {
+        let t = target(
+            "/a",
+            "http://${stageVariables.backend}/v1/a",
+            &[("backend", "10.0.0.1:9000")],
+        )
+        .unwrap();
+        assert_eq!(
+            t.fixed.as_ref().unwrap().to_string(),
+            "http://10.0.0.1:9000/v1/a"
+        );
+        assert_eq!(t.host.to_str().unwrap(), "10.0.0.1:9000");
+        let err = target("/a", "http://${stageVariables.nope}/a", &[]).unwrap_err();
+        assert!(err.contains("\"nope\" is not defined"), "{err}");
+    }
+
+    #[test]
+    fn uri_pieces_take_params_and_greedy_values() {
+        let t = target(
+            "/items/{id}/{proxy+}",
+            "http://b:1/x/{id}/y/{proxy}?v=1",
+            &[],
+        )
+        .unwrap();
+        assert!(t.fixed.is_none());
+        let vals = ["a%2Fb", "c/d%20e"];
+        assert_eq!(
+            t.build(&|i| vals[i], Some("q=2")),
+            "http://b:1/x/a%2Fb/y/c/d%20e?v=1&q=2"
+        );
+        assert_eq!(
+            t.build(&|i| vals[i], None),
+            "http://b:1/x/a%2Fb/y/c/d%20e?v=1"
+        );
+        let t = target("/items/{id}", "http://b:1", &[]).unwrap();
+        assert_eq!(t.build(&|_| "z", Some("q")), "http://b:1/?q");
+    }
+
+    #[test]
+    fn bad_integration_uris_fail_closed() {
+        assert!(
+            target("/a", "https://b/a", &[])
+                .unwrap_err()
+                .contains("https")
+        );
+        assert!(
+            target("/a", "ftp://b/a", &[])
+                .unwrap_err()
+                .contains("scheme")
+        );
+        assert!(target("/a", "b/a", &[]).unwrap_err().contains("no scheme"));
+        assert!(
+            target("/a", "http://b/{id}", &[])
+                .unwrap_err()
+                .contains("unknown path parameter")
+        );
+        assert!(
+            target("/a", "http:///a", &[])
+                .unwrap_err()
+                .contains("invalid host")
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_with_those_connection_names() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert(KEEP_ALIVE, "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("proxy-authorization", "x".parse().unwrap());
+        h.insert(header::ACCEPT, "*/*".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
+    }
+}

@@ -1,0 +1,99 @@
+//! Limits phase: the API's payload cap (`maxPayloadBytes`).
+//!
+//! Runs after routing (the cap is per API) and before the integration. Reads the request's
+//! `Content-Length` and body; short-circuits with `RequestTooLarge` (413). The backend never
+//! sees an over-limit body: a declared length over the cap is refused before a byte is read;
+//! a body without a length (chunked) is buffered up to the cap first, and only then forwarded.
+//! (The request head limit, 431, is enforced by hyper: `--max-header-bytes`.)
+
+use super::GatewayError;
+use crate::body::ProxyBody;
+use http::HeaderMap;
+use http_body::Body as _;
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
+
+/// What to do with a request body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadPlan {
+    /// No body.
+    Empty,
+    /// A declared length within the cap: stream it (hyper enforces the length).
+    Stream,
+    /// No declared length: buffer up to the cap, then forward.
+    Buffer,
+}
+
+/// Decides from the head alone; `Err` is the 413 answered without reading the body.
+pub fn plan(
+    content_length: Option<u64>,
+    end_stream: bool,
+    max: u64,
+) -> Result<PayloadPlan, GatewayError> {
+    match content_length {
+        Some(n) if n > max => Err(GatewayError::RequestTooLarge { limit: max }),
+        Some(0) => Ok(PayloadPlan::Empty),
+        Some(_) => Ok(PayloadPlan::Stream),
+        None if end_stream => Ok(PayloadPlan::Empty),
+        None => Ok(PayloadPlan::Buffer),
+    }
+}
+
+/// The declared `Content-Length`, if any and valid.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Applies the cap to `body` and returns what to forward.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    max: u64,
+) -> Result<ProxyBody, GatewayError> {
+    match plan(content_length(headers), body.is_end_stream(), max)? {
+        PayloadPlan::Empty => Ok(ProxyBody::Empty),
+        PayloadPlan::Stream => Ok(ProxyBody::Incoming(body)),
+        PayloadPlan::Buffer => {
+            let limit = usize::try_from(max).unwrap_or(usize::MAX);
+            match Limited::new(body, limit).collect().await {
+                Ok(c) => Ok(ProxyBody::full(c.to_bytes())),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    Err(GatewayError::RequestTooLarge { limit: max })
+                }
+                Err(e) => Err(GatewayError::Default4xx(format!(
+                    "reading request body: {e}"
+                ))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_cap_decisions() {
+        assert!(matches!(
+            plan(Some(11), false, 10),
+            Err(GatewayError::RequestTooLarge { limit: 10 })
+        ));
+        assert_eq!(plan(Some(10), false, 10).unwrap(), PayloadPlan::Stream);
+        assert_eq!(plan(Some(0), true, 10).unwrap(), PayloadPlan::Empty);
+        assert_eq!(plan(None, true, 10).unwrap(), PayloadPlan::Empty);
+        assert_eq!(plan(None, false, 10).unwrap(), PayloadPlan::Buffer);
+    }
+
+    #[test]
+    fn content_length_parses_only_valid_values() {
+        let mut h = HeaderMap::new();
+        assert_eq!(content_length(&h), None);
+        h.insert(http::header::CONTENT_LENGTH, "42".parse().unwrap());
+        assert_eq!(content_length(&h), Some(42));
+        h.insert(http::header::CONTENT_LENGTH, "x".parse().unwrap());
+        assert_eq!(content_length(&h), None);
+    }
+}

@@ -1,0 +1,160 @@
+//! Respond phase: gateway responses for [`GatewayError`]s, and the end of every request
+//! (request id header, metrics, access log).
+//!
+//! [`gateway_response`] is the one function that turns an error into a response: it resolves
+//! the type under the API's overrides (pre-resolved per API at `Runtime` build, see
+//! [`GatewayResponses`]), renders the body template (`$context.error.messageString`,
+//! `$context.error.message`, `$context.requestId`, `$context.stage`,
+//! `$context.error.responseType`, ...) and logs the internal detail, which is never sent.
+
+use super::{GatewayError, RequestCtx, Shared};
+use crate::body::ProxyBody;
+use crate::template::{Mode, Template};
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body::Body as _;
+use portico_config::gateway_response::resolve;
+use portico_config::{GatewayResponseOverride, GatewayResponseType};
+use std::collections::BTreeMap;
+
+/// `x-amzn-RequestId`, on every response.
+pub const X_AMZN_REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+/// `x-amzn-ErrorType`, on gateway responses.
+pub const X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
+
+/// One gateway response type resolved under an API's overrides.
+#[derive(Debug)]
+pub struct ResolvedResponse {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Template,
+}
+
+/// Every gateway response type, resolved for one API (indexed by type).
+#[derive(Debug)]
+pub struct GatewayResponses(Vec<ResolvedResponse>);
+
+impl GatewayResponses {
+    /// Resolves every type under `overrides` (invalid override headers are logged and skipped).
+    pub fn build(overrides: &BTreeMap<GatewayResponseType, GatewayResponseOverride>) -> Self {
+        let all = GatewayResponseType::ALL
+            .iter()
+            .map(|&ty| {
+                let r = resolve(ty, overrides);
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                headers.insert(X_AMZN_ERROR_TYPE, HeaderValue::from_static(error_type(ty)));
+                for (k, v) in &r.headers {
+                    match (
+                        HeaderName::from_bytes(k.as_bytes()),
+                        HeaderValue::from_str(v),
+                    ) {
+                        (Ok(k), Ok(v)) => {
+                            headers.insert(k, v);
+                        }
+                        _ => {
+                            tracing::warn!(header = %k, "skipping invalid gateway response header")
+                        }
+                    }
+                }
+                let status = StatusCode::from_u16(r.status).unwrap_or_else(|_| {
+                    StatusCode::from_u16(ty.default_status()).expect("defaults are valid")
+                });
+                ResolvedResponse {
+                    status,
+                    headers,
+                    body: Template::parse(&r.body_template),
+                }
+            })
+            .collect();
+        GatewayResponses(all)
+    }
+
+    /// The resolved response for `ty`.
+    pub fn get(&self, ty: GatewayResponseType) -> &ResolvedResponse {
+        // Built from ALL in declaration order, which is the enum's discriminant order.
+        &self.0[ty as usize]
+    }
+}
+
+/// AWS's `x-amzn-ErrorType` values.
+fn error_type(ty: GatewayResponseType) -> &'static str {
+    use GatewayResponseType as T;
+    match ty {
+        T::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+        T::AccessDenied | T::InvalidApiKey | T::WafFiltered => "ForbiddenException",
+        T::Throttled | T::QuotaExceeded => "TooManyRequestsException",
+        T::Unauthorized => "UnauthorizedException",
+        T::ResourceNotFound => "NotFoundException",
+        T::RequestTooLarge => "RequestEntityTooLargeException",
+        T::BadRequestBody | T::BadRequestParameters | T::Default4xx => "BadRequestException",
+        T::UnsupportedMediaType => "UnsupportedMediaTypeException",
+        T::ExpiredToken | T::InvalidSignature => "ForbiddenException",
+        T::RequestHeaderFieldsTooLarge => "BadRequestException",
+        T::IntegrationTimeout | T::IntegrationFailure => "InternalServerErrorException",
+        T::ApiConfigurationError
+        | T::AuthorizerConfigurationError
+        | T::AuthorizerFailure
+        | T::Default5xx => "InternalServerErrorException",
+    }
+}
+
+/// Answers `err` with the API's gateway response (the built-in defaults when no stage matched).
+pub fn gateway_response(ctx: &mut RequestCtx, err: GatewayError) -> Response<ProxyBody> {
+    let ty = err.response_type();
+    if ty.default_status() >= 500 {
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            response_type = ty.as_str(),
+            route = ctx.route_config().map_or("-", |r| r.id.as_str()),
+            error = %err,
+            "gateway response"
+        );
+    } else {
+        tracing::debug!(
+            request_id = %ctx.request_id,
+            response_type = ty.as_str(),
+            error = %err,
+            "gateway response"
+        );
+    }
+    ctx.error = Some(ty);
+    let responses = ctx
+        .api()
+        .map_or(&ctx.runtime.default_responses, |a| &a.responses);
+    let r = responses.get(ty);
+    let mut body = String::with_capacity(64);
+    r.body.render(ctx, Mode::GatewayResponse, &mut body);
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = r.status;
+    *resp.headers_mut() = r.headers.clone();
+    resp
+}
+
+/// Ends a request: `x-amzn-RequestId`, `$context.status`/`responseLength`/`responseLatency`,
+/// metrics, and the access log line (the context moves to the writer).
+pub fn finish(
+    shared: &Shared,
+    mut ctx: RequestCtx,
+    mut resp: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    resp.headers_mut()
+        .insert(X_AMZN_REQUEST_ID, ctx.request_id.header_value());
+    ctx.status = resp.status().as_u16();
+    ctx.response_length =
+        super::limits::content_length(resp.headers()).or_else(|| resp.body().size_hint().exact());
+    ctx.response_latency = ctx.start.elapsed();
+    let metrics = match (ctx.stage(), ctx.stage_route()) {
+        (_, Some(r)) => &r.metrics,
+        (Some(s), None) => &s.unmatched,
+        (None, None) => &ctx.runtime.unmatched,
+    };
+    metrics.record(ctx.status, ctx.response_latency, ctx.integration_latency);
+    if ctx.stage().is_some_and(|s| s.access_log.is_some()) {
+        shared.access_log.log(ctx);
+    }
+    resp
+}

@@ -1,0 +1,723 @@
+//! Route phase: request path and host -> stage -> route (+ path parameters).
+//!
+//! Runs first. Reads the request's path and `Host`; writes `ctx.stage`, `ctx.route` and the
+//! path parameters. Short-circuits with `MissingAuthenticationToken` (REST: no stage, no
+//! resource, or no method on the resource) or `ResourceNotFound` (HTTP APIs).
+//!
+//! Everything here is a pure function over tables built once per `Runtime`:
+//!
+//! ```text
+//!  raw path --normalise_path--> canonical path --StageTable::select(host)--> (stage, rest)
+//!                                                  rest --RouteTable::find(method)--> route + params
+//! ```
+//!
+//! The canonical path: percent-escapes of characters that may appear raw in a segment are
+//! decoded (`%41` -> `A`, `%2e` -> `.`), everything else stays or becomes an upper-case escape
+//! (`%2F` stays `%2F`, so a decoded `/` never creates a segment), `.`/`..` segments are
+//! resolved (`..` above the root stays at the root), empty segments (`//`, a trailing `/`)
+//! are dropped. Literal segments compare on this form; parameter values are kept in it, which
+//! is already a valid encoded segment for the backend URI.
+
+use super::{GatewayError, RequestCtx};
+use http::Method;
+use portico_config::{Api, Protocol, RouteMatch, Segment, Stage};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// True for bytes allowed raw in a path segment (RFC 3986 `pchar` less `%`).
+const fn is_pchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+/// Canonical form of a request path (see the module header). Borrows when the path already
+/// is canonical, which is the common case.
+pub fn normalise_path(raw: &str) -> Cow<'_, str> {
+    if is_canonical(raw) {
+        return Cow::Borrowed(raw);
+    }
+    // A single trailing slash is the only defect: slice it off without allocating.
+    if let Some(trimmed) = raw.strip_suffix('/')
+        && trimmed.len() > 1
+        && is_canonical(trimmed)
+    {
+        return Cow::Borrowed(trimmed);
+    }
+    Cow::Owned(normalise_slow(raw))
+}
+
+fn is_canonical(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    if b.len() == 1 {
+        return true;
+    }
+    let mut start = 1;
+    for i in 1..=b.len() {
+        if i == b.len() || b[i] == b'/' {
+            let seg = &b[start..i];
+            if seg.is_empty() || seg == b"." || seg == b".." {
+                return false;
+            }
+            start = i + 1;
+        } else if !is_pchar(b[i]) {
+            return false;
+        }
+    }
+    true
+}
+
+fn normalise_slow(raw: &str) -> String {
+    let mut segs: Vec<String> = Vec::new();
+    for seg in raw.split('/') {
+        let c = canonical_segment(seg);
+        match c.as_str() {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            _ => segs.push(c),
+        }
+    }
+    if segs.is_empty() {
+        return "/".to_string();
+    }
+    let mut out = String::with_capacity(raw.len());
+    for s in segs {
+        out.push('/');
+        out.push_str(&s);
+    }
+    out
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn push_escape(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[usize::from(b >> 4)] as char);
+    out.push(HEX[usize::from(b & 15)] as char);
+}
+
+/// One segment in canonical form (decodes once: `%252e` stays `%252e`).
+fn canonical_segment(seg: &str) -> String {
+    let b = seg.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
+        {
+            let v = h << 4 | l;
+            if is_pchar(v) {
+                out.push(v as char);
+            } else {
+                push_escape(&mut out, v);
+            }
+            i += 3;
+        } else {
+            if is_pchar(c) {
+                out.push(c as char);
+            } else {
+                push_escape(&mut out, c);
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Fully decodes a canonical segment (or greedy value) for `$context`/`pathParameters`.
+pub fn decode_value(canonical: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(canonical).decode_utf8_lossy()
+}
+
+/// The route phase: fills `ctx.stage`, `ctx.route`, `ctx.params` (and
+/// `ctx.normalised_path` when normalising changed the path).
+pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    let runtime = ctx.runtime.clone();
+    let norm = normalise_path(ctx.uri.path());
+    let host = ctx
+        .host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .map(normalise_host);
+    let selected = runtime.stage_table.select(host.as_deref(), &norm);
+    let outcome = selected.map(|(stage, rest)| {
+        let api = &runtime.apis[runtime.stages[stage].api];
+        (stage, api.no_route, api.routes.find(&ctx.http_method, rest))
+    });
+    let base = norm.as_ptr() as usize;
+    let result = match outcome {
+        None => Err(GatewayError::no_route(
+            runtime.no_stage,
+            "no stage serves this host and path",
+        )),
+        Some((stage, no_route, outcome)) => {
+            ctx.stage = Some(stage);
+            match outcome {
+                RouteOutcome::Matched { route, params } => {
+                    ctx.route = Some(route);
+                    ctx.params = params
+                        .iter()
+                        .map(|p| {
+                            let start = p.as_ptr() as usize - base;
+                            start..start + p.len()
+                        })
+                        .collect();
+                    Ok(())
+                }
+                RouteOutcome::NoMethod => Err(GatewayError::no_route(
+                    no_route,
+                    "no method for this verb on the resource",
+                )),
+                RouteOutcome::NotFound => {
+                    Err(GatewayError::no_route(no_route, "no resource matches"))
+                }
+            }
+        }
+    };
+    if let Cow::Owned(p) = norm {
+        ctx.normalised_path = Some(p.into());
+    }
+    result
+}
+
+/// Host header value -> lower-case host without port or trailing dot.
+pub fn normalise_host(h: &str) -> Cow<'_, str> {
+    let host = if let Some(rest) = h.strip_prefix('[') {
+        // [v6]:port
+        match rest.find(']') {
+            Some(end) => &h[..end + 2],
+            None => h,
+        }
+    } else {
+        match h.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => h,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// Stage selection: host-specific stages first, then stages without hostnames; within each,
+/// the longest base path that is a prefix of the path on a segment boundary.
+#[derive(Debug, Default)]
+pub struct StageTable {
+    by_host: HashMap<Box<str>, Vec<(Box<str>, usize)>>,
+    any_host: Vec<(Box<str>, usize)>,
+}
+
+impl StageTable {
+    /// Builds the table over `stages` (indices into that slice).
+    pub fn new(stages: &[Stage]) -> Self {
+        let mut t = StageTable::default();
+        for (i, s) in stages.iter().enumerate() {
+            let entry = (Box::<str>::from(s.base_path.as_str()), i);
+            if s.hosts.is_empty() {
+                t.any_host.push(entry);
+            } else {
+                for h in &s.hosts {
+                    t.by_host
+                        .entry(h.as_str().into())
+                        .or_default()
+                        .push(entry.clone());
+                }
+            }
+        }
+        let by_len_desc =
+            |v: &mut Vec<(Box<str>, usize)>| v.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
+        by_len_desc(&mut t.any_host);
+        t.by_host.values_mut().for_each(by_len_desc);
+        t
+    }
+
+    /// The stage serving `path` (canonical) on `host` (normalised), and the path below its
+    /// base path (starting with `/`).
+    pub fn select<'p>(&self, host: Option<&str>, path: &'p str) -> Option<(usize, &'p str)> {
+        let specific = host.and_then(|h| self.by_host.get(h));
+        for list in specific.into_iter().chain(std::iter::once(&self.any_host)) {
+            for (base, idx) in list {
+                if let Some(rest) = strip_base(base, path) {
+                    return Some((*idx, rest));
+                }
+            }
+        }
+        None
+    }
+}
+
+fn strip_base<'p>(base: &str, path: &'p str) -> Option<&'p str> {
+    if base.is_empty() {
+        return Some(path);
+    }
+    let rest = path.strip_prefix(base)?;
+    if rest.is_empty() {
+        Some("/")
+    } else if rest.starts_with('/') {
+        Some(rest)
+    } else {
+        None
+    }
+}
+
+/// Methods of one resource: exact verbs, then `ANY`.
+#[derive(Debug, Default)]
+struct Methods {
+    exact: Vec<(Method, usize)>,
+    any: Option<usize>,
+}
+
+impl Methods {
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.any.is_none()
+    }
+
+    fn pick(&self, m: &Method) -> Option<usize> {
+        self.exact
+            .iter()
+            .find(|(k, _)| k == m)
+            .map(|(_, r)| *r)
+            .or(self.any)
+    }
+
+    fn insert(&mut self, verb: &str, route: usize) {
+        if verb == "ANY" {
+            self.any.get_or_insert(route);
+        } else if let Ok(m) = Method::from_bytes(verb.as_bytes())
+            && !self.exact.iter().any(|(k, _)| *k == m)
+        {
+            self.exact.push((m, route));
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    /// Sorted by segment for binary search.
+    literals: Vec<(Box<str>, Node)>,
+    param: Option<Box<Node>>,
+    greedy: Option<Box<Methods>>,
+    methods: Methods,
+}
+
+impl Node {
+    fn literal(&mut self, seg: &str) -> &mut Node {
+        let i = match self.literals.binary_search_by(|(k, _)| (**k).cmp(seg)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.literals.insert(i, (seg.into(), Node::default()));
+                i
+            }
+        };
+        &mut self.literals[i].1
+    }
+}
+
+/// The outcome of matching a path and method against one API.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteOutcome<'p> {
+    /// A route (index into `api.routes`) and its parameter values in template order
+    /// (canonical form; a greedy value keeps its `/`).
+    Matched {
+        /// Index into `Api::routes`.
+        route: usize,
+        /// Parameter values, in the order the template names them.
+        params: Vec<&'p str>,
+    },
+    /// REST: the resource exists but has no method for this verb.
+    NoMethod,
+    /// Nothing matched.
+    NotFound,
+}
+
+/// Per-API resource tree, built once per `Runtime`.
+#[derive(Debug)]
+pub struct RouteTable {
+    root: Node,
+    default_route: Option<usize>,
+    protocol: Protocol,
+}
+
+impl RouteTable {
+    /// Builds the tree from `api.routes` (first route wins on an exact duplicate).
+    pub fn build(api: &Api) -> Self {
+        let mut root = Node::default();
+        let mut default_route = None;
+        for (i, r) in api.routes.iter().enumerate() {
+            match &r.matcher {
+                RouteMatch::Default => {
+                    default_route.get_or_insert(i);
+                }
+                RouteMatch::Path(t) => {
+                    let mut node = &mut root;
+                    let mut greedy = false;
+                    for seg in &t.segments {
+                        match seg {
+                            Segment::Literal(l) => node = node.literal(l),
+                            Segment::Param(_) => {
+                                node = node.param.get_or_insert_with(Default::default)
+                            }
+                            Segment::Greedy(_) => {
+                                node.greedy
+                                    .get_or_insert_with(Default::default)
+                                    .insert(&r.http_method, i);
+                                greedy = true;
+                                break;
+                            }
+                        }
+                    }
+                    if !greedy {
+                        node.methods.insert(&r.http_method, i);
+                    }
+                }
+            }
+        }
+        RouteTable {
+            root,
+            default_route,
+            protocol: api.protocol,
+        }
+    }
+
+    /// Finds the route for `method` on `rest` (canonical, below the base path, starting
+    /// with `/`). Most specific wins: literal beats `{param}` beats `{proxy+}` at each
+    /// segment, with backtracking; an exact verb beats `ANY`.
+    pub fn find<'p>(&self, method: &Method, rest: &'p str) -> RouteOutcome<'p> {
+        let rest = rest.strip_prefix('/').unwrap_or(rest);
+        let mut params = Vec::new();
+        match self.protocol {
+            Protocol::Rest => {
+                match walk(&self.root, rest, &mut params, &|m: &Methods| {
+                    (!m.is_empty()).then_some(m)
+                }) {
+                    Some(methods) => match methods.pick(method) {
+                        Some(route) => RouteOutcome::Matched { route, params },
+                        None => RouteOutcome::NoMethod,
+                    },
+                    None => RouteOutcome::NotFound,
+                }
+            }
+            Protocol::Http | Protocol::WebSocket => {
+                match walk(&self.root, rest, &mut params, &|m: &Methods| m.pick(method)) {
+                    Some(route) => RouteOutcome::Matched { route, params },
+                    None => match self.default_route {
+                        Some(route) => RouteOutcome::Matched {
+                            route,
+                            params: Vec::new(),
+                        },
+                        None => RouteOutcome::NotFound,
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn walk<'a, 'p, R>(
+    node: &'a Node,
+    rest: &'p str,
+    params: &mut Vec<&'p str>,
+    accept: &impl Fn(&'a Methods) -> Option<R>,
+) -> Option<R> {
+    if rest.is_empty() {
+        return accept(&node.methods);
+    }
+    let (seg, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if let Ok(i) = node.literals.binary_search_by(|(k, _)| (**k).cmp(seg))
+        && let Some(r) = walk(&node.literals[i].1, tail, params, accept)
+    {
+        return Some(r);
+    }
+    if let Some(p) = &node.param {
+        params.push(seg);
+        if let Some(r) = walk(p, tail, params, accept) {
+            return Some(r);
+        }
+        params.pop();
+    }
+    if let Some(g) = &node.greedy
+        && let Some(r) = accept(g)
+    {
+        params.push(rest);
+        return Some(r);
+    }
+    None
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use portico_config::{
+        DEFAULT_TIMEOUT_MS, Integration, MockIntegration, ObjectRef, PathTemplate, Route,
+    };
+    use std::collections::BTreeMap;
+
+    pub(crate) fn mk_route(verb: &str, path: &str) -> Route {
+        let matcher = if path == "$default" {
+            RouteMatch::Default
+        } else {
+            RouteMatch::Path(PathTemplate::parse(path).unwrap())
+        };
+        Route {
+            id: format!("restapi/default/t/resource/{path}/method/{verb}"),
+            resource_path: path.into(),
+            route_key: if path == "$default" {
+                path.into()
+            } else {
+                format!("{verb} {path}")
+            },
+            http_method: verb.into(),
+            matcher,
+            integration: Integration::Mock(MockIntegration {
+                status_code: 200,
+                headers: BTreeMap::new(),
+                body: format!("{verb} {path}"),
+            }),
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            fail_closed: None,
+        }
+    }
+
+    pub(crate) fn mk_api(protocol: Protocol, routes: &[(&str, &str)]) -> Api {
+        Api {
+            id: "restapi/default/t".into(),
+            source: ObjectRef::new("RestApi", "default", "t"),
+            name: "t".into(),
+            protocol,
+            routes: routes.iter().map(|(v, p)| mk_route(v, p)).collect(),
+            gateway_responses: BTreeMap::new(),
+            max_payload_bytes: 1024,
+        }
+    }
+
+    fn find<'p>(api: &Api, verb: &str, path: &'p str) -> Option<(String, Vec<&'p str>)> {
+        let t = RouteTable::build(api);
+        match t.find(&Method::from_bytes(verb.as_bytes()).unwrap(), path) {
+            RouteOutcome::Matched { route, params } => {
+                let r = &api.routes[route];
+                Some((format!("{} {}", r.http_method, r.resource_path), params))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn literal_beats_param_beats_greedy() {
+        let api = mk_api(
+            Protocol::Rest,
+            &[
+                ("GET", "/pets/{id}"),
+                ("GET", "/pets/mine"),
+                ("GET", "/pets/{proxy+}"),
+                ("GET", "/{proxy+}"),
+            ],
+        );
+        assert_eq!(find(&api, "GET", "/pets/mine").unwrap().0, "GET /pets/mine");
+        let (r, p) = find(&api, "GET", "/pets/7").unwrap();
+        assert_eq!((r.as_str(), p), ("GET /pets/{id}", vec!["7"]));
+        let (r, p) = find(&api, "GET", "/pets/7/toys/2").unwrap();
+        assert_eq!((r.as_str(), p), ("GET /pets/{proxy+}", vec!["7/toys/2"]));
+        let (r, p) = find(&api, "GET", "/other/x").unwrap();
+        assert_eq!((r.as_str(), p), ("GET /{proxy+}", vec!["other/x"]));
+        // a greedy parameter needs at least one segment
+        assert_eq!(find(&api, "GET", "/"), None);
+    }
+
+    #[test]
+    fn matching_backtracks_when_a_literal_branch_dead_ends() {
+        let api = mk_api(Protocol::Rest, &[("GET", "/a/b/c"), ("GET", "/a/{x}/d")]);
+        let (r, p) = find(&api, "GET", "/a/b/d").unwrap();
+        assert_eq!((r.as_str(), p), ("GET /a/{x}/d", vec!["b"]));
+    }
+
+    #[test]
+    fn exact_method_beats_any_and_rest_reports_missing_methods() {
+        let api = mk_api(
+            Protocol::Rest,
+            &[("ANY", "/items"), ("POST", "/items"), ("POST", "/orders")],
+        );
+        assert_eq!(find(&api, "POST", "/items").unwrap().0, "POST /items");
+        assert_eq!(find(&api, "DELETE", "/items").unwrap().0, "ANY /items");
+        let t = RouteTable::build(&api);
+        assert_eq!(t.find(&Method::GET, "/orders"), RouteOutcome::NoMethod);
+        assert_eq!(t.find(&Method::GET, "/nope"), RouteOutcome::NotFound);
+    }
+
+    #[test]
+    fn http_apis_fall_back_to_default_and_otherwise_not_found() {
+        let api = mk_api(
+            Protocol::Http,
+            &[("GET", "/items/{id}"), ("POST", "/items/{id}")],
+        );
+        let t = RouteTable::build(&api);
+        assert_eq!(t.find(&Method::DELETE, "/items/1"), RouteOutcome::NotFound);
+        let api = mk_api(
+            Protocol::Http,
+            &[("GET", "/items/{id}"), ("ANY", "$default")],
+        );
+        assert_eq!(find(&api, "GET", "/items/1").unwrap().0, "GET /items/{id}");
+        assert_eq!(find(&api, "DELETE", "/items/1").unwrap().0, "ANY $default");
+        assert_eq!(find(&api, "GET", "/").unwrap().0, "ANY $default");
+    }
+
+    #[test]
+    fn paths_are_case_sensitive_and_root_matches_root() {
+        let api = mk_api(Protocol::Rest, &[("GET", "/"), ("GET", "/Pets")]);
+        assert_eq!(find(&api, "GET", "/").unwrap().0, "GET /");
+        assert_eq!(find(&api, "GET", "/Pets").unwrap().0, "GET /Pets");
+        assert_eq!(find(&api, "GET", "/pets"), None);
+    }
+
+    #[test]
+    fn normalisation_resolves_dots_and_collapses_slashes() {
+        assert_eq!(normalise_path("/dev/pets"), "/dev/pets");
+        assert!(matches!(normalise_path("/dev/pets"), Cow::Borrowed(_)));
+        assert!(matches!(normalise_path("/dev/pets/"), Cow::Borrowed(_)));
+        assert_eq!(normalise_path("/dev/pets/"), "/dev/pets");
+        assert_eq!(normalise_path("/"), "/");
+        assert_eq!(normalise_path(""), "/");
+        assert_eq!(normalise_path("//dev///pets//"), "/dev/pets");
+        assert_eq!(normalise_path("/dev/public/../admin"), "/dev/admin");
+        assert_eq!(normalise_path("/dev/./a/."), "/dev/a");
+        assert_eq!(normalise_path("/../../admin"), "/admin");
+        assert_eq!(normalise_path("/dev/public/%2e%2e/admin"), "/dev/admin");
+        assert_eq!(normalise_path("/dev/public/%2E./admin"), "/dev/admin");
+        assert_eq!(normalise_path("/dev/public/.%2E/%2e"), "/dev");
+    }
+
+    #[test]
+    fn percent_encoding_decodes_unreserved_but_never_splits_on_encoded_slash() {
+        assert_eq!(normalise_path("/dev/%70ets"), "/dev/pets");
+        assert_eq!(normalise_path("/dev/a%2fb"), "/dev/a%2Fb");
+        assert_eq!(normalise_path("/dev/a%2F..%2Fadmin"), "/dev/a%2F..%2Fadmin");
+        assert_eq!(normalise_path("/dev/a%20b"), "/dev/a%20b");
+        assert_eq!(normalise_path("/dev/%252e%252e"), "/dev/%252e%252e");
+        assert_eq!(normalise_path("/dev/100%"), "/dev/100%25");
+        assert_eq!(normalise_path("/dev/%zz"), "/dev/%25zz");
+        assert_eq!(decode_value("a%2Fb%20c"), "a/b c");
+
+        let api = mk_api(
+            Protocol::Rest,
+            &[("GET", "/files/{name}"), ("GET", "/admin")],
+        );
+        let p = normalise_path("/files/a%2F..%2Fadmin");
+        let (r, params) = find(&api, "GET", &p).unwrap();
+        assert_eq!(r, "GET /files/{name}");
+        assert_eq!(params, vec!["a%2F..%2Fadmin"]);
+    }
+
+    #[test]
+    fn dot_segments_cannot_escape_into_another_stage_route_unless_the_path_really_is_it() {
+        let stages = vec![
+            mk_stage("stage/default/dev", "/dev", &[]),
+            mk_stage("stage/default/admin", "/admin", &[]),
+        ];
+        let t = StageTable::new(&stages);
+        let api = mk_api(Protocol::Rest, &[("GET", "/public/{x}"), ("GET", "/admin")]);
+        let routes = RouteTable::build(&api);
+        // /dev/public/../admin is really /dev/admin: the dev stage's /admin resource.
+        for raw in ["/dev/public/../admin", "/dev/public/%2e%2e/admin"] {
+            let p = normalise_path(raw);
+            let (s, rest) = t.select(None, &p).unwrap();
+            assert_eq!((s, rest), (0, "/admin"));
+            assert!(matches!(
+                routes.find(&Method::GET, rest),
+                RouteOutcome::Matched { route: 1, .. }
+            ));
+        }
+        // escaping the stage's base path lands on whatever the normalised path names
+        let p = normalise_path("/dev/../admin");
+        assert_eq!(t.select(None, &p).unwrap(), (1, "/"));
+        // an encoded slash stays inside the parameter
+        let p = normalise_path("/dev/public/..%2Fadmin");
+        let (_, rest) = t.select(None, &p).unwrap();
+        assert_eq!(
+            routes.find(&Method::GET, rest),
+            RouteOutcome::Matched {
+                route: 0,
+                params: vec!["..%2Fadmin"]
+            }
+        );
+    }
+
+    pub(crate) fn mk_stage(id: &str, base: &str, hosts: &[&str]) -> Stage {
+        Stage {
+            id: id.into(),
+            source: ObjectRef::new("Stage", "default", id),
+            api_id: "restapi/default/t".into(),
+            name: id.rsplit('/').next().unwrap().into(),
+            base_path: base.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            variables: BTreeMap::new(),
+            access_log: None,
+        }
+    }
+
+    #[test]
+    fn stage_selection_prefers_host_then_longest_base_path_on_segment_boundary() {
+        let stages = vec![
+            mk_stage("stage/a/root", "", &[]),
+            mk_stage("stage/a/v1", "/v1", &[]),
+            mk_stage("stage/a/v1beta", "/v1/beta", &[]),
+            mk_stage("stage/a/host", "", &["api.example.com"]),
+        ];
+        let t = StageTable::new(&stages);
+        assert_eq!(t.select(None, "/v1/x"), Some((1, "/x")));
+        assert_eq!(t.select(None, "/v1"), Some((1, "/")));
+        assert_eq!(t.select(None, "/v1/beta/x"), Some((2, "/x")));
+        assert_eq!(t.select(None, "/v1beta"), Some((0, "/v1beta")));
+        assert_eq!(
+            t.select(Some("api.example.com"), "/v1/x"),
+            Some((3, "/v1/x"))
+        );
+        assert_eq!(
+            t.select(Some("other.example.com"), "/v1/x"),
+            Some((1, "/x"))
+        );
+        let t = StageTable::new(&stages[1..2]);
+        assert_eq!(t.select(None, "/v2"), None);
+    }
+
+    #[test]
+    fn hosts_lose_port_case_and_trailing_dot() {
+        assert_eq!(normalise_host("API.Example.com:8443"), "api.example.com");
+        assert_eq!(normalise_host("api.example.com."), "api.example.com");
+        assert_eq!(normalise_host("[::1]:80"), "[::1]");
+        assert_eq!(normalise_host("localhost"), "localhost");
+    }
+}

@@ -1,0 +1,169 @@
+//! [`Runtime`]: a loaded `GatewayConfig` plus everything derived from it, built once per
+//! config version off the hot path and swapped in with one `ArcSwap::store`.
+//!
+//! ```text
+//!  Runtime
+//!   ├─ config: Arc<GatewayConfig>      (indices below match config.apis / config.stages)
+//!   ├─ stage_table                     host + base path -> stage
+//!   ├─ apis[i]: route tree, gateway responses resolved under the API's overrides
+//!   └─ stages[j]: per route of its API: compiled integration (stage variables substituted),
+//!                 timeout, metric handles; access log template
+//! ```
+
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::pipeline::integrate::{self, CompiledIntegration};
+use crate::pipeline::respond::GatewayResponses;
+use crate::pipeline::route::{RouteTable, StageTable};
+use crate::template::Template;
+use portico_config::{GatewayConfig, GatewayResponseType, Protocol};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A config and its derived tables.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The document.
+    pub config: Arc<GatewayConfig>,
+    /// `content_hash()` of the document.
+    pub version: String,
+    /// Compiled APIs, same order as `config.apis`.
+    pub apis: Vec<CompiledApi>,
+    /// Compiled stages, same order as `config.stages`.
+    pub stages: Vec<CompiledStage>,
+    /// Stage selection.
+    pub stage_table: StageTable,
+    /// Gateway responses when no stage matched (no overrides).
+    pub default_responses: GatewayResponses,
+    /// Metrics of requests no stage matched.
+    pub unmatched: RouteMetrics,
+    /// What a request no stage matches answers: RESOURCE_NOT_FOUND when every API is an
+    /// HTTP API, else MISSING_AUTHENTICATION_TOKEN (as AWS's REST endpoints do).
+    pub no_stage: GatewayResponseType,
+}
+
+/// One API's derived tables.
+#[derive(Debug)]
+pub struct CompiledApi {
+    /// Resource tree.
+    pub routes: RouteTable,
+    /// Gateway responses under this API's overrides.
+    pub responses: GatewayResponses,
+    /// What an unmatched route answers (REST: MISSING_AUTHENTICATION_TOKEN, HTTP:
+    /// RESOURCE_NOT_FOUND).
+    pub no_route: GatewayResponseType,
+}
+
+/// One stage's derived tables.
+#[derive(Debug)]
+pub struct CompiledStage {
+    /// Index of its API in `apis` / `config.apis`.
+    pub api: usize,
+    /// One per route of the API, same order as `api.routes`.
+    pub routes: Vec<StageRoute>,
+    /// Metrics of requests on this stage that matched no route.
+    pub unmatched: RouteMetrics,
+    /// Access log format, when logging is on.
+    pub access_log: Option<Template>,
+}
+
+/// One route as served by one stage.
+#[derive(Debug)]
+pub struct StageRoute {
+    /// The backend call.
+    pub integration: CompiledIntegration,
+    /// Integration timeout.
+    pub timeout: Duration,
+    /// Metric handles (labels resolved once, here).
+    pub metrics: RouteMetrics,
+    /// Path parameter names in template order.
+    pub param_names: Vec<Arc<str>>,
+}
+
+impl Runtime {
+    /// Derives the tables for `config` (assumed validated). Routes that cannot be served are
+    /// logged and fail closed; nothing here fails.
+    pub fn build(config: GatewayConfig, metrics: &Metrics) -> Runtime {
+        let version = config.content_hash();
+        let index: BTreeMap<&str, usize> = config
+            .apis
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.as_str(), i))
+            .collect();
+        let apis = config
+            .apis
+            .iter()
+            .map(|api| CompiledApi {
+                routes: RouteTable::build(api),
+                responses: GatewayResponses::build(&api.gateway_responses),
+                no_route: match api.protocol {
+                    Protocol::Rest => GatewayResponseType::MissingAuthenticationToken,
+                    Protocol::Http | Protocol::WebSocket => GatewayResponseType::ResourceNotFound,
+                },
+            })
+            .collect();
+        let stages = config
+            .stages
+            .iter()
+            .map(|stage| {
+                let api_idx = *index
+                    .get(stage.api_id.as_str())
+                    .expect("validated: every stage names an existing api");
+                let api = &config.apis[api_idx];
+                let routes = api
+                    .routes
+                    .iter()
+                    .map(|route| {
+                        let param_names = integrate::param_names(route);
+                        let integration = integrate::compile(route, stage, &param_names);
+                        if let CompiledIntegration::FailClosed(reason) = &integration {
+                            tracing::warn!(
+                                stage = %stage.id,
+                                route = %route.id,
+                                %reason,
+                                "route fails closed (answers 500 API_CONFIGURATION_ERROR)"
+                            );
+                        }
+                        StageRoute {
+                            integration,
+                            timeout: Duration::from_millis(route.timeout_ms),
+                            metrics: metrics.route(
+                                &api.name,
+                                &stage.name,
+                                &route.resource_path,
+                                &route.http_method,
+                            ),
+                            param_names,
+                        }
+                    })
+                    .collect();
+                CompiledStage {
+                    api: api_idx,
+                    routes,
+                    unmatched: metrics.route(&api.name, &stage.name, "", ""),
+                    access_log: stage
+                        .access_log
+                        .as_ref()
+                        .map(|l| Template::parse(&l.format)),
+                }
+            })
+            .collect();
+        let all_http =
+            !config.apis.is_empty() && config.apis.iter().all(|a| a.protocol == Protocol::Http);
+        Runtime {
+            stage_table: StageTable::new(&config.stages),
+            default_responses: GatewayResponses::build(&BTreeMap::new()),
+            unmatched: metrics.route("", "", "", ""),
+            no_stage: if all_http {
+                GatewayResponseType::ResourceNotFound
+            } else {
+                GatewayResponseType::MissingAuthenticationToken
+            },
+            config: Arc::new(config),
+            version,
+            apis,
+            stages,
+        }
+    }
+}

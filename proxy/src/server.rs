@@ -1,0 +1,186 @@
+//! The process: load the config, bind, serve, reload, drain on SIGTERM/SIGINT.
+//!
+//! ```text
+//!  run(cli) -> tokio runtime (current-thread for --workers 1) -> serve(args)
+//!    load (errors: exit 1) -> Runtime -> ArcSwap
+//!    bind public + admin -> log addresses, write --ready-file
+//!    spawn: watcher, admin server; accept loop: one hyper http1 connection task each
+//!    signal -> /readyz 503, close listener, drain (GracefulShutdown, grace period), exit 0
+//! ```
+
+use crate::access_log::AccessLog;
+use crate::admin::{self, Health};
+use crate::cli::{Cli, ServeArgs};
+use crate::metrics::Metrics;
+use crate::pipeline::{self, ConnInfo, RequestCtx, Shared, integrate};
+use crate::runtime::Runtime;
+use crate::source::{self, Source};
+use crate::{Error, Result};
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Runs the proxy until SIGTERM/SIGINT (then drains) or a startup error.
+pub fn run(cli: Cli) -> Result<()> {
+    let args = cli.serve;
+    crate::telemetry::init(args.log_format);
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
+    let result = rt.block_on(serve(args));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Everything a connection task needs, one `Arc` clone per request.
+struct ConnState {
+    shared: Arc<Shared>,
+    state: Arc<ArcSwap<Runtime>>,
+    conn: ConnInfo,
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let source = match (&args.config, &args.manifests) {
+        (Some(f), _) => Source::ConfigFile(f.clone()),
+        (None, Some(d)) => Source::Manifests(d.clone()),
+        (None, None) => unreachable!("clap requires one of --config and --manifests"),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let loaded = {
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || source.load())
+            .await
+            .expect("the load task does not panic")
+    };
+    let loaded = loaded.inspect_err(source::log_load_error)?;
+    source::log_diagnostics(&loaded.diagnostics);
+    let runtime = Runtime::build(loaded.config, &metrics);
+    metrics.set_config_version(&runtime.version);
+    metrics.reload_success.set(1);
+    let version = runtime.version.clone();
+    let state = Arc::new(ArcSwap::from_pointee(runtime));
+
+    // Signals first, so that a SIGTERM right after the ready file is written is handled.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let listener = bind(args.listen).await?;
+    let admin_listener = bind(args.admin_listen).await?;
+    let listen = listener.local_addr()?;
+    let admin = admin_listener.local_addr()?;
+
+    let shared = Arc::new(Shared {
+        client: integrate::mk_client(),
+        access_log: AccessLog::stdout(metrics.access_log_dropped.clone()),
+        forwarded_port: listen.port().into(),
+    });
+    let health = Arc::new(Health::default());
+    health.set_ready(true);
+    tokio::spawn(admin::serve(
+        admin_listener,
+        metrics.clone(),
+        health.clone(),
+    ));
+    source::watch::spawn(source, state.clone(), metrics.clone());
+
+    tracing::info!(%listen, %admin, %version, "portico-proxy serving");
+    if let Some(path) = &args.ready_file {
+        write_ready_file(path, listen, admin)?;
+    }
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .max_header_size(args.max_header_bytes)
+        .max_buf_size(args.max_header_bytes.max(8192) + 8192)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let cs = Arc::new(ConnState {
+            shared: shared.clone(),
+            state: state.clone(),
+            conn: ConnInfo::new(remote),
+        });
+        let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let cs = cs.clone();
+            async move {
+                // The one load of the config for this request: it finishes on this snapshot.
+                let ctx = RequestCtx::new(cs.state.load_full(), cs.conn.remote.ip(), &req);
+                Ok::<_, Infallible>(pipeline::handle(&cs.shared, &cs.conn, ctx, req).await)
+            }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    health.set_ready(false);
+    drop(listener);
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    tracing::info!(
+        connections = graceful.count(),
+        ?grace,
+        "shutting down: draining in-flight requests"
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("drained"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    shared.access_log.flush(Duration::from_secs(2));
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Writes `{"listen":"ADDR","admin":"ADDR"}` atomically (temp file + rename).
+fn write_ready_file(path: &Path, listen: SocketAddr, admin: SocketAddr) -> Result<()> {
+    let body = serde_json::json!({ "listen": listen.to_string(), "admin": admin.to_string() });
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        std::fs::write(&tmp, body.to_string())?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|source| Error::ReadyFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}

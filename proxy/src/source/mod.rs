@@ -1,0 +1,186 @@
+//! Config sources: where a `GatewayConfig` comes from, how it is (re)loaded, and the watcher
+//! that swaps in new versions.
+//!
+//! ```text
+//!  --config FILE     file.rs       GatewayConfig JSON (from_json: decode + validate)
+//!  --manifests DIR   manifests.rs  *.yaml|*.yml|*.json -> parse_manifests -> Snapshot -> compile
+//!                    watch.rs      notify + 1 s mtime poll, 200 ms debounce
+//!                                  -> load -> Runtime::build -> one ArcSwap::store
+//! ```
+//!
+//! Entry points: [`Source::load`], [`watch::spawn`].
+
+mod file;
+#[cfg(feature = "standalone")]
+mod manifests;
+pub mod watch;
+
+use portico_config::{Diagnostic, GatewayConfig};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Where the config comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A GatewayConfig JSON file.
+    ConfigFile(PathBuf),
+    /// A directory of manifests, compiled in-process.
+    Manifests(PathBuf),
+}
+
+/// A successfully loaded config and the (warning-only) diagnostics that came with it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The document, validated.
+    pub config: GatewayConfig,
+    /// Warnings from compile (never errors: those reject the load).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Why a load was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file could not be decoded, or the document is invalid.
+    #[error("{0}")]
+    Decode(String),
+    /// Compile reported errors (all diagnostics attached).
+    #[error("compile reported {} error(s); the config was not loaded", .0.iter().filter(|d| d.is_error()).count())]
+    Rejected(Vec<Diagnostic>),
+    /// This build cannot read this source.
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// Stat-level fingerprint of the watched files (name, mtime, length), for the poll fallback.
+pub type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+impl Source {
+    /// Loads and validates the config.
+    pub fn load(&self) -> Result<Loaded, LoadError> {
+        match self {
+            Source::ConfigFile(p) => file::load(p),
+            #[cfg(feature = "standalone")]
+            Source::Manifests(dir) => manifests::load(dir),
+            #[cfg(not(feature = "standalone"))]
+            Source::Manifests(_) => Err(LoadError::Unsupported(
+                "--manifests needs a build with the `standalone` feature",
+            )),
+        }
+    }
+
+    /// The directory to watch.
+    pub fn watch_dir(&self) -> PathBuf {
+        match self {
+            Source::ConfigFile(p) => match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
+            Source::Manifests(d) => d.clone(),
+        }
+    }
+
+    /// Whether a change to `path` concerns this source.
+    pub fn concerns(&self, path: &Path) -> bool {
+        match self {
+            Source::ConfigFile(p) => path.file_name() == p.file_name(),
+            Source::Manifests(_) => is_manifest_file(path),
+        }
+    }
+
+    /// Stat-level fingerprint of the source's files.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let files = match self {
+            Source::ConfigFile(p) => vec![p.clone()],
+            Source::Manifests(d) => manifest_files(d).unwrap_or_default(),
+        };
+        files
+            .into_iter()
+            .map(|p| {
+                let meta = std::fs::metadata(&p).ok();
+                let mtime = meta.as_ref().and_then(|m| m.modified().ok());
+                let len = meta.map_or(0, |m| m.len());
+                (p, mtime, len)
+            })
+            .collect()
+    }
+}
+
+/// `*.yaml`, `*.yml`, `*.json`, not hidden.
+pub fn is_manifest_file(p: &Path) -> bool {
+    let hidden = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    !hidden
+        && matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        )
+}
+
+/// The manifest files directly in `dir`, sorted by name.
+pub fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
+        .map(|e| e.path())
+        .filter(|p| is_manifest_file(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Logs each diagnostic on its own line (errors at error level, warnings at warn).
+pub fn log_diagnostics(diags: &[Diagnostic]) {
+    for d in diags {
+        if d.is_error() {
+            tracing::error!(object = %d.object, field = %d.field, reason = %d.reason, "{}", d.message);
+        } else {
+            tracing::warn!(object = %d.object, field = %d.field, reason = %d.reason, "{}", d.message);
+        }
+    }
+}
+
+/// Logs why a load failed (each diagnostic when compile rejected it).
+pub fn log_load_error(e: &LoadError) {
+    if let LoadError::Rejected(diags) = e {
+        log_diagnostics(diags);
+    }
+    tracing::error!(error = %e, "config not loaded");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_files_are_filtered_by_extension_and_sorted() {
+        let dir = std::env::temp_dir().join(format!("portico-src-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        for f in [
+            "b.yaml",
+            "a.yml",
+            "c.json",
+            "d.txt",
+            ".e.yaml",
+            "sub/f.yaml",
+        ] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let names: Vec<String> = manifest_files(&dir)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.yml", "b.yaml", "c.json"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
