@@ -18,6 +18,7 @@ use crate::source::{self, Source};
 use crate::{Error, Result};
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
@@ -25,7 +26,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Runs the proxy until SIGTERM/SIGINT (then drains) or a startup error.
@@ -107,11 +108,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         write_ready_file(path, listen, admin)?;
     }
 
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .max_header_size(args.max_header_bytes)
-        .max_buf_size(args.max_header_bytes.max(8192) + 8192)
-        .keep_alive(true);
+    let http = http_builder(args.max_header_bytes);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, remote) = tokio::select! {
@@ -127,26 +124,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         };
-        let _ = stream.set_nodelay(true);
-        let cs = Arc::new(ConnState {
-            shared: shared.clone(),
-            state: state.clone(),
-            conn: ConnInfo::new(remote),
-        });
-        let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let cs = cs.clone();
-            async move {
-                // The one load of the config for this request: it finishes on this snapshot.
-                let ctx = RequestCtx::new(cs.state.load_full(), cs.conn.remote.ip(), &req);
-                Ok::<_, Infallible>(pipeline::handle(&cs.shared, &cs.conn, ctx, req).await)
-            }
-        });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        spawn_connection(stream, remote, &shared, &state, &http, &graceful);
     }
 
     health.set_ready(false);
@@ -163,6 +141,48 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     shared.access_log.flush(Duration::from_secs(2));
     Ok(())
+}
+
+/// The HTTP/1.1 server settings: keep-alive, request heads up to `max_header_bytes`
+/// (larger ones get hyper's 431 and the connection closes).
+pub fn http_builder(max_header_bytes: usize) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .max_header_size(max_header_bytes)
+        .max_buf_size(max_header_bytes.max(8192) + 8192)
+        .keep_alive(true);
+    http
+}
+
+/// Serves one accepted connection on its own task, watched by `graceful`.
+pub fn spawn_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    shared: &Arc<Shared>,
+    state: &Arc<ArcSwap<Runtime>>,
+    http: &http1::Builder,
+    graceful: &GracefulShutdown,
+) {
+    let _ = stream.set_nodelay(true);
+    let cs = Arc::new(ConnState {
+        shared: shared.clone(),
+        state: state.clone(),
+        conn: ConnInfo::new(remote),
+    });
+    let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let cs = cs.clone();
+        async move {
+            // The one load of the config for this request: it finishes on this snapshot.
+            let ctx = RequestCtx::new(cs.state.load_full(), cs.conn.remote.ip(), &req);
+            Ok::<_, Infallible>(pipeline::handle(&cs.shared, &cs.conn, ctx, req).await)
+        }
+    });
+    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener> {

@@ -91,3 +91,6 @@ async fn run(
     let body = limits::read_body(&parts.headers, body, max).await?;
     integrate::call(shared, conn, ctx, parts, body).await
 }
+
+#[cfg(test)]
+mod tests;
