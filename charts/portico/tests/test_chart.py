@@ -1,0 +1,537 @@
+"""Render checks for the portico chart, without a helm binary.
+
+The Helm SDK comes from PyPI `helm-python-sdk` (it bundles Helm v4 as a native library):
+`lint(dir)` is `helm lint`, `Chart.load(dir).render(values, name=, namespace=, is_install=True)`
+is `helm template` (returns `{template path: rendered text}`; `lookup` returns empty) and
+`Chart.crds` lists the files under `crds/` as `[{"name", "filename", "data"}]`.
+Run through `scripts/test-chart.sh`, which installs the SDK into a cached venv.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helm_python.chart import Chart, lint
+
+CHART_DIR = Path(__file__).resolve().parent.parent
+RELEASE = "portico"
+NAMESPACE = "portico-system"
+
+# The variations the tests render, besides the defaults.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "watch-namespaces": {"watchNamespaces": ["team-a", "team-b"], "labelSelector": "portico.dev/gateway=public"},
+    "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "hpa-disabled": {"proxy": {"autoscaling": {"enabled": False}, "replicas": 3}},
+    "pdb-max-unavailable": {"proxy": {"podDisruptionBudget": {"maxUnavailable": "25%"}}},
+    "pdb-disabled": {"proxy": {"podDisruptionBudget": {"enabled": False}}},
+    "load-balancer": {
+        "proxy": {
+            "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "loadBalancerSourceRanges": ["10.0.0.0/8"]},
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+            ],
+            "podAntiAffinity": "hard",
+            "preStopSleepSeconds": 5,
+        }
+    },
+    "custom-names": {
+        "gatewayConfig": {"configMapName": "edge-gateway"},
+        "operator": {"leaderElection": {"leaseName": "edge-leader"}},
+        "image": {"repository": "registry.example/portico", "tag": "1.2.3"},
+        "proxy": {"image": {"repository": "registry.example/portico-proxy"}},
+    },
+}
+
+OPERATOR_CR_PLURALS = {"restapis", "stages", "usageplans", "apikeys", "authorizers"}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chart():
+    c = Chart.load(str(CHART_DIR))
+    yield c
+    c.close()
+
+
+def render(chart: Chart, values: dict[str, Any] | None = None, name: str = RELEASE, namespace: str = NAMESPACE) -> list[dict]:
+    """`helm template`: every rendered document, parsed (NOTES.txt and empty documents left out)."""
+    out = chart.render(values or {}, name=name, namespace=namespace, is_install=True)
+    assert out, "render returned nothing"
+    docs = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                assert "kind" in doc and "apiVersion" in doc, f"{path}: document without kind/apiVersion"
+                doc["__path"] = path
+                docs.append(doc)
+    return docs
+
+
+def notes(chart: Chart, values: dict[str, Any] | None = None) -> str:
+    out = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return next(text for path, text in out.items() if path.endswith("NOTES.txt"))
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict], kind: str, component: str | None = None, name: str | None = None) -> dict:
+    found = [
+        d
+        for d in of_kind(docs, kind)
+        if (component is None or d["metadata"]["labels"].get("app.kubernetes.io/component") == component)
+        and (name is None or d["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} (component={component}, name={name}), got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def deployment(docs: list[dict], component: str) -> dict:
+    return one(docs, "Deployment", component)
+
+
+def arg_value(args: list[str], flag: str) -> str:
+    assert flag in args, f"{flag} missing from {args}"
+    return args[args.index(flag) + 1]
+
+
+def config_map_name(docs: list[dict]) -> str:
+    """The ConfigMap name as the operator's args give it; the tests compare everything else to it."""
+    return arg_value(deployment(docs, "operator")["spec"]["template"]["spec"]["containers"][0]["args"], "--config-map-name")
+
+
+def rbac_rules_of(docs: list[dict], component: str) -> list[tuple[dict, dict]]:
+    """(role, rule) for every Role/ClusterRole rule of a component."""
+    return [
+        (role, rule)
+        for role in docs
+        if role["kind"] in ("Role", "ClusterRole") and role["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        for rule in role["rules"]
+    ]
+
+
+@pytest.fixture(scope="session", params=sorted(VARIANTS))
+def variant(request, chart):
+    """(variant name, values, rendered docs) for each variation."""
+    values = VARIANTS[request.param]
+    return request.param, values, render(chart, values)
+
+
+# --- lint --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_lint_has_no_errors(name):
+    report = lint(str(CHART_DIR), VARIANTS[name], namespace=NAMESPACE, strict=True)
+    assert report["total_charts_linted"] == 1
+    assert report["errors"] == [], report
+    # Severity 3 is an error, 2 a warning (strict makes warnings fail too); 1 (info) is allowed.
+    bad = [m for m in report["messages"] if m["severity"] >= 2]
+    assert bad == [], bad
+
+
+# --- every variant -----------------------------------------------------------------------------
+
+
+def test_every_container_is_non_root_read_only_with_requests(variant):
+    _, _, docs = variant
+    deployments = of_kind(docs, "Deployment")
+    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in deployments} == {"operator", "proxy"}
+    for d in deployments:
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            sc = c["securityContext"]
+            where = f"{d['metadata']['name']}/{c['name']}"
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["runAsUser"] == 65532, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"], where
+            assert c["resources"]["limits"]["memory"], where
+            assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", where
+            assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", where
+
+
+def test_operator_runs_two_replicas_with_leader_election(variant):
+    _, _, docs = variant
+    op = deployment(docs, "operator")
+    assert op["spec"]["replicas"] == 2
+    c = op["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["portico-operator"]
+    assert c["args"][0] == "run"
+    lease = arg_value(c["args"], "--lease-name")
+    assert lease
+    assert arg_value(c["args"], "--config-map-namespace") == "$(POD_NAMESPACE)"
+    assert arg_value(c["args"], "--metrics-listen") == "0.0.0.0:8080"
+    pod_ns = next(e for e in c["env"] if e["name"] == "POD_NAMESPACE")
+    assert pod_ns["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    # The Lease the operator uses is the one its Role names.
+    lease_rules = [r for _, r in rbac_rules_of(docs, "operator") if "leases" in r["resources"]]
+    assert {tuple(r["verbs"]) for r in lease_rules} == {("create",), ("get", "update", "patch")}
+    named = [r for r in lease_rules if r.get("resourceNames")]
+    assert [r["resourceNames"] for r in named] == [[lease]]
+    assert all(r["apiGroups"] == ["coordination.k8s.io"] for r in lease_rules)
+
+
+def test_proxy_role_reads_only_the_one_configmap(variant):
+    _, _, docs = variant
+    cm = config_map_name(docs)
+    rules = rbac_rules_of(docs, "proxy")
+    assert [r for _, r in rules] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [cm], "verbs": ["get", "list", "watch"]}
+    ]
+    role, _ = rules[0]
+    assert role["kind"] == "Role" and role["metadata"]["namespace"] == NAMESPACE
+    binding = one(docs, "RoleBinding", "proxy")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    sa = deployment(docs, "proxy")["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+
+
+def test_operator_rbac_is_least_privilege(variant):
+    _, _, docs = variant
+    rules = [r for _, r in rbac_rules_of(docs, "operator")]
+    assert rules
+    allowed: dict[tuple[str, str], set[str]] = {
+        **{("portico.dev", p): {"get", "list", "watch"} for p in OPERATOR_CR_PLURALS},
+        **{("portico.dev", f"{p}/status"): {"get", "patch", "update"} for p in OPERATOR_CR_PLURALS},
+        ("", "secrets"): {"get", "list", "watch", "create"},
+        ("", "services"): {"get", "list", "watch"},
+        ("", "events"): {"create", "patch"},
+        ("events.k8s.io", "events"): {"create", "patch"},
+        ("", "configmaps"): {"create", "get", "patch", "update"},
+        ("coordination.k8s.io", "leases"): {"create", "get", "update", "patch"},
+    }
+    for r in rules:
+        assert "*" not in r["verbs"], r
+        assert "*" not in r["resources"] and "*" not in r["apiGroups"], r
+        assert "nonResourceURLs" not in r, r
+        for group in r["apiGroups"]:
+            for resource in r["resources"]:
+                assert (group, resource) in allowed, f"unexpected grant {group}/{resource}: {r}"
+                extra = set(r["verbs"]) - allowed[(group, resource)]
+                assert not extra, f"{group}/{resource} grants {extra}"
+        # ConfigMaps and Leases: only `create` may come without resourceNames.
+        if set(r["resources"]) & {"configmaps", "leases"} and set(r["verbs"]) != {"create"}:
+            assert r.get("resourceNames"), r
+    secrets = {v for r in rules if "secrets" in r["resources"] for v in r["verbs"]}
+    assert secrets <= {"get", "list", "watch", "create"}
+
+
+def test_configmap_name_is_the_same_everywhere(variant):
+    name, values, docs = variant
+    cm = config_map_name(docs)
+    expected = values.get("gatewayConfig", {}).get("configMapName") or f"{RELEASE}-gateway-config"
+    assert cm == expected
+    proxy_args = deployment(docs, "proxy")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert arg_value(proxy_args, "--kube-configmap") == f"{NAMESPACE}/{cm}"
+    names = {
+        tuple(r["resourceNames"])
+        for _, r in rbac_rules_of(docs, "operator") + rbac_rules_of(docs, "proxy")
+        if "configmaps" in r["resources"] and r.get("resourceNames")
+    }
+    assert names == {(cm,)}
+
+
+def test_admin_service_is_separate_from_the_public_one(variant):
+    _, values, docs = variant
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    public = services[f"{RELEASE}-proxy"]
+    admin = services[f"{RELEASE}-proxy-admin"]
+    assert public is not admin
+    assert public["spec"]["type"] == values.get("proxy", {}).get("service", {}).get("type", "ClusterIP")
+    assert [(p["port"], p["targetPort"]) for p in public["spec"]["ports"]] == [(80, "http")]
+    for s in services.values():
+        if s["spec"]["type"] != "ClusterIP" or s is public:
+            assert all(p["port"] != 9901 and p["targetPort"] not in ("admin", 9901) for p in s["spec"]["ports"]), s
+    assert admin["spec"]["type"] == "ClusterIP"
+    assert [(p["port"], p["targetPort"]) for p in admin["spec"]["ports"]] == [(9901, "admin")]
+    proxy_ports = {
+        p["name"]: p["containerPort"] for p in deployment(docs, "proxy")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert proxy_ports == {"http": 8080, "admin": 9901}
+    proxy_args = deployment(docs, "proxy")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert arg_value(proxy_args, "--listen") == "0.0.0.0:8080"
+    assert arg_value(proxy_args, "--admin-listen") == "0.0.0.0:9901"
+
+
+def test_services_select_their_own_pods(variant):
+    _, _, docs = variant
+    for s in of_kind(docs, "Service"):
+        component = s["metadata"]["labels"]["app.kubernetes.io/component"]
+        pod_labels = deployment(docs, component)["spec"]["template"]["metadata"]["labels"]
+        assert s["spec"]["selector"].items() <= pod_labels.items(), s["metadata"]["name"]
+    for d in of_kind(docs, "Deployment"):
+        assert d["spec"]["selector"]["matchLabels"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_service_monitor_only_when_enabled(variant):
+    name, values, docs = variant
+    monitors = of_kind(docs, "ServiceMonitor")
+    if not values.get("serviceMonitor", {}).get("enabled"):
+        assert monitors == []
+        return
+    assert {m["metadata"]["name"] for m in monitors} == {f"{RELEASE}-proxy", f"{RELEASE}-operator"}
+    services = of_kind(docs, "Service")
+    for m in monitors:
+        assert m["apiVersion"] == "monitoring.coreos.com/v1"
+        assert m["metadata"]["labels"]["release"] == "prometheus"
+        selected = [s for s in services if m["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+        assert len(selected) == 1, [s["metadata"]["name"] for s in selected]
+        port_names = {p["name"] for p in selected[0]["spec"]["ports"]}
+        assert [e["port"] for e in m["spec"]["endpoints"]] == [next(iter(port_names))]
+        assert m["spec"]["endpoints"][0]["path"] == "/metrics"
+    by_name = {m["metadata"]["name"]: m for m in monitors}
+    scraped = {
+        s["metadata"]["name"]
+        for m in monitors
+        for s in services
+        if m["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    }
+    assert scraped == {f"{RELEASE}-proxy-admin", f"{RELEASE}-operator-metrics"}, by_name
+
+
+def test_hpa_and_pdb_follow_values(variant):
+    name, values, docs = variant
+    proxy_values = values.get("proxy", {})
+    proxy = deployment(docs, "proxy")
+    hpas = of_kind(docs, "HorizontalPodAutoscaler")
+    if proxy_values.get("autoscaling", {}).get("enabled", True):
+        (hpa,) = hpas
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": proxy["metadata"]["name"]}
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+        assert hpa["spec"]["metrics"] == [
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+        ]
+        # The HPA owns the replica count: the Deployment must not fight it on every upgrade.
+        assert "replicas" not in proxy["spec"]
+    else:
+        assert hpas == []
+        assert proxy["spec"]["replicas"] == proxy_values["replicas"]
+    pdbs = of_kind(docs, "PodDisruptionBudget")
+    pdb_values = proxy_values.get("podDisruptionBudget", {})
+    if not pdb_values.get("enabled", True):
+        assert pdbs == []
+        return
+    (pdb,) = pdbs
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"]["matchLabels"] == proxy["spec"]["selector"]["matchLabels"]
+    if pdb_values.get("maxUnavailable"):
+        assert pdb["spec"] == {**pdb["spec"], "maxUnavailable": pdb_values["maxUnavailable"]}
+        assert "minAvailable" not in pdb["spec"]
+    else:
+        assert pdb["spec"]["minAvailable"] == 1 and "maxUnavailable" not in pdb["spec"]
+
+
+def test_proxy_pods_spread_and_drain(variant):
+    _, values, docs = variant
+    proxy_values = values.get("proxy", {})
+    pod = deployment(docs, "proxy")["spec"]["template"]["spec"]
+    selector = deployment(docs, "proxy")["spec"]["selector"]["matchLabels"]
+    anti = pod["affinity"]["podAntiAffinity"]
+    if proxy_values.get("podAntiAffinity", "soft") == "soft":
+        (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+        term = term["podAffinityTerm"]
+    else:
+        (term,) = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == selector
+    spread = proxy_values.get("topologySpreadConstraints")
+    if spread:
+        assert [c["labelSelector"]["matchLabels"] for c in pod["topologySpreadConstraints"]] == [selector]
+    else:
+        assert "topologySpreadConstraints" not in pod
+    args = pod["containers"][0]["args"]
+    grace = int(arg_value(args, "--shutdown-grace-seconds"))
+    sleep = pod["containers"][0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    assert sleep == proxy_values.get("preStopSleepSeconds", 0)
+    assert pod["terminationGracePeriodSeconds"] > grace + sleep
+
+
+def test_namespaced_objects_live_in_the_release_namespace(variant):
+    _, values, docs = variant
+    watched = set(values.get("watchNamespaces", []))
+    for d in docs:
+        if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            assert "namespace" not in d["metadata"]
+            assert d["metadata"]["name"].startswith(f"{NAMESPACE}-"), d["metadata"]["name"]
+            continue
+        ns = d["metadata"]["namespace"]
+        assert ns == NAMESPACE or (d["kind"] in ("Role", "RoleBinding") and ns in watched), (d["kind"], d["metadata"]["name"], ns)
+
+
+def test_bindings_point_at_rendered_roles_and_service_accounts(variant):
+    _, _, docs = variant
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs if d["kind"] in ("Role", "ClusterRole")}
+    accounts = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in of_kind(docs, "ServiceAccount")}
+    for b in docs:
+        if b["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        ns = b["metadata"].get("namespace") if b["roleRef"]["kind"] == "Role" else None
+        assert (b["roleRef"]["kind"], ns, b["roleRef"]["name"]) in roles, b["metadata"]["name"]
+        for s in b["subjects"]:
+            assert (s["namespace"], s["name"]) in accounts
+    for component in ("operator", "proxy"):
+        sa = deployment(docs, component)["spec"]["template"]["spec"]["serviceAccountName"]
+        assert (NAMESPACE, sa) in accounts
+
+
+def test_images_and_commands(variant):
+    _, values, docs = variant
+    image = values.get("image", {})
+    repo, tag = image.get("repository", "portico"), image.get("tag", "0.1.0")
+    proxy_repo = values.get("proxy", {}).get("image", {}).get("repository") or repo
+    op = deployment(docs, "operator")["spec"]["template"]["spec"]["containers"][0]
+    px = deployment(docs, "proxy")["spec"]["template"]["spec"]["containers"][0]
+    assert op["image"] == f"{repo}:{tag}"
+    assert px["image"] == f"{proxy_repo}:{tag}"
+    assert op["command"] == ["portico-operator"] and px["command"] == ["portico-proxy"]
+
+
+# --- specific variations -----------------------------------------------------------------------
+
+
+def test_all_namespaces_uses_one_cluster_role(chart):
+    docs = render(chart)
+    (cr,) = of_kind(docs, "ClusterRole")
+    (crb,) = of_kind(docs, "ClusterRoleBinding")
+    assert crb["roleRef"]["name"] == cr["metadata"]["name"]
+    args = deployment(docs, "operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespaces" not in args and "--label-selector" not in args
+    crs = {p for r in cr["rules"] if r["apiGroups"] == ["portico.dev"] for p in r["resources"]}
+    assert crs == OPERATOR_CR_PLURALS | {f"{p}/status" for p in OPERATOR_CR_PLURALS}
+
+
+def test_watch_namespaces_use_namespaced_roles_only(chart):
+    docs = render(chart, VARIANTS["watch-namespaces"])
+    assert of_kind(docs, "ClusterRole") == [] and of_kind(docs, "ClusterRoleBinding") == []
+    args = deployment(docs, "operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert arg_value(args, "--namespaces") == "team-a,team-b"
+    assert arg_value(args, "--label-selector") == "portico.dev/gateway=public"
+    watch_roles = [r for r in of_kind(docs, "Role") if r["metadata"]["name"].endswith("-operator-watch")]
+    assert sorted(r["metadata"]["namespace"] for r in watch_roles) == ["team-a", "team-b"]
+    bindings = [b for b in of_kind(docs, "RoleBinding") if b["metadata"]["name"].endswith("-operator-watch")]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for r in watch_roles:
+        assert {p for rule in r["rules"] for p in rule["resources"]} >= OPERATOR_CR_PLURALS | {"secrets", "services", "events"}
+
+
+def test_names_stay_within_63_characters(chart):
+    long_release = "a-very-long-release-name-that-is-53-characters-longgg"[:53]
+    docs = render(chart, {"serviceMonitor": {"enabled": True}}, name=long_release, namespace="a-rather-long-namespace-name-for-testing")
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for kind, name in names:
+        assert len(name) <= 63, (kind, name)
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), (kind, name)
+    assert len(names) == len(docs), "two objects of one kind share a name"
+    services = [n for k, n in names if k == "Service"]
+    assert len(set(services)) == 3
+    for d in docs:
+        for value in d["metadata"]["labels"].values():
+            assert len(value) <= 63, value
+    cm = config_map_name(docs)
+    assert len(cm) <= 63 and cm.endswith("-gateway-config")
+
+
+def test_grace_period_shorter_than_the_drain_fails_to_render(chart):
+    with pytest.raises(Exception, match="terminationGracePeriodSeconds"):
+        chart.render({"proxy": {"terminationGracePeriodSeconds": 30}}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def test_unknown_anti_affinity_preset_fails_to_render(chart):
+    with pytest.raises(Exception, match="podAntiAffinity must be soft, hard or none"):
+        chart.render({"proxy": {"podAntiAffinity": "sometimes"}}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def test_notes_say_how_to_apply_the_example_and_call_it(chart):
+    text = notes(chart)
+    assert "kubectl apply -f examples/mobile-backend/restapi.yaml" in text
+    assert f"port-forward svc/{RELEASE}-proxy 8080:80" in text
+    assert "curl" in text
+
+
+# --- CRDs --------------------------------------------------------------------------------------
+
+
+def test_crds_are_shipped_in_the_chart(chart):
+    files = sorted((CHART_DIR / "crds").glob("*.yaml"))
+    if not files:
+        pytest.skip("charts/portico/crds/ has no YAML yet (generated by `portico-operator crds`)")
+    crds = chart.crds
+    assert sorted(c["name"] for c in crds) == sorted(f"crds/{f.name}" for f in files)
+    objects = [d for c in crds for d in yaml.safe_load_all(c["data"]) if d]
+    assert all(d["kind"] == "CustomResourceDefinition" for d in objects)
+    groups = {d["spec"]["group"] for d in objects}
+    plurals = {d["spec"]["names"]["plural"] for d in objects}
+    assert groups == {"portico.dev"}
+    # The operator's RBAC names exactly the CRDs the chart installs.
+    assert plurals == OPERATOR_CR_PLURALS
+    for d in objects:
+        assert d["metadata"]["name"] == f"{d['spec']['names']['plural']}.portico.dev"
+        assert d["spec"]["scope"] == "Namespaced"
+        assert "v1alpha1" in {v["name"] for v in d["spec"]["versions"]}
+    # CRDs are installed from crds/, never rendered as templates (helm would then delete them on uninstall).
+    assert of_kind(render(chart), "CustomResourceDefinition") == []
+
+
+# --- values documentation ----------------------------------------------------------------------
+
+
+def _leaf_paths(values: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= _leaf_paths(value, path + ".")
+        else:
+            out.add(path)
+    return out
+
+
+def _documented_paths(text: str) -> set[str]:
+    """Keys whose line is directly preceded by a `# --` comment (possibly multi-line)."""
+    documented, stack, comment = set(), [], []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            comment = []
+            continue
+        if stripped.startswith("#"):
+            comment.append(stripped)
+            continue
+        m = re.match(r"^( *)([A-Za-z0-9_]+):", line)
+        if m:
+            indent = len(m.group(1))
+            stack = [(i, k) for i, k in stack if i < indent] + [(indent, m.group(2))]
+            if any(c.startswith("# --") for c in comment):
+                documented.add(".".join(k for _, k in stack))
+        comment = []
+    return documented
+
+
+def test_every_value_is_documented_in_values_yaml_and_readme():
+    text = (CHART_DIR / "values.yaml").read_text()
+    documented = _documented_paths(text)
+    leaves = _leaf_paths(yaml.safe_load(text))
+    undocumented = sorted(
+        leaf for leaf in leaves if not any(leaf == d or leaf.startswith(d + ".") for d in documented)
+    )
+    assert undocumented == [], f"values without a `# --` comment: {undocumented}"
+    readme = (CHART_DIR / "README.md").read_text()
+    missing = sorted(d for d in documented if f"`{d}`" not in readme)
+    assert missing == [], f"values missing from README.md's table: {missing}"
