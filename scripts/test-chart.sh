@@ -2,7 +2,8 @@
 # Render check of the Helm chart without a helm binary (none is packaged in the registries these
 # machines reach): PyPI `helm-python-sdk` bundles the Helm v4 SDK as a native library and gives
 # `lint` (= helm lint) and `Chart.render` (= helm template). This script keeps a venv with it and
-# pytest in a cache dir (reused when present) and runs charts/portico/tests/test_chart.py.
+# pytest (and kubernetes-validate, offline Kubernetes OpenAPI schemas) in a cache dir (reused
+# when present) and runs charts/portico/tests/test_chart.py.
 # Extra arguments go to pytest, e.g. `scripts/test-chart.sh -k rbac -x`.
 # Exit status: pytest's (non-zero on any failure, or when no test ran).
 set -euo pipefail
@@ -11,9 +12,10 @@ cd "$(dirname "$0")/.."
 HELM_PYTHON_SDK_VERSION=0.2.2
 PYTEST_VERSION=9.2.0
 PYYAML_VERSION=6.0.3
+KUBERNETES_VALIDATE_VERSION=1.37.0
 VENV=${PORTICO_HELM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/portico/helm-venv}
 STAMP="$VENV/.portico-requirements"
-WANT="helm-python-sdk==$HELM_PYTHON_SDK_VERSION pytest==$PYTEST_VERSION pyyaml==$PYYAML_VERSION"
+WANT="helm-python-sdk==$HELM_PYTHON_SDK_VERSION pytest==$PYTEST_VERSION pyyaml==$PYYAML_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 
 if ! command -v python3 >/dev/null; then
   apt-get update -qq && apt-get install -y -qq python3 python3-venv

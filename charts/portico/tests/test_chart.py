@@ -3,7 +3,9 @@
 The Helm SDK comes from PyPI `helm-python-sdk` (it bundles Helm v4 as a native library):
 `lint(dir)` is `helm lint`, `Chart.load(dir).render(values, name=, namespace=, is_install=True)`
 is `helm template` (returns `{template path: rendered text}`; `lookup` returns empty) and
-`Chart.crds` lists the files under `crds/` as `[{"name", "filename", "data"}]`.
+`Chart.crds` lists the files under `crds/` as `[{"name", "filename", "data"}]`. Rendered objects
+are also validated against the Kubernetes OpenAPI schemas with PyPI `kubernetes-validate`
+(what kubeconform does, offline).
 Run through `scripts/test-chart.sh`, which installs the SDK into a cached venv.
 """
 
@@ -13,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from helm_python.chart import Chart, lint
@@ -403,6 +406,40 @@ def test_images_and_commands(variant):
     assert op["command"] == ["portico-operator"] and px["command"] == ["portico-proxy"]
 
 
+# Kubernetes versions whose OpenAPI schemas the rendered objects must satisfy: the chart's
+# `kubeVersion` floor and the newest schema kubernetes-validate ships.
+MIN_KUBE = "1.25.0"
+KUBE_VERSIONS = [MIN_KUBE, kubernetes_validate.latest_version()]
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_objects_match_the_kubernetes_schemas(variant, kube_version):
+    """Every built-in object validates (strict: no unknown fields) against the API schema."""
+    name, values, docs = variant
+    if values.get("proxy", {}).get("preStopSleepSeconds") and kube_version == MIN_KUBE:
+        pytest.skip("lifecycle.preStop.sleep needs Kubernetes >= 1.30 (documented in values.yaml)")
+    checked = 0
+    for d in docs:
+        if d["apiVersion"] == "monitoring.coreos.com/v1":
+            continue  # a Prometheus Operator CRD: no schema bundled
+        d = {k: v for k, v in d.items() if k != "__path"}
+        try:
+            kubernetes_validate.validate(d, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{d['kind']} {d['metadata']['name']} invalid for Kubernetes {kube_version}: {e.message} at {list(e.path)}")
+        checked += 1
+    assert checked >= 10
+
+
+def test_pre_stop_sleep_is_rejected_by_old_schemas(chart):
+    """Guards the skip above: the 1.25 schema really lacks preStop.sleep, newer ones have it."""
+    proxy = deployment(render(chart, VARIANTS["load-balancer"]), "proxy")
+    proxy.pop("__path")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(proxy, MIN_KUBE, strict=True)
+    kubernetes_validate.validate(proxy, "1.30.0", strict=True)
+
+
 # --- specific variations -----------------------------------------------------------------------
 
 
@@ -482,6 +519,7 @@ def test_crds_are_shipped_in_the_chart(chart):
     # The operator's RBAC names exactly the CRDs the chart installs.
     assert plurals == OPERATOR_CR_PLURALS
     for d in objects:
+        kubernetes_validate.validate(d, MIN_KUBE, strict=True)
         assert d["metadata"]["name"] == f"{d['spec']['names']['plural']}.portico.dev"
         assert d["spec"]["scope"] == "Namespaced"
         assert "v1alpha1" in {v["name"] for v in d["spec"]["versions"]}
