@@ -30,3 +30,6 @@ cargo build --workspace --bins
 
 step "cargo test"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"
+
+step "Helm chart: lint, render and RBAC checks (helm-python-sdk; no helm binary exists here)"
+bash scripts/test-chart.sh -q
