@@ -468,9 +468,10 @@ struct BackendState {
 /// An in-process HTTP/1.1 backend on 127.0.0.1:0.
 ///
 /// It records every request and answers `200` with `x-backend: <name>` and a JSON body
-/// `{"backend","method","path","query","bodyLength"}`. A request header `x-echo-status: N`
-/// changes the status; `x-echo-header: name=value` adds a response header; [`Backend::set_delay`]
-/// (or a request header `x-sleep-ms`) makes it sleep before answering.
+/// `{"backend","method","path","query","bodyLength"}`. Request headers steer it:
+/// `x-echo-status: N` changes the status, `x-echo-header: name=value` adds a response header,
+/// `x-echo-bytes: N` answers N bytes of [`pattern`] instead of the JSON, and `x-sleep-ms: N`
+/// (or [`Backend::set_delay`]) makes it sleep before answering.
 pub struct Backend {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -550,6 +551,11 @@ impl Drop for Backend {
     }
 }
 
+/// `n` bytes of a recognisable, non-repeating-per-KiB pattern (`i % 251`).
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
 async fn handle(
     st: Arc<BackendState>,
     req: http::Request<Incoming>,
@@ -573,23 +579,27 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let status = rec.header("x-echo-status").parse::<u16>().unwrap_or(200);
-    let json = serde_json::json!({
-        "backend": st.name,
-        "method": rec.method,
-        "path": rec.path,
-        "query": rec.query,
-        "bodyLength": rec.body.len(),
-    });
+    let (content_type, body) = match rec.header("x-echo-bytes").parse::<usize>() {
+        Ok(n) => ("application/octet-stream", Bytes::from(pattern(n))),
+        Err(_) => {
+            let json = serde_json::json!({
+                "backend": st.name,
+                "method": rec.method,
+                "path": rec.path,
+                "query": rec.query,
+                "bodyLength": rec.body.len(),
+            });
+            ("application/json", Bytes::from(json.to_string()))
+        }
+    };
     let mut resp = http::Response::builder()
         .status(status)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .header("x-backend", st.name.as_str());
     if let Some((k, v)) = rec.header("x-echo-header").split_once('=') {
         resp = resp.header(k, v);
     }
-    Ok(resp
-        .body(Full::new(Bytes::from(json.to_string())))
-        .expect("valid response"))
+    Ok(resp.body(Full::new(body)).expect("valid response"))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -329,3 +329,98 @@ async fn body_within_max_payload_bytes_reaches_the_backend_whole() {
     assert_eq!(got[1].body.len(), 1000);
     assert!(got[1].body.iter().all(|b| *b == b'b'));
 }
+
+fn passthrough_proxy_manifests(be_host_port: &str) -> (String, String) {
+    let api = rest_api(
+        "pass",
+        &format!(
+            "  resources:\n    - path: /{{proxy+}}\n      methods:\n        ANY: {{integration: {}}}\n",
+            http_proxy(&format!("http://{be_host_port}/{{proxy}}"))
+        ),
+    );
+    (api, stage("pass-dev", "pass", "  stageName: dev\n"))
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through_http_proxy_intact_both_ways() {
+    let be = Backend::start("big").await;
+    let (api, st) = passthrough_proxy_manifests(&be.host_port());
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+    let c = Client::new();
+
+    let up = portico_e2e::pattern(3 * 1024 * 1024 + 7);
+    let r = c
+        .send(Method::POST, &proxy.url("/dev/upload"), &[], up.clone())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = be.received();
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].body.as_ref() == up.as_slice(),
+        "request body differs"
+    );
+
+    let r = c
+        .send(
+            Method::GET,
+            &proxy.url("/dev/download"),
+            &[("x-echo-bytes", "2097169")],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 2_097_169);
+    assert!(
+        r.body.as_ref() == portico_e2e::pattern(2_097_169).as_slice(),
+        "response body differs"
+    );
+}
+
+/// RFC 9110 7.6.1: `Connection` and the headers it names are for one hop only.
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded_to_the_backend() {
+    let be = Backend::start("hop").await;
+    let (api, st) = passthrough_proxy_manifests(&be.host_port());
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+    let req = format!(
+        "GET /dev/hop HTTP/1.1\r\nhost: {}\r\nconnection: close, x-hop\r\nx-hop: secret\r\nkeep-alive: timeout=5\r\nproxy-connection: keep-alive\r\nx-end-to-end: kept\r\n\r\n",
+        proxy.listen
+    );
+    let r = raw_exchange(proxy.listen, req.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = be.received();
+    assert_eq!(got.len(), 1);
+    let got = &got[0];
+    assert_eq!(got.header("x-end-to-end"), "kept");
+    for hop in ["x-hop", "keep-alive", "proxy-connection"] {
+        assert_eq!(
+            got.header(hop),
+            "",
+            "{hop} was forwarded: {:?}",
+            got.headers
+        );
+    }
+    assert!(
+        !got.header("connection").contains("x-hop"),
+        "the client's Connection header was forwarded: {:?}",
+        got.headers
+    );
+}
+
+#[tokio::test]
+async fn unreachable_backend_answers_the_integration_failure_gateway_response() {
+    // A port that was just free: bind, read the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("pick a free port");
+    let (api, st) = passthrough_proxy_manifests(&dead.to_string());
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+    let r = Client::new().get(&proxy.url("/dev/anything")).await;
+    let ty = portico_config::GatewayResponseType::IntegrationFailure;
+    assert_eq!(r.status.as_u16(), ty.default_status(), "{}", r.text());
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"message": ty.default_message()})
+    );
+    r.request_id();
+}
