@@ -609,6 +609,8 @@ async fn handle(
 /// A response read in full.
 #[derive(Debug)]
 pub struct Response {
+    /// HTTP version of the status line.
+    pub version: http::Version,
     /// Status.
     pub status: StatusCode,
     /// Headers.
@@ -706,6 +708,7 @@ impl Client {
             let (parts, body) = resp.into_parts();
             let body = body.collect().await?.to_bytes();
             anyhow::Ok(Response {
+                version: parts.version,
                 status: parts.status,
                 headers: parts.headers,
                 body,
@@ -742,6 +745,11 @@ fn parse_raw_response(buf: &[u8]) -> Option<Response> {
     let head = std::str::from_utf8(&buf[..end]).ok()?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next()?;
+    let version = match status_line.split_whitespace().next()? {
+        "HTTP/1.0" => http::Version::HTTP_10,
+        "HTTP/1.1" => http::Version::HTTP_11,
+        _ => return None,
+    };
     let code: u16 = status_line.split_whitespace().nth(1)?.parse().ok()?;
     let mut headers = HeaderMap::new();
     for line in lines {
@@ -766,6 +774,7 @@ fn parse_raw_response(buf: &[u8]) -> Option<Response> {
         body.truncate(len);
     }
     Some(Response {
+        version,
         status: StatusCode::from_u16(code).ok()?,
         headers,
         body: Bytes::from(body),

@@ -424,3 +424,47 @@ async fn unreachable_backend_answers_the_integration_failure_gateway_response() 
     );
     r.request_id();
 }
+
+/// An HTTP/1.0 backend (one response per connection, then close), written by hand.
+async fn start_http10_backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello")
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// The proxy speaks HTTP/1.1 to an HTTP/1.1 client whatever version its backend spoke;
+/// answering with the backend's `HTTP/1.0` makes every client drop its keep-alive connection.
+#[tokio::test]
+async fn an_http10_backend_is_answered_to_http11_clients_as_http11() {
+    let (addr, task) = start_http10_backend().await;
+    let (api, st) = passthrough_proxy_manifests(&addr.to_string());
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+    let r = Client::new().get(&proxy.url("/dev/old")).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "hello".to_string()));
+    assert_eq!(
+        r.version,
+        http::Version::HTTP_11,
+        "the proxy answered an HTTP/1.1 request with the backend's version"
+    );
+    task.abort();
+}
