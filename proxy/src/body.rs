@@ -1,6 +1,7 @@
 //! [`ProxyBody`]: the one body type for responses we send and requests we forward, without
 //! boxing: nothing, a buffer, or a streamed hyper body.
 
+use crate::pool::BackendBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -14,8 +15,10 @@ pub enum ProxyBody {
     Empty,
     /// A buffered body (taken on first poll).
     Full(Option<Bytes>),
-    /// A streamed body from a client or a backend.
+    /// A streamed body from a client.
     Incoming(Incoming),
+    /// A streamed backend response (returns its connection to the pool at the end).
+    Backend(BackendBody),
 }
 
 impl ProxyBody {
@@ -42,6 +45,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Incoming(i) => Pin::new(i).poll_frame(cx),
+            ProxyBody::Backend(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -50,6 +54,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Incoming(i) => i.is_end_stream(),
+            ProxyBody::Backend(b) => b.is_end_stream(),
         }
     }
 
@@ -58,6 +63,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Incoming(i) => i.size_hint(),
+            ProxyBody::Backend(b) => b.size_hint(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod body;
 pub mod cli;
 pub mod metrics;
 pub mod pipeline;
+pub mod pool;
 pub mod runtime;
 pub mod server;
 pub mod source;

@@ -14,6 +14,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::integrate::{self, CompiledIntegration};
 use crate::pipeline::respond::GatewayResponses;
 use crate::pipeline::route::{RouteTable, StageTable};
+use crate::pool::Pools;
 use crate::template::Template;
 use portico_config::{GatewayConfig, GatewayResponseType, Protocol};
 use std::collections::BTreeMap;
@@ -81,9 +82,10 @@ pub struct StageRoute {
 }
 
 impl Runtime {
-    /// Derives the tables for `config` (assumed validated). Routes that cannot be served are
+    /// Derives the tables for `config` (assumed validated); backend pools come from `pools`
+    /// so that connections survive reloads. Routes that cannot be served are
     /// logged and fail closed; nothing here fails.
-    pub fn build(config: GatewayConfig, metrics: &Metrics) -> Runtime {
+    pub fn build(config: GatewayConfig, metrics: &Metrics, pools: &Pools) -> Runtime {
         let version = config.content_hash();
         let index: BTreeMap<&str, usize> = config
             .apis
@@ -116,7 +118,7 @@ impl Runtime {
                     .iter()
                     .map(|route| {
                         let param_names = integrate::param_names(route);
-                        let integration = integrate::compile(route, stage, &param_names);
+                        let integration = integrate::compile(route, stage, &param_names, pools);
                         if let CompiledIntegration::FailClosed(reason) = &integration {
                             tracing::warn!(
                                 stage = %stage.id,

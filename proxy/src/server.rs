@@ -12,7 +12,8 @@ use crate::access_log::AccessLog;
 use crate::admin::{self, Health};
 use crate::cli::{Cli, ServeArgs};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, ConnInfo, RequestCtx, Shared, integrate};
+use crate::pipeline::{self, ConnInfo, RequestCtx, Shared};
+use crate::pool::Pools;
 use crate::runtime::Runtime;
 use crate::source::{self, Source};
 use crate::{Error, Result};
@@ -74,7 +75,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let loaded = loaded.inspect_err(source::log_load_error)?;
     source::log_diagnostics(&loaded.diagnostics);
-    let runtime = Runtime::build(loaded.config, &metrics);
+    let pools = Pools::new();
+    let runtime = Runtime::build(loaded.config, &metrics, &pools);
     metrics.set_config_version(&runtime.version);
     metrics.reload_success.set(1);
     let version = runtime.version.clone();
@@ -90,7 +92,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let admin = admin_listener.local_addr()?;
 
     let shared = Arc::new(Shared {
-        client: integrate::mk_client(),
         access_log: AccessLog::stdout(metrics.access_log_dropped.clone()),
         forwarded_port: listen.port().into(),
     });
@@ -101,7 +102,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         metrics.clone(),
         health.clone(),
     ));
-    source::watch::spawn(source, state.clone(), metrics.clone());
+    pools.spawn_sweeper();
+    source::watch::spawn(source, state.clone(), metrics.clone(), pools.clone());
 
     tracing::info!(%listen, %admin, %version, "portico-proxy serving");
     if let Some(path) = &args.ready_file {

@@ -14,30 +14,14 @@
 
 use super::{ConnInfo, GatewayError, RequestCtx, Shared};
 use crate::body::ProxyBody;
+use crate::pool::{HostPool, Pools};
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portico_config::{Integration, Route, RouteMatch, Segment, Stage};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// The pooled backend client.
-pub type Client = hyper_util::client::legacy::Client<HttpConnector, ProxyBody>;
-
-/// Builds the backend client: keep-alive pool (idle timeout 90 s), TCP_NODELAY.
-pub fn mk_client() -> Client {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_timer(TokioTimer::new())
-        .set_host(false)
-        .build(http)
-}
+use std::time::Instant;
 
 /// An integration compiled for one (stage, route).
 #[derive(Debug)]
@@ -67,13 +51,13 @@ enum UriPiece {
 /// A backend endpoint with its path split into pieces.
 #[derive(Debug)]
 pub struct HttpTarget {
-    /// `http://authority`.
-    prefix: Box<str>,
+    /// Keep-alive connections to the backend.
+    pool: Arc<HostPool>,
     /// The Host header to send.
     host: HeaderValue,
     path: Vec<UriPiece>,
     query: Option<Box<str>>,
-    /// The whole URI when it has no parameters (cloned, not rebuilt, per request).
+    /// The origin-form URI when it has no parameters (cloned, not rebuilt, per request).
     fixed: Option<Uri>,
     method: Option<Method>,
 }
@@ -95,16 +79,25 @@ pub fn param_names(route: &Route) -> Vec<Arc<str>> {
 
 /// Compiles `route`'s integration for `stage`. Never fails: what cannot be served becomes
 /// [`CompiledIntegration::FailClosed`] with the reason.
-pub fn compile(route: &Route, stage: &Stage, params: &[Arc<str>]) -> CompiledIntegration {
+pub fn compile(
+    route: &Route,
+    stage: &Stage,
+    params: &[Arc<str>],
+    pools: &Pools,
+) -> CompiledIntegration {
     if let Some(reason) = &route.fail_closed {
         return CompiledIntegration::FailClosed(reason.as_str().into());
     }
     let result = match &route.integration {
         Integration::Mock(m) => compile_mock(m.status_code, &m.headers, &m.body),
-        Integration::HttpProxy(h) | Integration::Http(h) => {
-            compile_http(&h.uri, h.http_method.as_deref(), &stage.variables, params)
-                .map(CompiledIntegration::Http)
-        }
+        Integration::HttpProxy(h) | Integration::Http(h) => compile_http(
+            &h.uri,
+            h.http_method.as_deref(),
+            &stage.variables,
+            params,
+            pools,
+        )
+        .map(CompiledIntegration::Http),
     };
     result.unwrap_or_else(|reason| CompiledIntegration::FailClosed(reason.into()))
 }
@@ -160,6 +153,7 @@ fn compile_http(
     method: Option<&str>,
     vars: &std::collections::BTreeMap<String, String>,
     params: &[Arc<str>],
+    pools: &Pools,
 ) -> Result<HttpTarget, String> {
     let uri = substitute_stage_variables(template, vars)?;
     let (scheme, rest) = uri
@@ -217,7 +211,7 @@ fn compile_http(
         .transpose()?;
     let host = HeaderValue::from_str(authority).map_err(|e| format!("host {authority:?}: {e}"))?;
     let mut target = HttpTarget {
-        prefix: format!("http://{authority}").into(),
+        pool: pools.host(authority),
         host,
         path: pieces,
         query: query.filter(|q| !q.is_empty()).map(Into::into),
@@ -235,8 +229,7 @@ fn compile_http(
 
 impl HttpTarget {
     fn build<'a>(&self, param: &dyn Fn(usize) -> &'a str, req_query: Option<&str>) -> String {
-        let mut s = String::with_capacity(self.prefix.len() + 64);
-        s.push_str(&self.prefix);
+        let mut s = String::with_capacity(64);
         for p in &self.path {
             match p {
                 UriPiece::Lit(l) => s.push_str(l),
@@ -254,7 +247,7 @@ impl HttpTarget {
         s
     }
 
-    /// The backend URI for this request: parameters substituted, the request's query
+    /// The backend URI (origin form) for this request: parameters substituted, the request's query
     /// appended to the configured one.
     pub fn uri(&self, ctx: &RequestCtx) -> Result<Uri, GatewayError> {
         let query = ctx.uri.query().filter(|q| !q.is_empty());
@@ -370,7 +363,7 @@ pub async fn call(
     let started = Instant::now();
     let sent = tokio::time::timeout(
         route.timeout,
-        shared.client.request(Request::from_parts(parts, body)),
+        target.pool.send(Request::from_parts(parts, body)),
     )
     .await;
     ctx.integration_latency = Some(started.elapsed());
@@ -382,7 +375,7 @@ pub async fn call(
     ctx.integration_status = Some(resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, ProxyBody::Incoming(body)))
+    Ok(Response::from_parts(parts, body))
 }
 
 /// `error: cause: cause` for logs.
@@ -419,7 +412,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        match compile(&route, &stage, &param_names(&route)) {
+        match compile(&route, &stage, &param_names(&route), &Pools::default()) {
             CompiledIntegration::Http(t) => Ok(t),
             CompiledIntegration::FailClosed(r) => Err(r),
             CompiledIntegration::Mock(_) => unreachable!(),
@@ -434,10 +427,7 @@ mod tests {
             &[("backend", "10.0.0.1:9000")],
         )
         .unwrap();
-        assert_eq!(
-            t.fixed.as_ref().unwrap().to_string(),
-            "http://10.0.0.1:9000/v1/a"
-        );
+        assert_eq!(t.fixed.as_ref().unwrap().to_string(), "/v1/a");
         assert_eq!(t.host.to_str().unwrap(), "10.0.0.1:9000");
         let err = target("/a", "http://${stageVariables.nope}/a", &[]).unwrap_err();
         assert!(err.contains("\"nope\" is not defined"), "{err}");
@@ -455,14 +445,11 @@ mod tests {
         let vals = ["a%2Fb", "c/d%20e"];
         assert_eq!(
             t.build(&|i| vals[i], Some("q=2")),
-            "http://b:1/x/a%2Fb/y/c/d%20e?v=1&q=2"
+            "/x/a%2Fb/y/c/d%20e?v=1&q=2"
         );
-        assert_eq!(
-            t.build(&|i| vals[i], None),
-            "http://b:1/x/a%2Fb/y/c/d%20e?v=1"
-        );
+        assert_eq!(t.build(&|i| vals[i], None), "/x/a%2Fb/y/c/d%20e?v=1");
         let t = target("/items/{id}", "http://b:1", &[]).unwrap();
-        assert_eq!(t.build(&|_| "z", Some("q")), "http://b:1/?q");
+        assert_eq!(t.build(&|_| "z", Some("q")), "/?q");
     }
 
     #[test]

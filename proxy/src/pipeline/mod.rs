@@ -30,8 +30,6 @@ use std::net::SocketAddr;
 
 /// Service-wide state shared by every request.
 pub struct Shared {
-    /// Pooled backend client.
-    pub client: integrate::Client,
     /// Access log writer.
     pub access_log: AccessLog,
     /// `X-Forwarded-Port` (the public listener's port).

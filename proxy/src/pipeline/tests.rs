@@ -1,10 +1,11 @@
 //! In-process tests of `handle`: the proxy's connection handler on 127.0.0.1:0, a hyper
 //! backend on 127.0.0.1:0 that records what it receives, and a hyper client.
 
+use super::Shared;
 use super::route::tests::{mk_api, mk_route, mk_stage};
-use super::{Shared, integrate};
 use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
+use crate::pool::Pools;
 use crate::runtime::Runtime;
 use crate::server::{http_builder, spawn_connection};
 use arc_swap::ArcSwap;
@@ -79,6 +80,7 @@ struct Proxy {
     addr: SocketAddr,
     state: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
+    pools: Arc<Pools>,
     log: Arc<Mutex<Vec<u8>>>,
     shared: Arc<Shared>,
     _graceful: Arc<GracefulShutdown>,
@@ -100,12 +102,14 @@ impl std::io::Write for SharedBuf {
 async fn start_proxy(config: GatewayConfig) -> Proxy {
     config.validate().unwrap();
     let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(ArcSwap::from_pointee(Runtime::build(config, &metrics)));
+    let pools = Pools::new();
+    let state = Arc::new(ArcSwap::from_pointee(Runtime::build(
+        config, &metrics, &pools,
+    )));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let shared = Arc::new(Shared {
-        client: integrate::mk_client(),
         access_log: AccessLog::start(SharedBuf(log.clone()), metrics.access_log_dropped.clone()),
         forwarded_port: addr.port().into(),
     });
@@ -124,6 +128,7 @@ async fn start_proxy(config: GatewayConfig) -> Proxy {
         addr,
         state,
         metrics,
+        pools,
         log,
         shared,
         _graceful: graceful,
@@ -390,7 +395,8 @@ async fn a_swapped_config_serves_new_requests() {
     let (status, _, _) = send(p.addr, get("/dev/cats")).await;
     assert_eq!(status, 403);
     let next = mk_config(Protocol::Rest, vec![mk_route("GET", "/cats")]);
-    p.state.store(Arc::new(Runtime::build(next, &p.metrics)));
+    p.state
+        .store(Arc::new(Runtime::build(next, &p.metrics, &p.pools)));
     let (status, _, body) = send(p.addr, get("/dev/cats")).await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "GET /cats"));
 }

@@ -7,6 +7,7 @@
 
 use super::{Source, log_diagnostics, log_load_error};
 use crate::metrics::Metrics;
+use crate::pool::Pools;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use notify::{EventKind, RecursiveMode, Watcher as _};
@@ -29,7 +30,12 @@ pub enum Reload {
 }
 
 /// Loads `source` and swaps it in if it changed. Blocking (run it on the blocking pool).
-pub fn reload(source: &Source, state: &ArcSwap<Runtime>, metrics: &Metrics) -> Reload {
+pub fn reload(
+    source: &Source,
+    state: &ArcSwap<Runtime>,
+    metrics: &Metrics,
+    pools: &Pools,
+) -> Reload {
     let loaded = match source.load() {
         Ok(l) => l,
         Err(e) => {
@@ -49,7 +55,7 @@ pub fn reload(source: &Source, state: &ArcSwap<Runtime>, metrics: &Metrics) -> R
             .inc();
         return Reload::Unchanged;
     }
-    let runtime = Runtime::build(loaded.config, metrics);
+    let runtime = Runtime::build(loaded.config, metrics, pools);
     let version = runtime.version.clone();
     state.store(Arc::new(runtime));
     metrics.set_config_version(&version);
@@ -59,11 +65,21 @@ pub fn reload(source: &Source, state: &ArcSwap<Runtime>, metrics: &Metrics) -> R
 }
 
 /// Spawns the watch loop on the current tokio runtime.
-pub fn spawn(source: Source, state: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) {
-    tokio::spawn(watch_loop(source, state, metrics));
+pub fn spawn(
+    source: Source,
+    state: Arc<ArcSwap<Runtime>>,
+    metrics: Arc<Metrics>,
+    pools: Arc<Pools>,
+) {
+    tokio::spawn(watch_loop(source, state, metrics, pools));
 }
 
-async fn watch_loop(source: Source, state: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) {
+async fn watch_loop(
+    source: Source,
+    state: Arc<ArcSwap<Runtime>>,
+    metrics: Arc<Metrics>,
+    pools: Arc<Pools>,
+) {
     let changed = Arc::new(Notify::new());
     let watcher = {
         let changed = changed.clone();
@@ -115,7 +131,13 @@ async fn watch_loop(source: Source, state: Arc<ArcSwap<Runtime>>, metrics: Arc<M
             }
         }
         last = source.fingerprint();
-        let (source, state, metrics) = (source.clone(), state.clone(), metrics.clone());
-        let _ = tokio::task::spawn_blocking(move || reload(&source, &state, &metrics)).await;
+        let (source, state, metrics, pools) = (
+            source.clone(),
+            state.clone(),
+            metrics.clone(),
+            pools.clone(),
+        );
+        let _ =
+            tokio::task::spawn_blocking(move || reload(&source, &state, &metrics, &pools)).await;
     }
 }
