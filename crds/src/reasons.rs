@@ -48,3 +48,12 @@ pub const INVALID_HOSTNAME: &str = "InvalidHostname";
 pub const INVALID_ACCESS_LOG: &str = "InvalidAccessLog";
 /// The same kind, namespace and name appear more than once in the snapshot.
 pub const DUPLICATE_OBJECT: &str = "DuplicateObject";
+/// A cross-namespace reference whose target does not allow references from the referring
+/// object's namespace (annotation `portico.dev/allow-references-from`).
+pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
+/// `Ready=True`: the config containing the object was published to the proxies.
+pub const PUBLISHED: &str = "Published";
+/// `Ready=False`: the object has errors (see its `Accepted` condition).
+pub const NOT_ACCEPTED: &str = "NotAccepted";
+/// `Ready=False`: the compiled config is too large for its ConfigMap; the previous one serves.
+pub const CONFIG_TOO_LARGE: &str = "ConfigTooLarge";

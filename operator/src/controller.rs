@@ -1,10 +1,447 @@
-//! controller (in progress).
+//! The controller: watches, a debounced whole-snapshot reconcile, and the process wiring.
+//!
+//! ```text
+//!  reflectors ──any event──> changed_tx ──debounce──┐
+//!  leader_rx (Lease) ──became leader──────────────────┼──> reconcile(ctx, snapshot)   (leader only)
+//!  requeue timer (error_policy / resync) ─────────────┘      api_key::ensure_secrets
+//!                                                            compile
+//!                                                            publish::Publisher::publish
+//!                                                            status::write_statuses
+//! ```
+//!
+//! Entry points: [`run`] (the `run` subcommand) and [`reconcile`] (one pass, tested against
+//! the mocked API server). [`Context`] holds the clients and metrics shared by a pass;
+//! [`State`] is what the admin server reports.
+
+use crate::api_key;
+use crate::events::EventSink;
+use crate::leader::{LeaderElector, LeaseConfig};
+use crate::metrics::Metrics;
+use crate::publish::{self, Limits, Published, Publisher};
+use crate::snapshot::Stores;
+use crate::status::{self, Programmed};
+use crate::telemetry::{self, LogFormat};
+use crate::{Error, Result};
+use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use portico_crds::api::{ApiKey, Authorizer, RestApi, Stage, UsagePlan};
+use portico_crds::{Snapshot, compile};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How long after the last change a reconcile starts.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(500);
+/// A reconcile waits at most this long for changes to settle.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(5);
+/// Periodic full reconcile, in case an event was missed.
+const RESYNC: Duration = Duration::from_secs(300);
 
 /// Flags of `portico-operator run`.
-#[derive(clap::Args, Debug)]
-pub struct RunArgs {}
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Namespaces to watch, comma-separated; empty watches all namespaces.
+    #[arg(long, env = "PORTICO_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Label selector for the Portico resources (e.g. `portico.dev/gateway=public`).
+    #[arg(long, env = "PORTICO_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+    /// Label selector for the Secrets the operator reads (API key values); empty reads all.
+    #[arg(long, default_value = "portico.dev/secret")]
+    pub secret_label_selector: String,
+    /// Namespace of the GatewayConfig ConfigMap.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "portico-system")]
+    pub config_map_namespace: String,
+    /// Name of the GatewayConfig ConfigMap.
+    #[arg(long, default_value = publish::DEFAULT_CONFIG_MAP_NAME)]
+    pub config_map_name: String,
+    /// Name of the leader election Lease.
+    #[arg(long, default_value = "portico-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease; defaults to --config-map-namespace.
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease; defaults to the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Run without leader election (only for a single replica).
+    #[arg(long)]
+    pub disable_leader_election: bool,
+    /// Debounce before a reconcile, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub debounce_ms: u64,
+    /// Admin server address (/metrics, /healthz, /readyz).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_listen: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
 
-/// Runs the operator.
-pub async fn run(_args: RunArgs) -> crate::Result<()> {
+/// What the admin server reports.
+#[derive(Default)]
+pub struct State {
+    ready: AtomicBool,
+}
+
+impl State {
+    /// True once every watch has listed once.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Marks the watches synced.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed)
+    }
+}
+
+/// What a reconcile pass needs.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// The ConfigMap publisher (remembers the last version).
+    pub publisher: Publisher,
+    /// Events on condition transitions.
+    pub events: EventSink,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Admin-visible state.
+    pub state: Arc<State>,
+}
+
+impl Context {
+    /// A context around `client`, publishing to `namespace/name`.
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        identity: Option<String>,
+    ) -> Self {
+        Self {
+            publisher: Publisher::new(client.clone(), namespace, name, limits),
+            events: EventSink::new(client.clone(), identity),
+            client,
+            metrics,
+            state: Arc::default(),
+        }
+    }
+}
+
+/// The current time as RFC 3339 with second precision (condition timestamps).
+pub fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// One whole-snapshot pass (leader only): generate missing API key Secrets, compile,
+/// publish, write statuses. A config too large to publish still gets its statuses written
+/// (`Ready=False ConfigTooLarge`), then returns [`Error::ConfigTooLarge`].
+pub async fn reconcile(ctx: &Context, mut snapshot: Snapshot, now: &str) -> Result<()> {
+    let _timer = ctx.metrics.count_and_measure();
+    let keys = api_key::ensure_secrets(ctx, &mut snapshot).await?;
+    let compiled = compile(&snapshot);
+    let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
+    tracing::info!(
+        apis = compiled.config.apis.len(),
+        stages = compiled.config.stages.len(),
+        errors,
+        warnings = compiled.diagnostics.len() - errors,
+        "compiled"
+    );
+    ctx.metrics
+        .config_json_bytes
+        .set(i64::try_from(compiled.config.to_json().len()).unwrap_or(i64::MAX));
+    let (programmed, too_large) = match ctx.publisher.publish(&compiled.config).await {
+        Ok(p) => {
+            if let Published::Written { bytes, .. } = &p {
+                ctx.metrics.publishes.inc();
+                ctx.metrics
+                    .config_stored_bytes
+                    .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+            }
+            (
+                Programmed::Published {
+                    version: p.version().to_string(),
+                },
+                None,
+            )
+        }
+        Err(e @ Error::ConfigTooLarge { .. }) => {
+            tracing::error!(error = %e, "GatewayConfig not published");
+            (
+                Programmed::TooLarge {
+                    message: e.to_string(),
+                },
+                Some(e),
+            )
+        }
+        Err(e) => return Err(e),
+    };
+    status::write_statuses(ctx, &snapshot, &compiled, &programmed, &keys, now).await?;
+    match too_large {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Logs and counts a failed pass; returns when to retry.
+pub fn error_policy(error: &Error, ctx: &Context) -> Duration {
+    tracing::warn!(error = %error, "reconcile failed");
+    ctx.metrics.reconcile_failure(error);
+    match error {
+        // Retrying cannot help until the objects change (which triggers a pass anyway).
+        Error::ConfigTooLarge { .. } => RESYNC,
+        _ => Duration::from_secs(5),
+    }
+}
+
+/// Checks that the CRDs are installed: listing each kind answers 404 when it is not.
+pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<()> {
+    async fn one<K>(client: &Client, namespace: Option<&str>) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let api: Api<K> = match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(Error::CrdMissing(format!(
+                "{}.{}",
+                K::plural(&()),
+                K::group(&())
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+    one::<RestApi>(client, namespace).await?;
+    one::<Stage>(client, namespace).await?;
+    one::<UsagePlan>(client, namespace).await?;
+    one::<ApiKey>(client, namespace).await?;
+    one::<Authorizer>(client, namespace).await?;
     Ok(())
+}
+
+/// Starts a reflector for `api`; every event is signalled on `changed_tx`.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed_tx: mpsc::UnboundedSender<()>,
+) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&()).to_string();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .map(move |ev| match ev {
+            Ok(_) => {
+                let _ = changed_tx.send(());
+            }
+            Err(e) => tracing::warn!(%kind, error = %e, "watch error; retrying"),
+        });
+    (reader, stream)
+}
+
+/// One API per watched namespace (or one for all namespaces).
+fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    }
+}
+
+/// Builds every reflector; returns the stores and one stream driving them all.
+fn watch_all(
+    client: &Client,
+    args: &RunArgs,
+    changed_tx: mpsc::UnboundedSender<()>,
+) -> (Stores, futures::stream::BoxStream<'static, ()>) {
+    let mut cr_config = watcher::Config::default();
+    if let Some(sel) = args.label_selector.as_deref().filter(|s| !s.is_empty()) {
+        cr_config = cr_config.labels(sel);
+    }
+    let mut secret_config = watcher::Config::default();
+    if !args.secret_label_selector.is_empty() {
+        secret_config = secret_config.labels(&args.secret_label_selector);
+    }
+    let mut stores = Stores::default();
+    let mut streams: Vec<futures::stream::BoxStream<'static, ()>> = Vec::new();
+    macro_rules! watch_kind {
+        ($field:ident, $kind:ty, $config:expr) => {
+            for api in apis::<$kind>(client, &args.namespaces) {
+                let (store, stream) = reflect(api, $config.clone(), changed_tx.clone());
+                stores.$field.push(store);
+                streams.push(stream.boxed());
+            }
+        };
+    }
+    watch_kind!(rest_apis, RestApi, cr_config);
+    watch_kind!(stages, Stage, cr_config);
+    watch_kind!(usage_plans, UsagePlan, cr_config);
+    watch_kind!(api_keys, ApiKey, cr_config);
+    watch_kind!(authorizers, Authorizer, cr_config);
+    watch_kind!(secrets, Secret, secret_config);
+    watch_kind!(services, Service, watcher::Config::default());
+    (stores, futures::stream::select_all(streams).boxed())
+}
+
+/// Waits for the first signal, then until `debounce` passes without another (at most
+/// [`MAX_DEBOUNCE`]). Returns false when the senders are gone.
+async fn debounced(changed_rx: &mut mpsc::UnboundedReceiver<()>, debounce: Duration) -> bool {
+    if changed_rx.recv().await.is_none() {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + MAX_DEBOUNCE;
+    loop {
+        let wait = debounce.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, changed_rx.recv()).await {
+            Ok(Some(())) if !wait.is_zero() => continue,
+            Ok(None) => return false,
+            _ => return true,
+        }
+    }
+}
+
+/// Runs the operator until SIGINT/SIGTERM.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let _log = telemetry::init(args.log_format);
+    let client = Client::try_default().await?;
+    check_crds(&client, args.namespaces.first().map(String::as_str)).await?;
+
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(
+        Metrics::default()
+            .register(&registry)
+            .expect("metrics are registered once"),
+    );
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("portico-operator-{}", std::process::id()));
+    let ctx = Context::new(
+        client.clone(),
+        &args.config_map_namespace,
+        &args.config_map_name,
+        Limits::default(),
+        metrics.clone(),
+        Some(identity.clone()),
+    );
+    let admin = tokio::spawn(crate::admin::serve(
+        args.metrics_listen,
+        ctx.state.clone(),
+        registry,
+    ));
+
+    let (leader_tx, mut leader_rx) = watch::channel(args.disable_leader_election);
+    let elector = (!args.disable_leader_election).then(|| {
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| args.config_map_namespace.clone());
+        let cfg = LeaseConfig::new(&args.lease_name, &namespace, &identity);
+        Arc::new(LeaderElector::new(client.clone(), cfg))
+    });
+    metrics.leader.set(i64::from(args.disable_leader_election));
+    let election = match elector.clone() {
+        // `run` never returns; the Arc stays shared for the release on shutdown.
+        Some(e) => tokio::spawn(async move { e.run(leader_tx).await }),
+        // Always leading: keep the sender alive so `leader_rx.changed()` never fails.
+        None => tokio::spawn(async move { leader_tx.closed().await }),
+    };
+
+    let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
+    let (stores, drive) = watch_all(&client, &args, changed_tx);
+    let watches = tokio::spawn(drive.for_each(|()| async {}));
+    {
+        let stores = stores.clone();
+        let state = ctx.state.clone();
+        tokio::spawn(async move {
+            if stores.wait_until_ready().await.is_ok() {
+                tracing::info!("all watches synced");
+                state.set_ready();
+            }
+        });
+    }
+
+    let debounce = Duration::from_millis(args.debounce_ms);
+    let mut requeue = RESYNC;
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            more = debounced(&mut changed_rx, debounce) => if !more { break },
+            changed = leader_rx.changed() => {
+                if changed.is_err() { break }
+                let leading = *leader_rx.borrow();
+                metrics.leader.set(i64::from(leading));
+                if leading {
+                    // Another replica may have published meanwhile: re-read the live version.
+                    ctx.publisher.forget().await;
+                }
+            }
+            _ = tokio::time::sleep(requeue) => {}
+            _ = &mut shutdown => break,
+        }
+        if !*leader_rx.borrow() || !ctx.state.is_ready() {
+            continue;
+        }
+        requeue = match reconcile(&ctx, stores.snapshot(), &now_rfc3339()).await {
+            Ok(()) => RESYNC,
+            Err(e) => error_policy(&e, &ctx),
+        };
+    }
+    tracing::info!("shutting down");
+    watches.abort();
+    admin.abort();
+    election.abort();
+    if let Some(e) = elector
+        && let Err(err) = e.release().await
+    {
+        tracing::warn!(error = %err, "could not release the Lease");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler can be installed");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

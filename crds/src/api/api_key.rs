@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
     category = "portico",
     doc = "An API key: its value comes from a Secret; it belongs to usage plans.",
     printcolumn(name = "Enabled", type_ = "boolean", json_path = ".spec.enabled"),
+    printcolumn(name = "KeyId", type_ = "string", json_path = ".status.keyId"),
     printcolumn(
         name = "Accepted",
         type_ = "string",
@@ -67,7 +68,15 @@ pub struct ApiKeyStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions (`Accepted`, `ResolvedRefs`).
+    /// Conditions (`Accepted`, `Ready`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Identifies the key without revealing it: the first 8 hex digits of the SHA-256 of its
+    /// value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The Secret holding the value (`spec.valueFrom.secretKeyRef.name`, or the one the
+    /// operator generated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
 }
