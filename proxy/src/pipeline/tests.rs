@@ -36,13 +36,26 @@ struct Seen {
 }
 
 async fn start_backend() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let (addr, seen, _) = start_counting_backend().await;
+    (addr, seen)
+}
+
+/// Also counts accepted connections.
+async fn start_counting_backend() -> (
+    SocketAddr,
+    Arc<Mutex<Vec<Seen>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen_ = seen.clone();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted_ = accepted.clone();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
+            accepted_.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let seen = seen_.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -73,7 +86,7 @@ async fn start_backend() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
             });
         }
     });
-    (addr, seen)
+    (addr, seen, accepted)
 }
 
 struct Proxy {
@@ -399,4 +412,20 @@ async fn a_swapped_config_serves_new_requests() {
         .store(Arc::new(Runtime::build(next, &p.metrics, &p.pools)));
     let (status, _, body) = send(p.addr, get("/dev/cats")).await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "GET /cats"));
+}
+
+#[tokio::test]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let (backend, seen, accepted) = start_counting_backend().await;
+    let p = start_proxy(mk_config(
+        Protocol::Rest,
+        vec![http_route("GET", "/a", &format!("http://{backend}/a"))],
+    ))
+    .await;
+    for _ in 0..5 {
+        let (status, _, _) = send(p.addr, get("/dev/a")).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(seen.lock().unwrap().len(), 5);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
