@@ -445,3 +445,228 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{
+        ApiServerVerifier, CM_PATH, NS, RestApiBuilder, TestObject, timeout_after_1s,
+    };
+    use http::Method;
+    use serde_json::Value;
+
+    const NOW: &str = "2025-01-02T03:04:05Z";
+
+    #[tokio::test]
+    async fn a_rest_api_with_a_bad_path_gets_accepted_false_naming_the_field_and_warning_events() {
+        let (ctx, verifier) = Context::test(Limits::default());
+        let server = verifier.run(|mut s| async move {
+            s.expect_first_publish().await;
+            let body = s.expect_status("restapis", "pets").await;
+            assert_eq!(body["kind"], "RestApi");
+            assert_eq!(body["apiVersion"], "portico.dev/v1alpha1");
+            let status = &body["status"];
+            assert_eq!(status["observedGeneration"], 1);
+            let accepted = &status["conditions"][0];
+            assert_eq!(accepted["type"], "Accepted");
+            assert_eq!(accepted["status"], "False");
+            assert_eq!(accepted["reason"], "InvalidPath");
+            assert_eq!(accepted["lastTransitionTime"], NOW);
+            assert_eq!(accepted["observedGeneration"], 1);
+            let message = accepted["message"].as_str().unwrap();
+            assert!(message.starts_with("spec.resources[0].path: "), "{message}");
+            assert_eq!(status["conditions"][1]["type"], "Ready");
+            assert_eq!(status["conditions"][1]["status"], "False");
+            let ev = s.expect_event().await;
+            assert_eq!(ev["type"], "Warning");
+            assert_eq!(ev["reason"], "InvalidPath");
+            assert_eq!(ev["regarding"]["kind"], "RestApi");
+            assert_eq!(ev["regarding"]["name"], "pets");
+            assert!(
+                ev["note"]
+                    .as_str()
+                    .unwrap()
+                    .contains("spec.resources[0].path")
+            );
+            let ev = s.expect_event().await;
+            assert_eq!(
+                (ev["type"].as_str(), ev["reason"].as_str()),
+                (Some("Warning"), Some("NotAccepted"))
+            );
+            s
+        });
+        let snapshot = Snapshot {
+            rest_apis: vec![RestApi::test().with_path("pets")],
+            ..Default::default()
+        };
+        timeout_after_1s(reconcile(&ctx, snapshot, NOW))
+            .await
+            .unwrap();
+        server.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_second_pass_over_unchanged_objects_makes_no_request() {
+        let (ctx, verifier) = Context::test(Limits::default());
+        let (bodies_tx, bodies_rx) = tokio::sync::oneshot::channel::<(Value, Value, Value)>();
+        let server = verifier.run(|mut s| async move {
+            let cm = s.expect_first_publish().await;
+            let api = s.expect_status("restapis", "pets").await;
+            s.expect_event().await;
+            s.expect_event().await;
+            let stage = s.expect_status("stages", "dev").await;
+            assert_eq!(stage["status"]["invokeUrls"][0], "http://*/dev/");
+            assert_eq!(
+                stage["status"]["configVersion"],
+                cm["metadata"]["annotations"]["portico.dev/config-version"]
+            );
+            assert_eq!(stage["status"]["conditions"][1]["reason"], "Published");
+            s.expect_event().await;
+            s.expect_event().await;
+            bodies_tx.send((cm, api, stage)).unwrap();
+            s
+        });
+        let mut snapshot = Snapshot {
+            rest_apis: vec![RestApi::test()],
+            stages: vec![Stage::test()],
+            ..Default::default()
+        };
+        timeout_after_1s(reconcile(&ctx, snapshot.clone(), NOW))
+            .await
+            .unwrap();
+        let (_, api, stage) = bodies_rx.await.unwrap();
+        server.finish().await;
+        // What the watch would deliver next: the objects with the statuses just written.
+        snapshot.rest_apis[0].status = Some(serde_json::from_value(api["status"].clone()).unwrap());
+        snapshot.stages[0].status = Some(serde_json::from_value(stage["status"].clone()).unwrap());
+        // A later pass, a second later: nothing to write, not even the ConfigMap. The verifier
+        // is gone, so any request would fail the pass.
+        timeout_after_1s(reconcile(&ctx, snapshot, "2025-01-02T03:04:06Z"))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_api_key_without_value_from_gets_a_generated_owned_secret_and_a_key_id() {
+        let (ctx, verifier) = Context::test(Limits::default());
+        let server = verifier.run(|mut s| async move {
+            let (secret, reply) = s
+                .expect(
+                    Method::POST,
+                    &format!("/api/v1/namespaces/{NS}/secrets"),
+                    "?",
+                )
+                .await
+                .json_body()
+                .await;
+            reply.ok(&secret);
+            assert_eq!(secret["metadata"]["name"], "mobile-value");
+            assert_eq!(secret["metadata"]["labels"]["portico.dev/secret"], "true");
+            let owner = &secret["metadata"]["ownerReferences"][0];
+            assert_eq!(owner["kind"], "ApiKey");
+            assert_eq!(owner["apiVersion"], "portico.dev/v1alpha1");
+            assert_eq!(owner["name"], "mobile");
+            assert_eq!(owner["uid"], "uid-1");
+            assert_eq!(owner["controller"], true);
+            let value: k8s_openapi::ByteString =
+                serde_json::from_value(secret["data"]["value"].clone()).unwrap();
+            assert_eq!(value.0.len(), 40);
+            let cm = s.expect_first_publish().await;
+            assert!(
+                !cm.to_string()
+                    .contains(std::str::from_utf8(&value.0).unwrap()),
+                "the key value never reaches the config"
+            );
+            let status = s.expect_status("apikeys", "mobile").await;
+            assert_eq!(status["status"]["secretName"], "mobile-value");
+            assert_eq!(status["status"]["keyId"], api_key::key_id(&value.0));
+            assert!(
+                !status
+                    .to_string()
+                    .contains(std::str::from_utf8(&value.0).unwrap())
+            );
+            s.expect_event().await;
+            s.expect_event().await;
+            s
+        });
+        let snapshot = Snapshot {
+            api_keys: vec![ApiKey::test()],
+            ..Default::default()
+        };
+        timeout_after_1s(reconcile(&ctx, snapshot, NOW))
+            .await
+            .unwrap();
+        server.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_config_too_large_to_publish_marks_objects_not_ready_and_is_an_error() {
+        let limits = Limits {
+            gzip_above: 10,
+            max_bytes: 20,
+        };
+        let (ctx, verifier) = Context::test(limits);
+        let server = verifier.run(|mut s| async move {
+            // The read of the live version, then no ConfigMap write.
+            s.expect(Method::GET, CM_PATH, "").await.not_found();
+            let body = s.expect_status("restapis", "pets").await;
+            let ready = &body["status"]["conditions"][1];
+            assert_eq!(ready["status"], "False");
+            assert_eq!(ready["reason"], "ConfigTooLarge");
+            assert!(
+                ready["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("previous ConfigMap keeps serving")
+            );
+            s.expect_event().await;
+            let ev = s.expect_event().await;
+            assert_eq!(
+                (ev["type"].as_str(), ev["reason"].as_str()),
+                (Some("Warning"), Some("ConfigTooLarge"))
+            );
+            s
+        });
+        let snapshot = Snapshot {
+            rest_apis: vec![RestApi::test()],
+            ..Default::default()
+        };
+        let err = timeout_after_1s(reconcile(&ctx, snapshot, NOW))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::ConfigTooLarge { .. }), "{err}");
+        assert_eq!(error_policy(&err, &ctx), RESYNC);
+        assert_eq!(
+            ctx.metrics
+                .failures
+                .with_label_values(&["config_too_large"])
+                .get(),
+            1
+        );
+        server.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_crd_is_reported_with_the_install_command() {
+        let (client, verifier) = ApiServerVerifier::new();
+        let server = verifier.run(|mut s| async move {
+            s.expect(
+                Method::GET,
+                "/apis/portico.dev/v1alpha1/restapis",
+                "?&limit=1",
+            )
+            .await
+            .not_found();
+            s
+        });
+        let err = timeout_after_1s(check_crds(&client, None))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("restapis.portico.dev is not installed; install the CRDs first: kubectl apply -f charts/portico/crds/"),
+            "{err}"
+        );
+        server.finish().await;
+    }
+}

@@ -270,3 +270,69 @@ impl TestObject for ApiKey {
         k
     }
 }
+
+impl crate::controller::Context {
+    /// A context on a mocked client, publishing `portico-system/portico-gateway-config`.
+    pub fn test(limits: crate::publish::Limits) -> (Self, ApiServerVerifier) {
+        let (client, verifier) = ApiServerVerifier::new();
+        let ctx = Self::new(
+            client,
+            "portico-system",
+            crate::publish::DEFAULT_CONFIG_MAP_NAME,
+            limits,
+            std::sync::Arc::default(),
+            Some("pod-a".into()),
+        );
+        (ctx, verifier)
+    }
+}
+
+/// The ConfigMap path used by [`crate::controller::Context::test`].
+pub const CM_PATH: &str = "/api/v1/namespaces/portico-system/configmaps/portico-gateway-config";
+/// The server-side apply query kube writes.
+pub const APPLY_QUERY: &str = "?&force=true&fieldManager=portico-operator";
+
+impl ApiServerVerifier {
+    /// Expects an Event POST in [`NS`], answers it, and returns its body.
+    pub async fn expect_event(&mut self) -> Value {
+        let (body, reply) = self
+            .expect(
+                Method::POST,
+                &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+                "?",
+            )
+            .await
+            .json_body()
+            .await;
+        reply.ok(&body);
+        body
+    }
+
+    /// Expects a status apply on `/apis/portico.dev/v1alpha1/namespaces/team-a/<plural>/<name>/status`,
+    /// answers it, and returns its body.
+    pub async fn expect_status(&mut self, plural: &str, name: &str) -> Value {
+        let (body, reply) = self
+            .expect(
+                Method::PATCH,
+                &format!("/apis/portico.dev/v1alpha1/namespaces/{NS}/{plural}/{name}/status"),
+                APPLY_QUERY,
+            )
+            .await
+            .json_body()
+            .await;
+        reply.ok(&body);
+        body
+    }
+
+    /// Expects the ConfigMap read (answered 404) and its apply; returns the applied body.
+    pub async fn expect_first_publish(&mut self) -> Value {
+        self.expect(Method::GET, CM_PATH, "").await.not_found();
+        let (body, reply) = self
+            .expect(Method::PATCH, CM_PATH, APPLY_QUERY)
+            .await
+            .json_body()
+            .await;
+        reply.ok(&body);
+        body
+    }
+}

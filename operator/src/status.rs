@@ -18,7 +18,7 @@ use crate::api_key::KeyStatus;
 use crate::controller::Context;
 use crate::{MANAGER, Result, events};
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use portico_config::{Diagnostic, ObjectRef, Severity};
 use portico_crds::api::{
@@ -359,7 +359,13 @@ where
     }
     let name = obj.meta().name.clone().unwrap_or_default();
     let namespace = obj.meta().namespace.clone().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Untyped on purpose: the response is not decoded into the strict spec types, so an
+    // object stored by another version of the CRD cannot fail the write.
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &namespace,
+        &ApiResource::erase::<K>(&()),
+    );
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
