@@ -374,6 +374,9 @@ pub async fn call(
     };
     ctx.integration_status = Some(resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
+    // The client's connection has its own version; an HTTP/1.0 backend must not downgrade it
+    // (hyper would then close the client's keep-alive connection after every response).
+    parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body))
 }
