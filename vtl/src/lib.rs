@@ -1,0 +1,1 @@
+//! Apache Velocity (VTL) for API Gateway mapping templates.
