@@ -15,7 +15,7 @@ use portico_crds::api::rest_api::{
     Integration, IntegrationType, Method as MethodSpec, MockResponse, RestResource,
 };
 use portico_crds::api::{
-    ApiKey, ApiKeySpec, LocalObjectReference, RestApi, RestApiSpec, Stage, StageSpec,
+    ApiKey, ApiKeySpec, ObjectReference, RestApi, RestApiSpec, Stage, StageSpec,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -241,9 +241,7 @@ impl TestObject for Stage {
         let mut s = Stage::new(
             "dev",
             StageSpec {
-                rest_api_ref: LocalObjectReference {
-                    name: "pets".into(),
-                },
+                rest_api_ref: ObjectReference::local("pets"),
                 ..Default::default()
             },
         );

@@ -3,7 +3,7 @@
 // Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
-use super::common::{Condition, LocalObjectReference, SecretKeySelector};
+use super::common::{Condition, ObjectReference, SecretKeySelector};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -48,9 +48,10 @@ pub struct ApiKeySpec {
     /// Where the key value is; the operator generates a Secret when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_from: Option<ApiKeyValueSource>,
-    /// The usage plans the key belongs to.
+    /// The usage plans the key belongs to; another namespace's only when the plan allows
+    /// references from this one (annotation `portico.dev/allow-references-from`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub usage_plan_refs: Vec<LocalObjectReference>,
+    pub usage_plan_refs: Vec<ObjectReference>,
 }
 
 /// Where an API key's value is stored.

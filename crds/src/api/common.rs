@@ -14,6 +14,53 @@ pub struct LocalObjectReference {
     pub name: String,
 }
 
+/// A reference to an object of a known kind, in the referring object's namespace unless
+/// `namespace` is set. A reference into another namespace is refused (`RefNotPermitted`)
+/// unless the target carries the annotation `portico.dev/allow-references-from` listing the
+/// referring namespace (comma-separated, or `*` for every namespace).
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Default,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectReference {
+    /// Name of the referenced object.
+    pub name: String,
+    /// Namespace of the referenced object; defaults to the referring object's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl ObjectReference {
+    /// A reference to `name` in the referring object's namespace.
+    pub fn local(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            namespace: None,
+        }
+    }
+}
+
+/// The annotation by which an object allows references from other namespaces: a
+/// comma-separated list of namespaces, or `*`.
+pub const ALLOW_REFERENCES_FROM: &str = "portico.dev/allow-references-from";
+
+/// True when an object with `annotations` may be referenced from namespace `from`
+/// (always true within its own namespace `own`).
+pub fn reference_permitted(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    own: &str,
+    from: &str,
+) -> bool {
+    own == from
+        || annotations
+            .and_then(|a| a.get(ALLOW_REFERENCES_FROM))
+            .is_some_and(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .any(|ns| ns == "*" || ns == from)
+            })
+}
+
 /// A reference to one key of a Secret in the same namespace.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

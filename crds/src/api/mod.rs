@@ -18,7 +18,10 @@ pub mod usage_plan;
 
 pub use api_key::{ApiKey, ApiKeySpec, ApiKeyStatus};
 pub use authorizer::{Authorizer, AuthorizerSpec, AuthorizerStatus};
-pub use common::{Condition, LocalObjectReference, SecretKeySelector, ThrottleSettings};
+pub use common::{
+    ALLOW_REFERENCES_FROM, Condition, LocalObjectReference, ObjectReference, SecretKeySelector,
+    ThrottleSettings, reference_permitted,
+};
 pub use rest_api::{RestApi, RestApiSpec, RestApiStatus};
 pub use stage::{Stage, StageSpec, StageStatus};
 pub use usage_plan::{UsagePlan, UsagePlanSpec, UsagePlanStatus};

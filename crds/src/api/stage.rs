@@ -3,7 +3,7 @@
 // Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
-use super::common::{Condition, LocalObjectReference, ThrottleSettings};
+use super::common::{Condition, LocalObjectReference, ObjectReference, ThrottleSettings};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -39,8 +39,9 @@ use std::collections::BTreeMap;
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StageSpec {
-    /// The RestApi this stage serves (same namespace).
-    pub rest_api_ref: LocalObjectReference,
+    /// The RestApi this stage serves; another namespace's only when it allows references
+    /// from this one (annotation `portico.dev/allow-references-from`).
+    pub rest_api_ref: ObjectReference,
     /// Stage name (`$context.stage`), `[A-Za-z0-9_-]+`; defaults to `metadata.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_name: Option<String>,

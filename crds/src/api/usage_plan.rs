@@ -3,7 +3,7 @@
 // Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
-use super::common::{Condition, LocalObjectReference, ThrottleSettings};
+use super::common::{Condition, ObjectReference, ThrottleSettings};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -80,8 +80,9 @@ pub struct QuotaSettings {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiStage {
-    /// The Stage (same namespace).
-    pub stage_ref: LocalObjectReference,
+    /// The Stage; another namespace's only when it allows references from this one
+    /// (annotation `portico.dev/allow-references-from`).
+    pub stage_ref: ObjectReference,
     /// Per-method throttles keyed by `<resource path>/<METHOD>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub throttle: BTreeMap<String, ThrottleSettings>,

@@ -160,7 +160,7 @@ mod tests {
     use crate::api::rest_api::{
         Integration as IntegrationSpec, IntegrationType, Method, MockResponse, RestResource,
     };
-    use crate::api::{LocalObjectReference, RestApi, RestApiSpec, Stage as StageCr, StageSpec};
+    use crate::api::{ObjectReference, RestApi, RestApiSpec, Stage as StageCr, StageSpec};
     use portico_config::{
         AccessLog, Api, DEFAULT_ACCESS_LOG_FORMAT, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TIMEOUT_MS,
         Integration, MockIntegration, PathTemplate, Protocol, Route, RouteMatch, Stage,
@@ -197,7 +197,7 @@ mod tests {
         let mut s = StageCr::new(
             name,
             StageSpec {
-                rest_api_ref: LocalObjectReference { name: api.into() },
+                rest_api_ref: ObjectReference::local(api),
                 ..Default::default()
             },
         );

@@ -4,7 +4,7 @@
 use super::{Diags, api_id, stage_id};
 use crate::Snapshot;
 use crate::api::rest_api::ApiProtocol;
-use crate::api::{RestApiSpec, StageSpec};
+use crate::api::{ALLOW_REFERENCES_FROM, RestApiSpec, StageSpec, reference_permitted};
 use crate::reasons;
 use kube::core::ObjectMeta;
 use portico_config::{AccessLog, DEFAULT_ACCESS_LOG_FORMAT, ObjectRef};
@@ -34,8 +34,11 @@ pub(crate) struct ApiInput<'a> {
 pub(crate) struct StageInput<'a> {
     pub obj: ObjectRef,
     pub id: String,
-    /// The RestApi it references (same namespace).
+    /// The RestApi it references (its own namespace unless `restApiRef.namespace` is set).
     pub api: ObjectRef,
+    /// False for a reference into another namespace whose RestApi does not allow it (or does
+    /// not exist: a refusal does not reveal whether another namespace's object exists).
+    pub api_ref_permitted: bool,
     /// `spec.stageName`, default `metadata.name`.
     pub stage_name: String,
     /// `spec.basePath`, default `/<stageName>` (not yet validated).
@@ -89,6 +92,77 @@ fn sorted_unique<'a, T>(
     out
 }
 
+/// Whether an object in namespace `from` may reference `target` (an object of `objects`).
+/// Same-namespace references always may; cross-namespace ones need the target's
+/// `portico.dev/allow-references-from` annotation to list `from` (or `*`).
+fn permitted<T>(
+    objects: &[T],
+    meta: impl Fn(&T) -> &ObjectMeta,
+    target: &ObjectRef,
+    from: &str,
+) -> bool {
+    if target.namespace == from {
+        return true;
+    }
+    objects.iter().map(&meta).any(|m| {
+        let (ns, name) = ns_name(m);
+        ns == target.namespace
+            && name == target.name
+            && reference_permitted(m.annotations.as_ref(), &ns, from)
+    })
+}
+
+/// Cross-namespace references of the kinds that compile to nothing yet (ApiKey
+/// `usagePlanRefs`, UsagePlan `apiStages[].stageRef`): refused unless the target allows them.
+/// Existence is not checked yet (those kinds are not enforced).
+fn check_later_references(snapshot: &Snapshot, diags: &mut Diags) {
+    for key in &snapshot.api_keys {
+        let (ns, name) = ns_name(&key.metadata);
+        let obj = ObjectRef::new("ApiKey", &ns, &name);
+        for (i, r) in key.spec.usage_plan_refs.iter().enumerate() {
+            let target = ObjectRef::new(
+                "UsagePlan",
+                r.namespace.clone().unwrap_or_else(|| ns.clone()),
+                &r.name,
+            );
+            if !permitted(&snapshot.usage_plans, |p| &p.metadata, &target, &ns) {
+                diags.error(
+                    &obj,
+                    format!("spec.usagePlanRefs[{i}].namespace"),
+                    reasons::REF_NOT_PERMITTED,
+                    not_permitted_message(&target, &ns),
+                );
+            }
+        }
+    }
+    for plan in &snapshot.usage_plans {
+        let (ns, name) = ns_name(&plan.metadata);
+        let obj = ObjectRef::new("UsagePlan", &ns, &name);
+        for (i, s) in plan.spec.api_stages.iter().enumerate() {
+            let target = ObjectRef::new(
+                "Stage",
+                s.stage_ref.namespace.clone().unwrap_or_else(|| ns.clone()),
+                &s.stage_ref.name,
+            );
+            if !permitted(&snapshot.stages, |p| &p.metadata, &target, &ns) {
+                diags.error(
+                    &obj,
+                    format!("spec.apiStages[{i}].stageRef.namespace"),
+                    reasons::REF_NOT_PERMITTED,
+                    not_permitted_message(&target, &ns),
+                );
+            }
+        }
+    }
+}
+
+/// The message of a `RefNotPermitted` diagnostic.
+pub(crate) fn not_permitted_message(target: &ObjectRef, from: &str) -> String {
+    format!(
+        "{target} does not allow references from namespace {from} (annotation {ALLOW_REFERENCES_FROM} on the target must list {from} or *)"
+    )
+}
+
 /// Resolves defaults and orders the snapshot.
 pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs<'a> {
     let apis = sorted_unique("RestApi", &snapshot.rest_apis, |o| &o.metadata, diags)
@@ -132,9 +206,23 @@ pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs
                 },
                 None => Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
             };
+            let api_ns = o
+                .spec
+                .rest_api_ref
+                .namespace
+                .clone()
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or_else(|| obj.namespace.clone());
+            let api = ObjectRef::new("RestApi", api_ns, &o.spec.rest_api_ref.name);
             StageInput {
                 id: stage_id(&obj.namespace, &obj.name),
-                api: ObjectRef::new("RestApi", &obj.namespace, &o.spec.rest_api_ref.name),
+                api_ref_permitted: permitted(
+                    &snapshot.rest_apis,
+                    |a| &a.metadata,
+                    &api,
+                    &obj.namespace,
+                ),
+                api,
                 base_path: o
                     .spec
                     .base_path
@@ -149,6 +237,7 @@ pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs
         })
         .collect();
 
+    check_later_references(snapshot, diags);
     let mut later_kinds = Vec::new();
     later_kinds.extend(
         sorted_unique("Authorizer", &snapshot.authorizers, |o| &o.metadata, diags)

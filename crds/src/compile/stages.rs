@@ -95,6 +95,20 @@ fn compile_stage(
 ) -> Option<Stage> {
     let obj = &s.obj;
     let api_id = super::api_id(&s.api.namespace, &s.api.name);
+    // Before existence: a refused cross-namespace reference must not reveal whether the
+    // target exists.
+    if !s.api_ref_permitted {
+        diags.error(
+            obj,
+            "spec.restApiRef.namespace",
+            reasons::REF_NOT_PERMITTED,
+            format!(
+                "{}; this stage is not served",
+                super::normalise::not_permitted_message(&s.api, &obj.namespace)
+            ),
+        );
+        return None;
+    }
     let Some(api) = known.get(api_id.as_str()) else {
         if apis.dropped.contains(&api_id) {
             diags.error(
