@@ -21,6 +21,6 @@ echo "portico: serving $EXAMPLE on http://$LISTEN (admin http://$ADMIN). Try:" >
 echo "  curl -s -XPOST http://$LISTEN/dev/auth/login -d '{\"username\":\"ana\"}'" >&2
 echo "  curl -s http://$LISTEN/dev/content/1" >&2
 echo "  curl -s http://$LISTEN/prod/content/1" >&2
-./target/release/portico-proxy --manifests "$EXAMPLE" --listen "$LISTEN" --admin-listen "$ADMIN" &
+./target/release/portico-proxy --manifests "$EXAMPLE" --listen "$LISTEN" --admin-listen "$ADMIN" --log-format text &
 pids+=($!)
 wait "${pids[-1]}"
