@@ -378,7 +378,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
 
     let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
-    let (stores, drive) = watch_all(&client, &args, changed_tx);
+    let (stores, drive) = watch_all(&client, &args, changed_tx.clone());
     let watches = tokio::spawn(drive.for_each(|()| async {}));
     {
         let stores = stores.clone();
@@ -387,6 +387,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
             if stores.wait_until_ready().await.is_ok() {
                 tracing::info!("all watches synced");
                 state.set_ready();
+                // Passes are skipped until now: make sure one runs.
+                let _ = changed_tx.send(());
             }
         });
     }
