@@ -1,8 +1,10 @@
-//! Command line: `portico-proxy (--manifests DIR | --config FILE) [options]`.
+//! Command line: `portico-proxy (--manifests DIR | --config FILE | --kube-configmap NS/NAME)
+//! [options]`.
 //!
 //! The serve options are flattened at the top level so that the plain invocation serves;
 //! subcommands (e.g. `vtl`) can be added to [`Cli`] later without changing that.
 
+use crate::source::kube::Target;
 use clap::{ArgGroup, Args, Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,7 +29,7 @@ pub enum LogFormat {
 
 /// Options of the serve mode.
 #[derive(Debug, Clone, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["manifests", "config"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["manifests", "config", "kube_configmap"])))]
 pub struct ServeArgs {
     /// Directory of manifests (*.yaml, *.yml, *.json), compiled in-process and watched.
     #[arg(long, value_name = "DIR")]
@@ -35,6 +37,17 @@ pub struct ServeArgs {
     /// A GatewayConfig JSON file, watched.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The ConfigMap the operator publishes, read and watched through the Kubernetes API
+    /// (needs get/list/watch on it). Serving starts once it has been loaded (/readyz).
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub kube_configmap: Option<Target>,
+    /// Kubeconfig for --kube-configmap (default: $KUBECONFIG, else the in-cluster service
+    /// account, else ~/.kube/config).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "manifests"])]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: its current-context).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["config", "manifests"])]
+    pub kube_context: Option<String>,
     /// Public listener (`127.0.0.1:0` binds an ephemeral port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -90,5 +103,45 @@ mod tests {
         .unwrap();
         assert_eq!(cli.serve.workers, Some(1));
         assert_eq!(cli.serve.listen.port(), 0);
+    }
+
+    #[test]
+    fn kube_configmap_is_a_third_source() {
+        let cli = Cli::try_parse_from([
+            "portico-proxy",
+            "--kube-configmap",
+            "portico-system/portico-gateway-config",
+            "--kubeconfig",
+            "kc.yaml",
+            "--kube-context",
+            "kind",
+        ])
+        .unwrap();
+        let t = cli.serve.kube_configmap.unwrap();
+        assert_eq!(
+            (t.namespace.as_str(), t.name.as_str()),
+            ("portico-system", "portico-gateway-config")
+        );
+        assert_eq!(cli.serve.kubeconfig.unwrap().to_str(), Some("kc.yaml"));
+        assert_eq!(cli.serve.kube_context.as_deref(), Some("kind"));
+        for bad in [
+            &["portico-proxy", "--kube-configmap", "no-slash"][..],
+            &[
+                "portico-proxy",
+                "--kube-configmap",
+                "a/b",
+                "--config",
+                "c.json",
+            ],
+            &[
+                "portico-proxy",
+                "--config",
+                "c.json",
+                "--kubeconfig",
+                "kc.yaml",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

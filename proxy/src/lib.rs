@@ -1,5 +1,6 @@
-//! `portico-proxy`: the data plane. Serves a `GatewayConfig` (from a file, or compiled from a
-//! directory of manifests with feature `standalone`), swapping new versions in atomically.
+//! `portico-proxy`: the data plane. Serves a `GatewayConfig` (from a file, from the ConfigMap
+//! the operator publishes, read through the Kubernetes API, or compiled from a directory of
+//! manifests with feature `standalone`), swapping new versions in atomically.
 //!
 //! ```text
 //!  cli ─> server::run ─┬─ source (load, watch) ──> ArcSwap<Runtime> (runtime: derived tables)
@@ -23,6 +24,7 @@ pub mod server;
 pub mod source;
 pub mod telemetry;
 pub mod template;
+pub mod tls;
 
 pub use server::run;
 

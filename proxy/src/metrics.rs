@@ -32,6 +32,9 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// `portico_access_log_dropped_total`.
     pub access_log_dropped: IntCounter,
+    /// `portico_config_source_up`: 1 while the config source is reachable (the Kubernetes
+    /// API for `--kube-configmap`; always 1 for files).
+    pub source_up: IntGauge,
 }
 
 /// Handles of one (api, stage, resource, method) series set.
@@ -140,6 +143,14 @@ impl Metrics {
         registry
             .register(Box::new(access_log_dropped.clone()))
             .expect("registered once");
+        let source_up = IntGauge::new(
+            "portico_config_source_up",
+            "1 while the config source (the Kubernetes API for --kube-configmap) is reachable.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(source_up.clone()))
+            .expect("registered once");
         Metrics {
             registry,
             count,
@@ -151,6 +162,7 @@ impl Metrics {
             reloads_total,
             config_info,
             access_log_dropped,
+            source_up,
         }
     }
 

@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, ConnInfo, RequestCtx, Shared};
 use crate::pool::Pools;
 use crate::runtime::Runtime;
-use crate::source::{self, Source};
+use crate::source;
 use crate::{Error, Result};
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
@@ -61,19 +61,9 @@ struct ConnState {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let source = match (&args.config, &args.manifests) {
-        (Some(f), _) => Source::ConfigFile(f.clone()),
-        (None, Some(d)) => Source::Manifests(d.clone()),
-        (None, None) => unreachable!("clap requires one of --config and --manifests"),
-    };
+    let source = source::Configured::from_args(&args)?;
     let metrics = Arc::new(Metrics::new());
-    let loaded = {
-        let source = source.clone();
-        tokio::task::spawn_blocking(move || source.load())
-            .await
-            .expect("the load task does not panic")
-    };
-    let loaded = loaded.inspect_err(source::log_load_error)?;
+    let loaded = source.initial().await.inspect_err(source::log_load_error)?;
     source::log_diagnostics(&loaded.diagnostics);
     let pools = Pools::new();
     let runtime = Runtime::build(loaded.config, &metrics, &pools);
@@ -96,14 +86,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
         forwarded_port: listen.port().into(),
     });
     let health = Arc::new(Health::default());
-    health.set_ready(true);
+    health.set_ready(source.ready_at_start());
     tokio::spawn(admin::serve(
         admin_listener,
         metrics.clone(),
         health.clone(),
     ));
     pools.spawn_sweeper();
-    source::watch::spawn(source, state.clone(), metrics.clone(), pools.clone());
+    source.spawn(
+        state.clone(),
+        metrics.clone(),
+        pools.clone(),
+        health.clone(),
+    );
 
     tracing::info!(%listen, %admin, %version, "portico-proxy serving");
     if let Some(path) = &args.ready_file {

@@ -6,18 +6,99 @@
 //!  --manifests DIR   manifests.rs  *.yaml|*.yml|*.json -> parse_manifests -> Snapshot -> compile
 //!                    watch.rs      notify + 1 s mtime poll, 200 ms debounce
 //!                                  -> load -> Runtime::build -> one ArcSwap::store
+//!  --kube-configmap  kube/         list + watch one ConfigMap through the Kubernetes API
+//!    NS/NAME                       -> decode -> watch::apply (the same swap)
 //! ```
 //!
-//! Entry points: [`Source::load`], [`watch::spawn`].
+//! Entry points: [`Configured`] (what the server starts), [`Source::load`], [`watch::spawn`],
+//! [`kube::KubeSource::spawn`].
 
 mod file;
+pub mod kube;
 #[cfg(feature = "standalone")]
 mod manifests;
 pub mod watch;
 
+use crate::admin::Health;
+use crate::cli::ServeArgs;
+use crate::metrics::Metrics;
+use crate::pool::Pools;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
 use portico_config::{Diagnostic, GatewayConfig};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
+
+/// The source chosen on the command line, before it starts.
+#[derive(Debug)]
+pub enum Configured {
+    /// A file or a directory: loaded before serving (an error ends startup), then watched.
+    Files(Source),
+    /// The published ConfigMap: serving starts empty and not ready; the first load from the
+    /// API makes the proxy ready.
+    Kube(Box<kube::KubeSource>),
+}
+
+impl Configured {
+    /// The source named by `--config`, `--manifests` or `--kube-configmap`.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, LoadError> {
+        if let Some(target) = &args.kube_configmap {
+            let src = kube::KubeSource::new(
+                target.clone(),
+                args.kubeconfig.as_deref(),
+                args.kube_context.as_deref(),
+            )?;
+            return Ok(Configured::Kube(Box::new(src)));
+        }
+        Ok(Configured::Files(match (&args.config, &args.manifests) {
+            (Some(f), _) => Source::ConfigFile(f.clone()),
+            (None, Some(d)) => Source::Manifests(d.clone()),
+            (None, None) => unreachable!("clap requires one config source"),
+        }))
+    }
+
+    /// The config served first: files are loaded now; the Kubernetes source starts with an
+    /// empty config (answering 403/404) while `/readyz` says 503.
+    pub async fn initial(&self) -> Result<Loaded, LoadError> {
+        match self {
+            Configured::Files(source) => {
+                let source = source.clone();
+                tokio::task::spawn_blocking(move || source.load())
+                    .await
+                    .expect("the load task does not panic")
+            }
+            Configured::Kube(_) => Ok(Loaded {
+                config: GatewayConfig::empty(),
+                diagnostics: Vec::new(),
+            }),
+        }
+    }
+
+    /// Whether the initial config makes the proxy ready.
+    pub fn ready_at_start(&self) -> bool {
+        matches!(self, Configured::Files(_))
+    }
+
+    /// Starts watching for changes (and, for the Kubernetes source, the first load).
+    pub fn spawn(
+        self,
+        state: Arc<ArcSwap<Runtime>>,
+        metrics: Arc<Metrics>,
+        pools: Arc<Pools>,
+        health: Arc<Health>,
+    ) {
+        match self {
+            Configured::Files(source) => {
+                metrics.source_up.set(1);
+                watch::spawn(source, state, metrics, pools);
+            }
+            Configured::Kube(src) => {
+                src.spawn(state, metrics, pools, health);
+            }
+        }
+    }
+}
 
 /// Where the config comes from.
 #[derive(Clone, Debug)]

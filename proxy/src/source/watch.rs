@@ -5,7 +5,7 @@
 //! builds the new `Runtime` on the blocking pool, skips the store when the content hash is
 //! unchanged, and keeps the old config on any failure (`portico_config_reload_success 0`).
 
-use super::{Source, log_diagnostics, log_load_error};
+use super::{LoadError, Loaded, Source, log_diagnostics, log_load_error};
 use crate::metrics::Metrics;
 use crate::pool::Pools;
 use crate::runtime::Runtime;
@@ -36,7 +36,18 @@ pub fn reload(
     metrics: &Metrics,
     pools: &Pools,
 ) -> Reload {
-    let loaded = match source.load() {
+    apply(source.load(), state, metrics, pools)
+}
+
+/// Swaps in a loaded config if its content hash differs from the served one; on a load
+/// error keeps the old config. Blocking (builds the `Runtime`). Every source ends here.
+pub fn apply(
+    loaded: Result<Loaded, LoadError>,
+    state: &ArcSwap<Runtime>,
+    metrics: &Metrics,
+    pools: &Pools,
+) -> Reload {
+    let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
             log_load_error(&e);
