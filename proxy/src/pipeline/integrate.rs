@@ -265,49 +265,80 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+/// The hop-by-hop headers (RFC 9110 7.6.1, plus `keep-alive` and `proxy-connection`), in
+/// the order of the bits [`hop_by_hop_bit`] returns.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The bit of `name` in [`HOP_BY_HOP`], 0 when it is end-to-end.
+fn hop_by_hop_bit(name: &str) -> u16 {
+    match name {
+        "connection" => 1,
+        "keep-alive" => 1 << 1,
+        "proxy-authenticate" => 1 << 2,
+        "proxy-authorization" => 1 << 3,
+        "proxy-connection" => 1 << 4,
+        "te" => 1 << 5,
+        "trailer" => 1 << 6,
+        "transfer-encoding" => 1 << 7,
+        "upgrade" => 1 << 8,
+        _ => 0,
+    }
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
+///
+/// Runs on every request and every backend response (backends usually send
+/// `Connection: keep-alive`), so it looks up and removes only what is present and allocates
+/// nothing: one pass over the names, then one removal per header found.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // One pass over the (few) names first: the common request has none of them.
-    if !h.keys().any(is_hop_by_hop) {
+    let present = h
+        .keys()
+        .fold(0u16, |acc, n| acc | hop_by_hop_bit(n.as_str()));
+    if present == 0 {
         return;
     }
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in listed {
-        h.remove(n);
+    if present & 1 != 0 {
+        // Names listed in Connection that are not hop-by-hop already (`close` and
+        // `keep-alive` are the usual values: nothing more to remove then).
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for token in h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+        {
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+                && hop_by_hop_bit(name.as_str()) == 0
+                && h.contains_key(&name)
+            {
+                listed.push(name);
+            }
+        }
+        for n in listed {
+            h.remove(n);
+        }
     }
-    for n in [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
     }
 }
 
@@ -493,5 +524,32 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn hop_by_hop_stripping_keeps_end_to_end_headers() {
+        // The usual backend response: only `Connection: keep-alive` goes.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "2".parse().unwrap());
+        h.insert(header::DATE, "x".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        assert!(!h.contains_key(header::CONNECTION));
+        // Names listed in Connection go, whatever their case; absent ones are fine.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "Close, X-A".parse().unwrap());
+        h.append(header::CONNECTION, "x-missing,,upgrade".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        h.insert("x-b", "2".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-b"));
+        // Nothing hop-by-hop: untouched.
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, "*/*".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
     }
 }
