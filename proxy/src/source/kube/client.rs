@@ -162,10 +162,8 @@ pub fn decode_event(line: &[u8]) -> Result<WatchEvent, String> {
 impl Client {
     /// A client for `settings` (builds the TLS config now).
     pub fn new(settings: Settings) -> Result<Self, ConfigError> {
-        let tls = tls::client_config(tls::TlsOptions {
-            alpn: vec![b"http/1.1".to_vec()],
-            ..settings.tls
-        })?;
+        // No ALPN here: the connector sets it (http/1.1) and refuses a preset list.
+        let tls = tls::client_config(settings.tls)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
