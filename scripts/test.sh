@@ -33,3 +33,6 @@ cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"
 
 step "Helm chart: lint, render and RBAC checks (helm-python-sdk; no helm binary exists here)"
 bash scripts/test-chart.sh -q
+
+step "proxy --kube-configmap end to end (kubectl + kmock-based API server)"
+bash scripts/test-kube.sh

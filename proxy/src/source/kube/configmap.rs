@@ -33,10 +33,10 @@ pub struct ConfigMap {
     #[serde(default)]
     pub metadata: Meta,
     /// String data.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub data: BTreeMap<String, String>,
     /// Binary data, base64 in JSON.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub binary_data: BTreeMap<String, String>,
 }
 
@@ -54,8 +54,17 @@ pub struct Meta {
     #[serde(default)]
     pub resource_version: String,
     /// Annotations.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// `null` reads as empty (merge-patching servers and hand-written objects produce it).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Extracts the JSON document (gunzipping `binaryData`), decodes it, checks the schema
@@ -194,5 +203,10 @@ pub(crate) mod tests {
         assert_eq!(cm.metadata.resource_version, "3");
         assert_eq!(cm.binary_data["k"], "AA==");
         assert!(cm.data.is_empty());
+        let cm: ConfigMap = serde_json::from_str(
+            r#"{"metadata":{"annotations":null},"data":null,"binaryData":null}"#,
+        )
+        .unwrap();
+        assert_eq!(cm, ConfigMap::default());
     }
 }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# End-to-end test of `portico-proxy --kube-configmap` with a real kubectl against an
+# API-compatible test server (PyPI kmock + tests/kube/kube_server.py; no kube-apiserver can be
+# installed on these machines). Keeps a venv with pinned versions in a cache dir (reused when
+# present), builds the proxy (debug), and runs tests/kube with pytest.
+# Extra arguments go to pytest, e.g. `scripts/test-kube.sh -k ready -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KMOCK_VERSION=0.8
+AIOHTTP_VERSION=3.14.5
+PYTEST_VERSION=9.2.0
+VENV=${PORTICO_KUBE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/portico/kube-venv}
+STAMP="$VENV/.portico-requirements"
+WANT="kmock==$KMOCK_VERSION aiohttp==$AIOHTTP_VERSION pytest==$PYTEST_VERSION"
+
+command -v kubectl >/dev/null || { apt-get update -qq && apt-get install -y -qq kubectl; }
+if ! command -v python3 >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq python3 python3-venv
+fi
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  echo "==> installing $WANT into $VENV" >&2
+  mkdir -p "$(dirname "$VENV")"
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    apt-get update -qq && apt-get install -y -qq python3-venv
+    rm -rf "$VENV" && python3 -m venv "$VENV"
+  fi
+  # shellcheck disable=SC2086 # $WANT is a list of requirements
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check $WANT
+  echo "$WANT" > "$STAMP"
+fi
+
+cargo build -q -p portico-proxy --bin portico-proxy
+# -p no:kmock: kmock's pytest plugin needs pytest-asyncio; these tests run it as a process.
+exec "$VENV/bin/python" -m pytest -p no:kmock -p no:cacheprovider -q tests/kube "$@"
