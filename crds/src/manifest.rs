@@ -51,6 +51,8 @@ pub enum Resource {
         name: String,
         /// Declared ports.
         ports: Vec<ServicePort>,
+        /// Annotations.
+        annotations: BTreeMap<String, String>,
     },
 }
 
@@ -76,11 +78,13 @@ impl fmt::Debug for Resource {
                 namespace,
                 name,
                 ports,
+                annotations,
             } => f
                 .debug_struct("Service")
                 .field("namespace", namespace)
                 .field("name", name)
                 .field("ports", ports)
+                .field("annotations", annotations)
                 .finish(),
         }
     }
@@ -284,6 +288,7 @@ fn decode_document(origin: &str, index: usize, mut doc: Value) -> Result<Resourc
         }
         (_, true, "Service") => {
             let s: k8s_openapi::api::core::v1::Service = strict(doc, &decode_error)?;
+            let annotations = s.metadata.annotations.clone().unwrap_or_default();
             let ports = s
                 .spec
                 .and_then(|spec| spec.ports)
@@ -298,6 +303,7 @@ fn decode_document(origin: &str, index: usize, mut doc: Value) -> Result<Resourc
                 namespace,
                 name,
                 ports,
+                annotations,
             }
         }
         _ => {
@@ -380,6 +386,7 @@ mod tests {
                     name: Some("http".into()),
                     port: 80
                 }],
+                annotations: BTreeMap::new(),
             }]
         );
         let one = r#"{"apiVersion":"portico.dev/v1alpha1","kind":"Stage","metadata":{"name":"dev"},"spec":{"restApiRef":{"name":"a"}}}"#;

@@ -51,10 +51,12 @@ impl Snapshot {
                     namespace,
                     name,
                     ports,
+                    annotations,
                 } => s.services.push(Service {
                     namespace,
                     name,
                     ports,
+                    annotations,
                 }),
             }
         }
@@ -92,6 +94,8 @@ pub struct Service {
     pub name: String,
     /// Declared ports.
     pub ports: Vec<ServicePort>,
+    /// Annotations (`portico.dev/allow-references-from` opts in to cross-namespace refs).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One port of a Service.

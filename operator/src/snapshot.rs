@@ -99,6 +99,7 @@ pub fn service(s: &Service) -> portico_crds::Service {
     portico_crds::Service {
         namespace: s.metadata.namespace.clone().unwrap_or_default(),
         name: s.metadata.name.clone().unwrap_or_default(),
+        annotations: s.metadata.annotations.clone().unwrap_or_default(),
         ports: s
             .spec
             .as_ref()

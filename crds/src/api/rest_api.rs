@@ -245,8 +245,15 @@ pub struct Integration {
     #[serde(rename = "type")]
     pub type_: IntegrationType,
     /// Endpoint URI (HTTP types); may use `${stageVariables.name}` and `{param}` placeholders.
+    /// With `serviceRef`, only the path part (`/content/{id}`, default `/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    /// A Kubernetes Service to call (HTTP types): the request goes to
+    /// `http://<name>.<namespace>.svc:<port>` followed by `uri`. The Service must exist and
+    /// declare the port; another namespace's Service must opt in with the annotation
+    /// `portico.dev/allow-references-from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_ref: Option<ServiceReference>,
     /// Method used to call the backend; defaults to the request's method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_method: Option<String>,
@@ -271,6 +278,19 @@ pub struct Integration {
     /// (later) Integration responses, selected by `selectionPattern`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub integration_responses: Vec<IntegrationResponse>,
+}
+
+/// A Service port to call, in this namespace unless `namespace` is set.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceReference {
+    /// Name of the Service.
+    pub name: String,
+    /// Namespace of the Service; defaults to the RestApi's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Port of the Service (one of its `spec.ports[].port`).
+    pub port: i32,
 }
 
 /// The fixed response of a `MOCK` integration (required for `MOCK`).

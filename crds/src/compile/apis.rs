@@ -13,6 +13,7 @@ use super::not_supported::{self, MethodView};
 use super::{Diags, METHODS, escape_id};
 use crate::api::rest_api::{ApiProtocol, Integration as IntegrationSpec};
 use crate::reasons;
+use crate::snapshot::Service;
 use portico_config::{
     Api, DEFAULT_MAX_PAYLOAD_BYTES, ObjectRef, PathTemplate, Protocol, Route, RouteMatch, Segment,
 };
@@ -41,13 +42,17 @@ impl IntoIterator for CompiledApis {
 }
 
 /// Compiles every API (inputs are already sorted).
-pub(crate) fn compile_apis(inputs: &[ApiInput<'_>], diags: &mut Diags) -> CompiledApis {
+pub(crate) fn compile_apis(
+    inputs: &[ApiInput<'_>],
+    services: &[Service],
+    diags: &mut Diags,
+) -> CompiledApis {
     let mut out = CompiledApis {
         apis: Vec::new(),
         dropped: BTreeSet::new(),
     };
     for input in inputs {
-        match compile_api(input, diags) {
+        match compile_api(input, services, diags) {
             Some(api) => out.apis.push(api),
             None => {
                 out.dropped.insert(input.id.clone());
@@ -69,7 +74,11 @@ struct Candidate<'a> {
     integration: Option<&'a IntegrationSpec>,
 }
 
-fn compile_api(input: &ApiInput<'_>, diags: &mut Diags) -> Option<CompiledApi> {
+fn compile_api(
+    input: &ApiInput<'_>,
+    services: &[Service],
+    diags: &mut Diags,
+) -> Option<CompiledApi> {
     let obj = &input.obj;
     let spec = input.spec;
     let protocol = match input.protocol {
@@ -158,6 +167,7 @@ fn compile_api(input: &ApiInput<'_>, diags: &mut Diags) -> Option<CompiledApi> {
             &format!("{}.integration", c.field),
             c.integration,
             &params,
+            services,
             diags,
         );
         let fail_closed = security.or(integ.fail);

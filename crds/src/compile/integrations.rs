@@ -6,8 +6,9 @@
 //! parameters of the method (`{proxy}` for a greedy `{proxy+}`); MOCK needs `mockResponse`.
 
 use super::{Diags, METHODS, is_variable_name};
-use crate::api::rest_api::{Integration as IntegrationSpec, IntegrationType};
+use crate::api::rest_api::{Integration as IntegrationSpec, IntegrationType, ServiceReference};
 use crate::reasons;
+use crate::snapshot::Service;
 use portico_config::{
     DEFAULT_TIMEOUT_MS, HttpIntegration, Integration, MockIntegration, ObjectRef,
 };
@@ -43,6 +44,7 @@ pub(crate) fn compile_integration(
     field: &str,
     spec: Option<&IntegrationSpec>,
     params: &[String],
+    services: &[Service],
     diags: &mut Diags,
 ) -> CompiledIntegration {
     let mut out = CompiledIntegration {
@@ -93,7 +95,17 @@ pub(crate) fn compile_integration(
 
     match spec.type_ {
         IntegrationType::HttpProxy | IntegrationType::Http => {
-            let uri = spec.uri.as_deref().unwrap_or_default();
+            let uri = match &spec.service_ref {
+                None => spec.uri.clone().unwrap_or_default(),
+                Some(svc) => match service_uri(obj, svc, spec.uri.as_deref(), services) {
+                    Ok(uri) => uri,
+                    Err((sub, reason, msg)) => {
+                        fail(diags, sub, reason, msg);
+                        return out;
+                    }
+                },
+            };
+            let uri = uri.as_str();
             match check_uri(uri, params) {
                 Ok(vars) => {
                     out.stage_variables = vars;
@@ -141,6 +153,64 @@ pub(crate) fn compile_integration(
         ),
     }
     out
+}
+
+/// Resolves a `serviceRef` (+ the path in `uri`) to `http://<name>.<ns>.svc:<port><path>`.
+/// Errors carry the sub-field, the reason and the message.
+fn service_uri(
+    obj: &ObjectRef,
+    svc: &ServiceReference,
+    path: Option<&str>,
+    services: &[Service],
+) -> Result<String, (&'static str, &'static str, String)> {
+    let ns = svc.namespace.as_deref().unwrap_or(&obj.namespace);
+    let path = path.unwrap_or("/");
+    if !path.starts_with('/') {
+        return Err((
+            ".uri",
+            reasons::INVALID_INTEGRATION,
+            format!(
+                "with serviceRef, uri is the path on the Service and must start with '/', got {path:?}"
+            ),
+        ));
+    }
+    let found = services
+        .iter()
+        .find(|s| s.namespace == ns && s.name == svc.name);
+    let permitted = found.is_some_and(|s| {
+        crate::api::common::reference_permitted(Some(&s.annotations), ns, &obj.namespace)
+    });
+    match found {
+        // Refused and missing look alike across namespaces, so tenants cannot probe.
+        _ if ns != obj.namespace && !permitted => Err((
+            ".serviceRef",
+            reasons::REF_NOT_PERMITTED,
+            format!(
+                "Service {ns}/{} is in another namespace and does not allow references from {:?} (annotation portico.dev/allow-references-from)",
+                svc.name, obj.namespace
+            ),
+        )),
+        None => Err((
+            ".serviceRef.name",
+            reasons::UNKNOWN_REFERENCE,
+            format!("Service {ns}/{} does not exist", svc.name),
+        )),
+        Some(s) if !s.ports.iter().any(|p| p.port == svc.port) => Err((
+            ".serviceRef.port",
+            reasons::UNKNOWN_REFERENCE,
+            format!(
+                "Service {ns}/{} has no port {} (ports: {})",
+                svc.name,
+                svc.port,
+                s.ports
+                    .iter()
+                    .map(|p| p.port.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        Some(_) => Ok(format!("http://{}.{ns}.svc:{}{path}", svc.name, svc.port)),
+    }
 }
 
 /// Checks an HTTP integration uri and returns the stage variables it uses.

@@ -54,7 +54,7 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     not_supported::objects(&inputs, &mut diags);
     // 3. APIs before stages: a stage needs to know whether its API compiled and which stage
     //    variables the API's integrations use.
-    let apis = apis::compile_apis(&inputs.apis, &mut diags);
+    let apis = apis::compile_apis(&inputs.apis, &snapshot.services, &mut diags);
     // 4. Stages, with host + base path conflicts resolved last among the surviving stages.
     let stages = stages::compile_stages(&inputs, &apis, &mut diags);
 
