@@ -145,14 +145,9 @@ impl Cursor {
 
     /// True when the input continues with `s`.
     pub fn starts_with(&self, s: &str) -> bool {
-        let mut i = self.idx;
-        for c in s.chars() {
-            if self.chars.get(i) != Some(&c) {
-                return false;
-            }
-            i += 1;
-        }
-        true
+        s.chars()
+            .enumerate()
+            .all(|(k, c)| self.chars.get(self.idx + k) == Some(&c))
     }
 
     /// True at the end of input.

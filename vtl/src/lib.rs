@@ -117,8 +117,10 @@ pub struct Limits {
     /// Evaluation steps per render (nodes, expressions, iterations, method
     /// calls), which bounds the time a render may take.
     pub steps: u64,
-    /// Nesting depth of blocks and expressions at parse time, and of
-    /// `#define`/macro expansion at render time.
+    /// Nesting budget. At parse time a block costs 2 units, a parenthesis,
+    /// unary operator or binary operator in a chain 1. At render time twice
+    /// this budget bounds blocks, expressions and `#define`/macro expansion
+    /// together. It keeps recursion within a 2 MiB thread stack.
     pub depth: u32,
 }
 
@@ -129,7 +131,7 @@ impl Default for Limits {
             foreach_iterations: 1000,
             output_bytes: 10 * 1024 * 1024,
             steps: 5_000_000,
-            depth: 64,
+            depth: 100,
         }
     }
 }
@@ -189,6 +191,54 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<Template>();
         check::<VtlError>();
+    }
+
+    #[test]
+    fn deepest_accepted_template_renders_without_overflowing_the_stack() {
+        // Run on a thread with the 2 MiB stack tokio workers have.
+        let h = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                let inner = format!("{}1{}", "(".repeat(40), " + 1)".repeat(40));
+                let chain = format!("1{}", " + 1".repeat(70));
+                let src = format!(
+                    "{}#set($a = {inner})#set($b = {chain})$a $b{}",
+                    "#if(true)".repeat(10),
+                    "#end".repeat(10)
+                );
+                Template::parse(&src)
+                    .and_then(|t| t.render(&RequestData::default()))
+                    .map(|r| r.body)
+            })
+            .expect("spawn");
+        assert_eq!(h.join().expect("no overflow"), Ok("41 71".to_string()));
+    }
+
+    #[test]
+    fn worst_case_render_recursion_fits_a_small_stack() {
+        let h = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                let ifs = 45;
+                let mac = format!(
+                    "#macro(m){}#m(){}#end#m()",
+                    "#if(true)".repeat(ifs),
+                    "#end".repeat(ifs)
+                );
+                let def = format!(
+                    "#define($d){}\"$d\"{}#end$d",
+                    "#if(true)".repeat(ifs),
+                    "#end".repeat(ifs)
+                );
+                let set = format!("#define($d){}#set($x = \"$d\")#end$d", "(".repeat(0));
+                [mac, def, set].map(|src| {
+                    Template::parse(&src)
+                        .and_then(|t| t.render(&RequestData::default()))
+                        .is_err()
+                })
+            })
+            .expect("spawn");
+        assert_eq!(h.join().expect("no overflow"), [true, true, true]);
     }
 
     #[test]

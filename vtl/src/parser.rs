@@ -37,15 +37,15 @@ pub fn parse(src: &str, max_depth: u32) -> Result<Parsed, VtlError> {
     };
     let (body, end) = p.block()?;
     match end {
-        End::Eof => Ok(Parsed {
+        Terminator::Eof => Ok(Parsed {
             body,
             macros: p.macros,
         }),
-        End::End(pos) => Err(VtlError::Syntax {
+        Terminator::End(pos) => Err(VtlError::Syntax {
             pos,
             message: "#end without a matching directive".into(),
         }),
-        End::Else(pos) | End::ElseIf(pos, _) => Err(VtlError::Syntax {
+        Terminator::Else(pos) | Terminator::ElseIf(pos, _) => Err(VtlError::Syntax {
             pos,
             message: "#else or #elseif outside #if".into(),
         }),
@@ -53,7 +53,7 @@ pub fn parse(src: &str, max_depth: u32) -> Result<Parsed, VtlError> {
 }
 
 /// What ended a block.
-enum End {
+enum Terminator {
     Eof,
     End(Pos),
     Else(Pos),
@@ -96,20 +96,26 @@ impl Parser {
     }
 
     /// Parses template text up to the end of input or a block terminator.
-    fn block(&mut self) -> Result<(Block, End), VtlError> {
+    fn block(&mut self) -> Result<(Block, Terminator), VtlError> {
+        // A block costs two units: its parse and render frames are the largest.
         self.enter()?;
+        if let Err(e) = self.enter() {
+            self.leave();
+            return Err(e);
+        }
         let r = self.block_inner();
+        self.leave();
         self.leave();
         r
     }
 
-    fn block_inner(&mut self) -> Result<(Block, End), VtlError> {
+    fn block_inner(&mut self) -> Result<(Block, Terminator), VtlError> {
         let mut out = Block::new();
         let mut text = String::new();
         loop {
             let Some(c) = self.cur.peek() else {
                 flush(&mut text, &mut out);
-                return Ok((out, End::Eof));
+                return Ok((out, Terminator::Eof));
             };
             match c {
                 '\\' => self.escapes(&mut text),
@@ -172,7 +178,7 @@ impl Parser {
 
     /// Handles `#`: comments, unparsed blocks, directives, macro calls, or a
     /// literal `#`. Returns `Some` when a block terminator was read.
-    fn hash(&mut self, text: &mut String, out: &mut Block) -> Result<Option<End>, VtlError> {
+    fn hash(&mut self, text: &mut String, out: &mut Block) -> Result<Option<Terminator>, VtlError> {
         let start = self.cur.pos();
         if self.cur.eat("##") {
             while let Some(c) = self.cur.bump() {
@@ -230,17 +236,17 @@ impl Parser {
                 if !braced {
                     self.cur.eat_line_end();
                 }
-                Ok(Some(End::End(start)))
+                Ok(Some(Terminator::End(start)))
             }
             "else" => {
                 if !braced {
                     self.cur.eat_line_end();
                 }
-                Ok(Some(End::Else(start)))
+                Ok(Some(Terminator::Else(start)))
             }
             "elseif" => {
                 let cond = self.paren_expr()?;
-                Ok(Some(End::ElseIf(start, cond)))
+                Ok(Some(Terminator::ElseIf(start, cond)))
             }
             "set" => {
                 let indent = self.cur.indent_before_mark(m);
@@ -281,13 +287,13 @@ impl Parser {
                     let (body, end) = self.block()?;
                     branches.push((cond, body));
                     match end {
-                        End::ElseIf(_, c) => {
+                        Terminator::ElseIf(_, c) => {
                             self.cur.eat_line_end();
                             cond = c;
                         }
-                        End::Else(_) => {
+                        Terminator::Else(_) => {
                             let (body, end) = self.block()?;
-                            if !matches!(end, End::End(_)) {
+                            if !matches!(end, Terminator::End(_)) {
                                 return Err(VtlError::Syntax {
                                     pos: start,
                                     message: "#if without a matching #end".into(),
@@ -300,7 +306,7 @@ impl Parser {
                             });
                             return Ok(None);
                         }
-                        End::End(_) => {
+                        Terminator::End(_) => {
                             flush(text, out);
                             out.push(Node::If {
                                 branches,
@@ -308,7 +314,7 @@ impl Parser {
                             });
                             return Ok(None);
                         }
-                        End::Eof => {
+                        Terminator::Eof => {
                             return Err(VtlError::Syntax {
                                 pos: start,
                                 message: "#if without a matching #end".into(),
@@ -440,7 +446,7 @@ impl Parser {
     fn block_until_end(&mut self, start: Pos, what: &str) -> Result<Block, VtlError> {
         let (body, end) = self.block()?;
         match end {
-            End::End(_) => Ok(body),
+            Terminator::End(_) => Ok(body),
             _ => Err(VtlError::Syntax {
                 pos: start,
                 message: format!("{what} without a matching #end"),
@@ -605,6 +611,15 @@ impl Parser {
             return self.unary();
         }
         let mut left = self.binary(level + 1)?;
+        // Each operator deepens the (left-nested) tree the renderer walks
+        // recursively, so a long chain counts against the nesting limit.
+        let mut chain = 0;
+        let r = self.chain(level, &mut left, &mut chain);
+        self.depth = self.depth.saturating_sub(chain);
+        r.map(|()| left)
+    }
+
+    fn chain(&mut self, level: usize, left: &mut Expr, chain: &mut u32) -> Result<(), VtlError> {
         loop {
             let pos = self.cur.pos();
             let tok = self.peek_token()?;
@@ -630,11 +645,14 @@ impl Parser {
                 (5, Token::Op("*")) => BinOp::Mul,
                 (5, Token::Op("/")) => BinOp::Div,
                 (5, Token::Op("%")) => BinOp::Rem,
-                _ => return Ok(left),
+                _ => return Ok(()),
             };
             self.cur.token()?;
+            self.enter()?;
+            *chain += 1;
             let right = self.binary(level + 1)?;
-            left = Expr::Binary(op, Box::new(left), Box::new(right), pos);
+            let l = std::mem::replace(left, Expr::Bool(false));
+            *left = Expr::Binary(op, Box::new(l), Box::new(right), pos);
         }
     }
 
@@ -715,11 +733,13 @@ impl Parser {
         self.cur = outer;
         self.leave();
         match r? {
-            (body, End::Eof) => Ok(Expr::Interp(body)),
-            (_, End::End(p) | End::Else(p) | End::ElseIf(p, _)) => Err(VtlError::Syntax {
-                pos: p,
-                message: "unbalanced directive inside a string literal".into(),
-            }),
+            (body, Terminator::Eof) => Ok(Expr::Interp(body)),
+            (_, Terminator::End(p) | Terminator::Else(p) | Terminator::ElseIf(p, _)) => {
+                Err(VtlError::Syntax {
+                    pos: p,
+                    message: "unbalanced directive inside a string literal".into(),
+                })
+            }
         }
     }
 
@@ -857,10 +877,16 @@ mod tests {
     fn deep_nesting_is_refused_not_overflowed() {
         let src = "#if(true)".repeat(500);
         assert!(parse(&src, 64).is_err());
+        let src = format!("{}x{}", "#if(true)".repeat(20), "#end".repeat(20));
+        assert!(parse(&src, 64).is_ok());
         let src = format!("#set($a = {}1{})", "(".repeat(1000), ")".repeat(1000));
         assert!(parse(&src, 64).is_err());
         let src = format!("#set($a = {}1)", "!".repeat(1000));
         assert!(parse(&src, 64).is_err());
+        let src = format!("#set($a = 1{})", " + 1".repeat(1000));
+        assert!(parse(&src, 64).is_err());
+        let src = format!("#set($a = 1{})", " + 1".repeat(50));
+        assert!(parse(&src, 64).is_ok());
     }
 
     #[test]

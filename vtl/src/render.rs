@@ -159,6 +159,13 @@ impl<'t> Renderer<'t> {
     }
 
     fn block(&mut self, block: &Block, out: &mut String) -> Result<Flow, VtlError> {
+        self.enter(Pos::default())?;
+        let r = self.block_inner(block, out);
+        self.depth -= 1;
+        r
+    }
+
+    fn block_inner(&mut self, block: &Block, out: &mut String) -> Result<Flow, VtlError> {
         for node in block {
             let flow = self.node(node, out)?;
             if flow != Flow::Normal {
@@ -230,11 +237,13 @@ impl<'t> Renderer<'t> {
             .map_err(|e| write_error(e, pos))
     }
 
+    /// One level of render recursion (block, expression, expansion); the
+    /// budget is twice the parse-time nesting limit.
     fn enter(&mut self, pos: Pos) -> Result<(), VtlError> {
-        if self.depth >= self.options.limits.depth {
+        if self.depth >= self.options.limits.depth.saturating_mul(2) {
             return Err(VtlError::LimitExceeded {
                 pos,
-                what: "#define/macro nesting",
+                what: "nesting (#define/macro expansion, blocks, expressions)",
             });
         }
         self.depth += 1;
@@ -486,6 +495,13 @@ impl<'t> Renderer<'t> {
 
     /// Evaluates an expression.
     pub fn eval(&mut self, e: &Expr, pos: Pos) -> Result<Value, VtlError> {
+        self.enter(pos)?;
+        let r = self.eval_inner(e, pos);
+        self.depth -= 1;
+        r
+    }
+
+    fn eval_inner(&mut self, e: &Expr, pos: Pos) -> Result<Value, VtlError> {
         self.step(1, pos)?;
         Ok(match e {
             Expr::Str(s) => Value::Str(Arc::clone(s)),
