@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# End-to-end test of `portico-proxy --kube-configmap` with a real kubectl against an
-# API-compatible test server (PyPI kmock + tests/kube/kube_server.py; no kube-apiserver can be
-# installed on these machines). Keeps a venv with pinned versions in a cache dir (reused when
-# present), builds the proxy (debug), and runs tests/kube with pytest.
-# Extra arguments go to pytest, e.g. `scripts/test-kube.sh -k ready -x`.
+# End-to-end tests with a real kubectl, the portico-proxy binary (--kube-configmap) and the
+# portico-operator binary (`run`) against an API-compatible test server (PyPI kmock +
+# tests/kube/kube_server.py; no kube-apiserver can be installed on these machines), and, when
+# PORTICO_E2E_KUBECONFIG names a real cluster's kubeconfig (kind, k3d), the operator scenarios
+# against that cluster too (skipped otherwise). Keeps a venv with pinned versions in a cache
+# dir (reused when present), builds both binaries (debug), and runs tests/kube with pytest.
+# Extra arguments go to pytest, e.g. `scripts/test-kube.sh -k operator -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; 
   echo "$WANT" > "$STAMP"
 fi
 
-cargo build -q -p portico-proxy --bin portico-proxy
+cargo build -q -p portico-proxy --bin portico-proxy -p portico-operator --bin portico-operator
 # -p no:kmock: kmock's pytest plugin needs pytest-asyncio; these tests run it as a process.
-exec "$VENV/bin/python" -m pytest -p no:kmock -p no:cacheprovider -q tests/kube "$@"
+# -rs: print why a test was skipped (the real-cluster variant says how to run it).
+exec "$VENV/bin/python" -m pytest -p no:kmock -p no:cacheprovider -q -rs tests/kube "$@"

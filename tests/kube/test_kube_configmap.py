@@ -9,52 +9,13 @@ import base64
 import copy
 import gzip
 import json
-import os
-import pathlib
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-PROXY = pathlib.Path(os.environ.get("PORTICO_PROXY_BIN", ROOT / "target/debug/portico-proxy"))
+from kube_helpers import HERE, http_get, metric, run_kubectl, start_kube_server, start_proxy, wait_for, write_kubeconfig
+
 FIXTURE = json.loads((HERE / "fixtures/gateway-config.json").read_text())
 NS, NAME = "demo", "portico-gateway-config"
-
-
-def wait_for(what, timeout, fn, interval=0.05):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - retried until the deadline
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def http_get(url, timeout=2):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def metric(admin, name):
-    _, text = http_get(f"http://{admin}/metrics")
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
 
 
 def config_with_body(body):
@@ -63,65 +24,16 @@ def config_with_body(body):
     return doc
 
 
-class Procs:
-    """Processes started by a test, killed by PID at teardown."""
-
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.procs = []
-
-    def start(self, name, args, **kw):
-        log = open(self.tmp / f"{name}.log", "wb")
-        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **kw)
-        self.procs.append((name, p))
-        return p
-
-    def stop(self, p, timeout=10):
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
-
-    def stop_all(self):
-        for _, p in reversed(self.procs):
-            self.stop(p)
-
-    def log(self, name):
-        path = self.tmp / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-
-@pytest.fixture()
-def procs(tmp_path):
-    p = Procs(tmp_path)
-    yield p
-    p.stop_all()
-
-
 @pytest.fixture()
 def api(procs, tmp_path):
     """The test API server and a kubeconfig pointing at it."""
-    port_file = tmp_path / "port"
-    server = procs.start("kube-server", [sys.executable, str(HERE / "kube_server.py"), str(port_file)])
-    port = wait_for("kube_server port", 20, lambda: port_file.exists() and port_file.read_text().strip())
-    kubeconfig = tmp_path / "kubeconfig.yaml"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
-        f"clusters:\n- name: test\n  cluster:\n    server: http://127.0.0.1:{port}\n"
-        "users:\n- name: test\n  user:\n    token: test-token\n"
-        f"contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    namespace: {NS}\n"
-    )
+    server, url = start_kube_server(procs, tmp_path)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig.yaml", url, NS)
     return {"server": server, "kubeconfig": kubeconfig, "tmp": tmp_path}
 
 
 def kubectl(api, *args, stdin=None):
-    env = dict(os.environ, KUBECONFIG=str(api["kubeconfig"]))
-    r = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, env=env, timeout=60)
-    assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}"
-    return r.stdout
+    return run_kubectl(api["kubeconfig"], *args, stdin=stdin)
 
 
 def apply_configmap(api, *, json_text=None, gzip_text=None):
@@ -131,14 +43,6 @@ def apply_configmap(api, *, json_text=None, gzip_text=None):
     if gzip_text is not None:
         cm["binaryData"] = {"gateway-config.json.gz": base64.b64encode(gzip.compress(gzip_text.encode())).decode()}
     kubectl(api, "apply", "--validate=false", "-f", "-", stdin=json.dumps(cm))
-
-
-def start_proxy(procs, tmp, args, name="proxy"):
-    ready = tmp / f"{name}-ready.json"
-    p = procs.start(name, [str(PROXY), *args, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-                           "--ready-file", str(ready), "--log-format", "text", "--workers", "1"])
-    addrs = wait_for(f"{name} ready file", 20, lambda: p.poll() is None and ready.exists() and json.loads(ready.read_text()))
-    return p, addrs["listen"], addrs["admin"]
 
 
 def test_fixture_is_a_valid_gateway_config(procs, tmp_path):

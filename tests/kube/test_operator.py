@@ -1,0 +1,288 @@
+"""End to end: kubectl + the real portico-operator (`run`: watches, debounce, leader election
+with a Lease, ConfigMap publishing, status writes, Events) + the real portico-proxy following
+the ConfigMap (--kube-configmap) + the mobile-backend example and its sample backend.
+
+Two targets, the same scenarios:
+- `kmock`: the API-compatible test server (kube_server.py), always run;
+- `cluster`: a real cluster from PORTICO_E2E_KUBECONFIG (kind, k3d, ...); skipped without it.
+  The CRDs are applied (and left installed), every object lives in a namespace
+  `portico-e2e-<random>` that is created and deleted; operator and proxy run locally.
+
+Every wait is bounded; every process started here is killed by PID on teardown.
+Run through scripts/test-kube.sh (builds the binaries, keeps the venv).
+"""
+
+import copy
+import json
+import os
+import sys
+import time
+import uuid
+
+import pytest
+
+from kube_helpers import (
+    OPERATOR,
+    ROOT,
+    free_port,
+    http,
+    http_get,
+    metric,
+    run_kubectl,
+    start_kube_server,
+    start_proxy,
+    wait_for,
+    write_kubeconfig,
+)
+
+EXAMPLE = ROOT / "examples/mobile-backend"
+CRDS = ROOT / "charts/portico/crds"
+CM_NAME = "portico-gateway-config"
+KINDS = ["restapis", "stages", "usageplans", "apikeys", "authorizers"]
+SKIP_CLUSTER = (
+    "real-cluster variant: set PORTICO_E2E_KUBECONFIG to a kind/k3d cluster's kubeconfig to run it "
+    "(it applies charts/portico/crds/, creates and deletes a namespace portico-e2e-<random>, and runs "
+    "the operator and proxy locally), e.g. PORTICO_E2E_KUBECONFIG=$HOME/.kube/config scripts/test-kube.sh -k cluster"
+)
+
+
+class Cluster:
+    """An API server (kmock or real), a kubeconfig for it and the test's namespace."""
+
+    def __init__(self, kind, kubeconfig, namespace, tmp):
+        self.kind = kind
+        self.kubeconfig = kubeconfig
+        self.ns = namespace
+        self.tmp = tmp
+
+    def kubectl(self, *args, stdin=None, check=True, timeout=60):
+        return run_kubectl(self.kubeconfig, *args, stdin=stdin, check=check, timeout=timeout)
+
+    def apply(self, manifest_text):
+        # kmock serves no /openapi, so kubectl cannot validate against it.
+        validate = ["--validate=false"] if self.kind == "kmock" else []
+        return self.kubectl("apply", *validate, "-f", "-", stdin=manifest_text)
+
+    def get(self, kind, name, namespace=None):
+        return json.loads(self.kubectl("get", kind, name, "-n", namespace or self.ns, "-o", "json"))
+
+    def events(self):
+        return json.loads(self.kubectl("get", "events.events.k8s.io", "-n", self.ns, "-o", "json"))["items"]
+
+
+@pytest.fixture(params=["kmock", "cluster"])
+def cluster(request, procs, tmp_path):
+    if request.param == "cluster":
+        kubeconfig = os.environ.get("PORTICO_E2E_KUBECONFIG")
+        if not kubeconfig:
+            pytest.skip(SKIP_CLUSTER)
+    else:
+        _, url = start_kube_server(procs, tmp_path)
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig.yaml", url, "default")
+    c = Cluster(request.param, kubeconfig, f"portico-e2e-{uuid.uuid4().hex[:8]}", tmp_path)
+    if c.kind == "cluster":  # kmock serves no namespaces; any name works there
+        c.kubectl("create", "namespace", c.ns)
+    try:
+        c.kubectl("apply", *(["--validate=false"] if c.kind == "kmock" else []), "-f", str(CRDS))
+        if c.kind == "cluster":
+            c.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                      *[f"crd/{k}.portico.dev" for k in KINDS], timeout=90)
+        yield c
+    finally:
+        # Stop the processes first so nothing recreates objects in the namespace.
+        procs.stop_all()
+        if c.kind == "cluster":
+            c.kubectl("delete", "namespace", c.ns, "--wait=false", check=False, timeout=30)
+
+
+def example_manifests(ns, backends):
+    """The mobile-backend example, moved to `ns`, its stages pointing at `backends`."""
+    text = (EXAMPLE / "restapi.yaml").read_text() + "\n---\n" + (EXAMPLE / "stages.yaml").read_text()
+    text = text.replace("namespace: default", f"namespace: {ns}")
+    text = text.replace('"127.0.0.1:9000"', f'"{backends["dev"]}"').replace('"127.0.0.1:9001"', f'"{backends["prod"]}"')
+    assert text.count(f"namespace: {ns}") == 3, "the example changed: update example_manifests"
+    assert backends["dev"] in text and backends["prod"] in text, "the example changed: update example_manifests"
+    return text
+
+
+def start_backends(procs):
+    """The example's sample backend, once per stage, on free ports."""
+    addrs = {}
+    for env in ("dev", "prod"):
+        port = free_port()
+        procs.start(f"backend-{env}", [sys.executable, str(EXAMPLE / "backend.py"), str(port), env])
+        addrs[env] = f"127.0.0.1:{port}"
+    for env, addr in addrs.items():
+        wait_for(f"backend {env}", 10, lambda a=addr: http_get(f"http://{a}/content")[0] == 200)
+    return addrs
+
+
+def start_operator(procs, c, identity, name="operator", extra=()):
+    """portico-operator run against `c`, leader election on; returns (process, admin address)."""
+    admin = f"127.0.0.1:{free_port()}"
+    env = dict(os.environ, KUBECONFIG=str(c.kubeconfig), RUST_LOG="info,portico_operator=debug")
+    env.pop("POD_NAMESPACE", None)
+    env.pop("PORTICO_NAMESPACES", None)
+    p = procs.start(name, [
+        str(OPERATOR), "run",
+        "--namespaces", c.ns,
+        "--config-map-namespace", c.ns,
+        "--identity", identity,
+        "--debounce-ms", "100",
+        "--metrics-listen", admin,
+        "--log-format", "text",
+        *extra,
+    ], env=env)
+    wait_for(f"{name} /readyz", 20, lambda: p.poll() is None and http_get(f"http://{admin}/readyz")[0] == 200)
+    return p, admin
+
+
+def rest_api_manifest(c, mutate):
+    """The live RestApi as an applyable manifest, its spec changed by `mutate(spec)`."""
+    live = c.get("restapi", "mobile-backend")
+    spec = copy.deepcopy(live["spec"])
+    mutate(spec)
+    return json.dumps({
+        "apiVersion": live["apiVersion"], "kind": live["kind"],
+        "metadata": {"name": "mobile-backend", "namespace": c.ns}, "spec": spec,
+    })
+
+
+def condition(obj, type_):
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return cond
+    return None
+
+
+def config_version(c):
+    cm = c.get("configmap", CM_NAME)
+    return (cm["metadata"].get("annotations") or {}).get("portico.dev/config-version")
+
+
+def lease_holder(c):
+    return (c.get("lease", "portico-operator")["spec"] or {}).get("holderIdentity")
+
+
+def set_login_body(body):
+    def mutate(spec):
+        login = next(r for r in spec["resources"] if r["path"] == "/auth/login")
+        login["methods"]["POST"]["integration"]["mockResponse"]["body"] = body
+    return mutate
+
+
+def test_operator_publishes_the_example_and_the_proxy_serves_it(procs, cluster):
+    c = cluster
+    backends = start_backends(procs)
+    operator, op_admin = start_operator(procs, c, "op-a")
+    proxy, listen, admin = start_proxy(procs, c.tmp, ["--kube-configmap", f"{c.ns}/{CM_NAME}", "--kubeconfig", str(c.kubeconfig)])
+
+    # Leader election is on: the operator holds the Lease (in the ConfigMap's namespace).
+    wait_for("the operator leads", 10, lambda: metric(op_admin, "portico_operator_leader") == 1)
+    assert lease_holder(c) == "op-a"
+
+    # Objects applied after the operator started arrive through its watches.
+    c.apply(example_manifests(c.ns, backends))
+    login = f"http://{listen}/dev/auth/login"
+    status, body = wait_for("POST /dev/auth/login served", 20, lambda: (r := http("POST", login, "{}"))[0] == 200 and r)
+    assert json.loads(body)["user"]["username"] == "ana", body
+    status, body = http_get(f"http://{listen}/dev/content/1")
+    assert (status, json.loads(body)["env"], json.loads(body)["item"]["id"]) == (200, "dev", "1"), body
+    status, body = http_get(f"http://{listen}/prod/content/1")
+    assert (status, json.loads(body)["env"]) == (200, "prod"), body
+    assert http_get(f"http://{admin}/readyz")[0] == 200
+
+    # Statuses: the RestApi is Accepted and Ready; the Stages carry the published version.
+    def accepted_and_ready():
+        api = c.get("restapi", "mobile-backend")
+        a, r = condition(api, "Accepted"), condition(api, "Ready")
+        return a and r and a["status"] == "True" and r["status"] == "True" and api
+    api = wait_for("RestApi Accepted=True, Ready=True", 10, accepted_and_ready)
+    assert condition(api, "Accepted")["reason"] == "Accepted"
+    assert api["status"]["observedGeneration"] == api["metadata"]["generation"]
+    version = config_version(c)
+    assert version and len(version) == 64, version
+    for stage in ("mobile-dev", "mobile-prod"):
+        s = wait_for(f"{stage} configVersion", 10, lambda st=stage: (s := c.get("stage", st))["status"].get("configVersion") == version and s)
+        assert condition(s, "Ready")["reason"] == "Published", s["status"]
+    assert wait_for("/dev/ invoke URL", 5, lambda: c.get("stage", "mobile-dev")["status"].get("invokeUrls")) == ["http://*/dev/"]
+    # Normal Events for the conditions that appeared.
+    evs = wait_for("Accepted Event", 10, lambda: [e for e in c.events()
+                                                   if e["regarding"]["name"] == "mobile-backend" and e["reason"] == "Accepted"])
+    assert evs[0]["type"] == "Normal" and evs[0]["reportingController"] == "portico-operator", evs[0]
+
+    # Settled: a quiet second neither publishes nor writes statuses (no write -> watch -> write loop).
+    def counters():
+        return (metric(op_admin, "portico_operator_publish_total"), metric(op_admin, "portico_operator_status_patches_total"))
+
+    def quiet_second():
+        before = counters()
+        time.sleep(1.0)
+        return before == counters()
+    wait_for("the operator to settle", 10, quiet_second)
+
+    # A change to a MOCK body is published and served.
+    c.apply(rest_api_manifest(c, set_login_body('{"token":"t2"}')))
+    wait_for("the new login body", 15, lambda: http("POST", login, "{}") == (200, '{"token":"t2"}'))
+    wait_for("a new configVersion on the Stage", 10, lambda: (v := config_version(c)) != version
+             and c.get("stage", "mobile-dev")["status"].get("configVersion") == v)
+
+    # A broken RestApi change: a resource with an invalid path is refused, naming the field.
+    def add_bad(spec):
+        spec["resources"].append({"path": "/content/{id", "methods": {"GET": {"integration": {
+            "type": "MOCK", "mockResponse": {"statusCode": 200, "body": "bad"}}}}})
+    c.apply(rest_api_manifest(c, add_bad))
+    bad_index = len(c.get("restapi", "mobile-backend")["spec"]["resources"]) - 1
+    field = f"spec.resources[{bad_index}].path"
+    accepted = wait_for("Accepted=False", 15, lambda: (a := condition(c.get("restapi", "mobile-backend"), "Accepted"))
+                        and a["status"] == "False" and a)
+    assert accepted["reason"] == "InvalidPath", accepted
+    assert field in accepted["message"], accepted
+    api = c.get("restapi", "mobile-backend")
+    assert condition(api, "Ready")["status"] == "False" and condition(api, "Ready")["reason"] == "NotAccepted"
+    assert api["status"]["observedGeneration"] == api["metadata"]["generation"]
+    ev = wait_for("InvalidPath Warning Event", 10, lambda: [e for e in c.events()
+                                                            if e["regarding"]["name"] == "mobile-backend" and e["reason"] == "InvalidPath"])[0]
+    assert ev["type"] == "Warning" and field in ev["note"], ev
+    assert ev["regarding"]["kind"] == "RestApi", ev
+    # The other routes keep serving.
+    assert http("POST", login, "{}") == (200, '{"token":"t2"}')
+    assert http_get(f"http://{listen}/dev/content/1")[0] == 200
+    assert http_get(f"http://{listen}/prod/comments")[0] == 200
+
+    # Fixed again: Accepted=True comes back.
+    c.apply(rest_api_manifest(c, lambda spec: spec["resources"].pop()))
+    wait_for("Accepted=True again", 15, lambda: condition(c.get("restapi", "mobile-backend"), "Accepted")["status"] == "True")
+
+    # SIGTERM: the operator exits cleanly and gives the Lease up; the proxy keeps serving.
+    assert procs.stop(operator) == 0, procs.log("operator")
+    assert not lease_holder(c), c.get("lease", "portico-operator")
+    assert http("POST", login, "{}") == (200, '{"token":"t2"}')
+    assert proxy.poll() is None, procs.log("proxy")
+
+
+def test_a_second_replica_follows_and_takes_over_when_the_leader_stops(procs, cluster):
+    c = cluster
+    backends = {"dev": "127.0.0.1:9", "prod": "127.0.0.1:9"}  # never called here
+    # Objects that exist before the operator starts arrive through its initial list.
+    c.apply(example_manifests(c.ns, backends))
+    a, a_admin = start_operator(procs, c, "op-a", name="operator-a")
+    wait_for("op-a leads", 10, lambda: metric(a_admin, "portico_operator_leader") == 1)
+    first = wait_for("a ConfigMap", 10, lambda: config_version(c))
+    b, b_admin = start_operator(procs, c, "op-b", name="operator-b")
+    # Two retry periods (2 s each): op-b sees a live Lease held by op-a and stays a follower.
+    time.sleep(4.5)
+    assert metric(b_admin, "portico_operator_leader") == 0
+    assert lease_holder(c) == "op-a"
+    assert metric(b_admin, "portico_operator_publish_total") == 0
+
+    # The leader stops and releases the Lease: op-b takes over within a few retry periods and
+    # publishes the next change.
+    assert procs.stop(a) == 0, procs.log("operator-a")
+    wait_for("op-b leads", 10, lambda: metric(b_admin, "portico_operator_leader") == 1)
+    assert lease_holder(c) == "op-b"
+    assert c.get("lease", "portico-operator")["spec"]["leaseTransitions"] >= 1
+    c.apply(rest_api_manifest(c, set_login_body('{"by":"op-b"}')))
+    wait_for("op-b publishes", 15, lambda: config_version(c) != first
+             and "op-b" in c.get("configmap", CM_NAME)["data"]["gateway-config.json"])
+    assert b.poll() is None, procs.log("operator-b")
