@@ -43,7 +43,7 @@ use tokio::sync::{mpsc, watch};
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(500);
 /// A reconcile waits at most this long for changes to settle.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(5);
-/// Periodic full reconcile, in case an event was missed.
+/// Periodic full reconcile, in case an event was missed (default of `--resync-seconds`).
 const RESYNC: Duration = Duration::from_secs(300);
 
 /// Flags of `portico-operator run`.
@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// Debounce before a reconcile, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub debounce_ms: u64,
+    /// Seconds between periodic passes; such a pass re-reads the live ConfigMap and publishes
+    /// again if it was deleted or changed by someone else.
+    #[arg(long, default_value_t = RESYNC.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub resync_seconds: u64,
     /// Admin server address (/metrics, /healthz, /readyz).
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_listen: SocketAddr,
@@ -329,6 +333,48 @@ async fn debounced(changed_rx: &mut mpsc::UnboundedReceiver<()>, debounce: Durat
     }
 }
 
+/// When the run loop wakes up without an event: the periodic resync (on a fixed schedule, so
+/// a steady stream of events cannot postpone it forever) and the retry after a failed pass.
+#[derive(Debug)]
+struct Timers {
+    resync: Duration,
+    next_resync: tokio::time::Instant,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Timers {
+    fn new(now: tokio::time::Instant, resync: Duration) -> Self {
+        Self {
+            resync,
+            next_resync: now + resync,
+            retry_at: None,
+        }
+    }
+
+    /// The next wake-up.
+    fn wake_at(&self) -> tokio::time::Instant {
+        self.retry_at
+            .map_or(self.next_resync, |r| r.min(self.next_resync))
+    }
+
+    /// The timer fired at `now`; true when it is the resync (which is then rescheduled).
+    /// A pending retry is consumed either way: the pass that follows is the retry.
+    fn fired(&mut self, now: tokio::time::Instant) -> bool {
+        self.retry_at = None;
+        if now >= self.next_resync {
+            self.next_resync = now + self.resync;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A pass ended at `now`; `retry` is the error policy's delay when it failed.
+    fn after_pass(&mut self, now: tokio::time::Instant, retry: Option<Duration>) {
+        self.retry_at = retry.map(|d| now + d);
+    }
+}
+
 /// Runs the operator until SIGINT/SIGTERM.
 pub async fn run(args: RunArgs) -> Result<()> {
     let _log = telemetry::init(args.log_format);
@@ -394,7 +440,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 
     let debounce = Duration::from_millis(args.debounce_ms);
-    let mut requeue = RESYNC;
+    let mut timers = Timers::new(
+        tokio::time::Instant::now(),
+        Duration::from_secs(args.resync_seconds),
+    );
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         tokio::select! {
@@ -408,16 +457,24 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     ctx.publisher.forget().await;
                 }
             }
-            _ = tokio::time::sleep(requeue) => {}
+            _ = tokio::time::sleep_until(timers.wake_at()) => {
+                if timers.fired(tokio::time::Instant::now()) {
+                    // The publisher only remembers what it wrote: re-read the live ConfigMap so
+                    // a deleted or overwritten one is published again (no event reports it:
+                    // the operator does not watch its ConfigMap).
+                    ctx.publisher.forget().await;
+                }
+            }
             _ = &mut shutdown => break,
         }
         if !*leader_rx.borrow() || !ctx.state.is_ready() {
             continue;
         }
-        requeue = match reconcile(&ctx, stores.snapshot(), &now_rfc3339()).await {
-            Ok(()) => RESYNC,
-            Err(e) => error_policy(&e, &ctx),
+        let retry = match reconcile(&ctx, stores.snapshot(), &now_rfc3339()).await {
+            Ok(()) => None,
+            Err(e) => Some(error_policy(&e, &ctx)),
         };
+        timers.after_pass(tokio::time::Instant::now(), retry);
     }
     tracing::info!("shutting down");
     watches.abort();
@@ -646,6 +703,29 @@ mod tests {
             1
         );
         server.finish().await;
+    }
+
+    #[test]
+    fn the_resync_keeps_its_schedule_whatever_passes_run_and_a_retry_comes_first() {
+        let t0 = tokio::time::Instant::now();
+        let s = Duration::from_secs;
+        let mut t = Timers::new(t0, s(300));
+        assert_eq!(t.wake_at(), t0 + s(300));
+        // Event-driven passes do not move the resync.
+        t.after_pass(t0 + s(10), None);
+        t.after_pass(t0 + s(299), None);
+        assert_eq!(t.wake_at(), t0 + s(300));
+        // A failed pass retries sooner; the retry firing is not a resync.
+        t.after_pass(t0 + s(20), Some(s(5)));
+        assert_eq!(t.wake_at(), t0 + s(25));
+        assert!(!t.fired(t0 + s(25)));
+        assert_eq!(t.wake_at(), t0 + s(300));
+        // A retry later than the resync waits for the resync only.
+        t.after_pass(t0 + s(200), Some(s(300)));
+        assert_eq!(t.wake_at(), t0 + s(300));
+        // The resync fires and is rescheduled from when it fired.
+        assert!(t.fired(t0 + s(301)));
+        assert_eq!(t.wake_at(), t0 + s(601));
     }
 
     #[tokio::test]

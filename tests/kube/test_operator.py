@@ -129,6 +129,7 @@ def start_operator(procs, c, identity, name="operator", extra=()):
         "--config-map-namespace", c.ns,
         "--identity", identity,
         "--debounce-ms", "100",
+        "--resync-seconds", "3",  # the periodic pass that restores a deleted ConfigMap
         "--metrics-listen", admin,
         "--log-format", "text",
         *extra,
@@ -253,6 +254,13 @@ def test_operator_publishes_the_example_and_the_proxy_serves_it(procs, cluster):
     # Fixed again: Accepted=True comes back.
     c.apply(rest_api_manifest(c, lambda spec: spec["resources"].pop()))
     wait_for("Accepted=True again", 15, lambda: condition(c.get("restapi", "mobile-backend"), "Accepted")["status"] == "True")
+
+    # The ConfigMap is deleted (by hand, by a namespace clean-up, ...): the next resync pass
+    # re-reads it and publishes again; the proxy keeps serving the config it has meanwhile.
+    current = config_version(c)
+    c.kubectl("delete", "configmap", CM_NAME, "-n", c.ns)
+    assert http("POST", login, "{}") == (200, '{"token":"t2"}')
+    wait_for("the ConfigMap published again", 15, lambda: config_version(c) == current)
 
     # SIGTERM: the operator exits cleanly and gives the Lease up; the proxy keeps serving.
     assert procs.stop(operator) == 0, procs.log("operator")
