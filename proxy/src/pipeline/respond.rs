@@ -144,8 +144,13 @@ pub fn finish(
     resp.headers_mut()
         .insert(X_AMZN_REQUEST_ID, ctx.request_id.header_value());
     ctx.status = resp.status().as_u16();
-    ctx.response_length =
-        super::limits::content_length(resp.headers()).or_else(|| resp.body().size_hint().exact());
+    // The body's exact size is known for buffered bodies and for backend bodies with a
+    // Content-Length (hyper checks it), and is cheaper than parsing the header again.
+    ctx.response_length = resp
+        .body()
+        .size_hint()
+        .exact()
+        .or_else(|| super::limits::content_length(resp.headers()));
     ctx.response_latency = ctx.start.elapsed();
     let metrics = match (ctx.stage(), ctx.stage_route()) {
         (_, Some(r)) => &r.metrics,
