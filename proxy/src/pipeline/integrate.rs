@@ -267,7 +267,7 @@ const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port")
 
 /// The hop-by-hop headers (RFC 9110 7.6.1, plus `keep-alive` and `proxy-connection`), in
 /// the order of the bits [`hop_by_hop_bit`] returns.
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     KEEP_ALIVE,
     header::PROXY_AUTHENTICATE,
