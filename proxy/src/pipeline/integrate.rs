@@ -392,11 +392,13 @@ pub async fn call(
     h.insert(X_FORWARDED_PORT, shared.forwarded_port.clone());
 
     let started = Instant::now();
-    let sent = tokio::time::timeout(
-        route.timeout,
-        target.pool.send(Request::from_parts(parts, body)),
-    )
-    .await;
+    let sent = conn
+        .timer
+        .timeout(
+            route.timeout,
+            target.pool.send(Request::from_parts(parts, body)),
+        )
+        .await;
     ctx.integration_latency = Some(started.elapsed());
     let resp = match sent {
         Err(_) => return Err(GatewayError::IntegrationTimeout(route.timeout)),

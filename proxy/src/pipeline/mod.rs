@@ -13,6 +13,7 @@
 //! log writer) in [`Shared`]; per-connection values in [`ConnInfo`].
 
 pub mod ctx;
+pub mod deadline;
 pub mod error;
 pub mod integrate;
 pub mod limits;
@@ -37,12 +38,14 @@ pub struct Shared {
 }
 
 /// Per-connection values, computed once per accepted connection.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The client's address.
     pub remote: SocketAddr,
     /// The client's IP as a header value (`X-Forwarded-For`).
     pub source_ip_header: HeaderValue,
+    /// The integration timeout's timer, reused by the connection's requests.
+    pub timer: deadline::ConnTimer,
 }
 
 impl ConnInfo {
@@ -52,6 +55,7 @@ impl ConnInfo {
             remote,
             source_ip_header: HeaderValue::from_str(&remote.ip().to_string())
                 .expect("an IP address is a valid header value"),
+            timer: deadline::ConnTimer::default(),
         }
     }
 }
