@@ -12,7 +12,9 @@ Every wait is bounded; every process started here is killed by PID on teardown.
 Run through scripts/test-kube.sh (builds the binaries, keeps the venv).
 """
 
+import base64
 import copy
+import hashlib
 import json
 import os
 import sys
@@ -294,3 +296,24 @@ def test_a_second_replica_follows_and_takes_over_when_the_leader_stops(procs, cl
     wait_for("op-b publishes", 15, lambda: config_version(c) != first
              and "op-b" in c.get("configmap", CM_NAME)["data"]["gateway-config.json"])
     assert b.poll() is None, procs.log("operator-b")
+
+
+def test_an_api_key_without_a_value_gets_a_generated_secret(procs, cluster):
+    """Also the single-replica mode: --disable-leader-election leads at once, with no Lease."""
+    c = cluster
+    _, admin = start_operator(procs, c, "solo", extra=["--disable-leader-election"])
+    assert metric(admin, "portico_operator_leader") == 1
+    c.apply(json.dumps({"apiVersion": "portico.dev/v1alpha1", "kind": "ApiKey",
+                        "metadata": {"name": "e2e-key", "namespace": c.ns}, "spec": {"enabled": True}}))
+    key = wait_for("ApiKey status.keyId", 15, lambda: (k := c.get("apikey", "e2e-key")).get("status", {}).get("keyId") and k)
+    assert key["status"]["secretName"] == "e2e-key-value", key["status"]
+    secret = c.get("secret", "e2e-key-value")
+    assert secret["metadata"]["labels"]["portico.dev/secret"] == "true"
+    owner = secret["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == ("ApiKey", "e2e-key", key["metadata"]["uid"], True)
+    value = base64.b64decode(secret["data"]["value"])
+    assert len(value) == 40 and value.isalnum(), value
+    assert key["status"]["keyId"] == hashlib.sha256(value).hexdigest()[:8]
+    assert value.decode() not in json.dumps(key)
+    # No Lease in single-replica mode.
+    assert "portico-operator" not in c.kubectl("get", "leases", "-n", c.ns, "-o", "name")
