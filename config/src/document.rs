@@ -99,6 +99,10 @@ pub struct Route {
     /// (fails closed) while its siblings keep serving. The text is logged, never sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_closed: Option<String>,
+    /// Mappings of a non-proxy (HTTP, MOCK) integration: parameters, templates,
+    /// passthrough, integration and method responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<crate::Transform>,
 }
 
 /// How a method reaches its backend.
@@ -319,6 +323,7 @@ mod tests {
                     }),
                     timeout_ms: DEFAULT_TIMEOUT_MS,
                     fail_closed: None,
+                    transform: None,
                 }],
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,

@@ -19,11 +19,15 @@ pub mod diagnostic;
 pub mod document;
 pub mod gateway_response;
 pub mod path;
+pub mod transform;
 
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use document::*;
 pub use gateway_response::{GatewayResponseOverride, GatewayResponseType};
 pub use path::{PathTemplate, PathTemplateError, Segment};
+pub use transform::{
+    IntegrationResponse, MappingSource, MappingTarget, MethodResponse, Passthrough, Transform,
+};
 
 /// Errors raised while checking or decoding a [`GatewayConfig`].
 #[derive(Debug, thiserror::Error)]

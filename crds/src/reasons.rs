@@ -57,3 +57,17 @@ pub const PUBLISHED: &str = "Published";
 pub const NOT_ACCEPTED: &str = "NotAccepted";
 /// `Ready=False`: the compiled config is too large for its ConfigMap; the previous one serves.
 pub const CONFIG_TOO_LARGE: &str = "ConfigTooLarge";
+/// A mapping template (VTL) does not parse.
+pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
+/// A parameter mapping's key or value is not a supported expression.
+pub const INVALID_MAPPING: &str = "InvalidMapping";
+/// An integration response's `selectionPattern` is not a valid regular expression, or two
+/// responses are the default.
+pub const INVALID_SELECTION_PATTERN: &str = "InvalidSelectionPattern";
+/// An integration response or method response status code is outside 100..599.
+pub const INVALID_STATUS_CODE: &str = "InvalidStatusCode";
+/// An integration response maps to a status no method response declares (requests selecting
+/// it answer 500, as AWS), or maps a header the method response does not declare.
+pub const UNDECLARED_METHOD_RESPONSE: &str = "UndeclaredMethodResponse";
+/// A field that has no effect on this integration type (AWS ignores it there too).
+pub const IGNORED_FIELD: &str = "IgnoredField";

@@ -2,20 +2,52 @@
 //! [options]`.
 //!
 //! The serve options are flattened at the top level so that the plain invocation serves;
-//! subcommands (e.g. `vtl`) can be added to [`Cli`] later without changing that.
+//! subcommands (`vtl`) do not need them.
 
 use crate::source::kube::Target;
-use clap::{ArgGroup, Args, Parser, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Portico data plane.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "portico-proxy", version, about)]
+#[command(
+    name = "portico-proxy",
+    version,
+    about,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Options of the (default) serve mode.
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// A tool instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Render a mapping template offline (as API Gateway's console test does) and print the
+    /// result; errors go to stderr with line and column, exit status 1.
+    Vtl(VtlArgs),
+}
+
+/// Options of `vtl`.
+#[derive(Debug, Clone, Args)]
+pub struct VtlArgs {
+    /// The template (VTL) file.
+    #[arg(long, value_name = "FILE")]
+    pub template: PathBuf,
+    /// The payload (`$input.body`) file; default empty.
+    #[arg(long, value_name = "FILE")]
+    pub body: Option<PathBuf>,
+    /// The request as JSON: `{"params": {"path": {}, "querystring": {}, "header": {}},
+    /// "context": {...}, "stageVariables": {...}}`.
+    #[arg(long, value_name = "JSON")]
+    pub input: Option<String>,
 }
 
 /// Log line format on stderr.
@@ -103,6 +135,30 @@ mod tests {
         .unwrap();
         assert_eq!(cli.serve.workers, Some(1));
         assert_eq!(cli.serve.listen.port(), 0);
+    }
+
+    #[test]
+    fn vtl_is_a_subcommand_without_a_source() {
+        let cli = Cli::try_parse_from([
+            "portico-proxy",
+            "vtl",
+            "--template",
+            "t.vm",
+            "--input",
+            "{}",
+        ])
+        .unwrap();
+        let Some(Command::Vtl(a)) = cli.command else {
+            panic!("expected vtl");
+        };
+        assert_eq!(a.template.to_str(), Some("t.vm"));
+        assert_eq!(a.input.as_deref(), Some("{}"));
+        assert!(a.body.is_none());
+        assert!(Cli::try_parse_from(["portico-proxy", "vtl"]).is_err());
+        assert!(
+            Cli::try_parse_from(["portico-proxy", "--config", "c", "vtl", "--template", "t"])
+                .is_err()
+        );
     }
 
     #[test]

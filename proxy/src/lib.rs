@@ -6,11 +6,12 @@
 //!  cli ─> server::run ─┬─ source (load, watch) ──> ArcSwap<Runtime> (runtime: derived tables)
 //!                      ├─ admin (/metrics /healthz /readyz)            │ load_full per request
 //!                      └─ accept loop ─> pipeline::handle(ctx, req) <──┘
-//!                                          route -> limits -> integrate -> respond
+//!                                          route -> limits -> [transform] -> integrate
+//!                                          -> [transform] -> respond
 //!                                          └─> metrics, access_log (writer thread -> stdout)
 //! ```
 //!
-//! Entry point: [`run`].
+//! Entry points: [`run`] (serve), [`vtl::main`] (`portico-proxy vtl`).
 
 pub mod access_log;
 pub mod admin;
@@ -25,6 +26,7 @@ pub mod source;
 pub mod telemetry;
 pub mod template;
 pub mod tls;
+pub mod vtl;
 
 pub use server::run;
 

@@ -1,4 +1,5 @@
-//! `portico-proxy`: parses arguments and hands them to [`portico_proxy::run`].
+//! `portico-proxy`: parses arguments and hands them to [`portico_proxy::run`] (or
+//! [`portico_proxy::vtl::main`] for `portico-proxy vtl`).
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -9,6 +10,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = portico_proxy::cli::Cli::parse();
+    if let Some(portico_proxy::cli::Command::Vtl(args)) = &cli.command {
+        return portico_proxy::vtl::main(args);
+    }
     match portico_proxy::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

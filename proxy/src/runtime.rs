@@ -5,7 +5,8 @@
 //!  Runtime
 //!   ├─ config: Arc<GatewayConfig>      (indices below match config.apis / config.stages)
 //!   ├─ stage_table                     host + base path -> stage
-//!   ├─ apis[i]: route tree, gateway responses resolved under the API's overrides
+//!   ├─ apis[i]: route tree, gateway responses resolved under the API's overrides,
+//!   │           per route its mappings (VTL templates parsed once, here)
 //!   └─ stages[j]: per route of its API: compiled integration (stage variables substituted),
 //!                 timeout, metric handles; access log template
 //! ```
@@ -14,6 +15,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::integrate::{self, CompiledIntegration};
 use crate::pipeline::respond::GatewayResponses;
 use crate::pipeline::route::{RouteTable, StageTable};
+use crate::pipeline::transform::CompiledTransform;
 use crate::pool::Pools;
 use crate::template::Template;
 use portico_config::{GatewayConfig, GatewayResponseType, Protocol};
@@ -53,6 +55,9 @@ pub struct CompiledApi {
     /// What an unmatched route answers (REST: MISSING_AUTHENTICATION_TOKEN, HTTP:
     /// RESOURCE_NOT_FOUND).
     pub no_route: GatewayResponseType,
+    /// Per route (same order as `api.routes`): its mappings with templates parsed once
+    /// here, or why they cannot be served (the route fails closed).
+    pub transforms: Vec<Option<Result<CompiledTransform, Arc<str>>>>,
 }
 
 /// One stage's derived tables.
@@ -103,6 +108,22 @@ impl Runtime {
                     Protocol::Rest => GatewayResponseType::MissingAuthenticationToken,
                     Protocol::Http | Protocol::WebSocket => GatewayResponseType::ResourceNotFound,
                 },
+                transforms: api
+                    .routes
+                    .iter()
+                    .map(|route| {
+                        route.transform.as_ref().map(|t| {
+                            CompiledTransform::build(t).map_err(|reason| {
+                                tracing::warn!(
+                                    route = %route.id,
+                                    %reason,
+                                    "route fails closed (answers 500 API_CONFIGURATION_ERROR)"
+                                );
+                                Arc::from(reason)
+                            })
+                        })
+                    })
+                    .collect(),
             })
             .collect();
         let stages = config

@@ -89,7 +89,7 @@ impl Var {
     }
 
     /// Writes the raw value; false when the request has none.
-    fn write(self, ctx: &RequestCtx, out: &mut String) -> bool {
+    pub fn write(self, ctx: &RequestCtx, out: &mut String) -> bool {
         let start = out.len();
         match self {
             Var::RequestId => out.push_str(ctx.request_id.as_str()),

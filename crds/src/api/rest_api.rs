@@ -167,7 +167,8 @@ pub struct Method {
     /// (later) Name of the request validator applied to this method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_validator: Option<String>,
-    /// (later) Method responses.
+    /// Method responses: the statuses (and `method.response.header.*` names) the integration
+    /// responses of an HTTP or MOCK integration may answer with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub method_responses: Vec<MethodResponse>,
     /// How the method reaches its backend.
@@ -175,7 +176,7 @@ pub struct Method {
     pub integration: Option<Integration>,
 }
 
-/// (later) A method response declaration.
+/// A method response declaration.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MethodResponse {
@@ -210,7 +211,7 @@ pub enum IntegrationType {
     Aws,
 }
 
-/// (later) What to do with a request whose content type has no template:
+/// What to do with a request whose content type has no template:
 /// `WHEN_NO_MATCH` (default), `WHEN_NO_TEMPLATES` or `NEVER`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum PassthroughBehavior {
@@ -260,22 +261,27 @@ pub struct Integration {
     /// Integration timeout in milliseconds, 1..300000 (default 29000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_in_millis: Option<i64>,
-    /// The fixed response of a `MOCK` integration.
+    /// The fixed response of a `MOCK` integration (optional when `requestTemplates` pick the
+    /// status and `integrationResponses` build the answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock_response: Option<MockResponse>,
-    /// (later) Integration request parameters, e.g. `integration.request.header.x: method.request.path.id`.
+    /// Integration request parameters (HTTP, MOCK), e.g.
+    /// `integration.request.header.x: method.request.path.id`; sources are
+    /// `method.request.{path,querystring,header}.<name>`, `context.<name>`,
+    /// `stageVariables.<name>` and `'literal'`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_parameters: BTreeMap<String, String>,
-    /// (later) Request mapping templates (VTL) by content type.
+    /// Request mapping templates (VTL) by content type (HTTP, MOCK; ignored on HTTP_PROXY).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_templates: BTreeMap<String, String>,
-    /// (later) `WHEN_NO_MATCH` (default), `WHEN_NO_TEMPLATES` or `NEVER`.
+    /// `WHEN_NO_MATCH` (default), `WHEN_NO_TEMPLATES` or `NEVER`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passthrough_behavior: Option<PassthroughBehavior>,
     /// (later) `CONVERT_TO_TEXT` or `CONVERT_TO_BINARY`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_handling: Option<ContentHandling>,
-    /// (later) Integration responses, selected by `selectionPattern`.
+    /// Integration responses (HTTP, MOCK), selected by `selectionPattern` on the backend
+    /// status; the one without a pattern is the default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub integration_responses: Vec<IntegrationResponse>,
 }
@@ -293,7 +299,7 @@ pub struct ServiceReference {
     pub port: i32,
 }
 
-/// The fixed response of a `MOCK` integration (required for `MOCK`).
+/// The fixed response of a `MOCK` integration.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MockResponse {
@@ -307,16 +313,18 @@ pub struct MockResponse {
     pub body: Option<String>,
 }
 
-/// (later) One integration response.
+/// One integration response.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IntegrationResponse {
-    /// Regular expression matched against the backend status (or error message).
+    /// Regular expression that must match the whole backend status code; none for the
+    /// default response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection_pattern: Option<String>,
     /// Status code of the method response this maps to.
     pub status_code: i32,
-    /// Response parameters, e.g. `method.response.header.x: integration.response.header.y`.
+    /// Response parameters, e.g. `method.response.header.x: integration.response.header.y`
+    /// (or `integration.response.body`, `'literal'`, `context.<name>`, `stageVariables.<name>`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub response_parameters: BTreeMap<String, String>,
     /// Response mapping templates (VTL) by content type.

@@ -10,6 +10,7 @@ use super::gateway_responses::compile_gateway_responses;
 use super::integrations::compile_integration;
 use super::normalise::ApiInput;
 use super::not_supported::{self, MethodView};
+use super::transforms::compile_transform;
 use super::{Diags, METHODS, escape_id};
 use crate::api::rest_api::{ApiProtocol, Integration as IntegrationSpec};
 use crate::reasons;
@@ -170,7 +171,16 @@ fn compile_api(
             services,
             diags,
         );
-        let fail_closed = security.or(integ.fail);
+        // After the integration: the mappings depend on its type.
+        let transform = compile_transform(
+            obj,
+            &c.field,
+            c.integration,
+            c.view.method_responses,
+            &params,
+            diags,
+        );
+        let fail_closed = security.or(integ.fail).or(transform.fail);
         if fail_closed.is_none() {
             for v in integ.stage_variables {
                 stage_variables
@@ -187,6 +197,7 @@ fn compile_api(
             integration: integ.integration,
             timeout_ms: integ.timeout_ms,
             fail_closed,
+            transform: transform.transform,
         });
     }
 

@@ -22,6 +22,7 @@ mod integrations;
 mod normalise;
 mod not_supported;
 mod stages;
+mod transforms;
 
 use crate::Snapshot;
 use portico_config::{Diagnostic, GatewayConfig, ObjectRef, SCHEMA_VERSION};
@@ -236,6 +237,7 @@ mod tests {
                         }),
                         timeout_ms: DEFAULT_TIMEOUT_MS,
                         fail_closed: None,
+                        transform: None,
                     }],
                     gateway_responses: Default::default(),
                     max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,

@@ -9,7 +9,8 @@ use super::Diags;
 use super::normalise::Inputs;
 use crate::api::LocalObjectReference;
 use crate::api::rest_api::{
-    ApiKeySource, AuthorizationType, Integration, MethodResponse, PassthroughBehavior,
+    ApiKeySource, AuthorizationType, Integration, IntegrationType, MethodResponse,
+    PassthroughBehavior,
 };
 use crate::reasons::NOT_YET_SUPPORTED;
 use portico_config::ObjectRef;
@@ -147,26 +148,39 @@ pub(crate) fn method(
         "requestModels",
         m.request_models.is_some_and(|p| !p.is_empty()),
     );
-    later("methodResponses", !m.method_responses.is_empty());
     if let Some(i) = integration {
-        later(
-            "integration.requestParameters",
-            !i.request_parameters.is_empty(),
+        // HTTP and MOCK mappings compile in `transforms` (which also warns where
+        // HTTP_PROXY ignores them); parameter mappings of proxy integrations are later.
+        let proxy = matches!(
+            i.type_,
+            IntegrationType::HttpProxy | IntegrationType::AwsProxy | IntegrationType::Aws
         );
         later(
+            "integration.requestParameters",
+            proxy && !i.request_parameters.is_empty(),
+        );
+        let aws = matches!(i.type_, IntegrationType::AwsProxy | IntegrationType::Aws);
+        later(
             "integration.requestTemplates",
-            !i.request_templates.is_empty(),
+            aws && !i.request_templates.is_empty(),
         );
         later(
             "integration.passthroughBehavior",
-            i.passthrough_behavior
+            aws && i
+                .passthrough_behavior
                 .is_some_and(|p| p != PassthroughBehavior::WhenNoMatch),
         );
         later("integration.contentHandling", i.content_handling.is_some());
         later(
             "integration.integrationResponses",
-            !i.integration_responses.is_empty(),
+            aws && !i.integration_responses.is_empty(),
         );
+        for (n, r) in i.integration_responses.iter().enumerate() {
+            later(
+                &format!("integration.integrationResponses[{n}].contentHandling"),
+                r.content_handling.is_some(),
+            );
+        }
     }
     fail
 }

@@ -42,6 +42,21 @@ pub struct MockResponse {
     body: Bytes,
 }
 
+impl MockResponse {
+    /// The response, with `status` instead of the configured one when given (a MOCK request
+    /// template's `statusCode`).
+    pub fn response(&self, status: Option<u16>) -> Result<Response<ProxyBody>, GatewayError> {
+        let mut resp = Response::new(ProxyBody::full(self.body.clone()));
+        *resp.status_mut() = match status {
+            None => self.status,
+            Some(s) => StatusCode::from_u16(s)
+                .map_err(|e| GatewayError::ApiConfigurationError(format!("MOCK status: {e}")))?,
+        };
+        *resp.headers_mut() = self.headers.clone();
+        Ok(resp)
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum UriPiece {
     Lit(Box<str>),
@@ -247,6 +262,59 @@ impl HttpTarget {
         s
     }
 
+    /// The backend URI of a mapped integration request: path parameters from `path` (by
+    /// name, percent-encoded) or else the method's, and `query` (instead of the request's)
+    /// appended to the configured query.
+    pub fn uri_mapped(
+        &self,
+        ctx: &RequestCtx,
+        names: &[Arc<str>],
+        path: &std::collections::BTreeMap<String, String>,
+        query: &[(String, String)],
+    ) -> Result<Uri, GatewayError> {
+        use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+        // RFC 3986 path segment / query component: encode what would change the structure.
+        const SEGMENT: &AsciiSet = &CONTROLS
+            .add(b' ')
+            .add(b'"')
+            .add(b'#')
+            .add(b'%')
+            .add(b'/')
+            .add(b'<')
+            .add(b'>')
+            .add(b'?')
+            .add(b'`')
+            .add(b'{')
+            .add(b'}');
+        const COMPONENT: &AsciiSet = &SEGMENT.add(b'&').add(b'=').add(b'+');
+        let encoded: Vec<Option<String>> = names
+            .iter()
+            .map(|n| {
+                path.get(&**n)
+                    .map(|v| utf8_percent_encode(v, SEGMENT).to_string())
+            })
+            .collect();
+        let q = query
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    utf8_percent_encode(k, COMPONENT),
+                    utf8_percent_encode(v, COMPONENT)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let s = self.build(
+            &|i| match encoded.get(i) {
+                Some(Some(v)) => v.as_str(),
+                _ => ctx.param(i),
+            },
+            Some(q.as_str()),
+        );
+        Uri::try_from(s).map_err(|e| GatewayError::Default4xx(format!("backend uri: {e}")))
+    }
+
     /// The backend URI (origin form) for this request: parameters substituted, the request's query
     /// appended to the configured one.
     pub fn uri(&self, ctx: &RequestCtx) -> Result<Uri, GatewayError> {
@@ -359,16 +427,25 @@ pub async fn call(
         CompiledIntegration::FailClosed(reason) => {
             return Err(GatewayError::ApiConfigurationError(reason.to_string()));
         }
-        CompiledIntegration::Mock(m) => {
-            let mut resp = Response::new(ProxyBody::full(m.body.clone()));
-            *resp.status_mut() = m.status;
-            *resp.headers_mut() = m.headers.clone();
-            return Ok(resp);
-        }
+        CompiledIntegration::Mock(m) => return m.response(None),
         CompiledIntegration::Http(t) => t,
     };
-
     parts.uri = target.uri(ctx)?;
+    forward(shared, conn, ctx, target, route.timeout, parts, body).await
+}
+
+/// Sends the request (`parts.uri` already set to the backend's origin form) to `target`:
+/// hop-by-hop headers stripped, Host and `X-Forwarded-*` set, the response head awaited
+/// within `timeout`.
+pub async fn forward(
+    shared: &Shared,
+    conn: &ConnInfo,
+    ctx: &mut RequestCtx,
+    target: &HttpTarget,
+    timeout: std::time::Duration,
+    mut parts: Parts,
+    body: ProxyBody,
+) -> Result<Response<ProxyBody>, GatewayError> {
     if let Some(m) = &target.method {
         parts.method = m.clone();
     }
@@ -394,14 +471,11 @@ pub async fn call(
     let started = Instant::now();
     let sent = conn
         .timer
-        .timeout(
-            route.timeout,
-            target.pool.send(Request::from_parts(parts, body)),
-        )
+        .timeout(timeout, target.pool.send(Request::from_parts(parts, body)))
         .await;
     ctx.integration_latency = Some(started.elapsed());
     let resp = match sent {
-        Err(_) => return Err(GatewayError::IntegrationTimeout(route.timeout)),
+        Err(_) => return Err(GatewayError::IntegrationTimeout(timeout)),
         Ok(Err(e)) => return Err(GatewayError::IntegrationFailure(error_chain(&e))),
         Ok(Ok(resp)) => resp,
     };

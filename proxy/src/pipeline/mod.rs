@@ -4,6 +4,11 @@
 //!  handle(shared, conn, ctx, req)
 //!    route::apply      host + path -> stage, route, path parameters   (403/404 when none)
 //!    limits::read_body payload cap                                    (413)
+//!    routes with mappings (HTTP, MOCK with a Transform):
+//!      transform::request   params, request template, passthrough      (400/415/500)
+//!      integrate::forward | MockResponse                               (502/504)
+//!      transform::response  select, params, template, method response  (500)
+//!    other routes:
 //!    integrate::call   HTTP_PROXY | HTTP | MOCK | fail-closed         (500/502/504)
 //!    respond::finish   x-amzn-RequestId, metrics, access log
 //!  any GatewayError -> respond::gateway_response
@@ -19,6 +24,7 @@ pub mod integrate;
 pub mod limits;
 pub mod respond;
 pub mod route;
+pub mod transform;
 
 pub use ctx::{RequestCtx, RequestId};
 pub use error::GatewayError;
@@ -91,7 +97,34 @@ async fn run(
     let (parts, body) = req.into_parts();
     // The cap runs before the integration so that a backend never sees an over-limit body.
     let body = limits::read_body(&parts.headers, body, max).await?;
-    integrate::call(shared, conn, ctx, parts, body).await
+    let runtime = ctx.runtime.clone();
+    let (Some(s), Some(r)) = (ctx.stage, ctx.route) else {
+        return integrate::call(shared, conn, ctx, parts, body).await;
+    };
+    let Some(t) = &runtime.apis[runtime.stages[s].api].transforms[r] else {
+        // No mappings: pass-through, streamed both ways.
+        return integrate::call(shared, conn, ctx, parts, body).await;
+    };
+    let t = t
+        .as_ref()
+        .map_err(|reason| GatewayError::ApiConfigurationError(reason.to_string()))?;
+    let route = &runtime.stages[s].routes[r];
+    let is_mock = matches!(route.integration, integrate::CompiledIntegration::Mock(_));
+    let mut mapped = transform::request(ctx, t, &parts.headers, body, max, is_mock).await?;
+    let resp = match &route.integration {
+        integrate::CompiledIntegration::Http(target) => {
+            let mut parts = parts;
+            parts.uri = target.uri_mapped(ctx, &route.param_names, &mapped.path, &mapped.query)?;
+            parts.headers = std::mem::take(&mut mapped.headers);
+            let body = ProxyBody::full(std::mem::take(&mut mapped.body));
+            integrate::forward(shared, conn, ctx, target, route.timeout, parts, body).await?
+        }
+        integrate::CompiledIntegration::Mock(m) => m.response(mapped.mock_status)?,
+        integrate::CompiledIntegration::FailClosed(reason) => {
+            return Err(GatewayError::ApiConfigurationError(reason.to_string()));
+        }
+    };
+    transform::response(t, &mut mapped.data, resp).await
 }
 
 #[cfg(test)]

@@ -510,6 +510,7 @@ pub(crate) mod tests {
             }),
             timeout_ms: DEFAULT_TIMEOUT_MS,
             fail_closed: None,
+            transform: None,
         }
     }
 
