@@ -148,7 +148,8 @@ impl MappingSource {
         if v == "integration.response.body" {
             return Ok(MappingSource::IntegrationBody);
         }
-        let forms: [(&str, fn(String) -> MappingSource); 6] = [
+        type Make = fn(String) -> MappingSource;
+        let forms: [(&str, Make); 6] = [
             ("method.request.path.", MappingSource::MethodPath),
             ("method.request.querystring.", MappingSource::MethodQuery),
             ("method.request.header.", MappingSource::MethodHeader),
