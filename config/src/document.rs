@@ -64,6 +64,10 @@ pub struct Api {
     pub gateway_responses: BTreeMap<GatewayResponseType, GatewayResponseOverride>,
     /// Largest request body accepted, in bytes; larger ones get 413 REQUEST_TOO_LARGE.
     pub max_payload_bytes: u64,
+    /// Media types treated as binary (`binaryMediaTypes`: `image/png`, `image/*`, `*/*`),
+    /// see [`crate::is_binary_media_type`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binary_media_types: Vec<String>,
 }
 
 /// How a route matches the path after the stage's base path.
@@ -327,6 +331,7 @@ mod tests {
                 }],
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+                binary_media_types: Vec::new(),
             }],
             stages: vec![Stage {
                 id: "stage/default/dev".into(),

@@ -26,7 +26,8 @@ pub use document::*;
 pub use gateway_response::{GatewayResponseOverride, GatewayResponseType};
 pub use path::{PathTemplate, PathTemplateError, Segment};
 pub use transform::{
-    IntegrationResponse, MappingSource, MappingTarget, MethodResponse, Passthrough, Transform,
+    ContentHandling, IntegrationResponse, MappingSource, MappingTarget, MethodResponse,
+    Passthrough, Transform, is_binary_media_type,
 };
 
 /// Errors raised while checking or decoding a [`GatewayConfig`].

@@ -30,6 +30,37 @@ pub struct Transform {
     /// Declared method responses, sorted by status.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub method_responses: Vec<MethodResponse>,
+    /// Conversion of the integration request payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_handling: Option<ContentHandling>,
+}
+
+/// AWS's `contentHandling`: how a payload is converted between binary and text. Whether a
+/// payload is binary is decided by the API's `binaryMediaTypes` ([`is_binary_media_type`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContentHandling {
+    /// A binary payload becomes base64 text (before the template sees it).
+    #[serde(rename = "CONVERT_TO_TEXT")]
+    ConvertToText,
+    /// A base64 text payload (after the template) is decoded to binary.
+    #[serde(rename = "CONVERT_TO_BINARY")]
+    ConvertToBinary,
+}
+
+/// True when `content_type` (a Content-Type or Accept entry; parameters ignored) matches
+/// one of `patterns` (`binaryMediaTypes`: `image/png`, `image/*`, `*/*`), case-insensitively.
+pub fn is_binary_media_type(patterns: &[String], content_type: &str) -> bool {
+    let mt = content_type.split(';').next().unwrap_or_default().trim();
+    let Some((ty, sub)) = mt.split_once('/') else {
+        return false;
+    };
+    patterns.iter().any(|p| {
+        let Some((pty, psub)) = p.trim().split_once('/') else {
+            return false;
+        };
+        (pty == "*" || pty.eq_ignore_ascii_case(ty))
+            && (psub == "*" || psub.eq_ignore_ascii_case(sub))
+    })
 }
 
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
@@ -67,6 +98,9 @@ pub struct IntegrationResponse {
     /// Response mapping templates (VTL source) by lower-case content type.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub response_templates: BTreeMap<String, String>,
+    /// Conversion of the integration response payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_handling: Option<ContentHandling>,
 }
 
 /// One declared method response.
@@ -213,6 +247,20 @@ mod tests {
         );
         assert!(MappingSource::parse("method.request.body").is_err());
         assert!(MappingSource::parse("'").is_err());
+    }
+
+    #[test]
+    fn binary_media_types_match_with_wildcards() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(is_binary_media_type(&p(&["image/*"]), "image/png"));
+        assert!(is_binary_media_type(&p(&["IMAGE/PNG"]), "image/png; q=1"));
+        assert!(is_binary_media_type(&p(&["*/*"]), "application/json"));
+        assert!(!is_binary_media_type(
+            &p(&["image/*"]),
+            "application/octet-stream"
+        ));
+        assert!(!is_binary_media_type(&p(&["image/*"]), "image"));
+        assert!(!is_binary_media_type(&[], "image/png"));
     }
 
     #[test]

@@ -71,3 +71,5 @@ pub const INVALID_STATUS_CODE: &str = "InvalidStatusCode";
 pub const UNDECLARED_METHOD_RESPONSE: &str = "UndeclaredMethodResponse";
 /// A field that has no effect on this integration type (AWS ignores it there too).
 pub const IGNORED_FIELD: &str = "IgnoredField";
+/// A `binaryMediaTypes` entry is not `type/subtype` (with `*` wildcards).
+pub const INVALID_MEDIA_TYPE: &str = "InvalidMediaType";

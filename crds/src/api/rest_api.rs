@@ -51,7 +51,8 @@ pub struct RestApiSpec {
     /// Largest request body accepted, in bytes (default 10 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_payload_bytes: Option<i64>,
-    /// (later) Media types served as binary.
+    /// Media types treated as binary (`image/png`, `image/*`, `*/*`), matched on the
+    /// request's Content-Type and the backend response's Content-Type for `contentHandling`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub binary_media_types: Vec<String>,
     /// (later) Smallest response size, in bytes, that is compressed.
@@ -227,7 +228,7 @@ pub enum PassthroughBehavior {
     Never,
 }
 
-/// (later) How payloads are converted: `CONVERT_TO_TEXT` or `CONVERT_TO_BINARY`.
+/// How payloads are converted: `CONVERT_TO_TEXT` or `CONVERT_TO_BINARY`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContentHandling {
     /// Convert binary payloads to base64 text.
@@ -277,7 +278,8 @@ pub struct Integration {
     /// `WHEN_NO_MATCH` (default), `WHEN_NO_TEMPLATES` or `NEVER`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passthrough_behavior: Option<PassthroughBehavior>,
-    /// (later) `CONVERT_TO_TEXT` or `CONVERT_TO_BINARY`.
+    /// `CONVERT_TO_TEXT` (a binary request payload becomes base64 before the template) or
+    /// `CONVERT_TO_BINARY` (the base64 text sent to the backend is decoded); HTTP, MOCK.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_handling: Option<ContentHandling>,
     /// Integration responses (HTTP, MOCK), selected by `selectionPattern` on the backend
@@ -330,7 +332,8 @@ pub struct IntegrationResponse {
     /// Response mapping templates (VTL) by content type.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub response_templates: BTreeMap<String, String>,
-    /// `CONVERT_TO_TEXT` or `CONVERT_TO_BINARY`.
+    /// `CONVERT_TO_TEXT` (a binary backend body, per `binaryMediaTypes`, becomes base64
+    /// before the template) or `CONVERT_TO_BINARY` (the base64 text answered is decoded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_handling: Option<ContentHandling>,
 }

@@ -50,7 +50,6 @@ pub(crate) fn objects(inputs: &Inputs<'_>, diags: &mut Diags) {
                 warn_later(diags, &api.obj, field.to_string());
             }
         };
-        later("spec.binaryMediaTypes", !s.binary_media_types.is_empty());
         later(
             "spec.minimumCompressionSize",
             s.minimum_compression_size.is_some(),
@@ -170,17 +169,14 @@ pub(crate) fn method(
                 .passthrough_behavior
                 .is_some_and(|p| p != PassthroughBehavior::WhenNoMatch),
         );
-        later("integration.contentHandling", i.content_handling.is_some());
+        later(
+            "integration.contentHandling",
+            aws && i.content_handling.is_some(),
+        );
         later(
             "integration.integrationResponses",
             aws && !i.integration_responses.is_empty(),
         );
-        for (n, r) in i.integration_responses.iter().enumerate() {
-            later(
-                &format!("integration.integrationResponses[{n}].contentHandling"),
-                r.content_handling.is_some(),
-            );
-        }
     }
     fail
 }

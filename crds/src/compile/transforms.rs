@@ -11,13 +11,13 @@
 
 use super::Diags;
 use crate::api::rest_api::{
-    Integration as IntegrationSpec, IntegrationType, MethodResponse as MethodResponseSpec,
-    PassthroughBehavior,
+    ContentHandling as ContentHandlingSpec, Integration as IntegrationSpec, IntegrationType,
+    MethodResponse as MethodResponseSpec, PassthroughBehavior,
 };
 use crate::reasons;
 use portico_config::{
-    IntegrationResponse, MappingSource, MappingTarget, MethodResponse, ObjectRef, Passthrough,
-    Transform,
+    ContentHandling, IntegrationResponse, MappingSource, MappingTarget, MethodResponse, ObjectRef,
+    Passthrough, Transform,
 };
 use std::collections::BTreeMap;
 
@@ -64,6 +64,7 @@ pub(crate) fn compile_transform(
                 "integrationResponses",
                 !spec.integration_responses.is_empty(),
             );
+            ignored("contentHandling", spec.content_handling.is_some());
             return out;
         }
         // Reported by `integrations` / `not_supported`.
@@ -122,6 +123,7 @@ pub(crate) fn compile_transform(
             ),
         }
     }
+    t.content_handling = spec.content_handling.map(content_handling);
     t.passthrough = match spec.passthrough_behavior.unwrap_or_default() {
         PassthroughBehavior::WhenNoMatch => Passthrough::WhenNoMatch,
         PassthroughBehavior::WhenNoTemplates => Passthrough::WhenNoTemplates,
@@ -217,6 +219,7 @@ pub(crate) fn compile_transform(
             status_code: status,
             response_parameters: BTreeMap::new(),
             response_templates: BTreeMap::new(),
+            content_handling: r.content_handling.map(content_handling),
         };
         for (key, value) in &r.response_parameters {
             let pf = format!("{f}.responseParameters[\"{key}\"]");
@@ -267,9 +270,47 @@ pub(crate) fn compile_transform(
     let used = !t.request_parameters.is_empty()
         || !t.request_templates.is_empty()
         || t.passthrough != Passthrough::WhenNoMatch
+        || t.content_handling.is_some()
         || !t.integration_responses.is_empty();
     if used {
         out.transform = Some(t);
+    }
+    out
+}
+
+fn content_handling(c: ContentHandlingSpec) -> ContentHandling {
+    match c {
+        ContentHandlingSpec::ConvertToText => ContentHandling::ConvertToText,
+        ContentHandlingSpec::ConvertToBinary => ContentHandling::ConvertToBinary,
+    }
+}
+
+/// `spec.binaryMediaTypes`: `type/subtype` with `*` wildcards; others are dropped with an
+/// error.
+pub(crate) fn compile_binary_media_types(
+    obj: &ObjectRef,
+    types: &[String],
+    diags: &mut Diags,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, t) in types.iter().enumerate() {
+        let t = t.trim().to_ascii_lowercase();
+        let valid = t
+            .split_once('/')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('/'))
+            && !t.contains([';', ' ', ',']);
+        if valid {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        } else {
+            diags.error(
+                obj,
+                format!("spec.binaryMediaTypes[{i}]"),
+                reasons::INVALID_MEDIA_TYPE,
+                format!("{t:?} is not a media type (type/subtype, * allowed); it is ignored"),
+            );
+        }
     }
     out
 }

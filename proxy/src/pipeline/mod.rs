@@ -124,7 +124,8 @@ async fn run(
             return Err(GatewayError::ApiConfigurationError(reason.to_string()));
         }
     };
-    transform::response(t, &mut mapped.data, resp).await
+    let binary_types = &runtime.config.apis[runtime.stages[s].api].binary_media_types;
+    transform::response(t, binary_types, &mut mapped.data, resp).await
 }
 
 #[cfg(test)]

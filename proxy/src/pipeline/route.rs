@@ -523,6 +523,7 @@ pub(crate) mod tests {
             routes: routes.iter().map(|(v, p)| mk_route(v, p)).collect(),
             gateway_responses: BTreeMap::new(),
             max_payload_bytes: 1024,
+            binary_media_types: Vec::new(),
         }
     }
 

@@ -17,6 +17,10 @@
 //! most [`RESPONSE_CAP`]), renders the response template chosen by `Accept`, maps
 //! `method.response.header.*` and applies `$context.responseOverride.*`.
 //!
+//! `contentHandling` (request and per integration response): `CONVERT_TO_TEXT` turns a
+//! binary payload (its Content-Type matches the API's `binaryMediaTypes`) into base64 before
+//! the template; `CONVERT_TO_BINARY` decodes the base64 text after it.
+//!
 //! Short-circuits: `UnsupportedMediaType` (passthrough), `BadRequestBody` (the template read
 //! a malformed JSON payload), `ApiConfigurationError` (render error, no matching or
 //! undeclared response), `IntegrationFailure` (backend body over the cap).
@@ -25,11 +29,15 @@
 use super::{GatewayError, RequestCtx};
 use crate::body::ProxyBody;
 use crate::template::Var;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
-use portico_config::{MappingSource, MappingTarget, Passthrough, Transform};
+use portico_config::{
+    ContentHandling, MappingSource, MappingTarget, Passthrough, Transform, is_binary_media_type,
+};
 use portico_vtl::{RequestData, Template, VtlError};
 use regex::Regex;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +48,7 @@ pub const RESPONSE_CAP: usize = 10 * 1024 * 1024;
 /// A route's [`Transform`] with its templates parsed and patterns compiled.
 #[derive(Debug)]
 pub struct CompiledTransform {
+    content_handling: Option<ContentHandling>,
     request_params: Vec<(MappingTarget, MappingSource)>,
     request_templates: Vec<(String, Template)>,
     passthrough: Passthrough,
@@ -49,6 +58,7 @@ pub struct CompiledTransform {
 
 #[derive(Debug)]
 struct CompiledResponse {
+    content_handling: Option<ContentHandling>,
     pattern: Option<Regex>,
     status: StatusCode,
     params: Vec<(HeaderName, MappingSource)>,
@@ -97,6 +107,7 @@ impl CompiledTransform {
                 params.push((name, MappingSource::parse(v)?));
             }
             responses.push(CompiledResponse {
+                content_handling: r.content_handling,
                 pattern,
                 status: StatusCode::from_u16(r.status_code)
                     .map_err(|e| format!("status {}: {e}", r.status_code))?,
@@ -105,6 +116,7 @@ impl CompiledTransform {
             });
         }
         Ok(CompiledTransform {
+            content_handling: t.content_handling,
             request_params,
             request_templates: parse_templates("request", &t.request_templates)?,
             passthrough: t.passthrough,
@@ -299,6 +311,9 @@ pub async fn request(
     max: u64,
     is_mock: bool,
 ) -> Result<Mapped, GatewayError> {
+    let binary_types = ctx
+        .api_config()
+        .map_or(&[][..], |a| a.binary_media_types.as_slice());
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let body = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
@@ -310,6 +325,16 @@ pub async fn request(
                 "reading request body: {e}"
             )));
         }
+    };
+    // CONVERT_TO_TEXT: a binary payload becomes base64 before the template sees it.
+    let is_binary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| is_binary_media_type(binary_types, ct));
+    let body = if is_binary && t.content_handling == Some(ContentHandling::ConvertToText) {
+        Bytes::from(BASE64.encode(&body))
+    } else {
+        body
     };
     let data = RequestData {
         body: String::from_utf8_lossy(&body).into_owned(),
@@ -363,6 +388,9 @@ pub async fn request(
     if is_mock && template.is_some() {
         out.mock_status = Some(mock_status(&out.body)?);
     }
+    if t.content_handling == Some(ContentHandling::ConvertToBinary) {
+        out.body = decode_base64(&out.body).ok_or(GatewayError::BadRequestBody)?;
+    }
     if let Some(ct) = sent_type
         && !out.body.is_empty()
     {
@@ -393,6 +421,11 @@ pub async fn request(
     }
     out.path.extend(overrides.request_path);
     Ok(out)
+}
+
+/// Decodes base64 text (surrounding whitespace ignored).
+fn decode_base64(b: &[u8]) -> Option<Bytes> {
+    BASE64.decode(b.trim_ascii()).ok().map(Bytes::from)
 }
 
 /// The status a MOCK request template picked: `{"statusCode": N}`.
@@ -433,6 +466,7 @@ fn pick_template<'a>(
 /// Runs the integration response of `t` on the backend (or MOCK) response.
 pub async fn response(
     t: &CompiledTransform,
+    binary_types: &[String],
     data: &mut RequestData,
     resp: Response<ProxyBody>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
@@ -465,6 +499,18 @@ pub async fn response(
             )));
         }
     };
+    let backend_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    let body = match selected.content_handling {
+        Some(ContentHandling::ConvertToText)
+            if backend_type
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| is_binary_media_type(binary_types, ct)) =>
+        {
+            Bytes::from(BASE64.encode(&body))
+        }
+        _ => body,
+    };
     let backend_body = String::from_utf8_lossy(&body).into_owned();
 
     let mut headers = HeaderMap::new();
@@ -496,12 +542,24 @@ pub async fn response(
             Bytes::from(rendered.body)
         }
         None => {
+            let ct = match selected.content_handling {
+                Some(ContentHandling::ConvertToText) => None,
+                _ => backend_type,
+            };
             headers.insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
+                ct.unwrap_or_else(|| HeaderValue::from_static("application/json")),
             );
             body
         }
+    };
+    let out_body = match selected.content_handling {
+        Some(ContentHandling::ConvertToBinary) => decode_base64(&out_body).ok_or_else(|| {
+            GatewayError::ApiConfigurationError(
+                "CONVERT_TO_BINARY: the integration response is not base64".into(),
+            )
+        })?,
+        _ => out_body,
     };
     for (name, src) in &selected.params {
         if headers.contains_key(name) && *name != header::CONTENT_TYPE {
@@ -539,18 +597,21 @@ mod tests {
                         "{\"missing\": \"$input.path('$.id')\"}".to_string(),
                     )]
                     .into(),
+                    content_handling: None,
                 },
                 IntegrationResponse {
                     selection_pattern: None,
                     status_code: 200,
                     response_parameters: BTreeMap::new(),
                     response_templates: BTreeMap::new(),
+                    content_handling: None,
                 },
                 IntegrationResponse {
                     selection_pattern: Some("5\\d{2}".into()),
                     status_code: 502,
                     response_parameters: BTreeMap::new(),
                     response_templates: BTreeMap::new(),
+                    content_handling: None,
                 },
             ],
             method_responses: vec![
@@ -583,7 +644,7 @@ mod tests {
     async fn selection_by_whole_status_code_with_default_and_undeclared() {
         let t = CompiledTransform::build(&transform()).unwrap();
         let mut data = RequestData::default();
-        let r = response(&t, &mut data, backend(404, r#"{"id": "7"}"#))
+        let r = response(&t, &[], &mut data, backend(404, r#"{"id": "7"}"#))
             .await
             .unwrap();
         assert_eq!(r.status(), 404);
@@ -591,12 +652,60 @@ mod tests {
         assert_eq!(r.headers()["content-type"], "application/json");
         assert_eq!(body(r).await, r#"{"missing": "7"}"#);
         // 201 matches no pattern: the default (200) answers, body as is.
-        let r = response(&t, &mut data, backend(201, "raw")).await.unwrap();
+        let r = response(&t, &[], &mut data, backend(201, "raw"))
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(body(r).await, "raw");
         // 502 has no method response: 500 as AWS.
-        let e = response(&t, &mut data, backend(503, "")).await.unwrap_err();
+        let e = response(&t, &[], &mut data, backend(503, ""))
+            .await
+            .unwrap_err();
         assert!(matches!(e, GatewayError::ApiConfigurationError(_)));
+    }
+
+    #[tokio::test]
+    async fn content_handling_converts_binary_and_base64() {
+        let ir = |ch, tpl: Option<&str>| Transform {
+            integration_responses: vec![IntegrationResponse {
+                selection_pattern: None,
+                status_code: 200,
+                response_parameters: BTreeMap::new(),
+                response_templates: tpl
+                    .map(|t| [("application/json".to_string(), t.to_string())].into())
+                    .unwrap_or_default(),
+                content_handling: Some(ch),
+            }],
+            method_responses: vec![MethodResponse {
+                status_code: 200,
+                headers: Default::default(),
+            }],
+            ..Default::default()
+        };
+        let binary = vec!["image/*".to_string()];
+        let mut data = RequestData::default();
+        // CONVERT_TO_TEXT: a binary backend body is base64 when the template sees it.
+        let t = CompiledTransform::build(&ir(
+            ContentHandling::ConvertToText,
+            Some("{\"img\": \"$input.body\"}"),
+        ))
+        .unwrap();
+        let mut b = backend(200, "\u{1}\u{2}hi");
+        b.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+        let r = response(&t, &binary, &mut data, b).await.unwrap();
+        assert_eq!(body(r).await, r#"{"img": "AQJoaQ=="}"#);
+        // CONVERT_TO_BINARY: base64 text is decoded; not base64 is a 500.
+        let t = CompiledTransform::build(&ir(ContentHandling::ConvertToBinary, None)).unwrap();
+        let r = response(&t, &binary, &mut data, backend(200, "aGVsbG8=\n"))
+            .await
+            .unwrap();
+        assert_eq!(body(r).await, "hello");
+        assert!(
+            response(&t, &binary, &mut data, backend(200, "*not base64*"))
+                .await
+                .is_err()
+        );
     }
 
     #[test]

@@ -294,6 +294,102 @@ async fn integration_responses_are_selected_by_backend_status() {
 }
 
 #[tokio::test]
+async fn content_handling_converts_binary_payloads_per_binary_media_types() {
+    let be = Backend::start("bin").await;
+    // After the AWS developer guide's binary-support examples: an image posted to a JSON
+    // backend arrives base64 inside the template; a binary backend body is answered as
+    // base64 text (CONVERT_TO_TEXT), and base64 text as binary (CONVERT_TO_BINARY).
+    let api = rest_api(
+        "t",
+        &format!(
+            r#"  binaryMediaTypes: [image/*, application/octet-stream]
+  resources:
+    - path: /upload
+      methods:
+        POST:
+          integration:
+            type: HTTP
+            uri: "http://{be}/upload"
+            contentHandling: CONVERT_TO_TEXT
+            requestTemplates: {{image/png: '{{"image": "$input.body"}}'}}
+    - path: /download
+      methods:
+        GET:
+          methodResponses: [{{statusCode: 200}}]
+          integration:
+            type: HTTP
+            uri: "http://{be}/download"
+            requestParameters: {{integration.request.header.x-echo-bytes: "'5'"}}
+            integrationResponses:
+              - statusCode: 200
+                contentHandling: CONVERT_TO_TEXT
+                responseParameters: {{method.response.header.content-type: "'text/plain'"}}
+    - path: /decode
+      methods:
+        GET:
+          methodResponses: [{{statusCode: 200}}]
+          integration:
+            type: MOCK
+            requestTemplates: {{application/json: '{{"statusCode": 200}}'}}
+            integrationResponses:
+              - statusCode: 200
+                contentHandling: CONVERT_TO_BINARY
+                responseTemplates: {{application/json: aGVsbG8gYmluYXJ5}}
+"#,
+            be = be.host_port()
+        ),
+    );
+    let proxy = serve(&api, "").await;
+    let c = Client::new();
+    let png: Vec<u8> = vec![0x89, b'P', b'N', b'G', 0, 0xff];
+    let r = c
+        .send(
+            Method::POST,
+            &proxy.url("/dev/upload"),
+            &[("content-type", "image/png")],
+            png.clone(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = be.received();
+    assert_eq!(base64_of(&png), "iVBORwD/");
+    assert_eq!(
+        String::from_utf8_lossy(&got[0].body),
+        r#"{"image": "iVBORwD/"}"#
+    );
+    assert_eq!(got[0].header("content-type"), "image/png");
+
+    let r = c.get(&proxy.url("/dev/download")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let want = base64_of(&portico_e2e::pattern(5));
+    assert_eq!(r.text(), want);
+    assert_eq!(r.header("content-type"), "text/plain");
+
+    let r = c.get(&proxy.url("/dev/decode")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hello binary");
+}
+
+fn base64_of(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
 async fn template_render_errors_answer_500() {
     let api = rest_api(
         "t",
