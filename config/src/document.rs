@@ -68,6 +68,10 @@ pub struct Api {
     /// see [`crate::is_binary_media_type`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub binary_media_types: Vec<String>,
+    /// Responses of at least this many bytes are gzip-compressed for clients that accept it
+    /// (`minimumCompressionSize`); `None` disables compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_compression_size: Option<u64>,
 }
 
 /// How a route matches the path after the stage's base path.
@@ -332,6 +336,7 @@ mod tests {
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
                 binary_media_types: Vec::new(),
+                minimum_compression_size: None,
             }],
             stages: vec![Stage {
                 id: "stage/default/dev".into(),

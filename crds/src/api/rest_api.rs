@@ -55,7 +55,8 @@ pub struct RestApiSpec {
     /// request's Content-Type and the backend response's Content-Type for `contentHandling`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub binary_media_types: Vec<String>,
-    /// (later) Smallest response size, in bytes, that is compressed.
+    /// Smallest response size, in bytes (0..10485760), that is gzip-compressed for clients
+    /// sending `Accept-Encoding: gzip`; unset: no compression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_compression_size: Option<i64>,
     /// `HEADER` (default, `x-api-key`) or `AUTHORIZER` (later).

@@ -10,7 +10,9 @@ use super::gateway_responses::compile_gateway_responses;
 use super::integrations::compile_integration;
 use super::normalise::ApiInput;
 use super::not_supported::{self, MethodView};
-use super::transforms::{compile_binary_media_types, compile_transform};
+use super::transforms::{
+    compile_binary_media_types, compile_minimum_compression_size, compile_transform,
+};
 use super::{Diags, METHODS, escape_id};
 use crate::api::rest_api::{ApiProtocol, Integration as IntegrationSpec};
 use crate::reasons;
@@ -211,6 +213,11 @@ fn compile_api(
             gateway_responses: compile_gateway_responses(obj, &spec.gateway_responses, diags),
             max_payload_bytes,
             binary_media_types: compile_binary_media_types(obj, &spec.binary_media_types, diags),
+            minimum_compression_size: compile_minimum_compression_size(
+                obj,
+                spec.minimum_compression_size,
+                diags,
+            ),
         },
         stage_variables,
     })

@@ -242,6 +242,7 @@ mod tests {
                     gateway_responses: Default::default(),
                     max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
                     binary_media_types: Vec::new(),
+                    minimum_compression_size: None,
                 }],
                 stages: vec![Stage {
                     id: "stage/default/dev".into(),

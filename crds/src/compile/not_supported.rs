@@ -51,10 +51,6 @@ pub(crate) fn objects(inputs: &Inputs<'_>, diags: &mut Diags) {
             }
         };
         later(
-            "spec.minimumCompressionSize",
-            s.minimum_compression_size.is_some(),
-        );
-        later(
             "spec.apiKeySource",
             s.api_key_source == Some(ApiKeySource::Authorizer),
         );

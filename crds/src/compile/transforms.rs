@@ -315,6 +315,29 @@ pub(crate) fn compile_binary_media_types(
     out
 }
 
+/// `spec.minimumCompressionSize`: 0..=10485760 bytes, as AWS; others are ignored with an
+/// error.
+pub(crate) fn compile_minimum_compression_size(
+    obj: &ObjectRef,
+    size: Option<i64>,
+    diags: &mut Diags,
+) -> Option<u64> {
+    const MAX: i64 = 10 * 1024 * 1024;
+    match size {
+        None => None,
+        Some(n) if (0..=MAX).contains(&n) => u64::try_from(n).ok(),
+        Some(n) => {
+            diags.error(
+                obj,
+                "spec.minimumCompressionSize",
+                reasons::INVALID_PAYLOAD_LIMIT,
+                format!("minimumCompressionSize {n} is outside 0..{MAX}; compression is off"),
+            );
+            None
+        }
+    }
+}
+
 fn status(code: i32) -> Option<u16> {
     u16::try_from(code).ok().filter(|s| (100..=599).contains(s))
 }

@@ -10,6 +10,7 @@
 //!      transform::response  select, params, template, method response  (500)
 //!    other routes:
 //!    integrate::call   HTTP_PROXY | HTTP | MOCK | fail-closed         (500/502/504)
+//!    compress::apply   gzip above the API's minimumCompressionSize (Accept-Encoding: gzip)
 //!    respond::finish   x-amzn-RequestId, metrics, access log
 //!  any GatewayError -> respond::gateway_response
 //! ```
@@ -17,6 +18,7 @@
 //! Per-request state lives in one [`RequestCtx`]; service-wide state (backend client, access
 //! log writer) in [`Shared`]; per-connection values in [`ConnInfo`].
 
+pub mod compress;
 pub mod ctx;
 pub mod deadline;
 pub mod error;
@@ -73,7 +75,13 @@ pub async fn handle(
     mut ctx: RequestCtx,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    // Read from the head before the request moves into the pipeline.
+    let gzip = compress::accepts_gzip(req.headers());
     let resp = match run(shared, conn, &mut ctx, req).await {
+        Ok(resp) => resp,
+        Err(err) => respond::gateway_response(&mut ctx, err),
+    };
+    let resp = match compress::apply(&ctx, gzip, resp).await {
         Ok(resp) => resp,
         Err(err) => respond::gateway_response(&mut ctx, err),
     };

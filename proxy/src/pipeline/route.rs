@@ -524,6 +524,7 @@ pub(crate) mod tests {
             gateway_responses: BTreeMap::new(),
             max_payload_bytes: 1024,
             binary_media_types: Vec::new(),
+            minimum_compression_size: None,
         }
     }
 

@@ -390,6 +390,55 @@ fn base64_of(b: &[u8]) -> String {
 }
 
 #[tokio::test]
+async fn responses_above_minimum_compression_size_are_gzipped_for_clients_that_accept_it() {
+    use std::io::Read as _;
+    let be = Backend::start("z").await;
+    let api = rest_api(
+        "t",
+        &format!(
+            r#"  minimumCompressionSize: 100
+  resources:
+    - path: /{{proxy+}}
+      methods:
+        ANY: {{integration: {{type: HTTP_PROXY, uri: "http://{}/{{proxy}}"}}}}
+"#,
+            be.host_port()
+        ),
+    );
+    let proxy = serve(&api, "").await;
+    let c = Client::new();
+    let get = |n: &'static str, enc: Option<&'static str>| {
+        let c = &c;
+        let url = proxy.url("/dev/x");
+        async move {
+            let mut headers = vec![("x-echo-bytes", n)];
+            headers.extend(enc.map(|e| ("accept-encoding", e)));
+            c.send(Method::GET, &url, &headers, Vec::new()).await
+        }
+    };
+    let r = get("1000", Some("br, gzip")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), "gzip");
+    assert_eq!(r.header("vary"), "Accept-Encoding");
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&r.body[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, portico_e2e::pattern(1000));
+    assert!(r.body.len() < 1000);
+    // Below the minimum, or without Accept-Encoding: gzip, the body is sent as is.
+    for (n, enc) in [
+        ("99", Some("gzip")),
+        ("1000", None),
+        ("1000", Some("gzip;q=0")),
+    ] {
+        let r = get(n, enc).await;
+        assert_eq!(r.header("content-encoding"), "", "{n} {enc:?}");
+        assert_eq!(r.body.len(), n.parse::<usize>().unwrap());
+    }
+}
+
+#[tokio::test]
 async fn template_render_errors_answer_500() {
     let api = rest_api(
         "t",
