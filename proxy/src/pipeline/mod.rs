@@ -105,12 +105,19 @@ async fn run(
     let (parts, body) = req.into_parts();
     // The cap runs before the integration so that a backend never sees an over-limit body.
     let body = limits::read_body(&parts.headers, body, max).await?;
-    let runtime = ctx.runtime.clone();
-    let (Some(s), Some(r)) = (ctx.stage, ctx.route) else {
+    // Routes with mappings (HTTP, MOCK with a Transform) run the transform phase around the
+    // integration: after the cap (the body it buffers is bounded by it), before the backend
+    // sees anything (415 and template errors answer first).
+    let mapped_route = match (ctx.stage, ctx.route, ctx.api()) {
+        (Some(s), Some(r), Some(api)) if api.transforms[r].is_some() => Some((s, r)),
+        _ => None,
+    };
+    let Some((s, r)) = mapped_route else {
+        // No mappings: pass-through, streamed both ways.
         return integrate::call(shared, conn, ctx, parts, body).await;
     };
+    let runtime = ctx.runtime.clone();
     let Some(t) = &runtime.apis[runtime.stages[s].api].transforms[r] else {
-        // No mappings: pass-through, streamed both ways.
         return integrate::call(shared, conn, ctx, parts, body).await;
     };
     let t = t
