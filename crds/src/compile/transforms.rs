@@ -103,6 +103,14 @@ pub(crate) fn compile_transform(
             Ok(()) => {
                 t.request_parameters.insert(key.clone(), value.clone());
             }
+            Err(_) if aws_but_later(key, value) => fail(
+                diags,
+                f,
+                reasons::NOT_YET_SUPPORTED,
+                format!(
+                    "{key}: {value}: body and multi-value parameter mappings are not supported yet; the method answers 500"
+                ),
+            ),
             Err(msg) => fail(diags, f, reasons::INVALID_MAPPING, msg),
         }
     }
@@ -276,6 +284,13 @@ pub(crate) fn compile_transform(
         out.transform = Some(t);
     }
     out
+}
+
+/// Mapping expressions AWS accepts that Portico does not implement yet.
+fn aws_but_later(key: &str, value: &str) -> bool {
+    key.starts_with("integration.request.multivalue")
+        || value.trim().starts_with("method.request.body")
+        || value.trim().starts_with("method.request.multivalue")
 }
 
 fn content_handling(c: ContentHandlingSpec) -> ContentHandling {
