@@ -43,6 +43,9 @@ pub struct Runtime {
     /// What a request no stage matches answers: RESOURCE_NOT_FOUND when every API is an
     /// HTTP API, else MISSING_AUTHENTICATION_TOKEN (as AWS's REST endpoints do).
     pub no_stage: GatewayResponseType,
+    /// Whether any API sets `minimumCompressionSize` (else requests skip the
+    /// `Accept-Encoding` check).
+    pub compression: bool,
 }
 
 /// One API's derived tables.
@@ -175,6 +178,10 @@ impl Runtime {
         let all_http =
             !config.apis.is_empty() && config.apis.iter().all(|a| a.protocol == Protocol::Http);
         Runtime {
+            compression: config
+                .apis
+                .iter()
+                .any(|a| a.minimum_compression_size.is_some()),
             stage_table: StageTable::new(&config.stages),
             default_responses: GatewayResponses::build(&BTreeMap::new()),
             unmatched: metrics.route("", "", "", ""),

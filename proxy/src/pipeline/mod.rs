@@ -76,7 +76,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     // Read from the head before the request moves into the pipeline.
-    let gzip = compress::accepts_gzip(req.headers());
+    let gzip = ctx.runtime.compression && compress::accepts_gzip(req.headers());
     let resp = match run(shared, conn, &mut ctx, req).await {
         Ok(resp) => resp,
         Err(err) => respond::gateway_response(&mut ctx, err),
