@@ -64,6 +64,20 @@ pub struct Api {
     pub gateway_responses: BTreeMap<GatewayResponseType, GatewayResponseOverride>,
     /// Largest request body accepted, in bytes; larger ones get 413 REQUEST_TOO_LARGE.
     pub max_payload_bytes: u64,
+    /// Models (JSON Schema draft-04) by name, with every `$ref` to another model of the API
+    /// rewritten to [`model_ref`]`(name)`; only the models some route validates against.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, serde_json::Value>,
+}
+
+/// The base of the canonical `$ref` URI of a model: `https://portico.invalid/models/<name>`.
+/// The `.invalid` host is reserved: nothing is ever fetched, the proxy registers every model
+/// of the API under this base before compiling validators.
+pub const MODEL_REF_BASE: &str = "https://portico.invalid/models/";
+
+/// The canonical `$ref` URI of model `name`.
+pub fn model_ref(name: &str) -> String {
+    format!("{MODEL_REF_BASE}{name}")
 }
 
 /// How a route matches the path after the stage's base path.
@@ -95,10 +109,50 @@ pub struct Route {
     pub integration: Integration,
     /// Integration timeout in milliseconds (default 29 000); exceeded -> 504 INTEGRATION_TIMEOUT.
     pub timeout_ms: u64,
+    /// Request validation (required parameters, body model); `None` validates nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<RequestValidation>,
     /// Set when the method could not be compiled: it answers 500 API_CONFIGURATION_ERROR
     /// (fails closed) while its siblings keep serving. The text is logged, never sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_closed: Option<String>,
+}
+
+/// What a method's request validator checks (AWS `validateRequestParameters` /
+/// `validateRequestBody`), resolved at compile time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestValidation {
+    /// Parameters that must be present, in the order the error message lists them (the
+    /// order of their `method.request.*` keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_parameters: Vec<RequiredParameter>,
+    /// Body models by content type (names of [`Api::models`]); empty: the body is not
+    /// validated. A request whose content type has no entry uses `application/json`'s.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub body_models: BTreeMap<String, String>,
+}
+
+/// One required request parameter (`method.request.<location>.<name>: true`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequiredParameter {
+    /// Where it is looked up.
+    pub location: ParameterLocation,
+    /// Its name (headers: case-insensitive).
+    pub name: String,
+}
+
+/// Where a request parameter lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParameterLocation {
+    /// `method.request.path.<name>`.
+    Path,
+    /// `method.request.querystring.<name>`.
+    Querystring,
+    /// `method.request.header.<name>`.
+    Header,
 }
 
 /// How a method reaches its backend.
@@ -234,6 +288,14 @@ impl GatewayConfig {
                 if !route_ids.insert(r.id.as_str()) {
                     return bad(format!("duplicate route id {}", r.id));
                 }
+                for m in r.validation.iter().flat_map(|v| v.body_models.values()) {
+                    if !api.models.contains_key(m) {
+                        return bad(format!(
+                            "route {} validates against unknown model {m}",
+                            r.id
+                        ));
+                    }
+                }
                 if r.timeout_ms == 0 {
                     return bad(format!("route {} has timeoutMs 0", r.id));
                 }
@@ -318,10 +380,12 @@ mod tests {
                         body: "[]".into(),
                     }),
                     timeout_ms: DEFAULT_TIMEOUT_MS,
+                    validation: None,
                     fail_closed: None,
                 }],
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+                models: BTreeMap::new(),
             }],
             stages: vec![Stage {
                 id: "stage/default/dev".into(),

@@ -57,3 +57,13 @@ pub const PUBLISHED: &str = "Published";
 pub const NOT_ACCEPTED: &str = "NotAccepted";
 /// `Ready=False`: the compiled config is too large for its ConfigMap; the previous one serves.
 pub const CONFIG_TOO_LARGE: &str = "ConfigTooLarge";
+/// A model's schema is not a valid JSON Schema draft-04 document, or refers to something
+/// other than a model of the same API.
+pub const INVALID_MODEL: &str = "InvalidModel";
+/// `requestModels` names a model the API does not define.
+pub const UNKNOWN_MODEL: &str = "UnknownModel";
+/// `requestValidator` names a validator the API does not define.
+pub const UNKNOWN_VALIDATOR: &str = "UnknownValidator";
+/// A `requestParameters` key is not `method.request.<path|querystring|header>.<name>`, or
+/// names a path parameter the resource does not have.
+pub const INVALID_REQUEST_PARAMETER: &str = "InvalidRequestParameter";

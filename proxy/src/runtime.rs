@@ -5,7 +5,8 @@
 //!  Runtime
 //!   ├─ config: Arc<GatewayConfig>      (indices below match config.apis / config.stages)
 //!   ├─ stage_table                     host + base path -> stage
-//!   ├─ apis[i]: route tree, gateway responses resolved under the API's overrides
+//!   ├─ apis[i]: route tree, gateway responses resolved under the API's overrides,
+//!   │           request validators (JSON Schema compiled once per model)
 //!   └─ stages[j]: per route of its API: compiled integration (stage variables substituted),
 //!                 timeout, metric handles; access log template
 //! ```
@@ -14,6 +15,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::integrate::{self, CompiledIntegration};
 use crate::pipeline::respond::GatewayResponses;
 use crate::pipeline::route::{RouteTable, StageTable};
+use crate::pipeline::validate::{self, RouteValidation};
 use crate::pool::Pools;
 use crate::template::Template;
 use portico_config::{GatewayConfig, GatewayResponseType, Protocol};
@@ -53,6 +55,8 @@ pub struct CompiledApi {
     /// What an unmatched route answers (REST: MISSING_AUTHENTICATION_TOKEN, HTTP:
     /// RESOURCE_NOT_FOUND).
     pub no_route: GatewayResponseType,
+    /// Request validation per route (same order as `api.routes`); `None`: nothing checked.
+    pub validation: Vec<Option<RouteValidation>>,
 }
 
 /// One stage's derived tables.
@@ -103,6 +107,7 @@ impl Runtime {
                     Protocol::Rest => GatewayResponseType::MissingAuthenticationToken,
                     Protocol::Http | Protocol::WebSocket => GatewayResponseType::ResourceNotFound,
                 },
+                validation: validate::build(api),
             })
             .collect();
         let stages = config

@@ -72,10 +72,12 @@ pub struct RestApiSpec {
     /// Gateway response overrides keyed by AWS type (`THROTTLED`, `DEFAULT_4XX`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gateway_responses: BTreeMap<String, GatewayResponse>,
-    /// (later) Models (JSON Schema draft-04) by name.
+    /// Models (JSON Schema draft-04) by name. A `$ref` to another model of this API may be
+    /// written `https://apigateway.amazonaws.com/restapis/<api>/models/<Model>`,
+    /// `#/definitions/<Model>` or `<Model>`; nothing outside the API is ever fetched.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, Model>,
-    /// (later) Request validators by name.
+    /// Request validators by name, selected per method by `requestValidator`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_validators: BTreeMap<String, RequestValidator>,
     /// (later) CORS settings.
@@ -158,13 +160,15 @@ pub struct Method {
     /// (later) Whether callers must present an API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_required: Option<bool>,
-    /// (later) Request parameters, e.g. `method.request.querystring.page: true` (required).
+    /// Request parameters, e.g. `method.request.querystring.page: true` (required); required
+    /// ones are enforced by a validator with `validateRequestParameters` (400 BAD_REQUEST_PARAMETERS).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_parameters: BTreeMap<String, bool>,
-    /// (later) Request models by content type.
+    /// Request models by content type; the body is validated against them by a validator with
+    /// `validateRequestBody` (400 BAD_REQUEST_BODY). Other content types use `application/json`'s.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_models: BTreeMap<String, String>,
-    /// (later) Name of the request validator applied to this method.
+    /// Name of the request validator (in `spec.requestValidators`) applied to this method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_validator: Option<String>,
     /// (later) Method responses.
@@ -362,7 +366,7 @@ pub struct GatewayResponse {
     pub response_templates: BTreeMap<String, String>,
 }
 
-/// (later) A model: a JSON Schema (draft-04) for request or response bodies.
+/// A model: a JSON Schema (draft-04) for request or response bodies.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Model {
@@ -386,7 +390,7 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// (later) A request validator.
+/// A request validator.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestValidator {

@@ -5,8 +5,9 @@
 //!  Snapshot ─ normalise ─> inputs (defaults resolved, sorted by namespace/name)
 //!               │
 //!               ├─ not_supported::objects ─> warnings for (later) fields and kinds
-//!               ├─ apis ─────> Api { routes } per RestApi   (methods: not_supported::method,
-//!               │               │                             integrations, gateway_responses)
+//!               ├─ apis ─────> Api { routes } per RestApi   (models: validation; methods:
+//!               │               │       not_supported::method, validation, integrations,
+//!               │               │       gateway_responses)
 //!               │               └─ stage variables each api uses
 //!               └─ stages ───> Stage per Stage object (refs, base path, hosts, variables),
 //!                               then host + base path conflicts
@@ -22,6 +23,7 @@ mod integrations;
 mod normalise;
 mod not_supported;
 mod stages;
+mod validation;
 
 use crate::Snapshot;
 use portico_config::{Diagnostic, GatewayConfig, ObjectRef, SCHEMA_VERSION};
@@ -235,10 +237,12 @@ mod tests {
                             body: "ok".into(),
                         }),
                         timeout_ms: DEFAULT_TIMEOUT_MS,
+                        validation: None,
                         fail_closed: None,
                     }],
                     gateway_responses: Default::default(),
                     max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+                    models: Default::default(),
                 }],
                 stages: vec![Stage {
                     id: "stage/default/dev".into(),

@@ -4,6 +4,8 @@
 //!  handle(shared, conn, ctx, req)
 //!    route::apply      host + path -> stage, route, path parameters   (403/404 when none)
 //!    limits::read_body payload cap                                    (413)
+//!    validate::*       required parameters, body against its model   (400; body buffered
+//!                      only for routes that validate it)
 //!    integrate::call   HTTP_PROXY | HTTP | MOCK | fail-closed         (500/502/504)
 //!    respond::finish   x-amzn-RequestId, metrics, access log
 //!  any GatewayError -> respond::gateway_response
@@ -19,6 +21,7 @@ pub mod integrate;
 pub mod limits;
 pub mod respond;
 pub mod route;
+pub mod validate;
 
 pub use ctx::{RequestCtx, RequestId};
 pub use error::GatewayError;
@@ -89,8 +92,25 @@ async fn run(
         return Err(GatewayError::ApiConfigurationError(reason.to_string()));
     }
     let (parts, body) = req.into_parts();
+    let runtime = ctx.runtime.clone();
+    let validation = match (ctx.stage(), ctx.route) {
+        (Some(s), Some(r)) => runtime.apis[s.api].validation[r].as_ref(),
+        _ => None,
+    };
+    // Parameters before the body, as AWS: a request missing both gets BAD_REQUEST_PARAMETERS.
+    if let Some(v) = validation {
+        validate::check_parameters(ctx, &parts, v)?;
+    }
     // The cap runs before the integration so that a backend never sees an over-limit body.
-    let body = limits::read_body(&parts.headers, body, max).await?;
+    // Only a route that validates its body buffers it; the others stream.
+    let body = match validation {
+        Some(v) if v.validates_body() => {
+            let bytes = limits::read_full(&parts.headers, body, max).await?;
+            validate::check_body(ctx, &parts.headers, &bytes, v)?;
+            ProxyBody::full(bytes)
+        }
+        _ => limits::read_body(&parts.headers, body, max).await?,
+    };
     integrate::call(shared, conn, ctx, parts, body).await
 }
 

@@ -509,6 +509,7 @@ pub(crate) mod tests {
                 body: format!("{verb} {path}"),
             }),
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            validation: None,
             fail_closed: None,
         }
     }
@@ -522,6 +523,7 @@ pub(crate) mod tests {
             routes: routes.iter().map(|(v, p)| mk_route(v, p)).collect(),
             gateway_responses: BTreeMap::new(),
             max_payload_bytes: 1024,
+            models: BTreeMap::new(),
         }
     }
 
