@@ -168,6 +168,36 @@ pub enum Integration {
     /// Answered by the gateway itself.
     #[serde(rename = "MOCK")]
     Mock(MockIntegration),
+    /// Lambda proxy: the request becomes an API Gateway proxy event POSTed to a function's
+    /// invoke endpoint; the function's result becomes the response.
+    #[serde(rename = "AWS_PROXY")]
+    AwsProxy(AwsProxyIntegration),
+}
+
+/// The path of the Lambda invoke endpoint (the Runtime Interface Emulator's).
+pub const LAMBDA_INVOKE_PATH: &str = "/2015-03-31/functions/function/invocations";
+
+/// A Lambda proxy integration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsProxyIntegration {
+    /// The function's invoke endpoint, e.g.
+    /// `http://fn.default.svc:8080/2015-03-31/functions/function/invocations`; may contain
+    /// `${stageVariables.name}`.
+    pub uri: String,
+    /// The proxy event and result format.
+    pub payload_format_version: PayloadFormatVersion,
+}
+
+/// Lambda proxy payload format: `1.0` (REST APIs, HTTP APIs) or `2.0` (HTTP APIs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PayloadFormatVersion {
+    /// Format 1.0.
+    #[serde(rename = "1.0")]
+    V1,
+    /// Format 2.0.
+    #[serde(rename = "2.0")]
+    V2,
 }
 
 /// An HTTP(S) endpoint.

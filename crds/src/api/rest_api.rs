@@ -206,7 +206,7 @@ pub enum IntegrationType {
     /// Answered by the gateway itself (`mockResponse`).
     #[serde(rename = "MOCK")]
     Mock,
-    /// (later) Lambda-style function proxy.
+    /// Lambda proxy: a function's HTTP invoke endpoint (`uri`).
     #[serde(rename = "AWS_PROXY")]
     AwsProxy,
     /// (later) AWS service integration.
@@ -245,11 +245,14 @@ pub enum ContentHandling {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Integration {
-    /// `HTTP_PROXY`, `HTTP`, `MOCK`, or (later) `AWS_PROXY`, `AWS`.
+    /// `HTTP_PROXY`, `HTTP`, `MOCK`, `AWS_PROXY`, or (later) `AWS`.
     #[serde(rename = "type")]
     pub type_: IntegrationType,
     /// Endpoint URI (HTTP types); may use `${stageVariables.name}` and `{param}` placeholders.
     /// With `serviceRef`, only the path part (`/content/{id}`, default `/`).
+    /// `AWS_PROXY`: the function's invoke endpoint
+    /// (`http://fn:8080/2015-03-31/functions/function/invocations`); a URI whose path does
+    /// not end in `/invocations` gets `/2015-03-31/functions/function/invocations` appended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     /// A Kubernetes Service to call (HTTP types): the request goes to
@@ -267,6 +270,10 @@ pub struct Integration {
     /// The fixed response of a `MOCK` integration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock_response: Option<MockResponse>,
+    /// `AWS_PROXY`: the proxy event format, `1.0` (REST APIs: the only one) or `2.0`
+    /// (HTTP APIs: the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_format_version: Option<String>,
     /// (later) Integration request parameters, e.g. `integration.request.header.x: method.request.path.id`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_parameters: BTreeMap<String, String>,

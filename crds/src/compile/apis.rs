@@ -186,6 +186,7 @@ fn compile_api(
             c.integration,
             &params,
             services,
+            protocol,
             diags,
         );
         let fail_closed = security.or(validation.fail).or(integ.fail);

@@ -7,6 +7,7 @@
 //!    validate::*       required parameters, body against its model   (400; body buffered
 //!                      only for routes that validate it)
 //!    integrate::call   HTTP_PROXY | HTTP | MOCK | fail-closed         (500/502/504)
+//!      lambda::call    AWS_PROXY: proxy event 1.0/2.0 -> invoke -> result (502 malformed)
 //!    respond::finish   x-amzn-RequestId, metrics, access log
 //!  any GatewayError -> respond::gateway_response
 //! ```
@@ -18,6 +19,7 @@ pub mod ctx;
 pub mod deadline;
 pub mod error;
 pub mod integrate;
+pub mod lambda;
 pub mod limits;
 pub mod respond;
 pub mod route;

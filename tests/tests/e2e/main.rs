@@ -6,6 +6,7 @@
 
 mod example;
 mod integrations;
+mod lambda;
 mod lifecycle;
 mod observability;
 mod reload;
