@@ -68,6 +68,33 @@ pub struct Api {
     /// rewritten to [`model_ref`]`(name)`; only the models some route validates against.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, serde_json::Value>,
+    /// CORS: automatic preflight answers and CORS headers on every response of the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+}
+
+/// An API's CORS policy, normalised at compile time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cors {
+    /// Allowed origins, lower case, `scheme://host[:port]`; `*` allows any origin (never
+    /// together with `allowCredentials`).
+    pub allow_origins: Vec<String>,
+    /// Allowed methods, upper case, or `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    /// Allowed request headers, lower case, or `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    /// Response headers exposed to scripts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Max-Age` of preflight answers, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+    /// `Access-Control-Allow-Credentials: true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
 }
 
 /// The base of the canonical `$ref` URI of a model: `https://portico.invalid/models/<name>`.
@@ -416,6 +443,7 @@ mod tests {
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
                 models: BTreeMap::new(),
+                cors: None,
             }],
             stages: vec![Stage {
                 id: "stage/default/dev".into(),

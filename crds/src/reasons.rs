@@ -67,3 +67,5 @@ pub const UNKNOWN_VALIDATOR: &str = "UnknownValidator";
 /// A `requestParameters` key is not `method.request.<path|querystring|header>.<name>`, or
 /// names a path parameter the resource does not have.
 pub const INVALID_REQUEST_PARAMETER: &str = "InvalidRequestParameter";
+/// `spec.cors` has an invalid entry, or `*` together with `allowCredentials`.
+pub const INVALID_CORS: &str = "InvalidCors";

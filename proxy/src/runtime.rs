@@ -12,6 +12,7 @@
 //! ```
 
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::integrate::{self, CompiledIntegration};
 use crate::pipeline::respond::GatewayResponses;
 use crate::pipeline::route::{RouteTable, StageTable};
@@ -57,6 +58,8 @@ pub struct CompiledApi {
     pub no_route: GatewayResponseType,
     /// Request validation per route (same order as `api.routes`); `None`: nothing checked.
     pub validation: Vec<Option<RouteValidation>>,
+    /// CORS policy, when the API has one.
+    pub cors: Option<CorsPolicy>,
 }
 
 /// One stage's derived tables.
@@ -108,6 +111,7 @@ impl Runtime {
                     Protocol::Http | Protocol::WebSocket => GatewayResponseType::ResourceNotFound,
                 },
                 validation: validate::build(api),
+                cors: api.cors.as_ref().map(CorsPolicy::build),
             })
             .collect();
         let stages = config

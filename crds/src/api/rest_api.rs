@@ -80,7 +80,8 @@ pub struct RestApiSpec {
     /// Request validators by name, selected per method by `requestValidator`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_validators: BTreeMap<String, RequestValidator>,
-    /// (later) CORS settings.
+    /// CORS: the gateway answers preflight requests (unless the resource defines an OPTIONS
+    /// method) and adds CORS headers to every response, gateway responses included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
 }
@@ -409,17 +410,18 @@ pub struct RequestValidator {
     pub validate_request_parameters: bool,
 }
 
-/// (later) CORS settings.
+/// CORS settings.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Cors {
-    /// Allowed origins (`Access-Control-Allow-Origin`).
+    /// Allowed origins (`https://app.example.com`, `http://localhost:3000`) or `*` (not with
+    /// `allowCredentials`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_origins: Vec<String>,
-    /// Allowed methods.
+    /// Allowed methods, or `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_methods: Vec<String>,
-    /// Allowed request headers.
+    /// Allowed request headers, or `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_headers: Vec<String>,
     /// Response headers exposed to the browser.

@@ -225,6 +225,7 @@ fn compile_api(
             gateway_responses: compile_gateway_responses(obj, &spec.gateway_responses, diags),
             max_payload_bytes,
             // The proxy registers every model, so a route's model can refer to any other.
+            cors: super::cors::compile_cors(obj, spec.cors.as_ref(), diags),
             models: if uses_models {
                 models.schemas
             } else {

@@ -18,6 +18,7 @@
 //! method compiles to a route that fails closed; a broken stage or API is dropped.
 
 mod apis;
+mod cors;
 mod gateway_responses;
 mod integrations;
 mod normalise;
@@ -243,6 +244,7 @@ mod tests {
                     gateway_responses: Default::default(),
                     max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
                     models: Default::default(),
+                    cors: None,
                 }],
                 stages: vec![Stage {
                     id: "stage/default/dev".into(),

@@ -58,10 +58,6 @@ pub(crate) fn objects(inputs: &Inputs<'_>, diags: &mut Diags) {
             "spec.routeSelectionExpression",
             s.route_selection_expression.is_some(),
         );
-        later(
-            "spec.cors",
-            s.cors.as_ref().is_some_and(|c| *c != Default::default()),
-        );
     }
     for stage in &inputs.stages {
         let s = stage.spec;

@@ -3,6 +3,8 @@
 //! ```text
 //!  handle(shared, conn, ctx, req)
 //!    route::apply      host + path -> stage, route, path parameters   (403/404 when none)
+//!    cors::preflight   OPTIONS + Origin + Access-Control-Request-Method on a resource
+//!                      without an explicit OPTIONS method             (204)
 //!    limits::read_body payload cap                                    (413)
 //!    validate::*       required parameters, body against its model   (400; body buffered
 //!                      only for routes that validate it)
@@ -10,11 +12,13 @@
 //!      lambda::call    AWS_PROXY: proxy event 1.0/2.0 -> invoke -> result (502 malformed)
 //!    respond::finish   x-amzn-RequestId, metrics, access log
 //!  any GatewayError -> respond::gateway_response
+//!  every response of an API with CORS -> cors::decorate (Access-Control-Allow-Origin, ...)
 //! ```
 //!
 //! Per-request state lives in one [`RequestCtx`]; service-wide state (backend client, access
 //! log writer) in [`Shared`]; per-connection values in [`ConnInfo`].
 
+pub mod cors;
 pub mod ctx;
 pub mod deadline;
 pub mod error;
@@ -72,10 +76,13 @@ pub async fn handle(
     mut ctx: RequestCtx,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let resp = match run(shared, conn, &mut ctx, req).await {
+    // Kept for CORS: run consumes the request.
+    let origin = req.headers().get(http::header::ORIGIN).cloned();
+    let mut resp = match run(shared, conn, &mut ctx, req).await {
         Ok(resp) => resp,
         Err(err) => respond::gateway_response(&mut ctx, err),
     };
+    cors::decorate(&ctx, origin.as_ref(), &mut resp);
     respond::finish(shared, ctx, resp)
 }
 
@@ -86,7 +93,18 @@ async fn run(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     // Route first: the payload cap and the integration are per API / per route.
-    route::apply(ctx)?;
+    let routed = route::apply(ctx);
+    // Preflight right after routing (before validation, authorization and the integration),
+    // as AWS: on a resource without an explicit OPTIONS method, which routing reports as no
+    // method for the verb, or as an ANY route.
+    let resource_exists = match &routed {
+        Ok(()) => true,
+        Err(_) => ctx.stage.is_some() && routed_to_resource(&routed),
+    };
+    if let Some(resp) = cors::preflight(ctx, req.headers(), resource_exists) {
+        return Ok(resp);
+    }
+    routed?;
     let max = ctx.api_config().map_or(u64::MAX, |a| a.max_payload_bytes);
     if let Some(integrate::CompiledIntegration::FailClosed(reason)) =
         ctx.stage_route().map(|r| &r.integration)
@@ -114,6 +132,15 @@ async fn run(
         _ => limits::read_body(&parts.headers, body, max).await?,
     };
     integrate::call(shared, conn, ctx, parts, body).await
+}
+
+/// True when routing found the resource but not the verb.
+fn routed_to_resource(routed: &Result<(), GatewayError>) -> bool {
+    matches!(
+        routed,
+        Err(GatewayError::MissingAuthenticationToken(why) | GatewayError::ResourceNotFound(why))
+            if *why == route::NO_METHOD
+    )
 }
 
 #[cfg(test)]
