@@ -228,7 +228,7 @@ pub fn event_v1(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
     let route = ctx.route_config();
     let resource = route.map_or("", |r| r.resource_path.as_str());
     let (body, is_base64) = event_body(body);
-    json!({
+    let mut event = json!({
         "resource": resource,
         "path": stage_relative_path(ctx),
         "httpMethod": ctx.http_method.as_str(),
@@ -269,7 +269,18 @@ pub fn event_v1(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
         },
         "body": body,
         "isBase64Encoded": is_base64,
-    })
+    });
+    // HTTP APIs label format 1.0 events; REST APIs' events have no version.
+    if ctx
+        .api_config()
+        .is_some_and(|a| a.protocol == portico_config::Protocol::Http)
+    {
+        event
+            .as_object_mut()
+            .expect("built as an object")
+            .insert("version".into(), Value::String("1.0".into()));
+    }
+    event
 }
 
 /// The payload format 2.0 event (HTTP APIs).

@@ -207,7 +207,7 @@ async fn http_api_sends_a_2_0_event() {
     let r = c.send(Method::POST, &proxy.url("/dev/v1"), &[], "x").await;
     assert_eq!(r.status, 201);
     assert_eq!(r.json()["httpMethod"], "POST");
-    assert!(r.json().get("version").is_none());
+    assert_eq!(r.json()["version"], "1.0");
 
     let r = c
         .send(Method::POST, &proxy.url("/dev/v1"), &[], "malformed")
