@@ -258,6 +258,11 @@ impl HttpTarget {
         s
     }
 
+    /// The whole origin-form URI when the target has no parameter slots.
+    pub(crate) fn fixed_uri(&self) -> Option<&Uri> {
+        self.fixed.as_ref()
+    }
+
     /// The backend URI (origin form) for this request: parameters substituted, the request's query
     /// appended to the configured one.
     pub fn uri(&self, ctx: &RequestCtx) -> Result<Uri, GatewayError> {

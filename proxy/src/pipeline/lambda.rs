@@ -61,7 +61,11 @@ pub async fn call(
         PayloadFormatVersion::V2 => event_v2(ctx, &parts.headers, &body),
     };
     let payload = serde_json::to_vec(&event).expect("a JSON value serializes");
-    let uri = target.http.uri(ctx)?;
+    // The invoke URI is fixed: the request's query string travels in the event, not here.
+    let uri = match target.http.fixed_uri() {
+        Some(u) => u.clone(),
+        None => target.http.uri(ctx)?,
+    };
     let req = Request::builder()
         .method(Method::POST)
         .uri(uri)
@@ -393,25 +397,19 @@ pub fn map_result(
             return Ok(resp);
         }
     };
-    let allowed: &[&str] = match version {
-        PayloadFormatVersion::V1 => &[
+    // 1.0 is strict about the fields (AWS answers 502 for others); 2.0 reads what it knows
+    // (no multiValueHeaders there) and ignores the rest.
+    if version == PayloadFormatVersion::V1 {
+        const ALLOWED: [&str; 5] = [
             "statusCode",
             "headers",
             "multiValueHeaders",
             "body",
             "isBase64Encoded",
-        ],
-        PayloadFormatVersion::V2 => &[
-            "statusCode",
-            "headers",
-            "multiValueHeaders",
-            "cookies",
-            "body",
-            "isBase64Encoded",
-        ],
-    };
-    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(format!("the result has an unexpected field {k:?}"));
+        ];
+        if let Some(k) = obj.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
+            return Err(format!("the result has an unexpected field {k:?}"));
+        }
     }
     let status = obj["statusCode"]
         .as_u64()
@@ -438,7 +436,11 @@ pub fn map_result(
         }
         Ok::<_, String>(())
     };
-    match obj.get("multiValueHeaders") {
+    let multi = match version {
+        PayloadFormatVersion::V1 => obj.get("multiValueHeaders"),
+        PayloadFormatVersion::V2 => None,
+    };
+    match multi {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, vs) in m {
@@ -461,7 +463,11 @@ pub fn map_result(
         }
         Some(_) => return Err("headers is not an object".into()),
     }
-    match obj.get("cookies") {
+    let cookies = match version {
+        PayloadFormatVersion::V1 => None,
+        PayloadFormatVersion::V2 => obj.get("cookies"),
+    };
+    match cookies {
         None | Some(Value::Null) => {}
         Some(Value::Array(cs)) => {
             for c in cs {

@@ -26,7 +26,8 @@ async fn start_function() -> SocketAddr {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     |req: http::Request<hyper::body::Incoming>| async move {
-                        let path = req.uri().path().to_string();
+                        // The invoke URI never carries the request's query string.
+                        let path = req.uri().to_string();
                         let bytes = req.into_body().collect().await.unwrap().to_bytes();
                         let event: Value = serde_json::from_slice(&bytes).unwrap();
                         let mut resp = http::Response::builder().status(200);

@@ -39,6 +39,13 @@ async fn a_v2_bare_value_or_object_without_status_is_a_200_json_body() {
     assert_eq!(resp.status(), 302);
     assert_eq!(resp.headers()["set-cookie"], "c=1");
     assert_eq!(resp.headers()["location"], "/x");
+    // 2.0 ignores fields it does not know.
+    let resp = map_result(
+        PayloadFormatVersion::V2,
+        br#"{"statusCode": 204, "extra": 1}"#,
+    )
+    .unwrap();
+    assert_eq!(resp.status(), 204);
 }
 
 #[test]
@@ -51,6 +58,8 @@ fn malformed_results_are_rejected() {
         (V1, br#"{"body": "x"}"#),
         (V1, br#"{"statusCode": 200, "extra": 1}"#),
         (V1, br#"{"statusCode": 200, "cookies": []}"#),
+        (V2, br#"{"statusCode": 200, "cookies": "c=1"}"#),
+        (V2, br#"{"statusCode": "x"}"#),
         (V1, br#"{"statusCode": 99}"#),
         (V1, br#"{"statusCode": 200, "body": {"a": 1}}"#),
         (V1, br#"{"statusCode": 200, "headers": {"a": {"b": 1}}}"#),
