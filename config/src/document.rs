@@ -72,6 +72,47 @@ pub struct Api {
     /// (`minimumCompressionSize`); `None` disables compression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_compression_size: Option<u64>,
+    /// Models (JSON Schema draft-04) by name, with every `$ref` to another model of the API
+    /// rewritten to [`model_ref`]`(name)`; only the models some route validates against.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, serde_json::Value>,
+    /// CORS: automatic preflight answers and CORS headers on every response of the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+}
+
+/// An API's CORS policy, normalised at compile time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cors {
+    /// Allowed origins, lower case, `scheme://host[:port]`; `*` allows any origin (never
+    /// together with `allowCredentials`).
+    pub allow_origins: Vec<String>,
+    /// Allowed methods, upper case, or `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    /// Allowed request headers, lower case, or `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    /// Response headers exposed to scripts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Max-Age` of preflight answers, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+    /// `Access-Control-Allow-Credentials: true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+}
+
+/// The base of the canonical `$ref` URI of a model: `https://portico.invalid/models/<name>`.
+/// The `.invalid` host is reserved: nothing is ever fetched, the proxy registers every model
+/// of the API under this base before compiling validators.
+pub const MODEL_REF_BASE: &str = "https://portico.invalid/models/";
+
+/// The canonical `$ref` URI of model `name`.
+pub fn model_ref(name: &str) -> String {
+    format!("{MODEL_REF_BASE}{name}")
 }
 
 /// How a route matches the path after the stage's base path.
@@ -103,6 +144,9 @@ pub struct Route {
     pub integration: Integration,
     /// Integration timeout in milliseconds (default 29 000); exceeded -> 504 INTEGRATION_TIMEOUT.
     pub timeout_ms: u64,
+    /// Request validation (required parameters, body model); `None` validates nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<RequestValidation>,
     /// Set when the method could not be compiled: it answers 500 API_CONFIGURATION_ERROR
     /// (fails closed) while its siblings keep serving. The text is logged, never sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,6 +155,43 @@ pub struct Route {
     /// passthrough, integration and method responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<crate::Transform>,
+}
+
+/// What a method's request validator checks (AWS `validateRequestParameters` /
+/// `validateRequestBody`), resolved at compile time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestValidation {
+    /// Parameters that must be present, in the order the error message lists them (the
+    /// order of their `method.request.*` keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_parameters: Vec<RequiredParameter>,
+    /// Body models by content type (names of [`Api::models`]); empty: the body is not
+    /// validated. A request whose content type has no entry uses `application/json`'s.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub body_models: BTreeMap<String, String>,
+}
+
+/// One required request parameter (`method.request.<location>.<name>: true`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequiredParameter {
+    /// Where it is looked up.
+    pub location: ParameterLocation,
+    /// Its name (headers: case-insensitive).
+    pub name: String,
+}
+
+/// Where a request parameter lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParameterLocation {
+    /// `method.request.path.<name>`.
+    Path,
+    /// `method.request.querystring.<name>`.
+    Querystring,
+    /// `method.request.header.<name>`.
+    Header,
 }
 
 /// How a method reaches its backend.
@@ -126,6 +207,36 @@ pub enum Integration {
     /// Answered by the gateway itself.
     #[serde(rename = "MOCK")]
     Mock(MockIntegration),
+    /// Lambda proxy: the request becomes an API Gateway proxy event POSTed to a function's
+    /// invoke endpoint; the function's result becomes the response.
+    #[serde(rename = "AWS_PROXY")]
+    AwsProxy(AwsProxyIntegration),
+}
+
+/// The path of the Lambda invoke endpoint (the Runtime Interface Emulator's).
+pub const LAMBDA_INVOKE_PATH: &str = "/2015-03-31/functions/function/invocations";
+
+/// A Lambda proxy integration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsProxyIntegration {
+    /// The function's invoke endpoint, e.g.
+    /// `http://fn.default.svc:8080/2015-03-31/functions/function/invocations`; may contain
+    /// `${stageVariables.name}`.
+    pub uri: String,
+    /// The proxy event and result format.
+    pub payload_format_version: PayloadFormatVersion,
+}
+
+/// Lambda proxy payload format: `1.0` (REST APIs, HTTP APIs) or `2.0` (HTTP APIs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PayloadFormatVersion {
+    /// Format 1.0.
+    #[serde(rename = "1.0")]
+    V1,
+    /// Format 2.0.
+    #[serde(rename = "2.0")]
+    V2,
 }
 
 /// An HTTP(S) endpoint.
@@ -246,6 +357,14 @@ impl GatewayConfig {
                 if !route_ids.insert(r.id.as_str()) {
                     return bad(format!("duplicate route id {}", r.id));
                 }
+                for m in r.validation.iter().flat_map(|v| v.body_models.values()) {
+                    if !api.models.contains_key(m) {
+                        return bad(format!(
+                            "route {} validates against unknown model {m}",
+                            r.id
+                        ));
+                    }
+                }
                 if r.timeout_ms == 0 {
                     return bad(format!("route {} has timeoutMs 0", r.id));
                 }
@@ -330,6 +449,7 @@ mod tests {
                         body: "[]".into(),
                     }),
                     timeout_ms: DEFAULT_TIMEOUT_MS,
+                    validation: None,
                     fail_closed: None,
                     transform: None,
                 }],
@@ -337,6 +457,8 @@ mod tests {
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
                 binary_media_types: Vec::new(),
                 minimum_compression_size: None,
+                models: BTreeMap::new(),
+                cors: None,
             }],
             stages: vec![Stage {
                 id: "stage/default/dev".into(),

@@ -73,3 +73,15 @@ pub const UNDECLARED_METHOD_RESPONSE: &str = "UndeclaredMethodResponse";
 pub const IGNORED_FIELD: &str = "IgnoredField";
 /// A `binaryMediaTypes` entry is not `type/subtype` (with `*` wildcards).
 pub const INVALID_MEDIA_TYPE: &str = "InvalidMediaType";
+/// A model's schema is not a valid JSON Schema draft-04 document, or refers to something
+/// other than a model of the same API.
+pub const INVALID_MODEL: &str = "InvalidModel";
+/// `requestModels` names a model the API does not define.
+pub const UNKNOWN_MODEL: &str = "UnknownModel";
+/// `requestValidator` names a validator the API does not define.
+pub const UNKNOWN_VALIDATOR: &str = "UnknownValidator";
+/// A `requestParameters` key is not `method.request.<path|querystring|header>.<name>`, or
+/// names a path parameter the resource does not have.
+pub const INVALID_REQUEST_PARAMETER: &str = "InvalidRequestParameter";
+/// `spec.cors` has an invalid entry, or `*` together with `allowCredentials`.
+pub const INVALID_CORS: &str = "InvalidCors";

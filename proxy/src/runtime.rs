@@ -7,15 +7,18 @@
 //!   ├─ stage_table                     host + base path -> stage
 //!   ├─ apis[i]: route tree, gateway responses resolved under the API's overrides,
 //!   │           per route its mappings (VTL templates parsed once, here)
+//!   │           request validators (JSON Schema compiled once per model)
 //!   └─ stages[j]: per route of its API: compiled integration (stage variables substituted),
 //!                 timeout, metric handles; access log template
 //! ```
 
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::integrate::{self, CompiledIntegration};
 use crate::pipeline::respond::GatewayResponses;
 use crate::pipeline::route::{RouteTable, StageTable};
 use crate::pipeline::transform::CompiledTransform;
+use crate::pipeline::validate::{self, RouteValidation};
 use crate::pool::Pools;
 use crate::template::Template;
 use portico_config::{GatewayConfig, GatewayResponseType, Protocol};
@@ -61,6 +64,10 @@ pub struct CompiledApi {
     /// Per route (same order as `api.routes`): its mappings with templates parsed once
     /// here, or why they cannot be served (the route fails closed).
     pub transforms: Vec<Option<Result<CompiledTransform, Arc<str>>>>,
+    /// Request validation per route (same order as `api.routes`); `None`: nothing checked.
+    pub validation: Vec<Option<RouteValidation>>,
+    /// CORS policy, when the API has one.
+    pub cors: Option<CorsPolicy>,
 }
 
 /// One stage's derived tables.
@@ -127,6 +134,8 @@ impl Runtime {
                         })
                     })
                     .collect(),
+                validation: validate::build(api),
+                cors: api.cors.as_ref().map(CorsPolicy::build),
             })
             .collect();
         let stages = config

@@ -54,6 +54,8 @@ pub enum Var {
     ErrorMessageString,
     /// `error.responseType`.
     ErrorResponseType,
+    /// `error.validationErrorString` (what request validation found; raw).
+    ValidationErrorString,
     /// `domainName` (the Host header).
     DomainName,
 }
@@ -83,6 +85,7 @@ impl Var {
             "error.message" => Var::ErrorMessage,
             "error.messageString" => Var::ErrorMessageString,
             "error.responseType" => Var::ErrorResponseType,
+            "error.validationErrorString" => Var::ValidationErrorString,
             "domainName" => Var::DomainName,
             _ => return None,
         })
@@ -150,14 +153,22 @@ impl Var {
             }
             Var::ErrorMessage => {
                 if let Some(t) = ctx.error {
-                    out.push_str(t.default_message());
+                    out.push_str(ctx.error_message.as_deref().unwrap_or(t.default_message()));
                 }
             }
             Var::ErrorMessageString => {
                 if let Some(t) = ctx.error {
                     out.push('"');
-                    json_escape_into(t.default_message(), out);
+                    json_escape_into(
+                        ctx.error_message.as_deref().unwrap_or(t.default_message()),
+                        out,
+                    );
                     out.push('"');
+                }
+            }
+            Var::ValidationErrorString => {
+                if let Some(v) = &ctx.validation_error {
+                    out.push_str(v);
                 }
             }
             Var::ErrorResponseType => {

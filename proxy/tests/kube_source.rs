@@ -350,7 +350,8 @@ async fn configmap_changes_swap_within_a_second_and_bad_ones_keep_the_old_config
     fake.put(cm_plain(&mk_config("v1").to_json()));
     let (addr, _server) = fake.serve("127.0.0.1:0".parse().unwrap()).await;
     let p = start_source(addr, "swap");
-    assert!(!p.health.is_ready());
+    // (Not asserting "not ready yet" here: the spawned source may already have loaded on a
+    // busy machine; readiness before the first config has its own test.)
 
     wait_for("initial load", WAIT, || p.health.is_ready()).await;
     assert_eq!(served(&p.state), "v1");

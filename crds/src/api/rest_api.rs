@@ -74,13 +74,16 @@ pub struct RestApiSpec {
     /// Gateway response overrides keyed by AWS type (`THROTTLED`, `DEFAULT_4XX`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gateway_responses: BTreeMap<String, GatewayResponse>,
-    /// (later) Models (JSON Schema draft-04) by name.
+    /// Models (JSON Schema draft-04) by name. A `$ref` to another model of this API may be
+    /// written `https://apigateway.amazonaws.com/restapis/<api>/models/<Model>`,
+    /// `#/definitions/<Model>` or `<Model>`; nothing outside the API is ever fetched.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, Model>,
-    /// (later) Request validators by name.
+    /// Request validators by name, selected per method by `requestValidator`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_validators: BTreeMap<String, RequestValidator>,
-    /// (later) CORS settings.
+    /// CORS: the gateway answers preflight requests (unless the resource defines an OPTIONS
+    /// method) and adds CORS headers to every response, gateway responses included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
 }
@@ -160,13 +163,15 @@ pub struct Method {
     /// (later) Whether callers must present an API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_required: Option<bool>,
-    /// (later) Request parameters, e.g. `method.request.querystring.page: true` (required).
+    /// Request parameters, e.g. `method.request.querystring.page: true` (required); required
+    /// ones are enforced by a validator with `validateRequestParameters` (400 BAD_REQUEST_PARAMETERS).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_parameters: BTreeMap<String, bool>,
-    /// (later) Request models by content type.
+    /// Request models by content type; the body is validated against them by a validator with
+    /// `validateRequestBody` (400 BAD_REQUEST_BODY). Other content types use `application/json`'s.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_models: BTreeMap<String, String>,
-    /// (later) Name of the request validator applied to this method.
+    /// Name of the request validator (in `spec.requestValidators`) applied to this method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_validator: Option<String>,
     /// Method responses: the statuses (and `method.response.header.*` names) the integration
@@ -205,7 +210,7 @@ pub enum IntegrationType {
     /// Answered by the gateway itself (`mockResponse`).
     #[serde(rename = "MOCK")]
     Mock,
-    /// (later) Lambda-style function proxy.
+    /// Lambda proxy: a function's HTTP invoke endpoint (`uri`).
     #[serde(rename = "AWS_PROXY")]
     AwsProxy,
     /// (later) AWS service integration.
@@ -244,11 +249,14 @@ pub enum ContentHandling {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Integration {
-    /// `HTTP_PROXY`, `HTTP`, `MOCK`, or (later) `AWS_PROXY`, `AWS`.
+    /// `HTTP_PROXY`, `HTTP`, `MOCK`, `AWS_PROXY`, or (later) `AWS`.
     #[serde(rename = "type")]
     pub type_: IntegrationType,
     /// Endpoint URI (HTTP types); may use `${stageVariables.name}` and `{param}` placeholders.
     /// With `serviceRef`, only the path part (`/content/{id}`, default `/`).
+    /// `AWS_PROXY`: the function's invoke endpoint
+    /// (`http://fn:8080/2015-03-31/functions/function/invocations`); a URI whose path does
+    /// not end in `/invocations` gets `/2015-03-31/functions/function/invocations` appended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     /// A Kubernetes Service to call (HTTP types): the request goes to
@@ -267,6 +275,10 @@ pub struct Integration {
     /// status and `integrationResponses` build the answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock_response: Option<MockResponse>,
+    /// `AWS_PROXY`: the proxy event format, `1.0` (REST APIs: the only one) or `2.0`
+    /// (HTTP APIs: the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_format_version: Option<String>,
     /// Integration request parameters (HTTP, MOCK), e.g.
     /// `integration.request.header.x: method.request.path.id`; sources are
     /// `method.request.{path,querystring,header}.<name>`, `context.<name>`,
@@ -374,7 +386,7 @@ pub struct GatewayResponse {
     pub response_templates: BTreeMap<String, String>,
 }
 
-/// (later) A model: a JSON Schema (draft-04) for request or response bodies.
+/// A model: a JSON Schema (draft-04) for request or response bodies.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Model {
@@ -398,7 +410,7 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// (later) A request validator.
+/// A request validator.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestValidator {
@@ -410,17 +422,18 @@ pub struct RequestValidator {
     pub validate_request_parameters: bool,
 }
 
-/// (later) CORS settings.
+/// CORS settings.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Cors {
-    /// Allowed origins (`Access-Control-Allow-Origin`).
+    /// Allowed origins (`https://app.example.com`, `http://localhost:3000`) or `*` (not with
+    /// `allowCredentials`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_origins: Vec<String>,
-    /// Allowed methods.
+    /// Allowed methods, or `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_methods: Vec<String>,
-    /// Allowed request headers.
+    /// Allowed request headers, or `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_headers: Vec<String>,
     /// Response headers exposed to the browser.

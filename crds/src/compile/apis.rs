@@ -13,8 +13,9 @@ use super::not_supported::{self, MethodView};
 use super::transforms::{
     compile_binary_media_types, compile_minimum_compression_size, compile_transform,
 };
+use super::validation::{compile_models, compile_validation};
 use super::{Diags, METHODS, escape_id};
-use crate::api::rest_api::{ApiProtocol, Integration as IntegrationSpec};
+use crate::api::rest_api::{ApiProtocol, Integration as IntegrationSpec, Method};
 use crate::reasons;
 use crate::snapshot::Service;
 use portico_config::{
@@ -75,6 +76,8 @@ struct Candidate<'a> {
     id: String,
     view: MethodView<'a>,
     integration: Option<&'a IntegrationSpec>,
+    /// The REST method (request validation); `None` for HTTP routes.
+    method: Option<&'a Method>,
 }
 
 fn compile_api(
@@ -136,6 +139,9 @@ fn compile_api(
         }
     };
 
+    // Models before methods: a method's validation names them.
+    let models = compile_models(obj, &spec.models, diags);
+
     // Duplicates: the same verb on the same path shape (`/a/{x}` and `/a/{y}` collide). The
     // first in manifest order wins; the others are dropped.
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -165,12 +171,25 @@ fn compile_api(
             RouteMatch::Default => Vec::new(),
         };
         let security = not_supported::method(obj, &c.field, &c.view, c.integration, diags);
+        let validation = match c.method {
+            Some(m) => compile_validation(
+                obj,
+                &c.field,
+                m,
+                &spec.request_validators,
+                &models,
+                &params,
+                diags,
+            ),
+            None => Default::default(),
+        };
         let integ = compile_integration(
             obj,
             &format!("{}.integration", c.field),
             c.integration,
             &params,
             services,
+            protocol,
             diags,
         );
         // After the integration: the mappings depend on its type.
@@ -182,7 +201,10 @@ fn compile_api(
             &params,
             diags,
         );
-        let fail_closed = security.or(integ.fail).or(transform.fail);
+        let fail_closed = security
+            .or(validation.fail)
+            .or(integ.fail)
+            .or(transform.fail);
         if fail_closed.is_none() {
             for v in integ.stage_variables {
                 stage_variables
@@ -198,11 +220,17 @@ fn compile_api(
             matcher: c.matcher,
             integration: integ.integration,
             timeout_ms: integ.timeout_ms,
+            validation: validation.validation,
             fail_closed,
             transform: transform.transform,
         });
     }
 
+    let uses_models = routes.iter().any(|r| {
+        r.validation
+            .as_ref()
+            .is_some_and(|v| !v.body_models.is_empty())
+    });
     Some(CompiledApi {
         api: Api {
             id: input.id.clone(),
@@ -218,6 +246,13 @@ fn compile_api(
                 spec.minimum_compression_size,
                 diags,
             ),
+            // The proxy registers every model, so a route's model can refer to any other.
+            cors: super::cors::compile_cors(obj, spec.cors.as_ref(), diags),
+            models: if uses_models {
+                models.schemas
+            } else {
+                BTreeMap::new()
+            },
         },
         stage_variables,
     })
@@ -285,12 +320,10 @@ fn rest_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
                     authorizer_ref: m.authorizer_ref.as_ref(),
                     authorization_scopes: &m.authorization_scopes,
                     api_key_required: m.api_key_required,
-                    request_parameters: Some(&m.request_parameters),
-                    request_validator: m.request_validator.as_deref(),
-                    request_models: Some(&m.request_models),
                     method_responses: &m.method_responses,
                 },
                 integration: m.integration.as_ref(),
+                method: Some(m),
                 field: mfield,
             });
         }
@@ -357,6 +390,7 @@ fn http_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
                 ..Default::default()
             },
             integration: r.integration.as_ref(),
+            method: None,
         });
     }
     out

@@ -10,7 +10,8 @@ use crate::api::rest_api::{Integration as IntegrationSpec, IntegrationType, Serv
 use crate::reasons;
 use crate::snapshot::Service;
 use portico_config::{
-    DEFAULT_TIMEOUT_MS, HttpIntegration, Integration, MockIntegration, ObjectRef,
+    AwsProxyIntegration, DEFAULT_TIMEOUT_MS, HttpIntegration, Integration, LAMBDA_INVOKE_PATH,
+    MockIntegration, ObjectRef, PayloadFormatVersion, Protocol,
 };
 use std::collections::BTreeSet;
 
@@ -45,6 +46,7 @@ pub(crate) fn compile_integration(
     spec: Option<&IntegrationSpec>,
     params: &[String],
     services: &[Service],
+    protocol: Protocol,
     diags: &mut Diags,
 ) -> CompiledIntegration {
     let mut out = CompiledIntegration {
@@ -94,6 +96,56 @@ pub(crate) fn compile_integration(
     };
 
     match spec.type_ {
+        IntegrationType::AwsProxy => {
+            let version = match (spec.payload_format_version.as_deref(), protocol) {
+                (None, Protocol::Rest) | (Some("1.0"), _) => Some(PayloadFormatVersion::V1),
+                (None, _) | (Some("2.0"), Protocol::Http) => Some(PayloadFormatVersion::V2),
+                (Some(v), _) => {
+                    fail(
+                        diags,
+                        ".payloadFormatVersion",
+                        reasons::INVALID_INTEGRATION,
+                        format!(
+                            "payloadFormatVersion {v:?}: REST APIs support \"1.0\", HTTP APIs \"1.0\" or \"2.0\""
+                        ),
+                    );
+                    None
+                }
+            };
+            let uri = match &spec.service_ref {
+                None => spec.uri.clone().unwrap_or_default(),
+                Some(svc) => match service_uri(obj, svc, spec.uri.as_deref(), services) {
+                    Ok(uri) => uri,
+                    Err((sub, reason, msg)) => {
+                        fail(diags, sub, reason, msg);
+                        return out;
+                    }
+                },
+            };
+            let uri = lambda_invoke_uri(&uri);
+            if uri.starts_with("arn:") {
+                fail(
+                    diags,
+                    ".uri",
+                    reasons::INVALID_INTEGRATION,
+                    format!(
+                        "uri {uri:?}: AWS_PROXY calls a function's HTTP invoke endpoint (http://host:port[/2015-03-31/functions/function/invocations]), not an ARN"
+                    ),
+                );
+                return out;
+            }
+            match (check_uri(&uri, &[]), version) {
+                (Ok(vars), Some(payload_format_version)) => {
+                    out.stage_variables = vars;
+                    out.integration = Integration::AwsProxy(AwsProxyIntegration {
+                        uri,
+                        payload_format_version,
+                    });
+                }
+                (Ok(_), None) => {}
+                (Err((reason, msg)), _) => fail(diags, ".uri", reason, msg),
+            }
+        }
         IntegrationType::HttpProxy | IntegrationType::Http => {
             let uri = match &spec.service_ref {
                 None => spec.uri.clone().unwrap_or_default(),
@@ -156,14 +208,28 @@ pub(crate) fn compile_integration(
                 ),
             },
         },
-        IntegrationType::AwsProxy | IntegrationType::Aws => fail(
+        IntegrationType::Aws => fail(
             diags,
             ".type",
             reasons::NOT_YET_SUPPORTED,
-            "AWS and AWS_PROXY integrations are not supported yet; the method answers 500".into(),
+            "AWS integrations are not supported yet; the method answers 500".into(),
         ),
     }
     out
+}
+
+/// The invoke endpoint of an `AWS_PROXY` uri: kept when its path ends in `/invocations`,
+/// else [`LAMBDA_INVOKE_PATH`] is appended to it (a base URL such as `http://fn:8080`).
+pub(crate) fn lambda_invoke_uri(uri: &str) -> String {
+    let path = uri.split(['?', '#']).next().unwrap_or(uri);
+    // Only http(s) URLs: anything else (an ARN) is reported as written by `check_uri`.
+    if path.ends_with("/invocations")
+        || !(uri.starts_with("http://") || uri.starts_with("https://"))
+    {
+        uri.to_string()
+    } else {
+        format!("{}{LAMBDA_INVOKE_PATH}", path.trim_end_matches('/'))
+    }
 }
 
 /// Resolves a `serviceRef` (+ the path in `uri`) to `http://<name>.<ns>.svc:<port><path>`.
@@ -229,7 +295,7 @@ fn check_uri(uri: &str, params: &[String]) -> Result<BTreeSet<String>, (&'static
     if uri.is_empty() {
         return Err((
             reasons::INVALID_INTEGRATION,
-            "HTTP and HTTP_PROXY integrations need a uri".into(),
+            "HTTP, HTTP_PROXY and AWS_PROXY integrations need a uri".into(),
         ));
     }
     // 1. `${stageVariables.x}` placeholders, replaced by a dummy host-safe value.
@@ -355,6 +421,22 @@ mod tests {
         assert!(
             msg.contains("https backends are not supported yet"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn lambda_uris_get_the_invoke_path_unless_they_have_it() {
+        assert_eq!(
+            lambda_invoke_uri("http://fn:8080"),
+            "http://fn:8080/2015-03-31/functions/function/invocations"
+        );
+        assert_eq!(
+            lambda_invoke_uri("http://fn:8080/"),
+            "http://fn:8080/2015-03-31/functions/function/invocations"
+        );
+        assert_eq!(
+            lambda_invoke_uri("http://fn/2015-03-31/functions/f/invocations"),
+            "http://fn/2015-03-31/functions/f/invocations"
         );
     }
 

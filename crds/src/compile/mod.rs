@@ -5,8 +5,9 @@
 //!  Snapshot ─ normalise ─> inputs (defaults resolved, sorted by namespace/name)
 //!               │
 //!               ├─ not_supported::objects ─> warnings for (later) fields and kinds
-//!               ├─ apis ─────> Api { routes } per RestApi   (methods: not_supported::method,
-//!               │               │                             integrations, gateway_responses)
+//!               ├─ apis ─────> Api { routes } per RestApi   (models: validation; methods:
+//!               │               │       not_supported::method, validation, integrations,
+//!               │               │       gateway_responses)
 //!               │               └─ stage variables each api uses
 //!               └─ stages ───> Stage per Stage object (refs, base path, hosts, variables),
 //!                               then host + base path conflicts
@@ -17,12 +18,14 @@
 //! method compiles to a route that fails closed; a broken stage or API is dropped.
 
 mod apis;
+mod cors;
 mod gateway_responses;
 mod integrations;
 mod normalise;
 mod not_supported;
 mod stages;
 mod transforms;
+mod validation;
 
 use crate::Snapshot;
 use portico_config::{Diagnostic, GatewayConfig, ObjectRef, SCHEMA_VERSION};
@@ -236,6 +239,7 @@ mod tests {
                             body: "ok".into(),
                         }),
                         timeout_ms: DEFAULT_TIMEOUT_MS,
+                        validation: None,
                         fail_closed: None,
                         transform: None,
                     }],
@@ -243,6 +247,8 @@ mod tests {
                     max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
                     binary_media_types: Vec::new(),
                     minimum_compression_size: None,
+                    models: Default::default(),
+                    cors: None,
                 }],
                 stages: vec![Stage {
                     id: "stage/default/dev".into(),

@@ -1,7 +1,7 @@
 //! Phase "not supported": fields marked (later) in `docs/manifest-spec.md` that are set to a
 //! non-default value, and the kinds that compile to nothing yet.
 //!
-//! Security-relevant fields (authorization, API keys, required parameters, validators) are
+//! Security-relevant fields (authorization, API keys) are
 //! errors and make the method fail closed, so nothing is served less protected than its
 //! author wrote; everything else is a warning and is served without the feature.
 
@@ -14,7 +14,6 @@ use crate::api::rest_api::{
 };
 use crate::reasons::NOT_YET_SUPPORTED;
 use portico_config::ObjectRef;
-use std::collections::BTreeMap;
 
 /// The method-level fields the rules look at; HTTP routes leave the REST-only ones empty.
 #[derive(Default)]
@@ -23,9 +22,6 @@ pub(crate) struct MethodView<'a> {
     pub authorizer_ref: Option<&'a LocalObjectReference>,
     pub authorization_scopes: &'a [String],
     pub api_key_required: Option<bool>,
-    pub request_parameters: Option<&'a BTreeMap<String, bool>>,
-    pub request_validator: Option<&'a str>,
-    pub request_models: Option<&'a BTreeMap<String, String>>,
     pub method_responses: &'a [MethodResponse],
 }
 
@@ -57,12 +53,6 @@ pub(crate) fn objects(inputs: &Inputs<'_>, diags: &mut Diags) {
         later(
             "spec.routeSelectionExpression",
             s.route_selection_expression.is_some(),
-        );
-        later("spec.models", !s.models.is_empty());
-        later("spec.requestValidators", !s.request_validators.is_empty());
-        later(
-            "spec.cors",
-            s.cors.as_ref().is_some_and(|c| *c != Default::default()),
         );
     }
     for stage in &inputs.stages {
@@ -120,29 +110,13 @@ pub(crate) fn method(
         diags,
     );
     deny("apiKeyRequired", m.api_key_required == Some(true), diags);
-    let required_params = m
-        .request_parameters
-        .is_some_and(|p| p.values().any(|required| *required));
-    deny("requestParameters", required_params, diags);
-    deny(
-        "requestValidator",
-        m.request_validator.is_some_and(|v| !v.is_empty()),
-        diags,
-    );
+    // requestParameters, requestValidator and requestModels: see `validation`.
 
     let mut later = |sub: &str, set: bool| {
         if set {
             warn_later(diags, obj, format!("{field}.{sub}"));
         }
     };
-    later(
-        "requestParameters",
-        !required_params && m.request_parameters.is_some_and(|p| !p.is_empty()),
-    );
-    later(
-        "requestModels",
-        m.request_models.is_some_and(|p| !p.is_empty()),
-    );
     if let Some(i) = integration {
         // HTTP and MOCK mappings compile in `transforms` (which also warns where
         // HTTP_PROXY ignores them); parameter mappings of proxy integrations are later.
@@ -184,11 +158,9 @@ mod tests {
     #[test]
     fn security_relevant_fields_fail_closed_and_others_warn() {
         let obj = ObjectRef::new("RestApi", "default", "a");
-        let params: BTreeMap<String, bool> =
-            [("method.request.querystring.page".to_string(), true)].into();
         let view = MethodView {
             api_key_required: Some(true),
-            request_parameters: Some(&params),
+            authorization_scopes: &["a".to_string()],
             ..Default::default()
         };
         let mut diags = Diags::default();
@@ -201,7 +173,7 @@ mod tests {
         );
         assert_eq!(
             fail.as_deref(),
-            Some("spec.resources[0].methods.GET.apiKeyRequired is not supported yet")
+            Some("spec.resources[0].methods.GET.authorizationScopes is not supported yet")
         );
         let fields: Vec<_> = diags
             .0
@@ -211,20 +183,19 @@ mod tests {
         assert_eq!(
             fields,
             [
+                (true, "spec.resources[0].methods.GET.authorizationScopes"),
                 (true, "spec.resources[0].methods.GET.apiKeyRequired"),
-                (true, "spec.resources[0].methods.GET.requestParameters"),
             ]
         );
 
-        let optional: BTreeMap<String, bool> =
-            [("method.request.querystring.page".to_string(), false)].into();
+        let responses = [MethodResponse::default()];
         let view = MethodView {
-            request_parameters: Some(&optional),
+            method_responses: &responses,
             ..Default::default()
         };
         let mut diags = Diags::default();
+        // methodResponses compile in `transforms` now: nothing to report here.
         assert_eq!(method(&obj, "m", &view, None, &mut diags), None);
-        assert_eq!(diags.0.len(), 1);
-        assert!(!diags.0[0].is_error());
+        assert!(diags.0.is_empty(), "{:?}", diags.0);
     }
 }

@@ -111,6 +111,11 @@ pub struct RequestCtx {
     pub integration_status: Option<u16>,
     /// `$context.error.responseType` (and the message) when a gateway response was sent.
     pub error: Option<GatewayResponseType>,
+    /// `$context.error.message` when it is not the type's default (e.g. BAD_REQUEST_PARAMETERS'
+    /// `Missing required request parameters: [page]`).
+    pub error_message: Option<Box<str>>,
+    /// `$context.error.validationErrorString`, set by the validate phase.
+    pub validation_error: Option<Box<str>>,
 }
 
 impl RequestCtx {
@@ -142,6 +147,8 @@ impl RequestCtx {
             integration_latency: None,
             integration_status: None,
             error: None,
+            error_message: None,
+            validation_error: None,
         }
     }
 

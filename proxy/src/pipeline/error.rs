@@ -77,6 +77,10 @@ pub enum GatewayError {
     /// REQUEST_HEADER_FIELDS_TOO_LARGE.
     #[error("request header fields too large")]
     RequestHeaderFieldsTooLarge,
+    /// A DEFAULT_5XX answered with 502: a Lambda function failed or returned a malformed
+    /// result (AWS: 502 `{"message": "Internal server error"}`).
+    #[error("bad gateway: {0}")]
+    BadGateway(String),
 }
 
 impl GatewayError {
@@ -107,6 +111,15 @@ impl GatewayError {
             E::UnsupportedMediaType => T::UnsupportedMediaType,
             E::WafFiltered => T::WafFiltered,
             E::RequestHeaderFieldsTooLarge => T::RequestHeaderFieldsTooLarge,
+            E::BadGateway(_) => T::Default5xx,
+        }
+    }
+
+    /// The status when it is not the response type's (resolved) one.
+    pub fn status_override(&self) -> Option<http::StatusCode> {
+        match self {
+            GatewayError::BadGateway(_) => Some(http::StatusCode::BAD_GATEWAY),
+            _ => None,
         }
     }
 
@@ -152,6 +165,10 @@ mod tests {
         ];
         let types: BTreeSet<_> = all.iter().map(GatewayError::response_type).collect();
         assert_eq!(types.len(), all.len());
+        // The one variant that shares a type (DEFAULT_5XX) differs by status.
+        let bad = GatewayError::BadGateway(String::new());
+        assert_eq!(bad.response_type(), GatewayResponseType::Default5xx);
+        assert_eq!(bad.status_override(), Some(http::StatusCode::BAD_GATEWAY));
         assert_eq!(types.len(), GatewayResponseType::ALL.len());
     }
 }

@@ -1,4 +1,5 @@
-//! Integrate phase: call the backend (HTTP_PROXY, HTTP) or answer from config (MOCK).
+//! Integrate phase: call the backend (HTTP_PROXY, HTTP), invoke a function (AWS_PROXY, in
+//! `lambda`) or answer from config (MOCK).
 //!
 //! Runs last, once the route is known and the body has passed the payload cap. Reads the
 //! stage route's [`CompiledIntegration`] (built per (stage, route) at `Runtime` build: stage
@@ -30,6 +31,8 @@ pub enum CompiledIntegration {
     Http(HttpTarget),
     /// Answer from config.
     Mock(MockResponse),
+    /// Invoke a function (AWS_PROXY), see `lambda`.
+    Lambda(Box<super::lambda::LambdaTarget>),
     /// Answer 500 API_CONFIGURATION_ERROR; the reason is logged, never sent.
     FailClosed(Arc<str>),
 }
@@ -67,9 +70,9 @@ enum UriPiece {
 #[derive(Debug)]
 pub struct HttpTarget {
     /// Keep-alive connections to the backend.
-    pool: Arc<HostPool>,
+    pub(crate) pool: Arc<HostPool>,
     /// The Host header to send.
-    host: HeaderValue,
+    pub(crate) host: HeaderValue,
     path: Vec<UriPiece>,
     query: Option<Box<str>>,
     /// The origin-form URI when it has no parameters (cloned, not rebuilt, per request).
@@ -113,6 +116,14 @@ pub fn compile(
             pools,
         )
         .map(CompiledIntegration::Http),
+        Integration::AwsProxy(l) => {
+            compile_http(&l.uri, Some("POST"), &stage.variables, &[], pools).map(|http| {
+                CompiledIntegration::Lambda(Box::new(super::lambda::LambdaTarget {
+                    http,
+                    version: l.payload_format_version,
+                }))
+            })
+        }
     };
     result.unwrap_or_else(|reason| CompiledIntegration::FailClosed(reason.into()))
 }
@@ -315,6 +326,11 @@ impl HttpTarget {
         Uri::try_from(s).map_err(|e| GatewayError::Default4xx(format!("backend uri: {e}")))
     }
 
+    /// The whole origin-form URI when the target has no parameter slots.
+    pub(crate) fn fixed_uri(&self) -> Option<&Uri> {
+        self.fixed.as_ref()
+    }
+
     /// The backend URI (origin form) for this request: parameters substituted, the request's query
     /// appended to the configured one.
     pub fn uri(&self, ctx: &RequestCtx) -> Result<Uri, GatewayError> {
@@ -428,6 +444,9 @@ pub async fn call(
             return Err(GatewayError::ApiConfigurationError(reason.to_string()));
         }
         CompiledIntegration::Mock(m) => return m.response(None),
+        CompiledIntegration::Lambda(l) => {
+            return super::lambda::call(conn, ctx, l, route.timeout, parts, body).await;
+        }
         CompiledIntegration::Http(t) => t,
     };
     parts.uri = target.uri(ctx)?;
@@ -525,7 +544,7 @@ mod tests {
         match compile(&route, &stage, &param_names(&route), &Pools::default()) {
             CompiledIntegration::Http(t) => Ok(t),
             CompiledIntegration::FailClosed(r) => Err(r),
-            CompiledIntegration::Mock(_) => unreachable!(),
+            CompiledIntegration::Mock(_) | CompiledIntegration::Lambda(_) => unreachable!(),
         }
     }
 

@@ -71,6 +71,27 @@ pub async fn read_body(
     }
 }
 
+/// Reads the whole body (bounded by the cap), for phases that must look at it (validation).
+pub async fn read_full(
+    headers: &HeaderMap,
+    body: Incoming,
+    max: u64,
+) -> Result<bytes::Bytes, GatewayError> {
+    if plan(content_length(headers), body.is_end_stream(), max)? == PayloadPlan::Empty {
+        return Ok(bytes::Bytes::new());
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::RequestTooLarge { limit: max })
+        }
+        Err(e) => Err(GatewayError::Default4xx(format!(
+            "reading request body: {e}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

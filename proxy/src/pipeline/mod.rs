@@ -3,30 +3,39 @@
 //! ```text
 //!  handle(shared, conn, ctx, req)
 //!    route::apply      host + path -> stage, route, path parameters   (403/404 when none)
+//!    cors::preflight   OPTIONS + Origin + Access-Control-Request-Method on a resource
+//!                      without an explicit OPTIONS method             (204)
 //!    limits::read_body payload cap                                    (413)
+//!    validate::*       required parameters, body against its model   (400; body buffered
+//!                      only for routes that validate it)
 //!    routes with mappings (HTTP, MOCK with a Transform):
 //!      transform::request   params, request template, passthrough      (400/415/500)
 //!      integrate::forward | MockResponse                               (502/504)
 //!      transform::response  select, params, template, method response  (500)
 //!    other routes:
 //!    integrate::call   HTTP_PROXY | HTTP | MOCK | fail-closed         (500/502/504)
+//!      lambda::call    AWS_PROXY: proxy event 1.0/2.0 -> invoke -> result (502 malformed)
 //!    compress::apply   gzip above the API's minimumCompressionSize (Accept-Encoding: gzip)
 //!    respond::finish   x-amzn-RequestId, metrics, access log
 //!  any GatewayError -> respond::gateway_response
+//!  every response of an API with CORS -> cors::decorate (Access-Control-Allow-Origin, ...)
 //! ```
 //!
 //! Per-request state lives in one [`RequestCtx`]; service-wide state (backend client, access
 //! log writer) in [`Shared`]; per-connection values in [`ConnInfo`].
 
 pub mod compress;
+pub mod cors;
 pub mod ctx;
 pub mod deadline;
 pub mod error;
 pub mod integrate;
+pub mod lambda;
 pub mod limits;
 pub mod respond;
 pub mod route;
 pub mod transform;
+pub mod validate;
 
 pub use ctx::{RequestCtx, RequestId};
 pub use error::GatewayError;
@@ -77,14 +86,17 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     // Read from the head before the request moves into the pipeline.
     let gzip = ctx.runtime.compression && compress::accepts_gzip(req.headers());
+    // Kept for CORS: run consumes the request.
+    let origin = req.headers().get(http::header::ORIGIN).cloned();
     let resp = match run(shared, conn, &mut ctx, req).await {
         Ok(resp) => resp,
         Err(err) => respond::gateway_response(&mut ctx, err),
     };
-    let resp = match compress::apply(&ctx, gzip, resp).await {
+    let mut resp = match compress::apply(&ctx, gzip, resp).await {
         Ok(resp) => resp,
         Err(err) => respond::gateway_response(&mut ctx, err),
     };
+    cors::decorate(&ctx, origin.as_ref(), &mut resp);
     respond::finish(shared, ctx, resp)
 }
 
@@ -95,7 +107,18 @@ async fn run(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     // Route first: the payload cap and the integration are per API / per route.
-    route::apply(ctx)?;
+    let routed = route::apply(ctx);
+    // Preflight right after routing (before validation, authorization and the integration),
+    // as AWS: on a resource without an explicit OPTIONS method, which routing reports as no
+    // method for the verb, or as an ANY route.
+    let resource_exists = match &routed {
+        Ok(()) => true,
+        Err(_) => ctx.stage.is_some() && routed_to_resource(&routed),
+    };
+    if let Some(resp) = cors::preflight(ctx, req.headers(), resource_exists) {
+        return Ok(resp);
+    }
+    routed?;
     let max = ctx.api_config().map_or(u64::MAX, |a| a.max_payload_bytes);
     if let Some(integrate::CompiledIntegration::FailClosed(reason)) =
         ctx.stage_route().map(|r| &r.integration)
@@ -103,11 +126,28 @@ async fn run(
         return Err(GatewayError::ApiConfigurationError(reason.to_string()));
     }
     let (parts, body) = req.into_parts();
+    let runtime = ctx.runtime.clone();
+    let validation = match (ctx.stage(), ctx.route) {
+        (Some(s), Some(r)) => runtime.apis[s.api].validation[r].as_ref(),
+        _ => None,
+    };
+    // Parameters before the body, as AWS: a request missing both gets BAD_REQUEST_PARAMETERS.
+    if let Some(v) = validation {
+        validate::check_parameters(ctx, &parts, v)?;
+    }
     // The cap runs before the integration so that a backend never sees an over-limit body.
-    let body = limits::read_body(&parts.headers, body, max).await?;
+    // Only a route that validates its body buffers it; the others stream.
+    let body = match validation {
+        Some(v) if v.validates_body() => {
+            let bytes = limits::read_full(&parts.headers, body, max).await?;
+            validate::check_body(ctx, &parts.headers, &bytes, v)?;
+            ProxyBody::full(bytes)
+        }
+        _ => limits::read_body(&parts.headers, body, max).await?,
+    };
     // Routes with mappings (HTTP, MOCK with a Transform) run the transform phase around the
-    // integration: after the cap (the body it buffers is bounded by it), before the backend
-    // sees anything (415 and template errors answer first).
+    // integration: after the cap and validation (the body it buffers is bounded by the cap),
+    // before the backend sees anything (415 and template errors answer first).
     let mapped_route = match (ctx.stage, ctx.route, ctx.api()) {
         (Some(s), Some(r), Some(api)) if api.transforms[r].is_some() => Some((s, r)),
         _ => None,
@@ -116,7 +156,6 @@ async fn run(
         // No mappings: pass-through, streamed both ways.
         return integrate::call(shared, conn, ctx, parts, body).await;
     };
-    let runtime = ctx.runtime.clone();
     let Some(t) = &runtime.apis[runtime.stages[s].api].transforms[r] else {
         return integrate::call(shared, conn, ctx, parts, body).await;
     };
@@ -135,12 +174,27 @@ async fn run(
             integrate::forward(shared, conn, ctx, target, route.timeout, parts, body).await?
         }
         integrate::CompiledIntegration::Mock(m) => m.response(mapped.mock_status)?,
+        // compile attaches mappings to HTTP and MOCK integrations only.
+        integrate::CompiledIntegration::Lambda(_) => {
+            return Err(GatewayError::ApiConfigurationError(
+                "mappings on an AWS_PROXY integration".to_string(),
+            ));
+        }
         integrate::CompiledIntegration::FailClosed(reason) => {
             return Err(GatewayError::ApiConfigurationError(reason.to_string()));
         }
     };
     let binary_types = &runtime.config.apis[runtime.stages[s].api].binary_media_types;
     transform::response(t, binary_types, &mut mapped.data, resp).await
+}
+
+/// True when routing found the resource but not the verb.
+fn routed_to_resource(routed: &Result<(), GatewayError>) -> bool {
+    matches!(
+        routed,
+        Err(GatewayError::MissingAuthenticationToken(why) | GatewayError::ResourceNotFound(why))
+            if *why == route::NO_METHOD
+    )
 }
 
 #[cfg(test)]

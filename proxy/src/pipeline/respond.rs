@@ -122,6 +122,7 @@ pub fn gateway_response(ctx: &mut RequestCtx, err: GatewayError) -> Response<Pro
         );
     }
     ctx.error = Some(ty);
+    let status_override = err.status_override();
     let responses = ctx
         .api()
         .map_or(&ctx.runtime.default_responses, |a| &a.responses);
@@ -129,7 +130,7 @@ pub fn gateway_response(ctx: &mut RequestCtx, err: GatewayError) -> Response<Pro
     let mut body = String::with_capacity(64);
     r.body.render(ctx, Mode::GatewayResponse, &mut body);
     let mut resp = Response::new(ProxyBody::full(body));
-    *resp.status_mut() = r.status;
+    *resp.status_mut() = status_override.unwrap_or(r.status);
     *resp.headers_mut() = r.headers.clone();
     resp
 }

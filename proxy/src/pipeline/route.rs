@@ -161,6 +161,9 @@ pub fn decode_value(canonical: &str) -> Cow<'_, str> {
     percent_encoding::percent_decode_str(canonical).decode_utf8_lossy()
 }
 
+/// Why a request whose resource exists but has no method for its verb is refused.
+pub const NO_METHOD: &str = "no method for this verb on the resource";
+
 /// The route phase: fills `ctx.stage`, `ctx.route`, `ctx.params` (and
 /// `ctx.normalised_path` when normalising changed the path).
 pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
@@ -196,10 +199,7 @@ pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
                         .collect();
                     Ok(())
                 }
-                RouteOutcome::NoMethod => Err(GatewayError::no_route(
-                    no_route,
-                    "no method for this verb on the resource",
-                )),
+                RouteOutcome::NoMethod => Err(GatewayError::no_route(no_route, NO_METHOD)),
                 RouteOutcome::NotFound => {
                     Err(GatewayError::no_route(no_route, "no resource matches"))
                 }
@@ -509,6 +509,7 @@ pub(crate) mod tests {
                 body: format!("{verb} {path}"),
             }),
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            validation: None,
             fail_closed: None,
             transform: None,
         }
@@ -525,6 +526,8 @@ pub(crate) mod tests {
             max_payload_bytes: 1024,
             binary_media_types: Vec::new(),
             minimum_compression_size: None,
+            models: BTreeMap::new(),
+            cors: None,
         }
     }
 

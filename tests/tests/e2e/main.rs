@@ -4,10 +4,13 @@
 //! The proxy binary is `PORTICO_PROXY_BIN` or `target/debug/portico-proxy` (built on demand,
 //! see `portico_e2e::proxy_bin`).
 
+mod cors;
 mod example;
 mod integrations;
+mod lambda;
 mod lifecycle;
 mod observability;
 mod reload;
 mod routing;
 mod transform;
+mod validation;

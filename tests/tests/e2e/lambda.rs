@@ -1,0 +1,217 @@
+//! AWS_PROXY: a small function server that speaks the Lambda invoke endpoint
+//! (`POST /2015-03-31/functions/function/invocations`) and echoes the event it received, in
+//! payload formats 1.0 (REST) and 2.0 (HTTP API); malformed results and function errors are
+//! 502.
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use portico_e2e::yaml::{rest_api, stage};
+use portico_e2e::{Client, Proxy};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+
+/// Answers the invoke endpoint: the event body `malformed` gets a non-JSON result, `error` a
+/// function error, anything else the event echoed as a JSON body with status 201.
+async fn start_function() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        // The invoke URI never carries the request's query string.
+                        let path = req.uri().to_string();
+                        let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                        let event: Value = serde_json::from_slice(&bytes).unwrap();
+                        let mut resp = http::Response::builder().status(200);
+                        let body = if path != "/2015-03-31/functions/function/invocations" {
+                            resp = resp.status(404);
+                            "not the invoke path".to_string()
+                        } else {
+                            match event["body"].as_str() {
+                                Some("malformed") => "this is not json".into(),
+                                Some("error") => {
+                                    resp = resp.header("X-Amz-Function-Error", "Unhandled");
+                                    r#"{"errorMessage": "boom", "errorType": "Error"}"#.into()
+                                }
+                                _ => json!({
+                                    "statusCode": 201,
+                                    "headers": {"content-type": "application/json", "x-fn": "yes"},
+                                    "multiValueHeaders": {"x-multi": ["a", "b"]},
+                                    "body": event.to_string(),
+                                })
+                                .to_string(),
+                            }
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            resp.body(Full::new(Bytes::from(body))).unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn rest_api_sends_a_1_0_event_and_maps_the_result() {
+    let f = start_function().await;
+    let api = rest_api(
+        "fn",
+        &format!(
+            r#"  resources:
+    - path: /items/{{id}}
+      methods:
+        POST: {{integration: {{type: AWS_PROXY, uri: "http://{f}"}}}}
+"#
+        ),
+    );
+    let proxy = Proxy::start(&[
+        ("api.yaml", &api),
+        (
+            "stage.yaml",
+            &stage(
+                "fn-dev",
+                "fn",
+                "  stageName: dev\n  variables: {color: blue}\n",
+            ),
+        ),
+    ])
+    .await;
+    let c = Client::new();
+    let r = c
+        .send(
+            Method::POST,
+            &proxy.url("/dev/items/42?a=1&a=2&b=x%20y"),
+            &[
+                ("x-h", "v"),
+                ("user-agent", "e2e"),
+                ("content-type", "text/plain"),
+            ],
+            "hello",
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("x-fn"), "yes");
+    let multi: Vec<_> = r.headers.get_all("x-multi").iter().collect();
+    assert_eq!(multi, ["a", "b"]);
+    let e = r.json();
+    assert_eq!(e["resource"], "/items/{id}");
+    assert_eq!(e["path"], "/items/42");
+    assert_eq!(e["httpMethod"], "POST");
+    assert_eq!(e["headers"]["x-h"], "v");
+    assert_eq!(e["multiValueHeaders"]["x-h"], json!(["v"]));
+    assert_eq!(e["queryStringParameters"], json!({"a": "2", "b": "x y"}));
+    assert_eq!(
+        e["multiValueQueryStringParameters"],
+        json!({"a": ["1", "2"], "b": ["x y"]})
+    );
+    assert_eq!(e["pathParameters"], json!({"id": "42"}));
+    assert_eq!(e["stageVariables"], json!({"color": "blue"}));
+    assert_eq!(e["body"], "hello");
+    assert_eq!(e["isBase64Encoded"], false);
+    let rc = &e["requestContext"];
+    assert_eq!(rc["stage"], "dev");
+    assert_eq!(rc["resourcePath"], "/items/{id}");
+    assert_eq!(rc["httpMethod"], "POST");
+    assert_eq!(rc["path"], "/dev/items/42");
+    assert_eq!(rc["protocol"], "HTTP/1.1");
+    assert_eq!(rc["apiId"], "fn");
+    assert_eq!(rc["identity"]["sourceIp"], "127.0.0.1");
+    assert_eq!(rc["identity"]["userAgent"], "e2e");
+    assert_eq!(rc["requestId"], r.request_id());
+    assert!(rc["requestTimeEpoch"].as_u64().unwrap() > 1_600_000_000_000);
+    assert!(rc["requestTime"].as_str().unwrap().ends_with(" +0000"));
+
+    // Binary bodies travel base64-encoded.
+    let r = c
+        .send(
+            Method::POST,
+            &proxy.url("/dev/items/1"),
+            &[],
+            vec![0xffu8, 0, 1],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["body"], "/wAB");
+    assert_eq!(r.json()["isBase64Encoded"], true);
+
+    // Malformed result and function error: 502 {"message": "Internal server error"}.
+    for body in ["malformed", "error"] {
+        let r = c
+            .send(Method::POST, &proxy.url("/dev/items/1"), &[], body)
+            .await;
+        assert_eq!(r.status, 502, "{body}: {}", r.text());
+        assert_eq!(r.json(), json!({"message": "Internal server error"}));
+    }
+}
+
+#[tokio::test]
+async fn http_api_sends_a_2_0_event() {
+    let f = start_function().await;
+    let api = rest_api(
+        "fn2",
+        &format!(
+            r#"  protocol: HTTP
+  routes:
+    - routeKey: GET /items/{{id}}
+      integration: {{type: AWS_PROXY, uri: "http://{f}/2015-03-31/functions/function/invocations"}}
+    - routeKey: POST /v1
+      integration: {{type: AWS_PROXY, payloadFormatVersion: "1.0", uri: "http://{f}"}}
+"#
+        ),
+    );
+    let proxy = Proxy::start(&[
+        ("api.yaml", &api),
+        ("stage.yaml", &stage("fn2-dev", "fn2", "  stageName: dev\n")),
+    ])
+    .await;
+    let c = Client::new();
+    let r = c
+        .send(
+            Method::GET,
+            &proxy.url("/dev/items/7?a=1&a=2"),
+            &[("cookie", "c1=1; c2=2"), ("user-agent", "e2e")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["version"], "2.0");
+    assert_eq!(e["routeKey"], "GET /items/{id}");
+    assert_eq!(e["rawPath"], "/dev/items/7");
+    assert_eq!(e["rawQueryString"], "a=1&a=2");
+    assert_eq!(e["cookies"], json!(["c1=1", "c2=2"]));
+    assert!(e["headers"].get("cookie").is_none());
+    assert_eq!(e["queryStringParameters"], json!({"a": "1,2"}));
+    assert_eq!(e["pathParameters"], json!({"id": "7"}));
+    assert!(e.get("body").is_none());
+    let http = &e["requestContext"]["http"];
+    assert_eq!(http["method"], "GET");
+    assert_eq!(http["path"], "/dev/items/7");
+    assert_eq!(http["sourceIp"], "127.0.0.1");
+    assert_eq!(http["userAgent"], "e2e");
+    assert_eq!(e["requestContext"]["stage"], "dev");
+
+    // payloadFormatVersion 1.0 on an HTTP API.
+    let r = c.send(Method::POST, &proxy.url("/dev/v1"), &[], "x").await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["httpMethod"], "POST");
+    assert_eq!(r.json()["version"], "1.0");
+
+    let r = c
+        .send(Method::POST, &proxy.url("/dev/v1"), &[], "malformed")
+        .await;
+    assert_eq!(r.status, 502);
+}
