@@ -57,3 +57,9 @@ pub const PUBLISHED: &str = "Published";
 pub const NOT_ACCEPTED: &str = "NotAccepted";
 /// `Ready=False`: the compiled config is too large for its ConfigMap; the previous one serves.
 pub const CONFIG_TOO_LARGE: &str = "ConfigTooLarge";
+/// A throttle or quota with a missing, zero or negative limit, or an offset not below the limit.
+pub const INVALID_LIMIT: &str = "InvalidLimit";
+/// An ApiKey whose Secret (or the Secret's key) does not exist, or is empty.
+pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+/// Two ApiKeys have the same value, or a key is in two plans that share a stage.
+pub const DUPLICATE_KEY: &str = "DuplicateKey";

@@ -6,7 +6,8 @@
 //!  cli ─> server::run ─┬─ source (load, watch) ──> ArcSwap<Runtime> (runtime: derived tables)
 //!                      ├─ admin (/metrics /healthz /readyz)            │ load_full per request
 //!                      └─ accept loop ─> pipeline::handle(ctx, req) <──┘
-//!                                          route -> limits -> integrate -> respond
+//!                                          route -> api_key -> throttle -> limits
+//!                                          -> integrate -> respond
 //!                                          └─> metrics, access_log (writer thread -> stdout)
 //! ```
 //!
@@ -25,6 +26,7 @@ pub mod source;
 pub mod telemetry;
 pub mod template;
 pub mod tls;
+pub mod usage_plan;
 
 pub use server::run;
 

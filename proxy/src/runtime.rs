@@ -16,8 +16,9 @@ use crate::pipeline::respond::GatewayResponses;
 use crate::pipeline::route::{RouteTable, StageTable};
 use crate::pool::Pools;
 use crate::template::Template;
-use portico_config::{GatewayConfig, GatewayResponseType, Protocol};
+use portico_config::{GatewayConfig, GatewayResponseType, KeyHash, Protocol};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,10 @@ pub struct Runtime {
     /// What a request no stage matches answers: RESOURCE_NOT_FOUND when every API is an
     /// HTTP API, else MISSING_AUTHENTICATION_TOKEN (as AWS's REST endpoints do).
     pub no_stage: GatewayResponseType,
+    /// API keys by hash: index into `config.api_keys`.
+    pub keys: HashMap<KeyHash, usize>,
+    /// Usage plans by id: index into `config.usage_plans`.
+    pub plans: HashMap<String, usize>,
 }
 
 /// One API's derived tables.
@@ -153,7 +158,21 @@ impl Runtime {
             .collect();
         let all_http =
             !config.apis.is_empty() && config.apis.iter().all(|a| a.protocol == Protocol::Http);
+        let keys = config
+            .api_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.hash.clone(), i))
+            .collect();
+        let plans = config
+            .usage_plans
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.clone(), i))
+            .collect();
         Runtime {
+            keys,
+            plans,
             stage_table: StageTable::new(&config.stages),
             default_responses: GatewayResponses::build(&BTreeMap::new()),
             unmatched: metrics.route("", "", "", ""),

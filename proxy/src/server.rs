@@ -84,6 +84,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let shared = Arc::new(Shared {
         access_log: AccessLog::stdout(metrics.access_log_dropped.clone()),
         forwarded_port: listen.port().into(),
+        limiter: Default::default(),
     });
     let health = Arc::new(Health::default());
     health.set_ready(source.ready_at_start());

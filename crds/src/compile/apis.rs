@@ -187,6 +187,7 @@ fn compile_api(
             integration: integ.integration,
             timeout_ms: integ.timeout_ms,
             fail_closed,
+            api_key_required: c.view.api_key_required == Some(true),
         });
     }
 
@@ -199,6 +200,12 @@ fn compile_api(
             routes,
             gateway_responses: compile_gateway_responses(obj, &spec.gateway_responses, diags),
             max_payload_bytes,
+            api_key_source: match spec.api_key_source {
+                Some(crate::api::rest_api::ApiKeySource::Authorizer) => {
+                    portico_config::ApiKeySource::Authorizer
+                }
+                _ => portico_config::ApiKeySource::Header,
+            },
         },
         stage_variables,
     })

@@ -22,6 +22,7 @@ mod integrations;
 mod normalise;
 mod not_supported;
 mod stages;
+mod usage_plans;
 
 use crate::Snapshot;
 use portico_config::{Diagnostic, GatewayConfig, ObjectRef, SCHEMA_VERSION};
@@ -62,12 +63,17 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
         schema_version: SCHEMA_VERSION,
         apis: apis.into_iter().map(|a| a.api).collect(),
         stages,
+        ..GatewayConfig::empty()
     };
+    // 5. Stage throttles, usage plans and API keys last: they name compiled stages and routes.
+    usage_plans::compile_usage(&inputs, snapshot, &mut config, &mut diags);
     config.apis.sort_by(|a, b| a.id.cmp(&b.id));
     for api in &mut config.apis {
         api.routes.sort_by(|a, b| a.id.cmp(&b.id));
     }
     config.stages.sort_by(|a, b| a.id.cmp(&b.id));
+    config.usage_plans.sort_by(|a, b| a.id.cmp(&b.id));
+    config.api_keys.sort_by(|a, b| a.id.cmp(&b.id));
     if let Err(e) = config.validate() {
         // Every phase is written to keep the invariants; reaching this is a compiler bug.
         // Serve nothing rather than something the proxy would refuse.
@@ -236,9 +242,11 @@ mod tests {
                         }),
                         timeout_ms: DEFAULT_TIMEOUT_MS,
                         fail_closed: None,
+                        api_key_required: false,
                     }],
                     gateway_responses: Default::default(),
                     max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+                    api_key_source: Default::default(),
                 }],
                 stages: vec![Stage {
                     id: "stage/default/dev".into(),
@@ -251,7 +259,10 @@ mod tests {
                     access_log: Some(AccessLog {
                         format: DEFAULT_ACCESS_LOG_FORMAT.into(),
                     }),
+                    throttle: None,
+                    method_throttles: Default::default(),
                 }],
+                ..GatewayConfig::empty()
             }
         );
     }

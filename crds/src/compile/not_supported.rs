@@ -76,8 +76,15 @@ pub(crate) fn objects(inputs: &Inputs<'_>, diags: &mut Diags) {
                 warn_later(diags, &stage.obj, field.to_string());
             }
         };
-        later("spec.throttle", s.throttle.is_some());
-        later("spec.methodSettings", !s.method_settings.is_empty());
+        // `throttle` and `methodSettings[..].throttle` are compiled (phase `usage_plans`).
+        later(
+            "spec.methodSettings",
+            s.method_settings.values().any(|m| {
+                m.caching_enabled.is_some()
+                    || m.cache_ttl_in_seconds.is_some()
+                    || m.metrics_enabled.is_some()
+            }),
+        );
         later(
             "spec.cacheClusterEnabled",
             s.cache_cluster_enabled == Some(true),
@@ -123,7 +130,6 @@ pub(crate) fn method(
         !m.authorization_scopes.is_empty(),
         diags,
     );
-    deny("apiKeyRequired", m.api_key_required == Some(true), diags);
     let required_params = m
         .request_parameters
         .is_some_and(|p| p.values().any(|required| *required));
@@ -195,7 +201,7 @@ mod tests {
         );
         assert_eq!(
             fail.as_deref(),
-            Some("spec.resources[0].methods.GET.apiKeyRequired is not supported yet")
+            Some("spec.resources[0].methods.GET.requestParameters is not supported yet")
         );
         let fields: Vec<_> = diags
             .0
@@ -204,10 +210,7 @@ mod tests {
             .collect();
         assert_eq!(
             fields,
-            [
-                (true, "spec.resources[0].methods.GET.apiKeyRequired"),
-                (true, "spec.resources[0].methods.GET.requestParameters"),
-            ]
+            [(true, "spec.resources[0].methods.GET.requestParameters")]
         );
 
         let optional: BTreeMap<String, bool> =

@@ -111,6 +111,14 @@ pub struct RequestCtx {
     pub integration_status: Option<u16>,
     /// `$context.error.responseType` (and the message) when a gateway response was sent.
     pub error: Option<GatewayResponseType>,
+    /// The API key source AUTHORIZER reads this: the `usageIdentifierKey` a Lambda-style
+    /// authorizer returned. Set by the authorizer phase (which runs before `api_key`); `None`
+    /// means no key, so a method requiring one answers 403.
+    pub usage_identifier_key: Option<String>,
+    /// The API key and usage plan the request is metered on (phase `api_key`).
+    pub api_key: Option<super::api_key::KeyMatch>,
+    /// `RateLimit-*` / `Retry-After` values to send (phase `throttle`).
+    pub rate_limit: Option<super::throttle::RateLimitHeaders>,
 }
 
 impl RequestCtx {
@@ -142,6 +150,9 @@ impl RequestCtx {
             integration_latency: None,
             integration_status: None,
             error: None,
+            usage_identifier_key: None,
+            api_key: None,
+            rate_limit: None,
         }
     }
 

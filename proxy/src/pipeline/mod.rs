@@ -3,6 +3,8 @@
 //! ```text
 //!  handle(shared, conn, ctx, req)
 //!    route::apply      host + path -> stage, route, path parameters   (403/404 when none)
+//!    api_key::apply    x-api-key (or usageIdentifierKey) -> key + plan (403 INVALID_API_KEY)
+//!    throttle::apply   plan bucket, stage bucket, quota                 (429)
 //!    limits::read_body payload cap                                    (413)
 //!    integrate::call   HTTP_PROXY | HTTP | MOCK | fail-closed         (500/502/504)
 //!    respond::finish   x-amzn-RequestId, metrics, access log
@@ -12,6 +14,7 @@
 //! Per-request state lives in one [`RequestCtx`]; service-wide state (backend client, access
 //! log writer) in [`Shared`]; per-connection values in [`ConnInfo`].
 
+pub mod api_key;
 pub mod ctx;
 pub mod deadline;
 pub mod error;
@@ -19,6 +22,7 @@ pub mod integrate;
 pub mod limits;
 pub mod respond;
 pub mod route;
+pub mod throttle;
 
 pub use ctx::{RequestCtx, RequestId};
 pub use error::GatewayError;
@@ -35,6 +39,8 @@ pub struct Shared {
     pub access_log: AccessLog,
     /// `X-Forwarded-Port` (the public listener's port).
     pub forwarded_port: HeaderValue,
+    /// Usage-plan and throttle counters (outside `Runtime`: reloads keep them).
+    pub limiter: std::sync::Arc<crate::usage_plan::Limiter>,
 }
 
 /// Per-connection values, computed once per accepted connection.
@@ -67,10 +73,13 @@ pub async fn handle(
     mut ctx: RequestCtx,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let resp = match run(shared, conn, &mut ctx, req).await {
+    let mut resp = match run(shared, conn, &mut ctx, req).await {
         Ok(resp) => resp,
         Err(err) => respond::gateway_response(&mut ctx, err),
     };
+    if let Some(h) = ctx.rate_limit {
+        h.insert(resp.headers_mut());
+    }
     respond::finish(shared, ctx, resp)
 }
 
@@ -88,6 +97,10 @@ async fn run(
     {
         return Err(GatewayError::ApiConfigurationError(reason.to_string()));
     }
+    // Key, then limits: plans meter keys; both before the body is read, so a refused
+    // request costs no body transfer.
+    api_key::apply(ctx, req.headers())?;
+    throttle::apply(&shared.limiter, ctx, shared.limiter.now())?;
     let (parts, body) = req.into_parts();
     // The cap runs before the integration so that a backend never sees an over-limit body.
     let body = limits::read_body(&parts.headers, body, max).await?;

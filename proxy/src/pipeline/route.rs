@@ -510,6 +510,7 @@ pub(crate) mod tests {
             }),
             timeout_ms: DEFAULT_TIMEOUT_MS,
             fail_closed: None,
+            api_key_required: false,
         }
     }
 
@@ -522,6 +523,7 @@ pub(crate) mod tests {
             routes: routes.iter().map(|(v, p)| mk_route(v, p)).collect(),
             gateway_responses: BTreeMap::new(),
             max_payload_bytes: 1024,
+            api_key_source: Default::default(),
         }
     }
 
@@ -685,6 +687,8 @@ pub(crate) mod tests {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             variables: BTreeMap::new(),
             access_log: None,
+            throttle: None,
+            method_throttles: BTreeMap::new(),
         }
     }
 
