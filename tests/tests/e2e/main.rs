@@ -10,3 +10,4 @@ mod lifecycle;
 mod observability;
 mod reload;
 mod routing;
+mod usage_plans;
