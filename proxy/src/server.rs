@@ -81,10 +81,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let listen = listener.local_addr()?;
     let admin = admin_listener.local_addr()?;
 
+    let limiter = Arc::new(crate::usage_plan::Limiter::default());
     let shared = Arc::new(Shared {
         access_log: AccessLog::stdout(metrics.access_log_dropped.clone()),
         forwarded_port: listen.port().into(),
-        limiter: Default::default(),
+        limiter: limiter.clone(),
+        key_metrics: metrics.keys.clone(),
     });
     let health = Arc::new(Health::default());
     health.set_ready(source.ready_at_start());
@@ -92,6 +94,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         admin_listener,
         metrics.clone(),
         health.clone(),
+        admin::Usage {
+            state: state.clone(),
+            limiter,
+        },
     ));
     pools.spawn_sweeper();
     source.spawn(

@@ -109,6 +109,14 @@ fn civil_from_days(z: i64) -> (i64, i64) {
 
 const DAY: i64 = 86_400;
 
+/// `YYYY-MM-DD` (UTC) of a unix time.
+pub fn utc_date(unix: i64) -> String {
+    let day = unix.div_euclid(DAY);
+    let (y, m) = civil_from_days(day);
+    let d = day - days_from_civil(y, m, 1) + 1;
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// `[start, end)` in unix seconds of the UTC window of `period` containing `unix`.
 /// DAY: 00:00 UTC; WEEK: Monday 00:00 UTC; MONTH: the 1st, 00:00 UTC.
 pub fn period_bounds(period: QuotaPeriod, unix: i64) -> (i64, i64) {
@@ -333,6 +341,7 @@ mod tests {
     #[test]
     fn periods_are_utc_days_monday_weeks_and_calendar_months() {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(utc_date(unix(2028, 2, 29, 23, 59, 59)), "2028-02-29");
         let t = unix(2026, 11, 25, 10, 56, 0); // a Wednesday
         assert_eq!(
             period_bounds(QuotaPeriod::Day, t),

@@ -41,6 +41,8 @@ pub struct Shared {
     pub forwarded_port: HeaderValue,
     /// Usage-plan and throttle counters (outside `Runtime`: reloads keep them).
     pub limiter: std::sync::Arc<crate::usage_plan::Limiter>,
+    /// Per-key request and throttle counters.
+    pub key_metrics: crate::metrics::KeyMetrics,
 }
 
 /// Per-connection values, computed once per accepted connection.
@@ -100,7 +102,16 @@ async fn run(
     // Key, then limits: plans meter keys; both before the body is read, so a refused
     // request costs no body transfer.
     api_key::apply(ctx, req.headers())?;
-    throttle::apply(&shared.limiter, ctx, shared.limiter.now())?;
+    let limited = throttle::apply(&shared.limiter, ctx, shared.limiter.now());
+    if let Some(m) = ctx.api_key {
+        let rt = &ctx.runtime.config;
+        shared.key_metrics.record(
+            &rt.usage_plans[m.plan].id,
+            rt.api_keys[m.key].hash.key_id(),
+            limited.is_err(),
+        );
+    }
+    limited?;
     let (parts, body) = req.into_parts();
     // The cap runs before the integration so that a backend never sees an over-limit body.
     let body = limits::read_body(&parts.headers, body, max).await?;

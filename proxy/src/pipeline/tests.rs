@@ -126,6 +126,7 @@ async fn start_proxy(config: GatewayConfig) -> Proxy {
         access_log: AccessLog::start(SharedBuf(log.clone()), metrics.access_log_dropped.clone()),
         forwarded_port: addr.port().into(),
         limiter: Default::default(),
+        key_metrics: metrics.keys.clone(),
     });
     let graceful = Arc::new(GracefulShutdown::new());
     {

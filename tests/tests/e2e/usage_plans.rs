@@ -199,4 +199,36 @@ async fn a_spent_quota_answers_429_limit_exceeded_until_the_period_ends() {
     assert_eq!(r.json(), serde_json::json!({"message": "Limit Exceeded"}));
     let retry: u64 = r.header("retry-after").parse().unwrap();
     assert!((1..=86_400).contains(&retry), "Retry-After {retry}");
+
+    // The usage API (admin port) and the per-key series name the key by its hash prefix.
+    let key_id = portico_config::KeyHash::of(QUOTA.as_bytes())
+        .key_id()
+        .to_string();
+    let u = c
+        .get(&p.admin_url(&format!("/usage?plan=default/quota&keyId={key_id}")))
+        .await;
+    assert_eq!(u.status, 200, "{}", u.text());
+    let u = u.json();
+    assert_eq!(u["usagePlanId"], "usageplan/default/quota");
+    assert_eq!(u["items"][&key_id], serde_json::json!([[3, 0]]));
+    assert_eq!(u["startDate"], u["endDate"], "a DAY window: {u}");
+    assert_eq!(
+        c.get(&p.admin_url("/usage?plan=default/nope")).await.status,
+        404
+    );
+    assert_eq!(c.get(&p.admin_url("/usage")).await.status, 400);
+    let text = p.metrics(&c).await;
+    let labels = [
+        ("plan", "usageplan/default/quota"),
+        ("key_id", key_id.as_str()),
+    ];
+    assert_eq!(
+        portico_e2e::metric_sum(&text, "portico_api_key_requests_total", &labels),
+        Some(4.0)
+    );
+    assert_eq!(
+        portico_e2e::metric_sum(&text, "portico_api_key_throttled_total", &labels),
+        Some(1.0)
+    );
+    assert!(!text.contains(QUOTA));
 }
