@@ -5,7 +5,7 @@
 
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
-use crate::usage_plan::{Limiter, period_bounds, plan_quota_id, utc_date};
+use crate::usage_plan::{Limits, period_bounds, plan_quota_id, utc_date};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -41,12 +41,12 @@ pub struct Usage {
     /// The served config.
     pub state: Arc<ArcSwap<Runtime>>,
     /// The request counters.
-    pub limiter: Arc<Limiter>,
+    pub limits: Limits,
 }
 
 impl Usage {
     /// `GET /usage?plan=..&keyId=..`: `(status, JSON body)`.
-    pub fn get(&self, query: &str, unix: i64) -> (StatusCode, String) {
+    pub async fn get(&self, query: &str, unix: i64) -> (StatusCode, String) {
         let param = |name: &str| {
             query.split('&').find_map(|kv| {
                 let (k, v) = kv.split_once('=')?;
@@ -83,12 +83,14 @@ impl Usage {
             {
                 continue;
             }
-            let (used, remaining) = match plan.quota {
-                Some(q) => {
-                    self.limiter
-                        .quota_usage(&plan_quota_id(&plan.id, k.hash.as_hex()), q, unix)
-                }
-                None => (0, 0),
+            let id = plan_quota_id(&plan.id, k.hash.as_hex());
+            let (used, remaining) = match (plan.quota, &self.limits.redis) {
+                (Some(q), Some(r)) => match r.quota_usage(&id, q, unix).await {
+                    Ok(u) => u,
+                    Err(e) => return err(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                },
+                (Some(q), None) => self.limits.local.quota_usage(&id, q, unix),
+                (None, _) => (0, 0),
             };
             items.insert(key_id.to_string(), serde_json::json!([[used, remaining]]));
         }
@@ -109,7 +111,7 @@ impl Usage {
     }
 }
 
-fn respond(
+async fn respond(
     metrics: &Metrics,
     health: &Health,
     usage: &Usage,
@@ -120,7 +122,7 @@ fn respond(
             let unix = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            let (status, body) = usage.get(req.uri().query().unwrap_or(""), unix);
+            let (status, body) = usage.get(req.uri().query().unwrap_or(""), unix).await;
             (status, "application/json", Bytes::from(body))
         }
         "/metrics" => (
@@ -171,8 +173,8 @@ pub async fn serve(
         let (metrics, health, usage) = (metrics.clone(), health.clone(), usage.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let resp = respond(&metrics, &health, &usage, &req);
-                async move { Ok::<_, Infallible>(resp) }
+                let (metrics, health, usage) = (metrics.clone(), health.clone(), usage.clone());
+                async move { Ok::<_, Infallible>(respond(&metrics, &health, &usage, &req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

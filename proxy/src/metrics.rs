@@ -37,6 +37,8 @@ pub struct Metrics {
     pub source_up: IntGauge,
     /// `portico_api_key_requests_total{plan,key_id}` and `portico_api_key_throttled_total`.
     pub keys: KeyMetrics,
+    /// `portico_ratelimit_redis_errors_total`: checks Redis gave no answer to.
+    pub redis_errors: IntCounter,
 }
 
 /// Per-key series; `key_id` is the first 8 hex digits of the key's SHA-256, never the key.
@@ -206,7 +208,16 @@ impl Metrics {
                 .register(Box::new(c.clone()))
                 .expect("registered once");
         }
+        let redis_errors = IntCounter::new(
+            "portico_ratelimit_redis_errors_total",
+            "Rate-limit checks Redis gave no answer to (the failure mode decided).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(redis_errors.clone()))
+            .expect("registered once");
         Metrics {
+            redis_errors,
             keys,
             registry,
             count,

@@ -81,11 +81,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let listen = listener.local_addr()?;
     let admin = admin_listener.local_addr()?;
 
-    let limiter = Arc::new(crate::usage_plan::Limiter::default());
+    let limits = crate::usage_plan::Limits {
+        redis: match &args.redis_url {
+            Some(url) => Some(
+                crate::usage_plan::redis::RedisLimiter::connect(url)
+                    .map_err(|e| std::io::Error::other(format!("--redis-url: {e}")))?,
+            ),
+            None => None,
+        },
+        fail_closed: args.redis_failure_mode == crate::cli::RedisFailureMode::Closed,
+        redis_errors: metrics.redis_errors.clone(),
+        ..Default::default()
+    };
     let shared = Arc::new(Shared {
         access_log: AccessLog::stdout(metrics.access_log_dropped.clone()),
         forwarded_port: listen.port().into(),
-        limiter: limiter.clone(),
+        limits: limits.clone(),
         key_metrics: metrics.keys.clone(),
     });
     let health = Arc::new(Health::default());
@@ -96,7 +107,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         health.clone(),
         admin::Usage {
             state: state.clone(),
-            limiter,
+            limits,
         },
     ));
     pools.spawn_sweeper();

@@ -14,10 +14,47 @@
 //! stage id + route id), so a config reload does not reset them (STYLE.md D.15). The counters
 //! are in process; limits therefore hold per proxy replica.
 
+pub mod redis;
+
 use portico_config::{Quota, QuotaPeriod, Throttle};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// One bucket a request must take a token from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    /// Stable counter id.
+    pub id: String,
+    /// Its limits (from the current config).
+    pub throttle: Throttle,
+}
+
+/// The answer for all the checks of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Admitted; `remaining`/`reset` describe the first bucket (0/0 when there is none).
+    Allow {
+        /// Tokens left in the first bucket.
+        remaining: u64,
+        /// Seconds until the first bucket is full.
+        reset: u64,
+    },
+    /// Refused by bucket `bucket` (index into the checks).
+    Throttled {
+        /// Which bucket.
+        bucket: usize,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// Admitted without a check: Redis gave no answer and the failure mode is open.
+    Unchecked,
+    /// Refused by the quota.
+    QuotaExceeded {
+        /// Seconds until the window ends.
+        retry_after: u64,
+    },
+}
 
 /// A token bucket's state: tokens left at `last` (monotonic time since an origin).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -221,10 +258,103 @@ impl Limiter {
         d
     }
 
+    /// All the checks of one request, atomically: when one refuses, nothing is spent.
+    pub fn check(
+        &self,
+        buckets: &[Check],
+        quota: Option<(&str, Quota, i64)>,
+        now: Duration,
+    ) -> Outcome {
+        let mut map = self.buckets.lock().expect("limiter lock is never poisoned");
+        let mut next = Vec::with_capacity(buckets.len());
+        let mut first = (0, 0);
+        for (i, c) in buckets.iter().enumerate() {
+            let mut slot = map.get(c.id.as_str()).copied();
+            match take_token(&mut slot, c.throttle, now) {
+                Decision::Allow { remaining, reset } => {
+                    if i == 0 {
+                        first = (remaining, reset);
+                    }
+                    next.push(slot.expect("take_token fills the slot"));
+                }
+                Decision::Deny { retry_after } => {
+                    return Outcome::Throttled {
+                        bucket: i,
+                        retry_after,
+                    };
+                }
+            }
+        }
+        if let Some((id, q, unix)) = quota
+            && let Decision::Deny { retry_after } = self.quota(id, q, unix)
+        {
+            return Outcome::QuotaExceeded { retry_after };
+        }
+        for (c, b) in buckets.iter().zip(next) {
+            map.insert(c.id.clone(), b);
+        }
+        Outcome::Allow {
+            remaining: first.0,
+            reset: first.1,
+        }
+    }
+
     /// `(used, remaining)` of the quota `id` at `unix`.
     pub fn quota_usage(&self, id: &str, q: Quota, unix: i64) -> (u64, u64) {
         let map = self.quotas.lock().expect("limiter lock is never poisoned");
         quota_usage(map.get(id), q, unix)
+    }
+}
+
+/// Where the counters live: in process, or in Redis (`--redis-url`) with a failure mode.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// In-process counters (also what `/usage` reads without Redis).
+    pub local: Arc<Limiter>,
+    /// Redis counters, when configured.
+    pub redis: Option<Arc<redis::RedisLimiter>>,
+    /// `--redis-failure-mode closed`: refuse (500) when Redis gives no answer.
+    pub fail_closed: bool,
+    /// `portico_ratelimit_redis_errors_total`.
+    pub redis_errors: prometheus::IntCounter,
+}
+
+impl Default for Limits {
+    /// In-process counters only.
+    fn default() -> Self {
+        Limits {
+            local: Arc::default(),
+            redis: None,
+            fail_closed: false,
+            redis_errors: prometheus::IntCounter::new("unregistered", "unregistered")
+                .expect("valid metric"),
+        }
+    }
+}
+
+impl Limits {
+    /// Runs the checks where the counters live. `Err` only when Redis gave no answer and the
+    /// failure mode is closed; open admits (and counts and logs the error).
+    pub async fn check(
+        &self,
+        buckets: &[Check],
+        quota: Option<(&str, Quota, i64)>,
+    ) -> Result<Outcome, redis::RedisError> {
+        let Some(r) = &self.redis else {
+            return Ok(self.local.check(buckets, quota, self.local.now()));
+        };
+        match r.check(buckets, quota).await {
+            Ok(o) => Ok(o),
+            Err(e) => {
+                self.redis_errors.inc();
+                tracing::warn!(error = %e, fail_closed = self.fail_closed, "rate-limit counters unavailable");
+                if self.fail_closed {
+                    Err(e)
+                } else {
+                    Ok(Outcome::Unchecked)
+                }
+            }
+        }
     }
 }
 

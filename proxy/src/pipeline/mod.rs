@@ -40,7 +40,7 @@ pub struct Shared {
     /// `X-Forwarded-Port` (the public listener's port).
     pub forwarded_port: HeaderValue,
     /// Usage-plan and throttle counters (outside `Runtime`: reloads keep them).
-    pub limiter: std::sync::Arc<crate::usage_plan::Limiter>,
+    pub limits: crate::usage_plan::Limits,
     /// Per-key request and throttle counters.
     pub key_metrics: crate::metrics::KeyMetrics,
 }
@@ -102,7 +102,7 @@ async fn run(
     // Key, then limits: plans meter keys; both before the body is read, so a refused
     // request costs no body transfer.
     api_key::apply(ctx, req.headers())?;
-    let limited = throttle::apply(&shared.limiter, ctx, shared.limiter.now());
+    let limited = throttle::apply(&shared.limits, ctx).await;
     if let Some(m) = ctx.api_key {
         let rt = &ctx.runtime.config;
         shared.key_metrics.record(

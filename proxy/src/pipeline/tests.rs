@@ -125,7 +125,7 @@ async fn start_proxy(config: GatewayConfig) -> Proxy {
     let shared = Arc::new(Shared {
         access_log: AccessLog::start(SharedBuf(log.clone()), metrics.access_log_dropped.clone()),
         forwarded_port: addr.port().into(),
-        limiter: Default::default(),
+        limits: Default::default(),
         key_metrics: metrics.keys.clone(),
     });
     let graceful = Arc::new(GracefulShutdown::new());

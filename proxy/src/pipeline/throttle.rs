@@ -1,19 +1,19 @@
-//! Throttle phase: the key's usage plan (per-method throttle or the plan's, then its quota)
+//! Throttle phase: the key's usage plan (per-method throttle or the plan's, and its quota)
 //! and the stage's throttles for everyone (per-method `methodSettings` or the stage's).
 //!
 //! Runs after `api_key` (it meters [`RequestCtx::api_key`]) and before the body is read and
-//! the integration called. Reads the counters in [`Limiter`] (outside `Runtime`, keyed by
-//! stable ids, so a reload does not reset them). Order: key bucket, then stage bucket, then
-//! quota, so a request refused by a bucket does not use quota. Sets
-//! [`RequestCtx::rate_limit`] (the `RateLimit-*` headers of the key's bucket, else the
-//! stage's). Short-circuits with `Throttled` (429 `Too Many Requests`) or `QuotaExceeded`
-//! (429 `Limit Exceeded`), both with `Retry-After`.
+//! the integration called. Reads the counters through [`Limits`] (in process, or Redis with
+//! `--redis-url`; outside `Runtime`, keyed by stable ids, so a reload does not reset them).
+//! All checks of a request are decided together: when one refuses, nothing is spent.
+//! Sets [`RequestCtx::rate_limit`] (the `RateLimit-*` headers of the key's bucket, else the
+//! stage's). Short-circuits with `Throttled` (429 `Too Many Requests`), `QuotaExceeded`
+//! (429 `Limit Exceeded`), both with `Retry-After`, or, when Redis is down and the failure
+//! mode is closed, `Default5xx` (500).
 
 use super::{GatewayError, RequestCtx};
-use crate::usage_plan::{Decision, Limiter, plan_bucket_id, plan_quota_id};
+use crate::usage_plan::{Check, Limits, Outcome, plan_bucket_id, plan_quota_id};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use portico_config::Throttle;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (IETF draft) and
 /// `Retry-After`.
@@ -44,88 +44,94 @@ impl RateLimitHeaders {
     }
 }
 
-fn bucket(
-    limiter: &Limiter,
-    id: &str,
-    t: Throttle,
-    now: Duration,
-) -> Result<RateLimitHeaders, RateLimitHeaders> {
-    match limiter.token(id, t, now) {
-        Decision::Allow { remaining, reset } => Ok(RateLimitHeaders {
-            limit: t.burst_limit,
-            remaining,
-            reset,
-            retry_after: None,
-        }),
-        Decision::Deny { retry_after } => Err(RateLimitHeaders {
-            limit: t.burst_limit,
-            remaining: 0,
-            reset: retry_after,
-            retry_after: Some(retry_after),
-        }),
-    }
-}
-
-/// Applies the limits at `now` (monotonic, from the limiter's origin).
-pub fn apply(limiter: &Limiter, ctx: &mut RequestCtx, now: Duration) -> Result<(), GatewayError> {
-    let rt = ctx.runtime.clone();
+/// The buckets and quota of a request: `(buckets, quota id and limits)`.
+fn checks(ctx: &RequestCtx) -> (Vec<Check>, Option<(String, portico_config::Quota)>) {
+    let cfg = &ctx.runtime.config;
     let (Some(stage), Some(route)) = (ctx.stage_config(), ctx.route_config()) else {
-        return Ok(());
+        return (Vec::new(), None);
     };
     let (stage_id, route_id) = (stage.id.as_str(), route.id.as_str());
-    let mut headers = None;
+    let mut buckets = Vec::new();
     let mut quota = None;
     if let Some(m) = ctx.api_key {
-        let plan = &rt.config.usage_plans[m.plan];
-        let key = rt.config.api_keys[m.key].hash.as_hex();
+        let plan = &cfg.usage_plans[m.plan];
+        let key = cfg.api_keys[m.key].hash.as_hex();
         let method = plan
             .stages
             .iter()
             .find(|s| s.stage_id == stage_id)
             .and_then(|s| s.method_throttles.get(route_id));
-        let throttle = method.or(plan.throttle.as_ref());
-        if let Some(t) = throttle {
-            let id = plan_bucket_id(&plan.id, key, method.map(|_| route_id));
-            match bucket(limiter, &id, *t, now) {
-                Ok(h) => headers = Some(h),
-                Err(h) => {
-                    ctx.rate_limit = Some(h);
-                    return Err(GatewayError::Throttled);
-                }
-            }
+        if let Some(t) = method.or(plan.throttle.as_ref()) {
+            buckets.push(Check {
+                id: plan_bucket_id(&plan.id, key, method.map(|_| route_id)),
+                throttle: *t,
+            });
         }
         quota = plan.quota.map(|q| (plan_quota_id(&plan.id, key), q));
     }
-    let (stage_bucket, throttle) = match stage.method_throttles.get(route_id) {
-        Some(t) => (format!("{stage_id}|{route_id}"), Some(t)),
-        None => (stage_id.to_string(), stage.throttle.as_ref()),
-    };
-    if let Some(t) = throttle {
-        match bucket(limiter, &stage_bucket, *t, now) {
-            Ok(h) => {
-                headers.get_or_insert(h);
-            }
-            Err(h) => {
-                ctx.rate_limit = Some(h);
-                return Err(GatewayError::Throttled);
+    match stage.method_throttles.get(route_id) {
+        Some(t) => buckets.push(Check {
+            id: format!("{stage_id}|{route_id}"),
+            throttle: *t,
+        }),
+        None => {
+            if let Some(t) = stage.throttle {
+                buckets.push(Check {
+                    id: stage_id.to_string(),
+                    throttle: t,
+                });
             }
         }
     }
-    if let Some((id, q)) = quota {
-        let unix = ctx
-            .request_time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        if let Decision::Deny { retry_after } = limiter.quota(&id, q, unix) {
+    (buckets, quota)
+}
+
+/// Applies the limits of the request's key and stage.
+pub async fn apply(limits: &Limits, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    let (buckets, quota) = checks(ctx);
+    if buckets.is_empty() && quota.is_none() {
+        return Ok(());
+    }
+    let unix = ctx
+        .request_time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let q = quota.as_ref().map(|(id, q)| (id.as_str(), *q, unix));
+    let outcome = limits
+        .check(&buckets, q)
+        .await
+        .map_err(|e| GatewayError::Default5xx(format!("rate-limit counters unavailable: {e}")))?;
+    match outcome {
+        Outcome::Allow { remaining, reset } => {
+            ctx.rate_limit = buckets.first().map(|b| RateLimitHeaders {
+                limit: b.throttle.burst_limit,
+                remaining,
+                reset,
+                retry_after: None,
+            });
+            Ok(())
+        }
+        Outcome::Unchecked => Ok(()),
+        Outcome::Throttled {
+            bucket,
+            retry_after,
+        } => {
             ctx.rate_limit = Some(RateLimitHeaders {
-                limit: q.limit,
+                limit: buckets[bucket].throttle.burst_limit,
                 remaining: 0,
                 reset: retry_after,
                 retry_after: Some(retry_after),
             });
-            return Err(GatewayError::QuotaExceeded);
+            Err(GatewayError::Throttled)
+        }
+        Outcome::QuotaExceeded { retry_after } => {
+            ctx.rate_limit = Some(RateLimitHeaders {
+                limit: quota.map_or(0, |(_, q)| q.limit),
+                remaining: 0,
+                reset: retry_after,
+                retry_after: Some(retry_after),
+            });
+            Err(GatewayError::QuotaExceeded)
         }
     }
-    ctx.rate_limit = headers;
-    Ok(())
 }
