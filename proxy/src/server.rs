@@ -85,6 +85,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         redis: match &args.redis_url {
             Some(url) => Some(
                 crate::usage_plan::redis::RedisLimiter::connect(url)
+                    .await
                     .map_err(|e| std::io::Error::other(format!("--redis-url: {e}")))?,
             ),
             None => None,

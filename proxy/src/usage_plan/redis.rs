@@ -100,27 +100,37 @@ pub enum RedisError {
 }
 
 impl RedisLimiter {
-    /// Connects in the background (retrying every second until it succeeds), so the proxy
-    /// starts and serves, under the failure mode, while Redis is down.
-    pub fn connect(url: &str) -> Result<Arc<Self>, redis::RedisError> {
+    /// Connects: one attempt (at most 2 s) before returning, so a proxy that reports ready
+    /// with Redis up is connected; then, if that failed, retries every second in the
+    /// background while serving under the failure mode.
+    pub async fn connect(url: &str) -> Result<Arc<Self>, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let conn: Arc<ArcSwapOption<ConnectionManager>> = Arc::default();
-        let slot = conn.clone();
-        tokio::spawn(async move {
-            loop {
-                match client.get_connection_manager().await {
-                    Ok(c) => {
-                        slot.store(Some(Arc::new(c)));
-                        tracing::info!("connected to redis for rate-limit counters");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot connect to redis; retrying in 1s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
+        let first = tokio::time::timeout(Duration::from_secs(2), client.get_connection_manager());
+        match first.await {
+            Ok(Ok(c)) => {
+                conn.store(Some(Arc::new(c)));
+                tracing::info!("connected to redis for rate-limit counters");
             }
-        });
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                tracing::warn!(error = %why, "cannot connect to redis; retrying every second");
+                let slot = conn.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if let Ok(c) = client.get_connection_manager().await {
+                            slot.store(Some(Arc::new(c)));
+                            tracing::info!("connected to redis for rate-limit counters");
+                            return;
+                        }
+                    }
+                });
+            }
+        }
         Ok(Arc::new(RedisLimiter {
             conn,
             script: redis::Script::new(SCRIPT),

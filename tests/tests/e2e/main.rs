@@ -11,3 +11,4 @@ mod observability;
 mod reload;
 mod routing;
 mod usage_plans;
+mod usage_plans_redis;
