@@ -135,3 +135,110 @@ pub async fn apply(limits: &Limits, ctx: &mut RequestCtx) -> Result<(), GatewayE
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::pipeline::route::tests::{mk_api, mk_stage};
+    use crate::pipeline::{api_key, route};
+    use crate::pool::Pools;
+    use crate::runtime::Runtime;
+    use portico_config::{
+        ApiKey, GatewayConfig, KeyHash, ObjectRef, PlanStage, Protocol, Quota, QuotaPeriod,
+        Throttle, UsagePlan,
+    };
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn mk_runtime() -> Arc<Runtime> {
+        let mut api = mk_api(Protocol::Rest, &[("GET", "/pets")]);
+        api.routes[0].api_key_required = true;
+        let mut stage = mk_stage("stage/default/dev", "/dev", &[]);
+        stage.throttle = Some(Throttle {
+            rate_limit: 100.0,
+            burst_limit: 100,
+        });
+        let cfg = GatewayConfig {
+            apis: vec![api],
+            stages: vec![stage],
+            usage_plans: vec![UsagePlan {
+                id: "usageplan/default/p".into(),
+                source: ObjectRef::new("UsagePlan", "default", "p"),
+                throttle: Some(Throttle {
+                    rate_limit: 1.0,
+                    burst_limit: 2,
+                }),
+                quota: Some(Quota {
+                    limit: 4,
+                    period: QuotaPeriod::Month,
+                    offset: 0,
+                }),
+                stages: vec![PlanStage {
+                    stage_id: "stage/default/dev".into(),
+                    method_throttles: Default::default(),
+                }],
+            }],
+            api_keys: vec![ApiKey {
+                id: "apikey/default/k".into(),
+                source: ObjectRef::new("ApiKey", "default", "k"),
+                hash: KeyHash::of(b"k3y"),
+                enabled: true,
+                usage_plans: vec!["usageplan/default/p".into()],
+            }],
+            ..GatewayConfig::empty()
+        };
+        cfg.validate().unwrap();
+        Arc::new(Runtime::build(cfg, &Metrics::new(), &Pools::new()))
+    }
+
+    async fn call(rt: &Arc<Runtime>, limits: &Limits) -> Result<RequestCtx, GatewayError> {
+        let req = http::Request::get("/dev/pets")
+            .header("x-api-key", "k3y")
+            .body(())
+            .unwrap();
+        let mut ctx = RequestCtx::new(rt.clone(), [127, 0, 0, 1].into(), &req);
+        route::apply(&mut ctx)?;
+        api_key::apply(&mut ctx, req.headers())?;
+        apply(limits, &mut ctx).await?;
+        Ok(ctx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_plan_bucket_refills_with_time_and_the_quota_does_not() {
+        let rt = mk_runtime();
+        let limits = Limits::default();
+        let first = call(&rt, &limits).await.unwrap();
+        assert_eq!(
+            first.rate_limit,
+            Some(RateLimitHeaders {
+                limit: 2,
+                remaining: 1,
+                reset: 1,
+                retry_after: None
+            })
+        );
+        call(&rt, &limits).await.unwrap();
+        assert!(matches!(
+            call(&rt, &limits).await,
+            Err(GatewayError::Throttled)
+        ));
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(matches!(
+            call(&rt, &limits).await,
+            Err(GatewayError::Throttled)
+        ));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        call(&rt, &limits).await.unwrap();
+        // A reload (a new Runtime of the same config) keeps the counters.
+        let reloaded = mk_runtime();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        call(&reloaded, &limits).await.unwrap();
+        // 4 admitted: the monthly quota is spent; refused requests did not use it.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(matches!(
+            call(&reloaded, &limits).await,
+            Err(GatewayError::QuotaExceeded)
+        ));
+    }
+}
