@@ -8,8 +8,9 @@
 //!               ├─ apis ─────> Api { routes } per RestApi   (methods: not_supported::method,
 //!               │               │                             integrations, gateway_responses)
 //!               │               └─ stage variables each api uses
-//!               └─ stages ───> Stage per Stage object (refs, base path, hosts, variables),
-//!                               then host + base path conflicts
+//!               ├─ stages ───> Stage per Stage object (refs, base path, hosts, variables),
+//!               │               then host + base path conflicts
+//!               └─ usage_plans ─> stage throttles, UsagePlans, ApiKeys (SHA-256 only)
 //!  ─> Compiled { config (sorted, validates), diagnostics (sorted) }
 //! ```
 //!

@@ -116,9 +116,9 @@ pub(crate) fn permitted<T>(
     })
 }
 
-/// Cross-namespace references of the kinds that compile to nothing yet (ApiKey
-/// `usagePlanRefs`, UsagePlan `apiStages[].stageRef`): refused unless the target allows them.
-/// Existence is not checked yet (those kinds are not enforced).
+/// Cross-namespace references of ApiKey `usagePlanRefs` and UsagePlan
+/// `apiStages[].stageRef`: refused unless the target allows them. Existence is checked by the
+/// `usage_plans` phase, which also leaves refused references out.
 fn check_later_references(snapshot: &Snapshot, diags: &mut Diags) {
     for key in &snapshot.api_keys {
         let (ns, name) = ns_name(&key.metadata);
