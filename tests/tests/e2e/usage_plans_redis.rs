@@ -163,3 +163,52 @@ async fn without_redis_fail_open_admits_and_counts_and_fail_closed_answers_500()
         .await;
     assert_eq!(r.status, 403);
 }
+
+#[tokio::test]
+async fn a_quota_in_redis_is_shared_by_two_proxies_and_reported_by_either() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let quota_plan = |m: Vec<(&'static str, String)>| {
+        m.into_iter()
+            .map(|(n, c)| {
+                let c = c.replace(
+                    &format!("  throttle: {{rateLimit: {RATE}, burstLimit: {BURST}}}\n"),
+                    "  quota: {limit: 3, period: WEEK, offset: 1}\n",
+                );
+                (n, c)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut proxies = Vec::new();
+    for _ in 0..2 {
+        let mut b = Proxy::builder().arg("--redis-url").arg(&url);
+        for (n, c) in quota_plan(manifests()) {
+            b = b.manifest(n, &c);
+        }
+        proxies.push(b.start().await);
+    }
+    let c = Client::new();
+    let get = |p: &Proxy| {
+        let (c, url) = (c.clone(), p.url("/prod/content"));
+        async move { c.send(Method::GET, &url, &[("x-api-key", KEY)], "").await }
+    };
+    // offset 1: two requests left this week, one through each proxy.
+    assert_eq!(get(&proxies[0]).await.status, 200);
+    assert_eq!(get(&proxies[1]).await.status, 200);
+    for p in &proxies {
+        let r = get(p).await;
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert_eq!(r.json(), serde_json::json!({"message": "Limit Exceeded"}));
+        assert!(r.header("retry-after").parse::<u64>().unwrap() >= 1);
+    }
+    let key_id = portico_config::KeyHash::of(KEY.as_bytes())
+        .key_id()
+        .to_string();
+    for p in &proxies {
+        let u = c
+            .get(&p.admin_url(&format!("/usage?plan=default/shared&keyId={key_id}")))
+            .await;
+        assert_eq!(u.status, 200, "{}", u.text());
+        assert_eq!(u.json()["items"][&key_id], serde_json::json!([[3, 0]]));
+    }
+}
