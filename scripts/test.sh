@@ -10,6 +10,9 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "tools"
 command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
+# The usage-plan end-to-end tests start their own redis-server on a free port (they fail,
+# not skip, without it).
+command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 step "dependency rules (STYLE.md A.1)"
 if cargo tree -p portico-proxy -e normal | grep -E 'kube-client|kube-runtime'; then

@@ -29,6 +29,12 @@ pub struct GatewayConfig {
     pub apis: Vec<Api>,
     /// Stages, sorted by id. A stage binds one API to a base path and/or hostnames.
     pub stages: Vec<Stage>,
+    /// Usage plans, sorted by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage_plans: Vec<UsagePlan>,
+    /// API keys (hashes only), sorted by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<ApiKey>,
 }
 
 /// Which kind of API Gateway API this is.
@@ -64,6 +70,9 @@ pub struct Api {
     pub gateway_responses: BTreeMap<GatewayResponseType, GatewayResponseOverride>,
     /// Largest request body accepted, in bytes; larger ones get 413 REQUEST_TOO_LARGE.
     pub max_payload_bytes: u64,
+    /// Where the API key of a request comes from (default `x-api-key`).
+    #[serde(default, skip_serializing_if = "ApiKeySource::is_header")]
+    pub api_key_source: ApiKeySource,
     /// Media types treated as binary (`binaryMediaTypes`: `image/png`, `image/*`, `*/*`),
     /// see [`crate::is_binary_media_type`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -151,6 +160,10 @@ pub struct Route {
     /// (fails closed) while its siblings keep serving. The text is logged, never sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_closed: Option<String>,
+    /// Whether the method needs a valid API key (403 INVALID_API_KEY otherwise); usage plans
+    /// meter only such methods, as AWS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api_key_required: bool,
     /// Mappings of a non-proxy (HTTP, MOCK) integration: parameters, templates,
     /// passthrough, integration and method responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,6 +301,12 @@ pub struct Stage {
     /// Access log settings; `None` disables access logging for the stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLog>,
+    /// Stage-wide throttle, for every caller (no key needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
+    /// Per-method throttles for every caller, keyed by route id (`methodSettings`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub method_throttles: BTreeMap<String, Throttle>,
 }
 
 /// Access log settings of a stage.
@@ -298,6 +317,163 @@ pub struct AccessLog {
     pub format: String,
 }
 
+/// Where an API's key comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiKeySource {
+    /// The `x-api-key` header.
+    #[default]
+    #[serde(rename = "HEADER")]
+    Header,
+    /// The `usageIdentifierKey` a Lambda-style authorizer returns.
+    #[serde(rename = "AUTHORIZER")]
+    Authorizer,
+}
+
+impl ApiKeySource {
+    /// True for the default (serde `skip_serializing_if`).
+    pub fn is_header(&self) -> bool {
+        *self == ApiKeySource::Header
+    }
+}
+
+/// A token bucket: `rate_limit` requests per second refill, `burst_limit` capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Throttle {
+    /// Steady-state requests per second (> 0).
+    pub rate_limit: f64,
+    /// Bucket capacity (>= 1).
+    pub burst_limit: u64,
+}
+
+// Rates are validated finite, so equality is reflexive.
+impl Eq for Throttle {}
+
+/// Quota period, in UTC (as AWS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuotaPeriod {
+    /// From 00:00 UTC to the next 00:00 UTC.
+    #[serde(rename = "DAY")]
+    Day,
+    /// From Monday 00:00 UTC to the next Monday.
+    #[serde(rename = "WEEK")]
+    Week,
+    /// From the 1st of the month 00:00 UTC to the next 1st.
+    #[serde(rename = "MONTH")]
+    Month,
+}
+
+/// A request quota per API key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quota {
+    /// Requests per period.
+    pub limit: u64,
+    /// The period.
+    pub period: QuotaPeriod,
+    /// Requests counted as already used in the first period a counter sees.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A usage plan: throttle and quota per API key on its stages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsagePlan {
+    /// Stable id, `usageplan/<namespace>/<name>`.
+    pub id: String,
+    /// The object it was compiled from.
+    pub source: ObjectRef,
+    /// Per-key throttle, shared by all the plan's stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
+    /// Per-key quota, shared by all the plan's stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quota>,
+    /// The stages it applies to, sorted by stage id.
+    pub stages: Vec<PlanStage>,
+}
+
+/// One stage of a usage plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStage {
+    /// The stage id.
+    pub stage_id: String,
+    /// Per-key method throttles keyed by route id (instead of the plan's throttle).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub method_throttles: BTreeMap<String, Throttle>,
+}
+
+/// An API key: only the SHA-256 of its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    /// Stable id, `apikey/<namespace>/<name>`.
+    pub id: String,
+    /// The object it was compiled from.
+    pub source: ObjectRef,
+    /// SHA-256 of the value.
+    pub hash: KeyHash,
+    /// Disabled keys are refused (403).
+    pub enabled: bool,
+    /// Ids of the usage plans it belongs to, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage_plans: Vec<String>,
+}
+
+/// The SHA-256 of a secret value, hex. `Debug`, `Display` and `Serialize` show only the hash,
+/// never the value it was computed from (which this type never holds).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyHash(String);
+
+impl KeyHash {
+    /// Hashes a secret value.
+    pub fn of(value: &[u8]) -> Self {
+        KeyHash(hex::encode(Sha256::digest(value)))
+    }
+
+    /// The 64 hex digits.
+    pub fn as_hex(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 8 hex digits: the key id used in metrics, logs and the usage API.
+    pub fn key_id(&self) -> &str {
+        &self.0[..8.min(self.0.len())]
+    }
+
+    /// True when the text is 64 lower-case hex digits.
+    pub fn is_well_formed(&self) -> bool {
+        self.0.len() == 64
+            && self
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+}
+
+impl std::fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyHash({})", self.0)
+    }
+}
+
+impl std::fmt::Display for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn throttle_ok(t: &Throttle) -> bool {
+    t.rate_limit.is_finite() && t.rate_limit > 0.0 && t.burst_limit >= 1
+}
+
 impl GatewayConfig {
     /// An empty document of the current schema version.
     pub fn empty() -> Self {
@@ -305,6 +481,8 @@ impl GatewayConfig {
             schema_version: SCHEMA_VERSION,
             apis: Vec::new(),
             stages: Vec::new(),
+            usage_plans: Vec::new(),
+            api_keys: Vec::new(),
         }
     }
 
@@ -410,6 +588,61 @@ impl GatewayConfig {
                     ));
                 }
             }
+            if !s
+                .throttle
+                .iter()
+                .chain(s.method_throttles.values())
+                .all(throttle_ok)
+            {
+                return bad(format!(
+                    "stage {} has a throttle with a non-positive limit",
+                    s.id
+                ));
+            }
+        }
+        self.validate_plans(&stage_ids)
+    }
+
+    fn validate_plans(&self, stage_ids: &BTreeSet<&str>) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        let mut plan_ids = BTreeSet::new();
+        for p in &self.usage_plans {
+            if !plan_ids.insert(p.id.as_str()) {
+                return bad(format!("duplicate usage plan id {}", p.id));
+            }
+            if !p.throttle.iter().all(throttle_ok) {
+                return bad(format!("usage plan {} has a non-positive throttle", p.id));
+            }
+            for s in &p.stages {
+                if !stage_ids.contains(s.stage_id.as_str()) {
+                    return bad(format!(
+                        "usage plan {} names unknown stage {}",
+                        p.id, s.stage_id
+                    ));
+                }
+                if !s.method_throttles.values().all(throttle_ok) {
+                    return bad(format!(
+                        "usage plan {} has a non-positive method throttle",
+                        p.id
+                    ));
+                }
+            }
+        }
+        let mut key_ids = BTreeSet::new();
+        for k in &self.api_keys {
+            if !key_ids.insert(k.id.as_str()) {
+                return bad(format!("duplicate api key id {}", k.id));
+            }
+            if !k.hash.is_well_formed() {
+                return bad(format!("api key {} has a malformed hash", k.id));
+            }
+            if let Some(p) = k
+                .usage_plans
+                .iter()
+                .find(|p| !plan_ids.contains(p.as_str()))
+            {
+                return bad(format!("api key {} names unknown usage plan {p}", k.id));
+            }
         }
         Ok(())
     }
@@ -452,6 +685,7 @@ mod tests {
                     validation: None,
                     fail_closed: None,
                     transform: None,
+                    api_key_required: false,
                 }],
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
@@ -459,6 +693,7 @@ mod tests {
                 minimum_compression_size: None,
                 models: BTreeMap::new(),
                 cors: None,
+                api_key_source: Default::default(),
             }],
             stages: vec![Stage {
                 id: "stage/default/dev".into(),
@@ -469,7 +704,10 @@ mod tests {
                 hosts: vec![],
                 variables: BTreeMap::new(),
                 access_log: None,
+                throttle: None,
+                method_throttles: BTreeMap::new(),
             }],
+            ..GatewayConfig::empty()
         }
     }
 

@@ -85,3 +85,9 @@ pub const UNKNOWN_VALIDATOR: &str = "UnknownValidator";
 pub const INVALID_REQUEST_PARAMETER: &str = "InvalidRequestParameter";
 /// `spec.cors` has an invalid entry, or `*` together with `allowCredentials`.
 pub const INVALID_CORS: &str = "InvalidCors";
+/// A throttle or quota with a missing, zero or negative limit, or an offset not below the limit.
+pub const INVALID_LIMIT: &str = "InvalidLimit";
+/// An ApiKey whose Secret (or the Secret's key) does not exist, or is empty.
+pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+/// Two ApiKeys have the same value, or a key is in two plans that share a stage.
+pub const DUPLICATE_KEY: &str = "DuplicateKey";

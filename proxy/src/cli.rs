@@ -101,6 +101,23 @@ pub struct ServeArgs {
     /// Once serving, write `{"listen":"ADDR","admin":"ADDR"}` (the bound addresses) here.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// Keep rate-limit and quota counters in this Redis (`redis://HOST:PORT[/DB]`), shared by
+    /// every replica pointed at it; without it, counters are per process.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// When Redis cannot be reached: `open` admits the request (counted in
+    /// `portico_ratelimit_redis_errors_total`, logged), `closed` answers 500 DEFAULT_5XX.
+    #[arg(long, value_enum, default_value = "open")]
+    pub redis_failure_mode: RedisFailureMode,
+}
+
+/// What a request gets when the Redis counters cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisFailureMode {
+    /// Admit (limits are not enforced while Redis is down).
+    Open,
+    /// Refuse with 500 DEFAULT_5XX.
+    Closed,
 }
 
 #[cfg(test)]
@@ -119,6 +136,8 @@ mod tests {
         assert_eq!(cli.serve.max_header_bytes, 16384);
         assert_eq!(cli.serve.shutdown_grace_seconds, 30);
         assert_eq!(cli.serve.log_format, LogFormat::Json);
+        assert_eq!(cli.serve.redis_url, None);
+        assert_eq!(cli.serve.redis_failure_mode, RedisFailureMode::Open);
         let cli = Cli::try_parse_from([
             "portico-proxy",
             "--manifests",

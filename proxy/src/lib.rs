@@ -6,8 +6,8 @@
 //!  cli ─> server::run ─┬─ source (load, watch) ──> ArcSwap<Runtime> (runtime: derived tables)
 //!                      ├─ admin (/metrics /healthz /readyz)            │ load_full per request
 //!                      └─ accept loop ─> pipeline::handle(ctx, req) <──┘
-//!                                          route -> limits -> [transform] -> integrate
-//!                                          -> [transform] -> respond
+//!                                          route -> api_key -> throttle -> limits
+//!                                          -> [transform] -> integrate -> [transform] -> respond
 //!                                          └─> metrics, access_log (writer thread -> stdout)
 //! ```
 //!
@@ -26,6 +26,7 @@ pub mod source;
 pub mod telemetry;
 pub mod template;
 pub mod tls;
+pub mod usage_plan;
 pub mod vtl;
 
 pub use server::run;

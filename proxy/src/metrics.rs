@@ -35,6 +35,40 @@ pub struct Metrics {
     /// `portico_config_source_up`: 1 while the config source is reachable (the Kubernetes
     /// API for `--kube-configmap`; always 1 for files).
     pub source_up: IntGauge,
+    /// `portico_api_key_requests_total{plan,key_id}` and `portico_api_key_throttled_total`.
+    pub keys: KeyMetrics,
+    /// `portico_ratelimit_redis_errors_total`: checks Redis gave no answer to.
+    pub redis_errors: IntCounter,
+}
+
+/// Per-key series; `key_id` is the first 8 hex digits of the key's SHA-256, never the key.
+#[derive(Clone, Debug)]
+pub struct KeyMetrics {
+    requests: IntCounterVec,
+    throttled: IntCounterVec,
+}
+
+impl Default for KeyMetrics {
+    /// Unregistered series (tests).
+    fn default() -> Self {
+        let v = |name: &str| {
+            IntCounterVec::new(Opts::new(name, name), &["plan", "key_id"]).expect("valid metric")
+        };
+        KeyMetrics {
+            requests: v("portico_api_key_requests_total"),
+            throttled: v("portico_api_key_throttled_total"),
+        }
+    }
+}
+
+impl KeyMetrics {
+    /// Counts a metered request of `key_id` on `plan`, and whether it was refused with 429.
+    pub fn record(&self, plan: &str, key_id: &str, throttled: bool) {
+        self.requests.with_label_values(&[plan, key_id]).inc();
+        if throttled {
+            self.throttled.with_label_values(&[plan, key_id]).inc();
+        }
+    }
 }
 
 /// Handles of one (api, stage, resource, method) series set.
@@ -151,7 +185,40 @@ impl Metrics {
         registry
             .register(Box::new(source_up.clone()))
             .expect("registered once");
+        let keys = KeyMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "portico_api_key_requests_total",
+                    "Requests metered on an API key, by usage plan and key id (hash prefix).",
+                ),
+                &["plan", "key_id"],
+            )
+            .expect("valid metric"),
+            throttled: IntCounterVec::new(
+                Opts::new(
+                    "portico_api_key_throttled_total",
+                    "Requests of an API key refused with 429 (THROTTLED or QUOTA_EXCEEDED).",
+                ),
+                &["plan", "key_id"],
+            )
+            .expect("valid metric"),
+        };
+        for c in [&keys.requests, &keys.throttled] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+        }
+        let redis_errors = IntCounter::new(
+            "portico_ratelimit_redis_errors_total",
+            "Rate-limit checks Redis gave no answer to (the failure mode decided).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(redis_errors.clone()))
+            .expect("registered once");
         Metrics {
+            redis_errors,
+            keys,
             registry,
             count,
             errors_4xx,

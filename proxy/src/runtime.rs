@@ -21,8 +21,9 @@ use crate::pipeline::transform::CompiledTransform;
 use crate::pipeline::validate::{self, RouteValidation};
 use crate::pool::Pools;
 use crate::template::Template;
-use portico_config::{GatewayConfig, GatewayResponseType, Protocol};
+use portico_config::{GatewayConfig, GatewayResponseType, KeyHash, Protocol};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,10 @@ pub struct Runtime {
     /// Whether any API sets `minimumCompressionSize` (else requests skip the
     /// `Accept-Encoding` check).
     pub compression: bool,
+    /// API keys by hash: index into `config.api_keys`.
+    pub keys: HashMap<KeyHash, usize>,
+    /// Usage plans by id: index into `config.usage_plans`.
+    pub plans: HashMap<String, usize>,
 }
 
 /// One API's derived tables.
@@ -186,11 +191,25 @@ impl Runtime {
             .collect();
         let all_http =
             !config.apis.is_empty() && config.apis.iter().all(|a| a.protocol == Protocol::Http);
+        let keys = config
+            .api_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.hash.clone(), i))
+            .collect();
+        let plans = config
+            .usage_plans
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.clone(), i))
+            .collect();
         Runtime {
             compression: config
                 .apis
                 .iter()
                 .any(|a| a.minimum_compression_size.is_some()),
+            keys,
+            plans,
             stage_table: StageTable::new(&config.stages),
             default_responses: GatewayResponses::build(&BTreeMap::new()),
             unmatched: metrics.route("", "", "", ""),

@@ -81,9 +81,24 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let listen = listener.local_addr()?;
     let admin = admin_listener.local_addr()?;
 
+    let limits = crate::usage_plan::Limits {
+        redis: match &args.redis_url {
+            Some(url) => Some(
+                crate::usage_plan::redis::RedisLimiter::connect(url)
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("--redis-url: {e}")))?,
+            ),
+            None => None,
+        },
+        fail_closed: args.redis_failure_mode == crate::cli::RedisFailureMode::Closed,
+        redis_errors: metrics.redis_errors.clone(),
+        ..Default::default()
+    };
     let shared = Arc::new(Shared {
         access_log: AccessLog::stdout(metrics.access_log_dropped.clone()),
         forwarded_port: listen.port().into(),
+        limits: limits.clone(),
+        key_metrics: metrics.keys.clone(),
     });
     let health = Arc::new(Health::default());
     health.set_ready(source.ready_at_start());
@@ -91,6 +106,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         admin_listener,
         metrics.clone(),
         health.clone(),
+        admin::Usage {
+            state: state.clone(),
+            limits,
+        },
     ));
     pools.spawn_sweeper();
     source.spawn(

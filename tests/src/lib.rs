@@ -915,3 +915,66 @@ pub mod yaml {
         format!("{{type: HTTP_PROXY, uri: \"{uri}\"}}")
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------------------------
+
+/// A `redis-server` of this test alone, on a free port; killed on drop. Panics with a clear
+/// message when `redis-server` is not installed (the test command installs it).
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers `PING`.
+    pub async fn start() -> RedisServer {
+        // redis-server needs an explicit port: take a free one from the OS first.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}); install it (apt-get install -y redis-server): \
+                     scripts/test.sh does"
+                )
+            });
+        let server = RedisServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").await.is_ok()
+                    && s.read_exact(&mut buf).await.is_ok()
+                    && &buf == b"+PONG\r\n"
+                {
+                    return server;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not answer PING within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

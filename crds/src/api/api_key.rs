@@ -1,4 +1,4 @@
-//! `ApiKey` (later, whole kind): an API key whose value lives in a Secret.
+//! `ApiKey`: an API key whose value lives in a Secret.
 
 // Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]

@@ -160,7 +160,7 @@ pub struct Method {
     /// (later) OAuth scopes required by the method.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization_scopes: Vec<String>,
-    /// (later) Whether callers must present an API key.
+    /// Whether callers must present an API key of a usage plan of the stage (403 otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_required: Option<bool>,
     /// Request parameters, e.g. `method.request.querystring.page: true` (required); required

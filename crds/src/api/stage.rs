@@ -60,10 +60,11 @@ pub struct StageSpec {
     /// Access log settings; default: AWS-like JSON lines, enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log_settings: Option<AccessLogSettings>,
-    /// (later) Stage-wide throttle.
+    /// Stage-wide throttle for every caller (a token bucket; both limits required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleSettings>,
-    /// (later) Per-method settings keyed by `<resource path>/<METHOD>` (e.g. `/content/{id}/GET`).
+    /// Per-method settings keyed by `<resource path>/<METHOD>` (e.g. `/content/{id}/GET`);
+    /// `throttle` is enforced for every caller, the other settings are (later).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub method_settings: BTreeMap<String, MethodSetting>,
     /// (later) Whether the stage has a response cache.

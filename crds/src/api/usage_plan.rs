@@ -1,4 +1,4 @@
-//! `UsagePlan` (later, whole kind): throttle and quota applied to API keys on stages.
+//! `UsagePlan`: throttle and quota applied to API keys on stages.
 
 // Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]

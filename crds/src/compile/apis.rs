@@ -223,6 +223,7 @@ fn compile_api(
             validation: validation.validation,
             fail_closed,
             transform: transform.transform,
+            api_key_required: c.view.api_key_required == Some(true),
         });
     }
 
@@ -252,6 +253,12 @@ fn compile_api(
                 models.schemas
             } else {
                 BTreeMap::new()
+            },
+            api_key_source: match spec.api_key_source {
+                Some(crate::api::rest_api::ApiKeySource::Authorizer) => {
+                    portico_config::ApiKeySource::Authorizer
+                }
+                _ => portico_config::ApiKeySource::Header,
             },
         },
         stage_variables,

@@ -9,8 +9,9 @@
 //!               │               │       not_supported::method, validation, integrations,
 //!               │               │       gateway_responses)
 //!               │               └─ stage variables each api uses
-//!               └─ stages ───> Stage per Stage object (refs, base path, hosts, variables),
-//!                               then host + base path conflicts
+//!               ├─ stages ───> Stage per Stage object (refs, base path, hosts, variables),
+//!               │               then host + base path conflicts
+//!               └─ usage_plans ─> stage throttles, UsagePlans, ApiKeys (SHA-256 only)
 //!  ─> Compiled { config (sorted, validates), diagnostics (sorted) }
 //! ```
 //!
@@ -25,6 +26,7 @@ mod normalise;
 mod not_supported;
 mod stages;
 mod transforms;
+mod usage_plans;
 mod validation;
 
 use crate::Snapshot;
@@ -66,12 +68,17 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
         schema_version: SCHEMA_VERSION,
         apis: apis.into_iter().map(|a| a.api).collect(),
         stages,
+        ..GatewayConfig::empty()
     };
+    // 5. Stage throttles, usage plans and API keys last: they name compiled stages and routes.
+    usage_plans::compile_usage(&inputs, snapshot, &mut config, &mut diags);
     config.apis.sort_by(|a, b| a.id.cmp(&b.id));
     for api in &mut config.apis {
         api.routes.sort_by(|a, b| a.id.cmp(&b.id));
     }
     config.stages.sort_by(|a, b| a.id.cmp(&b.id));
+    config.usage_plans.sort_by(|a, b| a.id.cmp(&b.id));
+    config.api_keys.sort_by(|a, b| a.id.cmp(&b.id));
     if let Err(e) = config.validate() {
         // Every phase is written to keep the invariants; reaching this is a compiler bug.
         // Serve nothing rather than something the proxy would refuse.
@@ -242,6 +249,7 @@ mod tests {
                         validation: None,
                         fail_closed: None,
                         transform: None,
+                        api_key_required: false,
                     }],
                     gateway_responses: Default::default(),
                     max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
@@ -249,6 +257,7 @@ mod tests {
                     minimum_compression_size: None,
                     models: Default::default(),
                     cors: None,
+                    api_key_source: Default::default(),
                 }],
                 stages: vec![Stage {
                     id: "stage/default/dev".into(),
@@ -261,7 +270,10 @@ mod tests {
                     access_log: Some(AccessLog {
                         format: DEFAULT_ACCESS_LOG_FORMAT.into(),
                     }),
+                    throttle: None,
+                    method_throttles: Default::default(),
                 }],
+                ..GatewayConfig::empty()
             }
         );
     }

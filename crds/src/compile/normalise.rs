@@ -15,8 +15,12 @@ pub(crate) struct Inputs<'a> {
     pub apis: Vec<ApiInput<'a>>,
     /// Stages, sorted by namespace/name, duplicates removed.
     pub stages: Vec<StageInput<'a>>,
-    /// Objects of kinds that compile to nothing yet (Authorizer, UsagePlan, ApiKey).
+    /// Objects of kinds that compile to nothing yet (Authorizer).
     pub later_kinds: Vec<ObjectRef>,
+    /// UsagePlans, sorted by namespace/name, duplicates removed.
+    pub usage_plans: Vec<(ObjectRef, &'a crate::api::UsagePlan)>,
+    /// ApiKeys, sorted by namespace/name, duplicates removed.
+    pub api_keys: Vec<(ObjectRef, &'a crate::api::ApiKey)>,
 }
 
 /// A RestApi with its defaults resolved.
@@ -95,7 +99,7 @@ fn sorted_unique<'a, T>(
 /// Whether an object in namespace `from` may reference `target` (an object of `objects`).
 /// Same-namespace references always may; cross-namespace ones need the target's
 /// `portico.dev/allow-references-from` annotation to list `from` (or `*`).
-fn permitted<T>(
+pub(crate) fn permitted<T>(
     objects: &[T],
     meta: impl Fn(&T) -> &ObjectMeta,
     target: &ObjectRef,
@@ -112,9 +116,9 @@ fn permitted<T>(
     })
 }
 
-/// Cross-namespace references of the kinds that compile to nothing yet (ApiKey
-/// `usagePlanRefs`, UsagePlan `apiStages[].stageRef`): refused unless the target allows them.
-/// Existence is not checked yet (those kinds are not enforced).
+/// Cross-namespace references of ApiKey `usagePlanRefs` and UsagePlan
+/// `apiStages[].stageRef`: refused unless the target allows them. Existence is checked by the
+/// `usage_plans` phase, which also leaves refused references out.
 fn check_later_references(snapshot: &Snapshot, diags: &mut Diags) {
     for key in &snapshot.api_keys {
         let (ns, name) = ns_name(&key.metadata);
@@ -244,19 +248,13 @@ pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs
             .into_iter()
             .map(|(obj, _)| obj),
     );
-    later_kinds.extend(
-        sorted_unique("UsagePlan", &snapshot.usage_plans, |o| &o.metadata, diags)
-            .into_iter()
-            .map(|(obj, _)| obj),
-    );
-    later_kinds.extend(
-        sorted_unique("ApiKey", &snapshot.api_keys, |o| &o.metadata, diags)
-            .into_iter()
-            .map(|(obj, _)| obj),
-    );
+    let usage_plans = sorted_unique("UsagePlan", &snapshot.usage_plans, |o| &o.metadata, diags);
+    let api_keys = sorted_unique("ApiKey", &snapshot.api_keys, |o| &o.metadata, diags);
     Inputs {
         apis,
         stages,
         later_kinds,
+        usage_plans,
+        api_keys,
     }
 }

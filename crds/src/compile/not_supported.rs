@@ -62,8 +62,15 @@ pub(crate) fn objects(inputs: &Inputs<'_>, diags: &mut Diags) {
                 warn_later(diags, &stage.obj, field.to_string());
             }
         };
-        later("spec.throttle", s.throttle.is_some());
-        later("spec.methodSettings", !s.method_settings.is_empty());
+        // `throttle` and `methodSettings[..].throttle` are compiled (phase `usage_plans`).
+        later(
+            "spec.methodSettings",
+            s.method_settings.values().any(|m| {
+                m.caching_enabled.is_some()
+                    || m.cache_ttl_in_seconds.is_some()
+                    || m.metrics_enabled.is_some()
+            }),
+        );
         later(
             "spec.cacheClusterEnabled",
             s.cache_cluster_enabled == Some(true),
@@ -109,8 +116,8 @@ pub(crate) fn method(
         !m.authorization_scopes.is_empty(),
         diags,
     );
-    deny("apiKeyRequired", m.api_key_required == Some(true), diags);
-    // requestParameters, requestValidator and requestModels: see `validation`.
+    // apiKeyRequired: see `usage_plans`; requestParameters, requestValidator and
+    // requestModels: see `validation`.
 
     let mut later = |sub: &str, set: bool| {
         if set {
@@ -182,10 +189,7 @@ mod tests {
             .collect();
         assert_eq!(
             fields,
-            [
-                (true, "spec.resources[0].methods.GET.authorizationScopes"),
-                (true, "spec.resources[0].methods.GET.apiKeyRequired"),
-            ]
+            [(true, "spec.resources[0].methods.GET.authorizationScopes")]
         );
 
         let responses = [MethodResponse::default()];

@@ -216,6 +216,9 @@ fn compile_stage(
         hosts,
         variables: s.spec.variables.clone(),
         access_log: s.access_log.clone(),
+        // Filled by the `usage_plans` phase, which needs the compiled API's routes.
+        throttle: None,
+        method_throttles: BTreeMap::new(),
     })
 }
 

@@ -116,6 +116,14 @@ pub struct RequestCtx {
     pub error_message: Option<Box<str>>,
     /// `$context.error.validationErrorString`, set by the validate phase.
     pub validation_error: Option<Box<str>>,
+    /// The API key source AUTHORIZER reads this: the `usageIdentifierKey` a Lambda-style
+    /// authorizer returned. Set by the authorizer phase (which runs before `api_key`); `None`
+    /// means no key, so a method requiring one answers 403.
+    pub usage_identifier_key: Option<String>,
+    /// The API key and usage plan the request is metered on (phase `api_key`).
+    pub api_key: Option<super::api_key::KeyMatch>,
+    /// `RateLimit-*` / `Retry-After` values to send (phase `throttle`).
+    pub rate_limit: Option<super::throttle::RateLimitHeaders>,
 }
 
 impl RequestCtx {
@@ -149,6 +157,9 @@ impl RequestCtx {
             error: None,
             error_message: None,
             validation_error: None,
+            usage_identifier_key: None,
+            api_key: None,
+            rate_limit: None,
         }
     }
 

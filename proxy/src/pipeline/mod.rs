@@ -5,6 +5,8 @@
 //!    route::apply      host + path -> stage, route, path parameters   (403/404 when none)
 //!    cors::preflight   OPTIONS + Origin + Access-Control-Request-Method on a resource
 //!                      without an explicit OPTIONS method             (204)
+//!    api_key::apply    x-api-key (or usageIdentifierKey) -> key + plan (403 INVALID_API_KEY)
+//!    throttle::apply   plan bucket, stage bucket, quota                 (429)
 //!    limits::read_body payload cap                                    (413)
 //!    validate::*       required parameters, body against its model   (400; body buffered
 //!                      only for routes that validate it)
@@ -24,6 +26,7 @@
 //! Per-request state lives in one [`RequestCtx`]; service-wide state (backend client, access
 //! log writer) in [`Shared`]; per-connection values in [`ConnInfo`].
 
+pub mod api_key;
 pub mod compress;
 pub mod cors;
 pub mod ctx;
@@ -34,6 +37,7 @@ pub mod lambda;
 pub mod limits;
 pub mod respond;
 pub mod route;
+pub mod throttle;
 pub mod transform;
 pub mod validate;
 
@@ -52,6 +56,10 @@ pub struct Shared {
     pub access_log: AccessLog,
     /// `X-Forwarded-Port` (the public listener's port).
     pub forwarded_port: HeaderValue,
+    /// Usage-plan and throttle counters (outside `Runtime`: reloads keep them).
+    pub limits: crate::usage_plan::Limits,
+    /// Per-key request and throttle counters.
+    pub key_metrics: crate::metrics::KeyMetrics,
 }
 
 /// Per-connection values, computed once per accepted connection.
@@ -97,6 +105,9 @@ pub async fn handle(
         Err(err) => respond::gateway_response(&mut ctx, err),
     };
     cors::decorate(&ctx, origin.as_ref(), &mut resp);
+    if let Some(h) = ctx.rate_limit {
+        h.insert(resp.headers_mut());
+    }
     respond::finish(shared, ctx, resp)
 }
 
@@ -125,6 +136,19 @@ async fn run(
     {
         return Err(GatewayError::ApiConfigurationError(reason.to_string()));
     }
+    // Key, then limits: plans meter keys; both before the body is read, so a refused
+    // request costs no body transfer.
+    api_key::apply(ctx, req.headers())?;
+    let limited = throttle::apply(&shared.limits, ctx).await;
+    if let Some(m) = ctx.api_key {
+        let rt = &ctx.runtime.config;
+        shared.key_metrics.record(
+            &rt.usage_plans[m.plan].id,
+            rt.api_keys[m.key].hash.key_id(),
+            limited.is_err(),
+        );
+    }
+    limited?;
     let (parts, body) = req.into_parts();
     let runtime = ctx.runtime.clone();
     let validation = match (ctx.stage(), ctx.route) {

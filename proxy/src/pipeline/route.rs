@@ -512,6 +512,7 @@ pub(crate) mod tests {
             validation: None,
             fail_closed: None,
             transform: None,
+            api_key_required: false,
         }
     }
 
@@ -528,6 +529,7 @@ pub(crate) mod tests {
             minimum_compression_size: None,
             models: BTreeMap::new(),
             cors: None,
+            api_key_source: Default::default(),
         }
     }
 
@@ -691,6 +693,8 @@ pub(crate) mod tests {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             variables: BTreeMap::new(),
             access_log: None,
+            throttle: None,
+            method_throttles: BTreeMap::new(),
         }
     }
 

@@ -125,6 +125,8 @@ async fn start_proxy(config: GatewayConfig) -> Proxy {
     let shared = Arc::new(Shared {
         access_log: AccessLog::start(SharedBuf(log.clone()), metrics.access_log_dropped.clone()),
         forwarded_port: addr.port().into(),
+        limits: Default::default(),
+        key_metrics: metrics.keys.clone(),
     });
     let graceful = Arc::new(GracefulShutdown::new());
     {
@@ -157,6 +159,7 @@ fn mk_config(protocol: Protocol, routes: Vec<portico_config::Route>) -> GatewayC
         schema_version: SCHEMA_VERSION,
         apis: vec![api],
         stages: vec![stage],
+        ..GatewayConfig::empty()
     }
 }
 

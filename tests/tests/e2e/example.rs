@@ -35,8 +35,16 @@ async fn mobile_backend_example_serves_mock_and_proxy_routes_through_dev_and_pro
         r.request_id();
     }
 
+    // /content* needs the example's API key (usage-plan.yaml): refused without it.
+    let r = c.get(&proxy.url("/prod/content/7")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json(), serde_json::json!({"message": "Forbidden"}));
+    let key = [("x-api-key", "example-mobile-key-0123456789abcdef")];
+
     for (stage, be) in [("dev", &dev), ("prod", &prod)] {
-        let r = c.get(&proxy.url(&format!("/{stage}/content/7"))).await;
+        let url = proxy.url(&format!("/{stage}/content/7"));
+        let r = c.send(http::Method::GET, &url, &key, "").await;
+        assert_eq!(r.header("ratelimit-limit"), "2000", "{stage}");
         assert_eq!(r.status, 200, "GET /{stage}/content/7: {}", r.text());
         assert_eq!(r.header("x-backend"), stage, "GET /{stage}/content/7");
         let got = be.received();

@@ -13,4 +13,6 @@ mod observability;
 mod reload;
 mod routing;
 mod transform;
+mod usage_plans;
+mod usage_plans_redis;
 mod validation;

@@ -122,6 +122,7 @@ mod events {
             schema_version: SCHEMA_VERSION,
             apis: vec![api],
             stages: vec![stage],
+            ..GatewayConfig::empty()
         };
         let rt = Arc::new(Runtime::build(config, &Metrics::new(), &Pools::new()));
         let req = http::Request::builder()

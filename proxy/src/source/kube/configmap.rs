@@ -177,6 +177,8 @@ pub(crate) mod tests {
             hosts: Vec::new(),
             variables: BTreeMap::new(),
             access_log: None,
+            throttle: None,
+            method_throttles: BTreeMap::new(),
         });
         let cases = [
             (cm(&[], &[]), "neither"),

@@ -1,0 +1,242 @@
+//! Counters in Redis (`--redis-url`), shared by every replica.
+//!
+//! One Lua script per request does every check at once (the key's bucket, the stage's bucket,
+//! the key's quota): it reads them all, refuses without spending anything when one is empty,
+//! else spends one of each. One round trip at most; none when the local "blocked until"
+//! cache already knows the answer. Time is Redis's own (`TIME`), so replicas with skewed
+//! clocks share one refill clock; the quota window is chosen by the proxy from UTC.
+//!
+//! Accuracy: every admission is an atomic script on one Redis, so across replicas the admitted
+//! count of a bucket over any interval of length `t` is at most `burst + rate * t` (the same
+//! bound as one process), plus nothing: the local cache only refuses, never admits.
+
+use super::{Check, Outcome};
+use arc_swap::ArcSwapOption;
+use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Longest wait for Redis before the failure mode applies.
+const TIMEOUT: Duration = Duration::from_millis(250);
+
+const SCRIPT: &str = r#"
+-- KEYS: nb bucket keys, then (if ARGV[2] == 1) the quota key and its "seen" marker.
+-- ARGV: nb, has_quota, then per bucket rate (tokens/ms) and burst, then limit, offset, ttl.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nb = tonumber(ARGV[1])
+local has_quota = tonumber(ARGV[2])
+local tokens = {}
+for i = 1, nb do
+  local rate = tonumber(ARGV[1 + 2 * i])
+  local burst = tonumber(ARGV[2 + 2 * i])
+  local v = redis.call('HMGET', KEYS[i], 't', 'ts')
+  local tk = tonumber(v[1]) or burst
+  local ts = tonumber(v[2]) or now
+  if now > ts then tk = tk + (now - ts) * rate end
+  if tk > burst then tk = burst end
+  if tk < 1 then
+    return {0, i, math.ceil((1 - tk) / rate)}
+  end
+  tokens[i] = tk
+end
+local remaining = -1
+if has_quota == 1 then
+  local base = 2 + 2 * nb
+  local limit = tonumber(ARGV[base + 1])
+  local offset = tonumber(ARGV[base + 2])
+  local ttl = tonumber(ARGV[base + 3])
+  local qk = KEYS[nb + 1]
+  local used = tonumber(redis.call('GET', qk))
+  if not used then
+    used = 0
+    if redis.call('SET', KEYS[nb + 2], 1, 'NX') then used = offset end
+  end
+  if used >= limit then
+    return {0, nb + 1, 0}
+  end
+  redis.call('SET', qk, used + 1, 'EX', ttl)
+  remaining = limit - used - 1
+end
+local first = {-1, 0}
+for i = 1, nb do
+  local rate = tonumber(ARGV[1 + 2 * i])
+  local burst = tonumber(ARGV[2 + 2 * i])
+  local tk = tokens[i] - 1
+  redis.call('HSET', KEYS[i], 't', tostring(tk), 'ts', now)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(burst / rate) + 1000)
+  if i == 1 then first = {math.floor(tk), math.ceil((burst - tk) / rate)} end
+end
+return {1, first[1], first[2], remaining}
+"#;
+
+/// Counters in Redis, with a local cache of refusals.
+pub struct RedisLimiter {
+    conn: Arc<ArcSwapOption<ConnectionManager>>,
+    script: redis::Script,
+    /// Counter id -> refused until (tokio clock), so blocked callers cost no round trip.
+    blocked: Mutex<HashMap<String, tokio::time::Instant>>,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter").finish_non_exhaustive()
+    }
+}
+
+/// Why a Redis check gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// Not connected yet (or reconnecting).
+    #[error("not connected to redis")]
+    NotConnected,
+    /// No answer within the timeout.
+    #[error("redis did not answer within {TIMEOUT:?}")]
+    Timeout,
+    /// Redis answered with an error or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+impl RedisLimiter {
+    /// Connects: one attempt (at most 2 s) before returning, so a proxy that reports ready
+    /// with Redis up is connected; then, if that failed, retries every second in the
+    /// background while serving under the failure mode.
+    pub async fn connect(url: &str) -> Result<Arc<Self>, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let conn: Arc<ArcSwapOption<ConnectionManager>> = Arc::default();
+        let first = tokio::time::timeout(Duration::from_secs(2), client.get_connection_manager());
+        match first.await {
+            Ok(Ok(c)) => {
+                conn.store(Some(Arc::new(c)));
+                tracing::info!("connected to redis for rate-limit counters");
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                tracing::warn!(error = %why, "cannot connect to redis; retrying every second");
+                let slot = conn.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if let Ok(c) = client.get_connection_manager().await {
+                            slot.store(Some(Arc::new(c)));
+                            tracing::info!("connected to redis for rate-limit counters");
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(Arc::new(RedisLimiter {
+            conn,
+            script: redis::Script::new(SCRIPT),
+            blocked: Mutex::default(),
+        }))
+    }
+
+    /// `(used, remaining)` of the quota `id` at `unix`, read from Redis.
+    pub async fn quota_usage(
+        &self,
+        id: &str,
+        q: portico_config::Quota,
+        unix: i64,
+    ) -> Result<(u64, u64), RedisError> {
+        let Some(conn) = self.conn.load_full() else {
+            return Err(RedisError::NotConnected);
+        };
+        let mut conn = (*conn).clone();
+        let (start, _) = super::period_bounds(q.period, unix);
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(format!("portico:q:{id}:{start}"))
+            .arg(format!("portico:qseen:{id}"));
+        let fut = cmd.query_async::<(Option<u64>, Option<u64>)>(&mut conn);
+        let (used, seen) = tokio::time::timeout(TIMEOUT, fut)
+            .await
+            .map_err(|_| RedisError::Timeout)??;
+        let used = used.unwrap_or(if seen.is_some() { 0 } else { q.offset });
+        Ok((used, q.limit.saturating_sub(used)))
+    }
+
+    /// Runs the checks: one script call, or none when a counter is known to be blocked.
+    pub async fn check(
+        &self,
+        buckets: &[Check],
+        quota: Option<(&str, portico_config::Quota, i64)>,
+    ) -> Result<Outcome, RedisError> {
+        let now = tokio::time::Instant::now();
+        {
+            let mut blocked = self.blocked.lock().expect("never poisoned");
+            blocked.retain(|_, until| *until > now);
+            for (i, b) in buckets.iter().enumerate() {
+                if let Some(until) = blocked.get(b.id.as_str()) {
+                    let secs = until.duration_since(now).as_secs_f64().ceil() as u64;
+                    return Ok(Outcome::Throttled {
+                        bucket: i,
+                        retry_after: secs.max(1),
+                    });
+                }
+            }
+            if let Some(until) = quota.and_then(|(id, _, _)| blocked.get(id)) {
+                let secs = until.duration_since(now).as_secs_f64().ceil() as u64;
+                return Ok(Outcome::QuotaExceeded {
+                    retry_after: secs.max(1),
+                });
+            }
+        }
+        let Some(conn) = self.conn.load_full() else {
+            return Err(RedisError::NotConnected);
+        };
+        let mut conn = (*conn).clone();
+        let mut inv = self.script.prepare_invoke();
+        for b in buckets {
+            inv.key(format!("portico:b:{}", b.id));
+        }
+        let mut window_end = 0;
+        if let Some((id, q, unix)) = quota {
+            let (start, end) = super::period_bounds(q.period, unix);
+            window_end = end;
+            inv.key(format!("portico:q:{id}:{start}"));
+            inv.key(format!("portico:qseen:{id}"));
+        }
+        inv.arg(buckets.len()).arg(i32::from(quota.is_some()));
+        for b in buckets {
+            inv.arg(b.throttle.rate_limit / 1000.0)
+                .arg(b.throttle.burst_limit);
+        }
+        if let Some((_, q, unix)) = quota {
+            inv.arg(q.limit)
+                .arg(q.offset)
+                .arg((window_end - unix).max(1) + 60);
+        }
+        let reply: Vec<i64> = tokio::time::timeout(TIMEOUT, inv.invoke_async(&mut conn))
+            .await
+            .map_err(|_| RedisError::Timeout)??;
+        let get = |i: usize| reply.get(i).copied().unwrap_or(0);
+        let nb = buckets.len();
+        if get(0) == 1 {
+            return Ok(Outcome::Allow {
+                remaining: u64::try_from(get(1)).unwrap_or(0),
+                reset: u64::try_from(get(2)).unwrap_or(0).div_ceil(1000),
+            });
+        }
+        let which = usize::try_from(get(1)).unwrap_or(1);
+        let mut blocked = self.blocked.lock().expect("never poisoned");
+        if which == nb + 1 {
+            let (id, _, unix) = quota.expect("the script names the quota only when sent");
+            let secs = u64::try_from(window_end - unix).unwrap_or(1).max(1);
+            blocked.insert(id.to_string(), now + Duration::from_secs(secs));
+            return Ok(Outcome::QuotaExceeded { retry_after: secs });
+        }
+        let ms = u64::try_from(get(2)).unwrap_or(1).max(1);
+        let bucket = which.saturating_sub(1).min(nb.saturating_sub(1));
+        blocked.insert(buckets[bucket].id.clone(), now + Duration::from_millis(ms));
+        Ok(Outcome::Throttled {
+            bucket,
+            retry_after: ms.div_ceil(1000).max(1),
+        })
+    }
+}
