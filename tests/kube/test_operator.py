@@ -101,6 +101,11 @@ def example_manifests(ns, backends):
     """The mobile-backend example, moved to `ns`, its stages pointing at `backends`."""
     text = (EXAMPLE / "restapi.yaml").read_text() + "\n---\n" + (EXAMPLE / "stages.yaml").read_text()
     text = text.replace("namespace: default", f"namespace: {ns}")
+    # The example's /content methods require an API key (usage-plan.yaml); this scenario is
+    # about publish, status and Events, so it serves them without keys. Keys and plans are
+    # covered end to end by tests/tests/e2e/usage_plans*.rs.
+    assert text.count("apiKeyRequired: true") == 2, "the example changed: update example_manifests"
+    text = text.replace("apiKeyRequired: true", "apiKeyRequired: false")
     text = text.replace('"127.0.0.1:9000"', f'"{backends["dev"]}"').replace('"127.0.0.1:9001"', f'"{backends["prod"]}"')
     assert text.count(f"namespace: {ns}") == 3, "the example changed: update example_manifests"
     assert backends["dev"] in text and backends["prod"] in text, "the example changed: update example_manifests"
