@@ -64,6 +64,9 @@ pub struct Api {
     pub gateway_responses: BTreeMap<GatewayResponseType, GatewayResponseOverride>,
     /// Largest request body accepted, in bytes; larger ones get 413 REQUEST_TOO_LARGE.
     pub max_payload_bytes: u64,
+    /// Authorizers its routes may reference, by id (`authorizer/<ns>/<name>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authorizers: BTreeMap<String, Authorizer>,
 }
 
 /// How a route matches the path after the stage's base path.
@@ -99,6 +102,81 @@ pub struct Route {
     /// (fails closed) while its siblings keep serving. The text is logged, never sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_closed: Option<String>,
+    /// Who may call it: the authorizer (an id in the API's `authorizers`) and the scopes
+    /// required; `None` means open (`authorizationType: NONE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<RouteAuthorization>,
+}
+
+/// A route's authorization settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteAuthorization {
+    /// Id of the authorizer in [`Api::authorizers`].
+    pub authorizer_id: String,
+    /// Scopes of which the token must carry at least one (JWT); empty: none required.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// A compiled authorizer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Authorizer {
+    /// Validates a JWT (Cognito / OIDC style) against an issuer's keys.
+    #[serde(rename = "JWT")]
+    Jwt(JwtAuthorizer),
+}
+
+/// JWT authorizer settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtAuthorizer {
+    /// The object it was compiled from.
+    pub source: ObjectRef,
+    /// Where the token is read from: a lower-case request header name (from
+    /// `$request.header.<Name>`); a `Bearer ` prefix is stripped.
+    pub header: String,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Accepted `aud` (or `client_id`) values; empty: any audience.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Accepted `alg` values (asymmetric only: RS*, PS*, ES256, ES384, EdDSA).
+    pub algorithms: Vec<String>,
+    /// The key set (inline JWKS, parsed and checked by compile).
+    pub keys: Vec<Jwk>,
+}
+
+/// One public key of a JWKS (only the members verification needs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// Key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// `RSA`, `EC` or `OKP`.
+    pub kty: String,
+    /// Algorithm the key is restricted to, when the JWKS says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// Curve (`P-256`, `P-384`, `Ed25519`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// RSA modulus (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// RSA exponent (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    /// EC / OKP x coordinate (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// EC y coordinate (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    /// `sig` or `enc`; `enc` keys are never used to verify.
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
 }
 
 /// How a method reaches its backend.
@@ -237,6 +315,14 @@ impl GatewayConfig {
                 if r.timeout_ms == 0 {
                     return bad(format!("route {} has timeoutMs 0", r.id));
                 }
+                if let Some(a) = &r.authorization
+                    && !api.authorizers.contains_key(&a.authorizer_id)
+                {
+                    return bad(format!(
+                        "route {} names unknown authorizer {}",
+                        r.id, a.authorizer_id
+                    ));
+                }
                 if r.http_method.is_empty() || r.http_method != r.http_method.to_ascii_uppercase() {
                     return bad(format!(
                         "route {} has method {:?}, expected upper case",
@@ -319,9 +405,11 @@ mod tests {
                     }),
                     timeout_ms: DEFAULT_TIMEOUT_MS,
                     fail_closed: None,
+                    authorization: None,
                 }],
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+                authorizers: Default::default(),
             }],
             stages: vec![Stage {
                 id: "stage/default/dev".into(),

@@ -57,3 +57,7 @@ pub const PUBLISHED: &str = "Published";
 pub const NOT_ACCEPTED: &str = "NotAccepted";
 /// `Ready=False`: the compiled config is too large for its ConfigMap; the previous one serves.
 pub const CONFIG_TOO_LARGE: &str = "ConfigTooLarge";
+/// An Authorizer's settings cannot be honoured (no issuer, bad key set, weak algorithm, ...).
+pub const INVALID_AUTHORIZER: &str = "InvalidAuthorizer";
+/// A method's authorization type does not match its authorizer's type.
+pub const AUTHORIZER_TYPE_MISMATCH: &str = "AuthorizerTypeMismatch";

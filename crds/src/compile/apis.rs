@@ -6,6 +6,7 @@
 //! integration or security settings cannot be honoured becomes a route that fails closed.
 //! WEBSOCKET APIs are not supported yet and are dropped.
 
+use super::authorizers::{CompiledAuthorizers, MethodAuth, resolve_method};
 use super::gateway_responses::compile_gateway_responses;
 use super::integrations::compile_integration;
 use super::normalise::ApiInput;
@@ -45,6 +46,7 @@ impl IntoIterator for CompiledApis {
 pub(crate) fn compile_apis(
     inputs: &[ApiInput<'_>],
     services: &[Service],
+    authorizers: &CompiledAuthorizers,
     diags: &mut Diags,
 ) -> CompiledApis {
     let mut out = CompiledApis {
@@ -52,7 +54,7 @@ pub(crate) fn compile_apis(
         dropped: BTreeSet::new(),
     };
     for input in inputs {
-        match compile_api(input, services, diags) {
+        match compile_api(input, services, authorizers, diags) {
             Some(api) => out.apis.push(api),
             None => {
                 out.dropped.insert(input.id.clone());
@@ -77,6 +79,7 @@ struct Candidate<'a> {
 fn compile_api(
     input: &ApiInput<'_>,
     services: &[Service],
+    authorizers: &CompiledAuthorizers,
     diags: &mut Diags,
 ) -> Option<CompiledApi> {
     let obj = &input.obj;
@@ -138,6 +141,7 @@ fn compile_api(
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut routes = Vec::new();
     let mut stage_variables = BTreeMap::new();
+    let mut used_authorizers = BTreeMap::new();
     for c in candidates {
         let shape = match &c.matcher {
             RouteMatch::Path(t) => t.shape(),
@@ -161,7 +165,25 @@ fn compile_api(
             RouteMatch::Path(t) => path_params(t),
             RouteMatch::Default => Vec::new(),
         };
-        let security = not_supported::method(obj, &c.field, &c.view, c.integration, diags);
+        // Authorization first: a method whose authorizer cannot be honoured fails closed.
+        let (authorization, auth_fail) = match resolve_method(
+            obj,
+            &c.field,
+            &c.view.auth,
+            authorizers,
+            &mut used_authorizers,
+            diags,
+        ) {
+            Ok(a) => (a, None),
+            Err(reason) => (None, Some(reason)),
+        };
+        let security = auth_fail.or(not_supported::method(
+            obj,
+            &c.field,
+            &c.view,
+            c.integration,
+            diags,
+        ));
         let integ = compile_integration(
             obj,
             &format!("{}.integration", c.field),
@@ -187,6 +209,7 @@ fn compile_api(
             integration: integ.integration,
             timeout_ms: integ.timeout_ms,
             fail_closed,
+            authorization,
         });
     }
 
@@ -199,6 +222,7 @@ fn compile_api(
             routes,
             gateway_responses: compile_gateway_responses(obj, &spec.gateway_responses, diags),
             max_payload_bytes,
+            authorizers: used_authorizers,
         },
         stage_variables,
     })
@@ -262,9 +286,11 @@ fn rest_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
                 verb: verb.clone(),
                 matcher: RouteMatch::Path(template.clone()),
                 view: MethodView {
-                    authorization_type: m.authorization_type,
-                    authorizer_ref: m.authorizer_ref.as_ref(),
-                    authorization_scopes: &m.authorization_scopes,
+                    auth: MethodAuth {
+                        authorization_type: m.authorization_type,
+                        authorizer_ref: m.authorizer_ref.as_ref(),
+                        scopes: &m.authorization_scopes,
+                    },
                     api_key_required: m.api_key_required,
                     request_parameters: Some(&m.request_parameters),
                     request_validator: m.request_validator.as_deref(),
@@ -332,9 +358,11 @@ fn http_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
             resource_path,
             route_key,
             view: MethodView {
-                authorization_type: r.authorization_type,
-                authorizer_ref: r.authorizer_ref.as_ref(),
-                authorization_scopes: &r.authorization_scopes,
+                auth: MethodAuth {
+                    authorization_type: r.authorization_type,
+                    authorizer_ref: r.authorizer_ref.as_ref(),
+                    scopes: &r.authorization_scopes,
+                },
                 ..Default::default()
             },
             integration: r.integration.as_ref(),

@@ -5,6 +5,7 @@
 //!  Snapshot ─ normalise ─> inputs (defaults resolved, sorted by namespace/name)
 //!               │
 //!               ├─ not_supported::objects ─> warnings for (later) fields and kinds
+//!               ├─ authorizers ─> JWT authorizers (TOKEN / REQUEST: not yet)
 //!               ├─ apis ─────> Api { routes } per RestApi   (methods: not_supported::method,
 //!               │               │                             integrations, gateway_responses)
 //!               │               └─ stage variables each api uses
@@ -17,6 +18,7 @@
 //! method compiles to a route that fails closed; a broken stage or API is dropped.
 
 mod apis;
+mod authorizers;
 mod gateway_responses;
 mod integrations;
 mod normalise;
@@ -54,7 +56,9 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     not_supported::objects(&inputs, &mut diags);
     // 3. APIs before stages: a stage needs to know whether its API compiled and which stage
     //    variables the API's integrations use.
-    let apis = apis::compile_apis(&inputs.apis, &snapshot.services, &mut diags);
+    //    Authorizers before APIs: a method's authorization resolves against them.
+    let authorizers = authorizers::compile_authorizers(&inputs.authorizers, &mut diags);
+    let apis = apis::compile_apis(&inputs.apis, &snapshot.services, &authorizers, &mut diags);
     // 4. Stages, with host + base path conflicts resolved last among the surviving stages.
     let stages = stages::compile_stages(&inputs, &apis, &mut diags);
 
@@ -236,9 +240,11 @@ mod tests {
                         }),
                         timeout_ms: DEFAULT_TIMEOUT_MS,
                         fail_closed: None,
+                        authorization: None,
                     }],
                     gateway_responses: Default::default(),
                     max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+                    authorizers: Default::default(),
                 }],
                 stages: vec![Stage {
                     id: "stage/default/dev".into(),

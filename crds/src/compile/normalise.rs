@@ -4,7 +4,7 @@
 use super::{Diags, api_id, stage_id};
 use crate::Snapshot;
 use crate::api::rest_api::ApiProtocol;
-use crate::api::{ALLOW_REFERENCES_FROM, RestApiSpec, StageSpec, reference_permitted};
+use crate::api::{ALLOW_REFERENCES_FROM, Authorizer, RestApiSpec, StageSpec, reference_permitted};
 use crate::reasons;
 use kube::core::ObjectMeta;
 use portico_config::{AccessLog, DEFAULT_ACCESS_LOG_FORMAT, ObjectRef};
@@ -15,8 +15,10 @@ pub(crate) struct Inputs<'a> {
     pub apis: Vec<ApiInput<'a>>,
     /// Stages, sorted by namespace/name, duplicates removed.
     pub stages: Vec<StageInput<'a>>,
-    /// Objects of kinds that compile to nothing yet (Authorizer, UsagePlan, ApiKey).
+    /// Objects of kinds that compile to nothing yet (UsagePlan, ApiKey).
     pub later_kinds: Vec<ObjectRef>,
+    /// Authorizers, sorted by namespace/name, duplicates removed.
+    pub authorizers: Vec<(ObjectRef, &'a Authorizer)>,
 }
 
 /// A RestApi with its defaults resolved.
@@ -238,12 +240,8 @@ pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs
         .collect();
 
     check_later_references(snapshot, diags);
+    let authorizers = sorted_unique("Authorizer", &snapshot.authorizers, |o| &o.metadata, diags);
     let mut later_kinds = Vec::new();
-    later_kinds.extend(
-        sorted_unique("Authorizer", &snapshot.authorizers, |o| &o.metadata, diags)
-            .into_iter()
-            .map(|(obj, _)| obj),
-    );
     later_kinds.extend(
         sorted_unique("UsagePlan", &snapshot.usage_plans, |o| &o.metadata, diags)
             .into_iter()
@@ -258,5 +256,6 @@ pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs
         apis,
         stages,
         later_kinds,
+        authorizers,
     }
 }

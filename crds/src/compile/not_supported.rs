@@ -6,11 +6,9 @@
 //! author wrote; everything else is a warning and is served without the feature.
 
 use super::Diags;
+use super::authorizers::MethodAuth;
 use super::normalise::Inputs;
-use crate::api::LocalObjectReference;
-use crate::api::rest_api::{
-    ApiKeySource, AuthorizationType, Integration, MethodResponse, PassthroughBehavior,
-};
+use crate::api::rest_api::{ApiKeySource, Integration, MethodResponse, PassthroughBehavior};
 use crate::reasons::NOT_YET_SUPPORTED;
 use portico_config::ObjectRef;
 use std::collections::BTreeMap;
@@ -18,9 +16,7 @@ use std::collections::BTreeMap;
 /// The method-level fields the rules look at; HTTP routes leave the REST-only ones empty.
 #[derive(Default)]
 pub(crate) struct MethodView<'a> {
-    pub authorization_type: Option<AuthorizationType>,
-    pub authorizer_ref: Option<&'a LocalObjectReference>,
-    pub authorization_scopes: &'a [String],
+    pub auth: MethodAuth<'a>,
     pub api_key_required: Option<bool>,
     pub request_parameters: Option<&'a BTreeMap<String, bool>>,
     pub request_validator: Option<&'a str>,
@@ -111,18 +107,7 @@ pub(crate) fn method(
             diags.error(obj, f, NOT_YET_SUPPORTED, msg);
         }
     };
-    deny(
-        "authorizationType",
-        m.authorization_type
-            .is_some_and(|t| t != AuthorizationType::None),
-        diags,
-    );
-    deny("authorizerRef", m.authorizer_ref.is_some(), diags);
-    deny(
-        "authorizationScopes",
-        !m.authorization_scopes.is_empty(),
-        diags,
-    );
+    // authorizationType / authorizerRef / authorizationScopes: see `authorizers`.
     deny("apiKeyRequired", m.api_key_required == Some(true), diags);
     let required_params = m
         .request_parameters

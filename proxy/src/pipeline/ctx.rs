@@ -111,6 +111,8 @@ pub struct RequestCtx {
     pub integration_status: Option<u16>,
     /// `$context.error.responseType` (and the message) when a gateway response was sent.
     pub error: Option<GatewayResponseType>,
+    /// `$context.authorizer.*`: set by the auth phase when the route has an authorizer.
+    pub authorizer: Option<super::auth::AuthorizerOutput>,
 }
 
 impl RequestCtx {
@@ -142,6 +144,7 @@ impl RequestCtx {
             integration_latency: None,
             integration_status: None,
             error: None,
+            authorizer: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! ```text
 //!  handle(shared, conn, ctx, req)
 //!    route::apply      host + path -> stage, route, path parameters   (403/404 when none)
+//!    auth::apply       JWT authorizer                                 (401/403)
 //!    limits::read_body payload cap                                    (413)
 //!    integrate::call   HTTP_PROXY | HTTP | MOCK | fail-closed         (500/502/504)
 //!    respond::finish   x-amzn-RequestId, metrics, access log
@@ -12,6 +13,7 @@
 //! Per-request state lives in one [`RequestCtx`]; service-wide state (backend client, access
 //! log writer) in [`Shared`]; per-connection values in [`ConnInfo`].
 
+pub mod auth;
 pub mod ctx;
 pub mod deadline;
 pub mod error;
@@ -88,6 +90,9 @@ async fn run(
     {
         return Err(GatewayError::ApiConfigurationError(reason.to_string()));
     }
+    // Authorizers run right after routing, before API keys, throttling, validation and the
+    // integration (AWS's order), and before the body is read.
+    auth::apply(ctx, req.headers())?;
     let (parts, body) = req.into_parts();
     // The cap runs before the integration so that a backend never sees an over-limit body.
     let body = limits::read_body(&parts.headers, body, max).await?;

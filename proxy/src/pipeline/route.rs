@@ -510,6 +510,7 @@ pub(crate) mod tests {
             }),
             timeout_ms: DEFAULT_TIMEOUT_MS,
             fail_closed: None,
+            authorization: None,
         }
     }
 
@@ -522,6 +523,7 @@ pub(crate) mod tests {
             routes: routes.iter().map(|(v, p)| mk_route(v, p)).collect(),
             gateway_responses: BTreeMap::new(),
             max_payload_bytes: 1024,
+            authorizers: Default::default(),
         }
     }
 
