@@ -144,8 +144,13 @@ pub struct JwtAuthorizer {
     pub audiences: Vec<String>,
     /// Accepted `alg` values (asymmetric only: RS*, PS*, ES256, ES384, EdDSA).
     pub algorithms: Vec<String>,
-    /// The key set (inline JWKS, parsed and checked by compile).
+    /// The key set (inline JWKS, parsed and checked by compile); empty when `jwks_uri` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<Jwk>,
+    /// `http://` URL the proxy fetches the key set from (cached, refreshed, refetched on an
+    /// unknown `kid` at most once per interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
 }
 
 /// One public key of a JWKS (only the members verification needs).

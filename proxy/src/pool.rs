@@ -52,6 +52,8 @@ pub enum SendError {
 #[derive(Debug, Default)]
 pub struct Pools {
     hosts: Mutex<HashMap<String, Arc<HostPool>>>,
+    /// Key sets fetched for JWT authorizers (outlive config reloads, like the pools).
+    pub jwks: crate::pipeline::auth::jwks::JwksStore,
 }
 
 impl Pools {

@@ -9,9 +9,8 @@
 //!                    ── resolve_method ──> Some(RouteAuthorization) | None | Err(fail closed)
 //! ```
 //!
-//! Only inline key sets are compiled: compile does no I/O, and fetching `jwksUri` in the proxy
-//! is not implemented yet, so an authorizer with only `jwksUri` is NotYetSupported (its methods
-//! fail closed).
+//! Compile does no I/O: an inline `jwks` is parsed and checked here; a `jwksUri` (`http://`
+//! only for now) is passed on and fetched by the proxy.
 
 use super::Diags;
 use crate::api::authorizer::{AuthorizerType, JwtConfiguration};
@@ -147,7 +146,8 @@ fn compile_one(
     if !errors.is_empty() {
         return Err(errors.join("; "));
     }
-    let (algorithms, keys) = compiled.ok_or_else(|| "invalid JWT settings".to_string())?;
+    let (algorithms, keys, jwks_uri) =
+        compiled.ok_or_else(|| "invalid JWT settings".to_string())?;
     Ok(Authorizer::Jwt(JwtAuthorizer {
         source: obj.clone(),
         header,
@@ -155,6 +155,7 @@ fn compile_one(
         audiences: jwt.audiences.clone(),
         algorithms,
         keys,
+        jwks_uri,
     }))
 }
 
@@ -164,7 +165,7 @@ fn compile_jwt(
     jwt: &JwtConfiguration,
     invalid: &mut Invalid<'_>,
     diags: &mut Diags,
-) -> Option<(Vec<String>, Vec<Jwk>)> {
+) -> Option<(Vec<String>, Vec<Jwk>, Option<String>)> {
     let mut ok = true;
     if jwt.issuer.trim().is_empty() {
         invalid(
@@ -197,8 +198,19 @@ fn compile_jwt(
             ok = false;
         }
     }
+    let mut jwks_uri = None;
     let keys = match (&jwt.jwks, &jwt.jwks_uri) {
-        (Some(text), _) => match parse_jwks(text) {
+        (Some(_), Some(_)) => {
+            invalid(
+                "spec.jwt.jwksUri",
+                reasons::INVALID_AUTHORIZER,
+                "set either spec.jwt.jwks or spec.jwt.jwksUri, not both".into(),
+                diags,
+            );
+            ok = false;
+            Vec::new()
+        }
+        (Some(text), None) => match parse_jwks(text) {
             Ok(keys) => keys,
             Err(msg) => {
                 invalid("spec.jwt.jwks", reasons::INVALID_AUTHORIZER, msg, diags);
@@ -206,29 +218,54 @@ fn compile_jwt(
                 Vec::new()
             }
         },
-        (None, Some(_)) => {
-            invalid(
-                "spec.jwt.jwksUri",
-                reasons::NOT_YET_SUPPORTED,
-                "fetching a key set from jwksUri is not supported yet (set spec.jwt.jwks inline)"
-                    .into(),
-                diags,
-            );
-            ok = false;
+        (None, Some(uri)) => {
+            match check_jwks_uri(uri) {
+                Ok(()) => jwks_uri = Some(uri.clone()),
+                Err((reason, msg)) => {
+                    invalid("spec.jwt.jwksUri", reason, msg, diags);
+                    ok = false;
+                }
+            }
             Vec::new()
         }
         (None, None) => {
             invalid(
                 "spec.jwt.jwks",
                 reasons::INVALID_AUTHORIZER,
-                "a JWT authorizer needs a key set (spec.jwt.jwks)".into(),
+                "a JWT authorizer needs a key set (spec.jwt.jwks or spec.jwt.jwksUri)".into(),
                 diags,
             );
             ok = false;
             Vec::new()
         }
     };
-    ok.then_some((algorithms, keys))
+    ok.then_some((algorithms, keys, jwks_uri))
+}
+
+/// A `jwksUri` the proxy can fetch: `http://host[:port]/path`. `https://` needs trust roots the
+/// proxy does not configure yet.
+fn check_jwks_uri(uri: &str) -> Result<(), (&'static str, String)> {
+    if uri.starts_with("https://") {
+        return Err((
+            reasons::NOT_YET_SUPPORTED,
+            "https:// key set URLs are not supported yet (no trust roots are configured); use an http:// URL or an inline spec.jwt.jwks".into(),
+        ));
+    }
+    let rest = uri.strip_prefix("http://").ok_or((
+        reasons::INVALID_AUTHORIZER,
+        format!("jwksUri {uri:?} must be an http:// URL"),
+    ))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty()
+        || host.contains('@')
+        || uri.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err((
+            reasons::INVALID_AUTHORIZER,
+            format!("jwksUri {uri:?} is not a valid URL"),
+        ));
+    }
+    Ok(())
 }
 
 /// The header named by the identity source: `$request.header.X` (HTTP API form) or

@@ -17,6 +17,8 @@
 //! curve and `alg`, so a public key can never act as an HMAC secret. `exp` is required;
 //! `exp`, `nbf` and `iat` are checked with [`LEEWAY`] of clock skew.
 
+pub mod jwks;
+
 use super::{GatewayError, RequestCtx};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -44,13 +46,18 @@ pub struct AuthorizerOutput {
 /// Authorizers of one runtime, by id.
 pub type Authorizers = BTreeMap<String, Arc<JwtVerifier>>;
 
-/// Builds the verifiers of every authorizer used by `apis`.
-pub fn build(apis: &[portico_config::Api]) -> Authorizers {
+/// Builds the verifiers of every authorizer used by `apis`; fetched key sets come from
+/// `store`, which outlives the runtime.
+pub fn build(apis: &[portico_config::Api], store: &jwks::JwksStore) -> Authorizers {
     let mut out = BTreeMap::new();
     for api in apis {
         for (id, a) in &api.authorizers {
             out.entry(id.clone()).or_insert_with(|| match a {
-                Authorizer::Jwt(j) => Arc::new(JwtVerifier::new(j)),
+                Authorizer::Jwt(j) => {
+                    let mut v = JwtVerifier::new(j);
+                    v.jwks = j.jwks_uri.as_deref().map(|uri| store.entry(id, uri));
+                    Arc::new(v)
+                }
             });
         }
     }
@@ -59,7 +66,7 @@ pub fn build(apis: &[portico_config::Api]) -> Authorizers {
 
 /// Runs the route's authorizer, if any. Reads the route and the request headers; sets
 /// `ctx.authorizer`; short-circuits with 401 UNAUTHORIZED or 403 ACCESS_DENIED.
-pub fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), GatewayError> {
+pub async fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), GatewayError> {
     let Some(auth) = ctx.route_config().and_then(|r| r.authorization.clone()) else {
         return Ok(());
     };
@@ -147,6 +154,8 @@ pub struct JwtVerifier {
     audiences: Vec<String>,
     algorithms: Vec<String>,
     keys: Vec<Jwk>,
+    /// The fetched key set, when the authorizer names a `jwksUri`.
+    pub jwks: Option<Arc<jwks::JwksEntry>>,
 }
 
 impl JwtVerifier {
@@ -158,11 +167,37 @@ impl JwtVerifier {
             audiences: j.audiences.clone(),
             algorithms: j.algorithms.clone(),
             keys: j.keys.clone(),
+            jwks: None,
         }
     }
 
-    /// Verifies `token` at `now`; returns its claims.
+    /// Verifies `token` now, with the inline keys or the fetched key set (refetched once,
+    /// rate limited, when the token names a key the set does not hold).
+    pub async fn verify_now(&self, token: &str) -> Result<Map<String, Value>, JwtError> {
+        let Some(entry) = &self.jwks else {
+            return self.verify_with(&self.keys, token, SystemTime::now());
+        };
+        let keys = entry.keys().await;
+        match self.verify_with(&keys, token, SystemTime::now()) {
+            Err(JwtError::NoKey(_)) => {
+                let keys = entry.refetch().await;
+                self.verify_with(&keys, token, SystemTime::now())
+            }
+            other => other,
+        }
+    }
+
+    /// Verifies `token` at `now` with the inline keys; returns its claims.
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<Map<String, Value>, JwtError> {
+        self.verify_with(&self.keys, token, now)
+    }
+
+    fn verify_with(
+        &self,
+        keys: &[Jwk],
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Map<String, Value>, JwtError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -185,8 +220,7 @@ impl JwtVerifier {
             .decode(s)
             .map_err(|_| JwtError::Malformed("signature is not base64url"))?;
         let signed = &token[..h.len() + 1 + p.len()];
-        let mut candidates = self
-            .keys
+        let mut candidates = keys
             .iter()
             .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
             .filter(|k| key_fits(k, alg))

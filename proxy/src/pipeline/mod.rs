@@ -92,7 +92,7 @@ async fn run(
     }
     // Authorizers run right after routing, before API keys, throttling, validation and the
     // integration (AWS's order), and before the body is read.
-    auth::apply(ctx, req.headers())?;
+    auth::apply(ctx, req.headers()).await?;
     let (parts, body) = req.into_parts();
     // The cap runs before the integration so that a backend never sees an over-limit body.
     let body = limits::read_body(&parts.headers, body, max).await?;

@@ -113,6 +113,7 @@ fn verifier(keys: Vec<Jwk>, algorithms: &[&str]) -> JwtVerifier {
         audiences: vec!["mobile".into()],
         algorithms: algorithms.iter().map(|a| a.to_string()).collect(),
         keys,
+        jwks_uri: None,
     })
 }
 
@@ -275,4 +276,107 @@ fn bearer_prefixes_are_stripped_case_insensitively() {
     assert_eq!(strip_bearer("Bearer abc"), "abc");
     assert_eq!(strip_bearer("bearer  abc "), "abc");
     assert_eq!(strip_bearer("abc"), "abc");
+}
+
+/// A JWKS server whose key set the test replaces; counts requests.
+struct JwksServer {
+    addr: std::net::SocketAddr,
+    body: Arc<std::sync::Mutex<String>>,
+    hits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl JwksServer {
+    async fn start(keys: &[Jwk]) -> Self {
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = Arc::new(std::sync::Mutex::new(String::new()));
+        let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let server = JwksServer { addr, body, hits };
+        server.set(keys);
+        let (body, hits) = (server.body.clone(), server.hits.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (body, hits) = (body.clone(), hits.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req| {
+                        hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let b = body.lock().unwrap().clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("cache-control", "max-age=3600")
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(b)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        server
+    }
+    fn set(&self, keys: &[Jwk]) {
+        *self.body.lock().unwrap() = json!({ "keys": keys }).to_string();
+    }
+    fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn fetched_key_sets_are_cached_and_unknown_kids_refetch_at_most_once_per_interval() {
+    let (a, b) = (Signer::ec(), Signer::ec());
+    let server = JwksServer::start(&[a.jwk("a")]).await;
+    let store = jwks::JwksStore::with_min_refetch(Duration::from_millis(300));
+    let mut v = verifier(vec![], &["ES256"]);
+    v.jwks = Some(store.entry(
+        "authorizer/default/jwt",
+        &format!("http://{}/jwks", server.addr),
+    ));
+
+    // First use fetches; later uses hit the cache (max-age 3600).
+    for _ in 0..3 {
+        assert!(v.verify_now(&a.sign("ES256", "a", &claims())).await.is_ok());
+    }
+    assert_eq!(server.hits(), 1);
+
+    // The issuer rotates to key b. Within the interval, tokens with the new kid (or any
+    // made-up kid) do not make the proxy refetch: they are rejected.
+    server.set(&[b.jwk("b")]);
+    for kid in ["b", "x1", "x2"] {
+        assert!(matches!(
+            v.verify_now(&b.sign("ES256", kid, &claims())).await,
+            Err(JwtError::NoKey(_))
+        ));
+    }
+    assert_eq!(server.hits(), 1);
+
+    // After the interval, one unknown kid triggers one refetch, which picks up key b.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(v.verify_now(&b.sign("ES256", "b", &claims())).await.is_ok());
+    assert_eq!(server.hits(), 2);
+    // Key a is gone from the set.
+    assert!(
+        v.verify_now(&a.sign("ES256", "a", &claims()))
+            .await
+            .is_err()
+    );
+    assert_eq!(server.hits(), 2);
+
+    // The server fails: the last good set keeps serving.
+    server.set(&[]);
+    *server.body.lock().unwrap() = "not json".into();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(
+        v.verify_now(&a.sign("ES256", "zz", &claims()))
+            .await
+            .is_err()
+    );
+    assert_eq!(server.hits(), 3);
+    assert!(v.verify_now(&b.sign("ES256", "b", &claims())).await.is_ok());
 }
