@@ -56,6 +56,7 @@ pub fn build(apis: &[portico_config::Api], store: &jwks::JwksStore) -> Authorize
                 Authorizer::Jwt(j) => {
                     let mut v = JwtVerifier::new(j);
                     v.jwks = j.jwks_uri.as_deref().map(|uri| store.entry(id, uri));
+                    tracing::debug!(authorizer = %id, jwks_uri = ?j.jwks_uri, keys = j.keys.len(), "JWT authorizer built");
                     Arc::new(v)
                 }
             });
@@ -83,7 +84,7 @@ pub async fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), Gate
         .map(strip_bearer)
         .filter(|t| !t.is_empty())
         .ok_or(GatewayError::Unauthorized)?;
-    let claims = verifier.verify(token, SystemTime::now()).map_err(|e| {
+    let claims = verifier.verify_now(token).await.map_err(|e| {
         tracing::debug!(authorizer = %auth.authorizer_id, error = %e, "JWT rejected");
         GatewayError::Unauthorized
     })?;
