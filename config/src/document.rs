@@ -126,6 +126,33 @@ pub enum Authorizer {
     /// Validates a JWT (Cognito / OIDC style) against an issuer's keys.
     #[serde(rename = "JWT")]
     Jwt(JwtAuthorizer),
+    /// Calls a function with the bearer token (Lambda TOKEN authorizer).
+    #[serde(rename = "TOKEN")]
+    Token(FunctionAuthorizer),
+    /// Calls a function with the request's identity sources (Lambda REQUEST authorizer).
+    #[serde(rename = "REQUEST")]
+    Request(FunctionAuthorizer),
+}
+
+/// A Lambda-style authorizer: an HTTP endpoint receiving the AWS authorizer event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionAuthorizer {
+    /// The object it was compiled from.
+    pub source: ObjectRef,
+    /// `http://` URL the event is POSTed to (a plain URL or a Lambda invoke endpoint).
+    pub function_uri: String,
+    /// Identity sources: `header:<lower-case name>` or `query:<name>`. TOKEN: exactly one
+    /// header. A request missing any of them gets 401 without a call.
+    pub identity_sources: Vec<String>,
+    /// TOKEN: the token must match this regular expression, else 401 without a call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_validation_expression: Option<String>,
+    /// Seconds a result is cached per identity-source values (0: not cached).
+    pub result_ttl_seconds: u32,
+    /// The function answers `{"isAuthorized": bool, "context": {}}` instead of a policy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simple_responses: bool,
 }
 
 /// JWT authorizer settings.

@@ -156,7 +156,11 @@ impl Runtime {
         let all_http =
             !config.apis.is_empty() && config.apis.iter().all(|a| a.protocol == Protocol::Http);
         Runtime {
-            authorizers: crate::pipeline::auth::build(&config.apis, &pools.jwks),
+            authorizers: crate::pipeline::auth::build(
+                &config.apis,
+                &pools.jwks,
+                &pools.authorizer_results,
+            ),
             stage_table: StageTable::new(&config.stages),
             default_responses: GatewayResponses::build(&BTreeMap::new()),
             unmatched: metrics.route("", "", "", ""),

@@ -196,7 +196,11 @@ fn write_authorizer(ctx: &RequestCtx, key: &str, out: &mut String) -> bool {
             !p.is_empty()
         });
     }
-    let Some(v) = key.strip_prefix("claims.").and_then(|n| a.claims.get(n)) else {
+    let v = match key.strip_prefix("claims.") {
+        Some(n) => a.claims.get(n),
+        None => a.context.get(key),
+    };
+    let Some(v) = v else {
         return false;
     };
     let start = out.len();

@@ -3,14 +3,18 @@
 //! [`RouteAuthorization`] (or to the reason the method fails closed).
 //!
 //! ```text
-//!  Authorizer (JWT) ── compile_authorizers ──> Compiled::Ok(Authorizer::Jwt { keys, .. })
-//!  Authorizer (TOKEN | REQUEST)             ──> Compiled::Err("not supported yet")
+//!  Authorizer (JWT) ── compile_authorizers ──> Ok(Authorizer::Jwt { keys | jwks_uri, .. })
+//!  Authorizer (TOKEN | REQUEST)             ──> Ok(Authorizer::Token | Request { function_uri, .. })
+//!  (invalid)                                ──> Err(reason): methods using it fail closed
 //!  method { authorizationType, authorizerRef, authorizationScopes }
 //!                    ── resolve_method ──> Some(RouteAuthorization) | None | Err(fail closed)
 //! ```
 //!
 //! Compile does no I/O: an inline `jwks` is parsed and checked here; a `jwksUri` (`http://`
-//! only for now) is passed on and fetched by the proxy.
+//! only for now) is passed on and fetched by the proxy. TOKEN / REQUEST: `functionUri`
+//! (`http://` only), identity sources, the validation regex (compiled here to check it) and the
+//! result TTL (default 300, 0..=3600) are checked. JWT methods (`JWT`, `COGNITO_USER_POOLS`)
+//! need a JWT authorizer, `CUSTOM` methods a TOKEN / REQUEST one.
 
 use super::Diags;
 use crate::api::authorizer::{AuthorizerType, JwtConfiguration};
@@ -19,7 +23,9 @@ use crate::api::{Authorizer as AuthorizerCr, LocalObjectReference};
 use crate::reasons;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use portico_config::{Authorizer, Jwk, JwtAuthorizer, ObjectRef, RouteAuthorization};
+use portico_config::{
+    Authorizer, FunctionAuthorizer, Jwk, JwtAuthorizer, ObjectRef, RouteAuthorization,
+};
 use std::collections::BTreeMap;
 
 /// Algorithms a JWT authorizer may accept: asymmetric only (never `none`, never `HS*`, so a
@@ -76,16 +82,7 @@ fn compile_one(
 ) -> Result<Authorizer, String> {
     let spec = &cr.spec;
     if spec.type_ != AuthorizerType::Jwt {
-        let msg = format!(
-            "{} authorizers are not supported yet; methods using this authorizer answer 500 rather than being served unprotected",
-            if spec.type_ == AuthorizerType::Token {
-                "TOKEN"
-            } else {
-                "REQUEST"
-            }
-        );
-        diags.warn(obj, "spec.type", reasons::NOT_YET_SUPPORTED, msg);
-        return Err("TOKEN / REQUEST authorizers are not supported yet".into());
+        return compile_function(obj, cr, diags);
     }
     let mut errors: Vec<String> = Vec::new();
     let mut invalid = |field: &str, reason: &str, msg: String, diags: &mut Diags| {
@@ -157,6 +154,152 @@ fn compile_one(
         keys,
         jwks_uri,
     }))
+}
+
+/// Longest result TTL (AWS's).
+pub(crate) const MAX_RESULT_TTL: i64 = 3600;
+/// Default result TTL (AWS's).
+pub(crate) const DEFAULT_RESULT_TTL: i64 = 300;
+
+/// TOKEN / REQUEST authorizers.
+fn compile_function(
+    obj: &ObjectRef,
+    cr: &AuthorizerCr,
+    diags: &mut Diags,
+) -> Result<Authorizer, String> {
+    let spec = &cr.spec;
+    let token = spec.type_ == AuthorizerType::Token;
+    let mut errors: Vec<String> = Vec::new();
+    let mut fail_nys: Option<String> = None;
+    let mut invalid = |field: &str, msg: String, diags: &mut Diags| {
+        diags.error(
+            obj,
+            field,
+            reasons::INVALID_AUTHORIZER,
+            format!("{msg}; methods using this authorizer answer 500"),
+        );
+        errors.push(format!("{field}: {msg}"));
+    };
+    let function_uri = match spec.function_uri.as_deref() {
+        None => {
+            invalid(
+                "spec.functionUri",
+                "a TOKEN / REQUEST authorizer needs functionUri".into(),
+                diags,
+            );
+            String::new()
+        }
+        Some(u) => {
+            if let Err((reason, msg)) = check_http_uri(u, "functionUri") {
+                if reason == reasons::NOT_YET_SUPPORTED {
+                    diags.error(
+                        obj,
+                        "spec.functionUri",
+                        reason,
+                        format!("{msg}; methods using this authorizer answer 500"),
+                    );
+                    fail_nys = Some(msg);
+                } else {
+                    invalid("spec.functionUri", msg, diags);
+                }
+            }
+            u.to_string()
+        }
+    };
+    let mut sources = Vec::new();
+    let raw: Vec<String> = if spec.identity_source.is_empty() && token {
+        vec![DEFAULT_IDENTITY_SOURCE.to_string()]
+    } else {
+        spec.identity_source.clone()
+    };
+    for (i, src) in raw.iter().enumerate() {
+        match identity_source(src) {
+            Some(s) if !token || s.starts_with("header:") => sources.push(s),
+            _ => invalid(
+                &format!("spec.identitySource[{i}]"),
+                format!(
+                    "identity source {src:?} is not supported ({})",
+                    if token {
+                        "TOKEN: one $request.header.<Name>"
+                    } else {
+                        "$request.header.<Name> or $request.querystring.<name>"
+                    }
+                ),
+                diags,
+            ),
+        }
+    }
+    if token && raw.len() > 1 {
+        invalid(
+            "spec.identitySource",
+            "a TOKEN authorizer takes exactly one identity source".into(),
+            diags,
+        );
+    }
+    let expr = spec.identity_validation_expression.clone();
+    if let Some(e) = &expr {
+        if !token {
+            diags.warn(
+                obj,
+                "spec.identityValidationExpression",
+                reasons::INVALID_AUTHORIZER,
+                "identityValidationExpression applies to TOKEN authorizers only; ignored",
+            );
+        } else if let Err(err) = regex::Regex::new(e) {
+            invalid(
+                "spec.identityValidationExpression",
+                format!("not a valid regular expression: {err}"),
+                diags,
+            );
+        }
+    }
+    let ttl = spec.result_ttl_in_seconds.unwrap_or(DEFAULT_RESULT_TTL);
+    if !(0..=MAX_RESULT_TTL).contains(&ttl) {
+        invalid(
+            "spec.resultTtlInSeconds",
+            format!("resultTtlInSeconds {ttl} must be between 0 and {MAX_RESULT_TTL}"),
+            diags,
+        );
+    }
+    if spec.jwt.is_some() {
+        diags.warn(
+            obj,
+            "spec.jwt",
+            reasons::INVALID_AUTHORIZER,
+            "spec.jwt applies to JWT authorizers only; ignored",
+        );
+    }
+    errors.extend(fail_nys);
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    let f = FunctionAuthorizer {
+        source: obj.clone(),
+        function_uri,
+        identity_sources: sources,
+        identity_validation_expression: if token { expr } else { None },
+        result_ttl_seconds: u32::try_from(ttl).expect("checked 0..=3600"),
+        simple_responses: spec.enable_simple_responses == Some(true),
+    };
+    Ok(if token {
+        Authorizer::Token(f)
+    } else {
+        Authorizer::Request(f)
+    })
+}
+
+/// `$request.header.X` / `method.request.header.X` -> `header:x`; `$request.querystring.x` /
+/// `method.request.querystring.x` -> `query:x`.
+fn identity_source(src: &str) -> Option<String> {
+    let rest = src
+        .strip_prefix("$request.")
+        .or_else(|| src.strip_prefix("method.request."))?;
+    if let Some(h) = rest.strip_prefix("header.") {
+        return (!h.is_empty() && http_token(h).is_some())
+            .then(|| format!("header:{}", h.to_ascii_lowercase()));
+    }
+    let q = rest.strip_prefix("querystring.")?;
+    (!q.is_empty()).then(|| format!("query:{q}"))
 }
 
 type Invalid<'f> = dyn FnMut(&str, &str, String, &mut Diags) + 'f;
@@ -251,9 +394,22 @@ fn check_jwks_uri(uri: &str) -> Result<(), (&'static str, String)> {
             "https:// key set URLs are not supported yet (no trust roots are configured); use an http:// URL or an inline spec.jwt.jwks".into(),
         ));
     }
+    check_http_uri(uri, "jwksUri")
+}
+
+/// An `http://host[:port]/path` URL (`https://` is NotYetSupported: no trust roots yet).
+fn check_http_uri(uri: &str, what: &str) -> Result<(), (&'static str, String)> {
+    if uri.starts_with("https://") {
+        return Err((
+            reasons::NOT_YET_SUPPORTED,
+            format!(
+                "https:// {what} URLs are not supported yet (no trust roots are configured); use an http:// URL"
+            ),
+        ));
+    }
     let rest = uri.strip_prefix("http://").ok_or((
         reasons::INVALID_AUTHORIZER,
-        format!("jwksUri {uri:?} must be an http:// URL"),
+        format!("{what} {uri:?} must be an http:// URL"),
     ))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty()
@@ -262,7 +418,7 @@ fn check_jwks_uri(uri: &str) -> Result<(), (&'static str, String)> {
     {
         return Err((
             reasons::INVALID_AUTHORIZER,
-            format!("jwksUri {uri:?} is not a valid URL"),
+            format!("{what} {uri:?} is not a valid URL"),
         ));
     }
     Ok(())
@@ -420,19 +576,15 @@ pub(crate) fn resolve_method(
             }
             Ok(None)
         }
-        AuthorizationType::Custom => fail(
-            diags,
-            "authorizationType",
-            reasons::NOT_YET_SUPPORTED,
-            "CUSTOM (TOKEN / REQUEST) authorizers are not supported yet".into(),
-        ),
-        AuthorizationType::Jwt | AuthorizationType::CognitoUserPools => {
+        AuthorizationType::Custom
+        | AuthorizationType::Jwt
+        | AuthorizationType::CognitoUserPools => {
             let Some(r) = m.authorizer_ref else {
                 return fail(
                     diags,
                     "authorizerRef",
                     reasons::UNKNOWN_REFERENCE,
-                    "a JWT method needs authorizerRef".into(),
+                    "a method with an authorizationType other than NONE needs authorizerRef".into(),
                 );
             };
             let Some(c) = authorizers.get(&(obj.namespace.clone(), r.name.clone())) else {
@@ -443,21 +595,47 @@ pub(crate) fn resolve_method(
                     format!("Authorizer {}/{} does not exist", obj.namespace, r.name),
                 );
             };
-            match &c.result {
-                Ok(a @ Authorizer::Jwt(_)) => {
-                    used.insert(c.id.clone(), a.clone());
-                    Ok(Some(RouteAuthorization {
-                        authorizer_id: c.id.clone(),
-                        scopes: m.scopes.to_vec(),
-                    }))
+            let a = match &c.result {
+                Ok(a) => a,
+                Err(_) => {
+                    return fail(
+                        diags,
+                        "authorizerRef.name",
+                        reasons::REFERENCE_NOT_ACCEPTED,
+                        format!("{} is not valid (see its diagnostics)", c.obj),
+                    );
                 }
-                Err(_) => fail(
+            };
+            let jwt = matches!(a, Authorizer::Jwt(_));
+            if jwt == (ty == AuthorizationType::Custom) {
+                return fail(
                     diags,
-                    "authorizerRef.name",
-                    reasons::REFERENCE_NOT_ACCEPTED,
-                    format!("{} is not valid (see its diagnostics)", c.obj),
-                ),
+                    "authorizationType",
+                    reasons::AUTHORIZER_TYPE_MISMATCH,
+                    format!(
+                        "authorizationType {} does not fit {} (JWT and COGNITO_USER_POOLS need a JWT authorizer, CUSTOM a TOKEN or REQUEST one)",
+                        match ty {
+                            AuthorizationType::Custom => "CUSTOM",
+                            AuthorizationType::Jwt => "JWT",
+                            _ => "COGNITO_USER_POOLS",
+                        },
+                        c.obj
+                    ),
+                );
             }
+            if !jwt && !m.scopes.is_empty() {
+                diags.warn(
+                    obj,
+                    format!("{field}.authorizationScopes"),
+                    reasons::AUTHORIZER_TYPE_MISMATCH,
+                    "authorizationScopes apply to JWT authorizers only; ignored",
+                );
+            }
+            used.insert(c.id.clone(), a.clone());
+            Ok(Some(RouteAuthorization {
+                authorizer_id: c.id.clone(),
+                scopes: if jwt { m.scopes.to_vec() } else { Vec::new() },
+            }))
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Phase "not supported": fields marked (later) in `docs/manifest-spec.md` that are set to a
 //! non-default value, and the kinds that compile to nothing yet.
 //!
-//! Security-relevant fields (authorization, API keys, required parameters, validators) are
+//! Security-relevant fields (API keys, required parameters, validators; authorization is decided in `authorizers`) are
 //! errors and make the method fail closed, so nothing is served less protected than its
 //! author wrote; everything else is a warning and is served without the feature.
 

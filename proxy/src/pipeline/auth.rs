@@ -17,6 +17,7 @@
 //! curve and `alg`, so a public key can never act as an HMAC secret. `exp` is required;
 //! `exp`, `nbf` and `iat` are checked with [`LEEWAY`] of clock skew.
 
+pub mod function;
 pub mod jwks;
 
 use super::{GatewayError, RequestCtx};
@@ -39,16 +40,33 @@ pub const LEEWAY: Duration = Duration::from_secs(60);
 pub struct AuthorizerOutput {
     /// The principal (`sub`), `$context.authorizer.principalId`.
     pub principal_id: Option<String>,
-    /// The token's claims, `$context.authorizer.claims.*`.
+    /// The token's claims, `$context.authorizer.claims.*` (JWT).
     pub claims: Map<String, Value>,
+    /// The function's `context`, `$context.authorizer.<key>` (TOKEN / REQUEST).
+    pub context: Map<String, Value>,
+    /// The function's `usageIdentifierKey` (for the API key phase, `apiKeySource: AUTHORIZER`).
+    pub usage_identifier_key: Option<String>,
+}
+
+/// One compiled authorizer.
+#[derive(Debug)]
+pub enum CompiledAuthorizer {
+    /// JWT.
+    Jwt(JwtVerifier),
+    /// TOKEN or REQUEST function.
+    Function(function::FunctionVerifier),
 }
 
 /// Authorizers of one runtime, by id.
-pub type Authorizers = BTreeMap<String, Arc<JwtVerifier>>;
+pub type Authorizers = BTreeMap<String, Arc<CompiledAuthorizer>>;
 
 /// Builds the verifiers of every authorizer used by `apis`; fetched key sets come from
 /// `store`, which outlives the runtime.
-pub fn build(apis: &[portico_config::Api], store: &jwks::JwksStore) -> Authorizers {
+pub fn build(
+    apis: &[portico_config::Api],
+    store: &jwks::JwksStore,
+    results: &Arc<function::ResultCache>,
+) -> Authorizers {
     let mut out = BTreeMap::new();
     for api in apis {
         for (id, a) in &api.authorizers {
@@ -57,8 +75,14 @@ pub fn build(apis: &[portico_config::Api], store: &jwks::JwksStore) -> Authorize
                     let mut v = JwtVerifier::new(j);
                     v.jwks = j.jwks_uri.as_deref().map(|uri| store.entry(id, uri));
                     tracing::debug!(authorizer = %id, jwks_uri = ?j.jwks_uri, keys = j.keys.len(), "JWT authorizer built");
-                    Arc::new(v)
+                    Arc::new(CompiledAuthorizer::Jwt(v))
                 }
+                Authorizer::Token(f) => Arc::new(CompiledAuthorizer::Function(
+                    function::FunctionVerifier::new(id, true, f, results.clone()),
+                )),
+                Authorizer::Request(f) => Arc::new(CompiledAuthorizer::Function(
+                    function::FunctionVerifier::new(id, false, f, results.clone()),
+                )),
             });
         }
     }
@@ -77,6 +101,16 @@ pub async fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), Gate
             "unknown authorizer {}",
             auth.authorizer_id
         )));
+    };
+    let verifier = match &*verifier {
+        CompiledAuthorizer::Jwt(v) => v,
+        CompiledAuthorizer::Function(f) => {
+            let out = f.authorize(ctx, headers).await.inspect_err(|e| {
+                tracing::debug!(authorizer = %auth.authorizer_id, error = %e, "authorizer refused");
+            })?;
+            ctx.authorizer = Some(out);
+            return Ok(());
+        }
     };
     let token = headers
         .get(verifier.header.as_str())
@@ -97,6 +131,7 @@ pub async fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), Gate
             .and_then(Value::as_str)
             .map(str::to_string),
         claims,
+        ..Default::default()
     });
     Ok(())
 }

@@ -332,3 +332,249 @@ async fn jwks_uri_keys_are_cached_rotated_and_unknown_kids_cannot_hammer_the_iss
     let r = get(&c, &proxy, Some(&a.sign(&claims()))).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// A Lambda-style authorizer function: answers by the token it receives; counts calls.
+struct FunctionServer {
+    addr: std::net::SocketAddr,
+    calls: Arc<AtomicU64>,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl FunctionServer {
+    async fn start() -> FunctionServer {
+        use http_body_util::BodyExt;
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = FunctionServer {
+            addr: listener.local_addr().unwrap(),
+            calls: Arc::default(),
+            events: Arc::default(),
+        };
+        let (calls, events) = (server.calls.clone(), server.events.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (calls, events) = (calls.clone(), events.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (calls, events) = (calls.clone(), events.clone());
+                        async move {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let event: Value = serde_json::from_slice(&body).unwrap();
+                            events.lock().unwrap().push(event.clone());
+                            let token = event["authorizationToken"]
+                                .as_str()
+                                .or_else(|| event["headers"]["authorization"].as_str())
+                                .unwrap_or_default()
+                                .to_string();
+                            let arn = event["methodArn"].as_str().unwrap_or_default();
+                            let base = arn.split('/').next().unwrap_or_default().to_string();
+                            let policy = |stmts: Value| {
+                                json!({"principalId": "user-9", "policyDocument": {"Version": "2012-10-17", "Statement": stmts},
+                                       "context": {"tier": "gold"}, "usageIdentifierKey": "key-9"})
+                            };
+                            let (status, answer) = match token.as_str() {
+                                "allow-get" => (
+                                    200,
+                                    policy(json!([
+                                        {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": format!("{base}/*")},
+                                        {"Effect": "Deny", "Action": "execute-api:Invoke", "Resource": format!("{base}/*/DELETE/*")}
+                                    ])),
+                                ),
+                                "deny" => (
+                                    200,
+                                    policy(
+                                        json!([{"Effect": "Deny", "Action": "execute-api:Invoke", "Resource": "*"}]),
+                                    ),
+                                ),
+                                "other-api" => (
+                                    200,
+                                    policy(
+                                        json!([{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "arn:aws:execute-api:*:*:other/*"}]),
+                                    ),
+                                ),
+                                "malformed" => (200, json!({"principalId": "x"})),
+                                "simple-yes" => (
+                                    200,
+                                    json!({"isAuthorized": true, "context": {"tier": "silver"}}),
+                                ),
+                                "simple-no" => (200, json!({"isAuthorized": false})),
+                                "unauthorized" => (200, json!({"errorMessage": "Unauthorized"})),
+                                "slow" => {
+                                    tokio::time::sleep(Duration::from_secs(12)).await;
+                                    (
+                                        200,
+                                        policy(
+                                            json!([{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*"}]),
+                                        ),
+                                    )
+                                }
+                                _ => (500, json!({"errorMessage": "boom"})),
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(
+                                        answer.to_string(),
+                                    )))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        server
+    }
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn token_authorizer_policies_are_cached_and_evaluated_per_method_arn() {
+    let f = FunctionServer::start().await;
+    let authorizer = format!(
+        "apiVersion: portico.dev/v1alpha1\nkind: Authorizer\nmetadata: {{name: fn, namespace: default}}\nspec:\n  type: TOKEN\n  functionUri: http://{}/2015-03-31/functions/function/invocations\n  identityValidationExpression: '^[a-z-]+$'\n  resultTtlInSeconds: 300\n",
+        f.addr
+    );
+    let api = rest_api(
+        "mobile",
+        &format!(
+            r#"  resources:
+    - path: /items/{{id}}
+      methods:
+        GET: {{authorizationType: CUSTOM, authorizerRef: {{name: fn}}, integration: {ok}}}
+        DELETE: {{authorizationType: CUSTOM, authorizerRef: {{name: fn}}, integration: {ok}}}
+"#,
+            ok = mock("ok"),
+        ),
+    );
+    let st = stage(
+        "mobile-dev",
+        "mobile",
+        "  stageName: dev\n  accessLogSettings:\n    format: '{\"requestId\":\"$context.requestId\",\"principal\":\"$context.authorizer.principalId\",\"tier\":\"$context.authorizer.tier\",\"errorType\":\"$context.error.responseType\"}'\n",
+    );
+    let proxy = Proxy::start(&[("a.yaml", &authorizer), ("api.yaml", &api), ("s.yaml", &st)]).await;
+    let c = Client::new();
+    let call = |m: Method, token: &'static str| {
+        let (c, url) = (&c, proxy.url("/dev/items/7"));
+        async move {
+            let h: Vec<(&str, &str)> = if token.is_empty() {
+                vec![]
+            } else {
+                vec![("authorization", token)]
+            };
+            c.send(m, &url, &h, "").await
+        }
+    };
+
+    // Missing token, or one failing the validation expression: 401 without a call.
+    assert_eq!(call(Method::GET, "").await.status, 401);
+    assert_eq!(call(Method::GET, "Not Valid!").await.status, 401);
+    assert_eq!(f.calls(), 0);
+
+    // Allowed GET; the context reaches $context.authorizer.*.
+    let r = call(Method::GET, "allow-get").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let line = proxy
+        .access_log_line(&r.request_id(), Duration::from_secs(10))
+        .await;
+    assert_eq!(line["principal"], "user-9", "{line}");
+    assert_eq!(line["tier"], "gold", "{line}");
+    let event = f.events.lock().unwrap()[0].clone();
+    assert_eq!(event["type"], "TOKEN");
+    assert_eq!(
+        event["methodArn"],
+        "arn:aws:execute-api:portico:000000000000:mobile/dev/GET/items/7"
+    );
+
+    // The cached policy is evaluated per method ARN: DELETE is denied, without a new call.
+    let r = call(Method::DELETE, "allow-get").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    for _ in 0..3 {
+        assert_eq!(call(Method::GET, "allow-get").await.status, 200);
+    }
+    assert_eq!(f.calls(), 1);
+
+    // Deny, no matching Allow: 403. Unauthorized answer: 401. Malformed: 500
+    // AUTHORIZER_CONFIGURATION_ERROR. Function error: 500 AUTHORIZER_FAILURE.
+    assert_eq!(call(Method::GET, "deny").await.status, 403);
+    assert_eq!(call(Method::GET, "other-api").await.status, 403);
+    assert_eq!(call(Method::GET, "unauthorized").await.status, 401);
+    let r = call(Method::GET, "malformed").await;
+    assert_error(&proxy, &r, 500, "AUTHORIZER_CONFIGURATION_ERROR").await;
+    let r = call(Method::GET, "boom").await;
+    assert_error(&proxy, &r, 500, "AUTHORIZER_FAILURE").await;
+}
+
+#[tokio::test]
+async fn slow_request_authorizers_fail_and_simple_responses_work() {
+    let f = FunctionServer::start().await;
+    let authorizer = format!(
+        "apiVersion: portico.dev/v1alpha1\nkind: Authorizer\nmetadata: {{name: fn, namespace: default}}\nspec:\n  type: REQUEST\n  identitySource: [$request.header.Authorization]\n  functionUri: http://{}/\n  resultTtlInSeconds: 0\n  enableSimpleResponses: true\n",
+        f.addr
+    );
+    let api = rest_api(
+        "http",
+        &format!(
+            "  protocol: HTTP\n  routes:\n    - routeKey: GET /things\n      authorizationType: CUSTOM\n      authorizerRef: {{name: fn}}\n      integration: {}\n",
+            mock("ok")
+        ),
+    );
+    let st = stage("http-dev", "http", "  stageName: dev\n");
+    let proxy = Proxy::start(&[("a.yaml", &authorizer), ("api.yaml", &api), ("s.yaml", &st)]).await;
+    let c = Client::new();
+    let r = c
+        .send(
+            Method::GET,
+            &proxy.url("/dev/things?x=1"),
+            &[("authorization", "slow")],
+            "",
+        )
+        .await;
+    assert_error(&proxy, &r, 500, "AUTHORIZER_FAILURE").await;
+    let event = f.events.lock().unwrap()[0].clone();
+    assert_eq!(event["type"], "REQUEST");
+    assert_eq!(event["queryStringParameters"]["x"], "1");
+    assert_eq!(event["headers"]["authorization"], "slow");
+    // Simple answers; TTL 0: every request calls the function.
+    let before = f.calls();
+    for (token, want) in [("simple-yes", 200), ("simple-yes", 200), ("simple-no", 403)] {
+        let r = c
+            .send(
+                Method::GET,
+                &proxy.url("/dev/things"),
+                &[("authorization", token)],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, want, "{token}: {}", r.text());
+    }
+    assert_eq!(f.calls(), before + 3);
+    // A policy answer where a simple one is expected: 500 AUTHORIZER_CONFIGURATION_ERROR.
+    let r = c
+        .send(
+            Method::GET,
+            &proxy.url("/dev/things"),
+            &[("authorization", "allow-get")],
+            "",
+        )
+        .await;
+    assert_error(&proxy, &r, 500, "AUTHORIZER_CONFIGURATION_ERROR").await;
+}
+
+async fn assert_error(proxy: &Proxy, r: &portico_e2e::Response, status: u16, ty: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    let line = proxy
+        .access_log_line(&r.request_id(), Duration::from_secs(10))
+        .await;
+    assert_eq!(line["errorType"], ty, "{line}");
+}
