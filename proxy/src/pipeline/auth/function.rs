@@ -41,10 +41,13 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER_BYTES: usize = 1 << 20;
 const MAX_CACHE_ENTRIES: usize = 100_000;
 
+/// (authorizer id, identity-source values joined by NUL).
+type CacheKey = (String, String);
+
 /// Cached authorizer results by (authorizer id, identity values). Lives outside `Runtime`.
 #[derive(Default)]
 pub struct ResultCache {
-    entries: Mutex<HashMap<(String, String), (Instant, Arc<Outcome>)>>,
+    entries: Mutex<HashMap<CacheKey, (Instant, Arc<Outcome>)>>,
 }
 
 impl std::fmt::Debug for ResultCache {
@@ -54,7 +57,7 @@ impl std::fmt::Debug for ResultCache {
 }
 
 impl ResultCache {
-    fn get(&self, key: &(String, String)) -> Option<Arc<Outcome>> {
+    fn get(&self, key: &CacheKey) -> Option<Arc<Outcome>> {
         let entries = self.entries.lock().expect("authorizer cache lock");
         entries
             .get(key)
@@ -62,7 +65,7 @@ impl ResultCache {
             .map(|(_, o)| o.clone())
     }
 
-    fn put(&self, key: (String, String), ttl: Duration, outcome: Arc<Outcome>) {
+    fn put(&self, key: CacheKey, ttl: Duration, outcome: Arc<Outcome>) {
         let mut entries = self.entries.lock().expect("authorizer cache lock");
         if entries.len() >= MAX_CACHE_ENTRIES {
             let now = Instant::now();
