@@ -5,7 +5,7 @@
 //!  route.authorization ── None ──────────────────────────────> Continue (open method)
 //!        │ Some { authorizer_id, scopes }
 //!        ▼
-//!  runtime.authorizers[authorizer_id]  (JwtVerifier: inline keys, built at Runtime build)
+//!  runtime.authorizers[authorizer_id]  (TOKEN / REQUEST: see `function`; JWT below)
 //!        │ token from the identity header ("Bearer " stripped)
 //!        ├─ missing / malformed / bad signature / wrong iss, aud / expired  -> 401 UNAUTHORIZED
 //!        ├─ none of the route's scopes in `scope` / `scp`                    -> 403 ACCESS_DENIED

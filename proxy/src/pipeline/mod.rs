@@ -3,7 +3,7 @@
 //! ```text
 //!  handle(shared, conn, ctx, req)
 //!    route::apply      host + path -> stage, route, path parameters   (403/404 when none)
-//!    auth::apply       JWT authorizer                                 (401/403)
+//!    auth::apply       JWT / TOKEN / REQUEST authorizer               (401/403/500)
 //!    limits::read_body payload cap                                    (413)
 //!    integrate::call   HTTP_PROXY | HTTP | MOCK | fail-closed         (500/502/504)
 //!    respond::finish   x-amzn-RequestId, metrics, access log
