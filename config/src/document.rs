@@ -70,6 +70,9 @@ pub struct Api {
     pub gateway_responses: BTreeMap<GatewayResponseType, GatewayResponseOverride>,
     /// Largest request body accepted, in bytes; larger ones get 413 REQUEST_TOO_LARGE.
     pub max_payload_bytes: u64,
+    /// Authorizers its routes may reference, by id (`authorizer/<ns>/<name>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authorizers: BTreeMap<String, Authorizer>,
     /// Where the API key of a request comes from (default `x-api-key`).
     #[serde(default, skip_serializing_if = "ApiKeySource::is_header")]
     pub api_key_source: ApiKeySource,
@@ -160,6 +163,10 @@ pub struct Route {
     /// (fails closed) while its siblings keep serving. The text is logged, never sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_closed: Option<String>,
+    /// Who may call it: the authorizer (an id in the API's `authorizers`) and the scopes
+    /// required; `None` means open (`authorizationType: NONE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<RouteAuthorization>,
     /// Whether the method needs a valid API key (403 INVALID_API_KEY otherwise); usage plans
     /// meter only such methods, as AWS.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -168,6 +175,109 @@ pub struct Route {
     /// passthrough, integration and method responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<crate::Transform>,
+}
+
+/// A route's authorization settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteAuthorization {
+    /// Id of the authorizer in [`Api::authorizers`].
+    pub authorizer_id: String,
+    /// Scopes of which the token must carry at least one (JWT); empty: none required.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// A compiled authorizer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Authorizer {
+    /// Validates a JWT (Cognito / OIDC style) against an issuer's keys.
+    #[serde(rename = "JWT")]
+    Jwt(JwtAuthorizer),
+    /// Calls a function with the bearer token (Lambda TOKEN authorizer).
+    #[serde(rename = "TOKEN")]
+    Token(FunctionAuthorizer),
+    /// Calls a function with the request's identity sources (Lambda REQUEST authorizer).
+    #[serde(rename = "REQUEST")]
+    Request(FunctionAuthorizer),
+}
+
+/// A Lambda-style authorizer: an HTTP endpoint receiving the AWS authorizer event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionAuthorizer {
+    /// The object it was compiled from.
+    pub source: ObjectRef,
+    /// `http://` URL the event is POSTed to (a plain URL or a Lambda invoke endpoint).
+    pub function_uri: String,
+    /// Identity sources: `header:<lower-case name>` or `query:<name>`. TOKEN: exactly one
+    /// header. A request missing any of them gets 401 without a call.
+    pub identity_sources: Vec<String>,
+    /// TOKEN: the token must match this regular expression, else 401 without a call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_validation_expression: Option<String>,
+    /// Seconds a result is cached per identity-source values (0: not cached).
+    pub result_ttl_seconds: u32,
+    /// The function answers `{"isAuthorized": bool, "context": {}}` instead of a policy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simple_responses: bool,
+}
+
+/// JWT authorizer settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtAuthorizer {
+    /// The object it was compiled from.
+    pub source: ObjectRef,
+    /// Where the token is read from: a lower-case request header name (from
+    /// `$request.header.<Name>`); a `Bearer ` prefix is stripped.
+    pub header: String,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Accepted `aud` (or `client_id`) values; empty: any audience.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Accepted `alg` values (asymmetric only: RS*, PS*, ES256, ES384, EdDSA).
+    pub algorithms: Vec<String>,
+    /// The key set (inline JWKS, parsed and checked by compile); empty when `jwks_uri` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<Jwk>,
+    /// `http://` URL the proxy fetches the key set from (cached, refreshed, refetched on an
+    /// unknown `kid` at most once per interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+}
+
+/// One public key of a JWKS (only the members verification needs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// Key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// `RSA`, `EC` or `OKP`.
+    pub kty: String,
+    /// Algorithm the key is restricted to, when the JWKS says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// Curve (`P-256`, `P-384`, `Ed25519`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// RSA modulus (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// RSA exponent (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    /// EC / OKP x coordinate (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// EC y coordinate (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    /// `sig` or `enc`; `enc` keys are never used to verify.
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
 }
 
 /// What a method's request validator checks (AWS `validateRequestParameters` /
@@ -546,6 +656,14 @@ impl GatewayConfig {
                 if r.timeout_ms == 0 {
                     return bad(format!("route {} has timeoutMs 0", r.id));
                 }
+                if let Some(a) = &r.authorization
+                    && !api.authorizers.contains_key(&a.authorizer_id)
+                {
+                    return bad(format!(
+                        "route {} names unknown authorizer {}",
+                        r.id, a.authorizer_id
+                    ));
+                }
                 if r.http_method.is_empty() || r.http_method != r.http_method.to_ascii_uppercase() {
                     return bad(format!(
                         "route {} has method {:?}, expected upper case",
@@ -686,6 +804,7 @@ mod tests {
                     fail_closed: None,
                     transform: None,
                     api_key_required: false,
+                    authorization: None,
                 }],
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
@@ -694,6 +813,7 @@ mod tests {
                 models: BTreeMap::new(),
                 cors: None,
                 api_key_source: Default::default(),
+                authorizers: Default::default(),
             }],
             stages: vec![Stage {
                 id: "stage/default/dev".into(),

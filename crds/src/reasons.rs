@@ -91,3 +91,7 @@ pub const INVALID_LIMIT: &str = "InvalidLimit";
 pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
 /// Two ApiKeys have the same value, or a key is in two plans that share a stage.
 pub const DUPLICATE_KEY: &str = "DuplicateKey";
+/// An Authorizer's settings cannot be honoured (no issuer, bad key set, weak algorithm, ...).
+pub const INVALID_AUTHORIZER: &str = "InvalidAuthorizer";
+/// A method's authorization type does not match its authorizer's type.
+pub const AUTHORIZER_TYPE_MISMATCH: &str = "AuthorizerTypeMismatch";

@@ -52,6 +52,10 @@ pub enum SendError {
 #[derive(Debug, Default)]
 pub struct Pools {
     hosts: Mutex<HashMap<String, Arc<HostPool>>>,
+    /// Key sets fetched for JWT authorizers (outlive config reloads, like the pools).
+    pub jwks: crate::pipeline::auth::jwks::JwksStore,
+    /// Cached TOKEN / REQUEST authorizer results (outlive config reloads).
+    pub authorizer_results: Arc<crate::pipeline::auth::function::ResultCache>,
 }
 
 impl Pools {

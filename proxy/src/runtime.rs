@@ -44,6 +44,8 @@ pub struct Runtime {
     pub default_responses: GatewayResponses,
     /// Metrics of requests no stage matched.
     pub unmatched: RouteMetrics,
+    /// JWT verifiers by authorizer id (key sets derived from the config).
+    pub authorizers: crate::pipeline::auth::Authorizers,
     /// What a request no stage matches answers: RESOURCE_NOT_FOUND when every API is an
     /// HTTP API, else MISSING_AUTHENTICATION_TOKEN (as AWS's REST endpoints do).
     pub no_stage: GatewayResponseType,
@@ -210,6 +212,11 @@ impl Runtime {
                 .any(|a| a.minimum_compression_size.is_some()),
             keys,
             plans,
+            authorizers: crate::pipeline::auth::build(
+                &config.apis,
+                &pools.jwks,
+                &pools.authorizer_results,
+            ),
             stage_table: StageTable::new(&config.stages),
             default_responses: GatewayResponses::build(&BTreeMap::new()),
             unmatched: metrics.route("", "", "", ""),

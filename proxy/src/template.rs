@@ -192,6 +192,36 @@ enum Piece {
     Var(Var),
     /// A `$context.x` this build does not know: renders `-` in access logs.
     Unknown,
+    /// `$context.authorizer.<key>`: `principalId` or `claims.<name>` (set by the auth phase).
+    Authorizer(Box<str>),
+}
+
+/// Writes `$context.authorizer.<key>`; false when the request has no such value.
+fn write_authorizer(ctx: &RequestCtx, key: &str, out: &mut String) -> bool {
+    let Some(a) = &ctx.authorizer else {
+        return false;
+    };
+    if key == "principalId" {
+        return a.principal_id.as_deref().is_some_and(|p| {
+            out.push_str(p);
+            !p.is_empty()
+        });
+    }
+    let v = match key.strip_prefix("claims.") {
+        Some(n) => a.claims.get(n),
+        None => a.context.get(key),
+    };
+    let Some(v) = v else {
+        return false;
+    };
+    let start = out.len();
+    match v {
+        serde_json::Value::String(s) => out.push_str(s),
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
+    out.len() > start
 }
 
 /// How to render values.
@@ -236,9 +266,13 @@ impl Template {
             if !lit.is_empty() {
                 pieces.push(Piece::Lit(std::mem::take(&mut lit).into()));
             }
-            pieces.push(match Var::from_name(&after[..end]) {
+            let name = &after[..end];
+            pieces.push(match Var::from_name(name) {
                 Some(v) => Piece::Var(v),
-                None => Piece::Unknown,
+                None => match name.strip_prefix("authorizer.") {
+                    Some(key) if !key.is_empty() => Piece::Authorizer(key.into()),
+                    _ => Piece::Unknown,
+                },
             });
             rest = &after[end..];
         }
@@ -272,6 +306,17 @@ impl Template {
                 (Piece::Var(v), Mode::AccessLog) => {
                     scratch.clear();
                     if v.write(ctx, &mut scratch) {
+                        json_escape_into(&scratch, out);
+                    } else {
+                        out.push('-');
+                    }
+                }
+                (Piece::Authorizer(k), Mode::GatewayResponse) => {
+                    write_authorizer(ctx, k, out);
+                }
+                (Piece::Authorizer(k), Mode::AccessLog) => {
+                    scratch.clear();
+                    if write_authorizer(ctx, k, &mut scratch) {
                         json_escape_into(&scratch, out);
                     } else {
                         out.push('-');

@@ -6,6 +6,7 @@
 //! integration or security settings cannot be honoured becomes a route that fails closed.
 //! WEBSOCKET APIs are not supported yet and are dropped.
 
+use super::authorizers::{CompiledAuthorizers, MethodAuth, resolve_method};
 use super::gateway_responses::compile_gateway_responses;
 use super::integrations::compile_integration;
 use super::normalise::ApiInput;
@@ -49,6 +50,7 @@ impl IntoIterator for CompiledApis {
 pub(crate) fn compile_apis(
     inputs: &[ApiInput<'_>],
     services: &[Service],
+    authorizers: &CompiledAuthorizers,
     diags: &mut Diags,
 ) -> CompiledApis {
     let mut out = CompiledApis {
@@ -56,7 +58,7 @@ pub(crate) fn compile_apis(
         dropped: BTreeSet::new(),
     };
     for input in inputs {
-        match compile_api(input, services, diags) {
+        match compile_api(input, services, authorizers, diags) {
             Some(api) => out.apis.push(api),
             None => {
                 out.dropped.insert(input.id.clone());
@@ -83,6 +85,7 @@ struct Candidate<'a> {
 fn compile_api(
     input: &ApiInput<'_>,
     services: &[Service],
+    authorizers: &CompiledAuthorizers,
     diags: &mut Diags,
 ) -> Option<CompiledApi> {
     let obj = &input.obj;
@@ -147,6 +150,7 @@ fn compile_api(
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut routes = Vec::new();
     let mut stage_variables = BTreeMap::new();
+    let mut used_authorizers = BTreeMap::new();
     for c in candidates {
         let shape = match &c.matcher {
             RouteMatch::Path(t) => t.shape(),
@@ -170,7 +174,25 @@ fn compile_api(
             RouteMatch::Path(t) => path_params(t),
             RouteMatch::Default => Vec::new(),
         };
-        let security = not_supported::method(obj, &c.field, &c.view, c.integration, diags);
+        // Authorization first: a method whose authorizer cannot be honoured fails closed.
+        let (authorization, auth_fail) = match resolve_method(
+            obj,
+            &c.field,
+            &c.view.auth,
+            authorizers,
+            &mut used_authorizers,
+            diags,
+        ) {
+            Ok(a) => (a, None),
+            Err(reason) => (None, Some(reason)),
+        };
+        let security = auth_fail.or(not_supported::method(
+            obj,
+            &c.field,
+            &c.view,
+            c.integration,
+            diags,
+        ));
         let validation = match c.method {
             Some(m) => compile_validation(
                 obj,
@@ -224,6 +246,7 @@ fn compile_api(
             fail_closed,
             transform: transform.transform,
             api_key_required: c.view.api_key_required == Some(true),
+            authorization,
         });
     }
 
@@ -260,6 +283,7 @@ fn compile_api(
                 }
                 _ => portico_config::ApiKeySource::Header,
             },
+            authorizers: used_authorizers,
         },
         stage_variables,
     })
@@ -323,9 +347,11 @@ fn rest_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
                 verb: verb.clone(),
                 matcher: RouteMatch::Path(template.clone()),
                 view: MethodView {
-                    authorization_type: m.authorization_type,
-                    authorizer_ref: m.authorizer_ref.as_ref(),
-                    authorization_scopes: &m.authorization_scopes,
+                    auth: MethodAuth {
+                        authorization_type: m.authorization_type,
+                        authorizer_ref: m.authorizer_ref.as_ref(),
+                        scopes: &m.authorization_scopes,
+                    },
                     api_key_required: m.api_key_required,
                     method_responses: &m.method_responses,
                 },
@@ -391,9 +417,11 @@ fn http_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
             resource_path,
             route_key,
             view: MethodView {
-                authorization_type: r.authorization_type,
-                authorizer_ref: r.authorizer_ref.as_ref(),
-                authorization_scopes: &r.authorization_scopes,
+                auth: MethodAuth {
+                    authorization_type: r.authorization_type,
+                    authorizer_ref: r.authorizer_ref.as_ref(),
+                    scopes: &r.authorization_scopes,
+                },
                 ..Default::default()
             },
             integration: r.integration.as_ref(),

@@ -5,9 +5,10 @@
 //!  Snapshot ─ normalise ─> inputs (defaults resolved, sorted by namespace/name)
 //!               │
 //!               ├─ not_supported::objects ─> warnings for (later) fields and kinds
+//!               ├─ authorizers ─> JWT, TOKEN and REQUEST authorizers
 //!               ├─ apis ─────> Api { routes } per RestApi   (models: validation; methods:
-//!               │               │       not_supported::method, validation, integrations,
-//!               │               │       gateway_responses)
+//!               │               │       authorizers, not_supported::method, validation,
+//!               │               │       integrations, gateway_responses)
 //!               │               └─ stage variables each api uses
 //!               ├─ stages ───> Stage per Stage object (refs, base path, hosts, variables),
 //!               │               then host + base path conflicts
@@ -19,6 +20,7 @@
 //! method compiles to a route that fails closed; a broken stage or API is dropped.
 
 mod apis;
+mod authorizers;
 mod cors;
 mod gateway_responses;
 mod integrations;
@@ -60,7 +62,9 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     not_supported::objects(&inputs, &mut diags);
     // 3. APIs before stages: a stage needs to know whether its API compiled and which stage
     //    variables the API's integrations use.
-    let apis = apis::compile_apis(&inputs.apis, &snapshot.services, &mut diags);
+    //    Authorizers before APIs: a method's authorization resolves against them.
+    let authorizers = authorizers::compile_authorizers(&inputs.authorizers, &mut diags);
+    let apis = apis::compile_apis(&inputs.apis, &snapshot.services, &authorizers, &mut diags);
     // 4. Stages, with host + base path conflicts resolved last among the surviving stages.
     let stages = stages::compile_stages(&inputs, &apis, &mut diags);
 
@@ -250,6 +254,7 @@ mod tests {
                         fail_closed: None,
                         transform: None,
                         api_key_required: false,
+                        authorization: None,
                     }],
                     gateway_responses: Default::default(),
                     max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
@@ -258,6 +263,7 @@ mod tests {
                     models: Default::default(),
                     cors: None,
                     api_key_source: Default::default(),
+                    authorizers: Default::default(),
                 }],
                 stages: vec![Stage {
                     id: "stage/default/dev".into(),

@@ -4,7 +4,7 @@
 use super::{Diags, api_id, stage_id};
 use crate::Snapshot;
 use crate::api::rest_api::ApiProtocol;
-use crate::api::{ALLOW_REFERENCES_FROM, RestApiSpec, StageSpec, reference_permitted};
+use crate::api::{ALLOW_REFERENCES_FROM, Authorizer, RestApiSpec, StageSpec, reference_permitted};
 use crate::reasons;
 use kube::core::ObjectMeta;
 use portico_config::{AccessLog, DEFAULT_ACCESS_LOG_FORMAT, ObjectRef};
@@ -15,12 +15,14 @@ pub(crate) struct Inputs<'a> {
     pub apis: Vec<ApiInput<'a>>,
     /// Stages, sorted by namespace/name, duplicates removed.
     pub stages: Vec<StageInput<'a>>,
-    /// Objects of kinds that compile to nothing yet (Authorizer).
+    /// Objects of kinds that compile to nothing yet (none today).
     pub later_kinds: Vec<ObjectRef>,
     /// UsagePlans, sorted by namespace/name, duplicates removed.
     pub usage_plans: Vec<(ObjectRef, &'a crate::api::UsagePlan)>,
     /// ApiKeys, sorted by namespace/name, duplicates removed.
     pub api_keys: Vec<(ObjectRef, &'a crate::api::ApiKey)>,
+    /// Authorizers, sorted by namespace/name, duplicates removed.
+    pub authorizers: Vec<(ObjectRef, &'a Authorizer)>,
 }
 
 /// A RestApi with its defaults resolved.
@@ -242,12 +244,9 @@ pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs
         .collect();
 
     check_later_references(snapshot, diags);
-    let mut later_kinds = Vec::new();
-    later_kinds.extend(
-        sorted_unique("Authorizer", &snapshot.authorizers, |o| &o.metadata, diags)
-            .into_iter()
-            .map(|(obj, _)| obj),
-    );
+    let authorizers = sorted_unique("Authorizer", &snapshot.authorizers, |o| &o.metadata, diags);
+    // Every kind compiles now; the list stays for kinds added later.
+    let later_kinds = Vec::new();
     let usage_plans = sorted_unique("UsagePlan", &snapshot.usage_plans, |o| &o.metadata, diags);
     let api_keys = sorted_unique("ApiKey", &snapshot.api_keys, |o| &o.metadata, diags);
     Inputs {
@@ -256,5 +255,6 @@ pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs
         later_kinds,
         usage_plans,
         api_keys,
+        authorizers,
     }
 }

@@ -1,26 +1,22 @@
 //! Phase "not supported": fields marked (later) in `docs/manifest-spec.md` that are set to a
 //! non-default value, and the kinds that compile to nothing yet.
 //!
-//! Security-relevant fields (authorization, API keys) are
+//! Security-relevant fields are decided elsewhere (authorization: `authorizers`; API keys:
+//! `usage_plans`; required parameters and validators: `validation`); the rules left here are
 //! errors and make the method fail closed, so nothing is served less protected than its
 //! author wrote; everything else is a warning and is served without the feature.
 
 use super::Diags;
+use super::authorizers::MethodAuth;
 use super::normalise::Inputs;
-use crate::api::LocalObjectReference;
-use crate::api::rest_api::{
-    ApiKeySource, AuthorizationType, Integration, IntegrationType, MethodResponse,
-    PassthroughBehavior,
-};
+use crate::api::rest_api::{Integration, IntegrationType, MethodResponse, PassthroughBehavior};
 use crate::reasons::NOT_YET_SUPPORTED;
 use portico_config::ObjectRef;
 
 /// The method-level fields the rules look at; HTTP routes leave the REST-only ones empty.
 #[derive(Default)]
 pub(crate) struct MethodView<'a> {
-    pub authorization_type: Option<AuthorizationType>,
-    pub authorizer_ref: Option<&'a LocalObjectReference>,
-    pub authorization_scopes: &'a [String],
+    pub auth: MethodAuth<'a>,
     pub api_key_required: Option<bool>,
     pub method_responses: &'a [MethodResponse],
 }
@@ -46,10 +42,6 @@ pub(crate) fn objects(inputs: &Inputs<'_>, diags: &mut Diags) {
                 warn_later(diags, &api.obj, field.to_string());
             }
         };
-        later(
-            "spec.apiKeySource",
-            s.api_key_source == Some(ApiKeySource::Authorizer),
-        );
         later(
             "spec.routeSelectionExpression",
             s.route_selection_expression.is_some(),
@@ -93,29 +85,10 @@ pub(crate) fn method(
     integration: Option<&Integration>,
     diags: &mut Diags,
 ) -> Option<String> {
-    let mut fail: Option<String> = None;
-    let mut deny = |sub: &str, set: bool, diags: &mut Diags| {
-        if set {
-            let f = format!("{field}.{sub}");
-            let msg = format!(
-                "{f} is not supported yet; the method answers 500 rather than being served unprotected"
-            );
-            fail.get_or_insert_with(|| format!("{f} is not supported yet"));
-            diags.error(obj, f, NOT_YET_SUPPORTED, msg);
-        }
-    };
-    deny(
-        "authorizationType",
-        m.authorization_type
-            .is_some_and(|t| t != AuthorizationType::None),
-        diags,
-    );
-    deny("authorizerRef", m.authorizer_ref.is_some(), diags);
-    deny(
-        "authorizationScopes",
-        !m.authorization_scopes.is_empty(),
-        diags,
-    );
+    // Nothing security-relevant is left unsupported: no rule here fails the method closed.
+    let fail: Option<String> = None;
+    let _ = m;
+    // authorizationType / authorizerRef / authorizationScopes: see `authorizers`;
     // apiKeyRequired: see `usage_plans`; requestParameters, requestValidator and
     // requestModels: see `validation`.
 
@@ -163,11 +136,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn security_relevant_fields_fail_closed_and_others_warn() {
+    fn later_integration_fields_warn_and_nothing_fails_closed() {
         let obj = ObjectRef::new("RestApi", "default", "a");
+        let integration = Integration {
+            type_: IntegrationType::AwsProxy,
+            request_templates: [("application/json".to_string(), "{}".to_string())].into(),
+            ..Default::default()
+        };
+        let responses = [MethodResponse::default()];
         let view = MethodView {
-            api_key_required: Some(true),
-            authorization_scopes: &["a".to_string()],
+            method_responses: &responses,
             ..Default::default()
         };
         let mut diags = Diags::default();
@@ -175,13 +153,10 @@ mod tests {
             &obj,
             "spec.resources[0].methods.GET",
             &view,
-            None,
+            Some(&integration),
             &mut diags,
         );
-        assert_eq!(
-            fail.as_deref(),
-            Some("spec.resources[0].methods.GET.authorizationScopes is not supported yet")
-        );
+        assert_eq!(fail, None);
         let fields: Vec<_> = diags
             .0
             .iter()
@@ -189,17 +164,10 @@ mod tests {
             .collect();
         assert_eq!(
             fields,
-            [(true, "spec.resources[0].methods.GET.authorizationScopes")]
+            [(
+                false,
+                "spec.resources[0].methods.GET.integration.requestTemplates"
+            )]
         );
-
-        let responses = [MethodResponse::default()];
-        let view = MethodView {
-            method_responses: &responses,
-            ..Default::default()
-        };
-        let mut diags = Diags::default();
-        // methodResponses compile in `transforms` now: nothing to report here.
-        assert_eq!(method(&obj, "m", &view, None, &mut diags), None);
-        assert!(diags.0.is_empty(), "{:?}", diags.0);
     }
 }

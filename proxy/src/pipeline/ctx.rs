@@ -124,6 +124,8 @@ pub struct RequestCtx {
     pub api_key: Option<super::api_key::KeyMatch>,
     /// `RateLimit-*` / `Retry-After` values to send (phase `throttle`).
     pub rate_limit: Option<super::throttle::RateLimitHeaders>,
+    /// `$context.authorizer.*`: set by the auth phase when the route has an authorizer.
+    pub authorizer: Option<super::auth::AuthorizerOutput>,
 }
 
 impl RequestCtx {
@@ -160,6 +162,7 @@ impl RequestCtx {
             usage_identifier_key: None,
             api_key: None,
             rate_limit: None,
+            authorizer: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //!    route::apply      host + path -> stage, route, path parameters   (403/404 when none)
 //!    cors::preflight   OPTIONS + Origin + Access-Control-Request-Method on a resource
 //!                      without an explicit OPTIONS method             (204)
+//!    auth::apply       JWT / TOKEN / REQUEST authorizer               (401/403/500)
 //!    api_key::apply    x-api-key (or usageIdentifierKey) -> key + plan (403 INVALID_API_KEY)
 //!    throttle::apply   plan bucket, stage bucket, quota                 (429)
 //!    limits::read_body payload cap                                    (413)
@@ -27,6 +28,7 @@
 //! log writer) in [`Shared`]; per-connection values in [`ConnInfo`].
 
 pub mod api_key;
+pub mod auth;
 pub mod compress;
 pub mod cors;
 pub mod ctx;
@@ -136,6 +138,14 @@ async fn run(
     {
         return Err(GatewayError::ApiConfigurationError(reason.to_string()));
     }
+    // Authorizers run right after routing, before API keys, throttling, validation and the
+    // integration (AWS's order), and before the body is read.
+    auth::apply(ctx, req.headers()).await?;
+    // API key source AUTHORIZER: the Lambda authorizer's usageIdentifierKey is the key.
+    ctx.usage_identifier_key = ctx
+        .authorizer
+        .as_ref()
+        .and_then(|a| a.usage_identifier_key.clone());
     // Key, then limits: plans meter keys; both before the body is read, so a refused
     // request costs no body transfer.
     api_key::apply(ctx, req.headers())?;

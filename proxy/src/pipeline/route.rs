@@ -513,6 +513,7 @@ pub(crate) mod tests {
             fail_closed: None,
             transform: None,
             api_key_required: false,
+            authorization: None,
         }
     }
 
@@ -530,6 +531,7 @@ pub(crate) mod tests {
             models: BTreeMap::new(),
             cors: None,
             api_key_source: Default::default(),
+            authorizers: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! The proxy binary is `PORTICO_PROXY_BIN` or `target/debug/portico-proxy` (built on demand,
 //! see `portico_e2e::proxy_bin`).
 
+mod auth;
 mod cors;
 mod example;
 mod integrations;
