@@ -186,13 +186,7 @@ fn compile_api(
             Ok(a) => (a, None),
             Err(reason) => (None, Some(reason)),
         };
-        let security = auth_fail.or(not_supported::method(
-            obj,
-            &c.field,
-            &c.view,
-            c.integration,
-            diags,
-        ));
+        not_supported::method(obj, &c.field, c.integration, diags);
         let validation = match c.method {
             Some(m) => compile_validation(
                 obj,
@@ -223,7 +217,7 @@ fn compile_api(
             &params,
             diags,
         );
-        let fail_closed = security
+        let fail_closed = auth_fail
             .or(validation.fail)
             .or(integ.fail)
             .or(transform.fail);

@@ -76,22 +76,17 @@ fn warn_later(diags: &mut Diags, obj: &ObjectRef, field: String) {
     diags.warn(obj, field, NOT_YET_SUPPORTED, msg);
 }
 
-/// Method-level rules for the method at `field` (e.g. `spec.resources[0].methods.GET`).
-/// Returns the fail-closed reason when a security-relevant field is set.
+/// Method-level rules for the method at `field` (e.g. `spec.resources[0].methods.GET`):
+/// warnings only. Nothing security-relevant is unsupported any more, so no rule here fails a
+/// method closed: authorizationType / authorizerRef / authorizationScopes: see `authorizers`;
+/// apiKeyRequired: see `usage_plans`; requestParameters, requestValidator and requestModels:
+/// see `validation`.
 pub(crate) fn method(
     obj: &ObjectRef,
     field: &str,
-    m: &MethodView<'_>,
     integration: Option<&Integration>,
     diags: &mut Diags,
-) -> Option<String> {
-    // Nothing security-relevant is left unsupported: no rule here fails the method closed.
-    let fail: Option<String> = None;
-    let _ = m;
-    // authorizationType / authorizerRef / authorizationScopes: see `authorizers`;
-    // apiKeyRequired: see `usage_plans`; requestParameters, requestValidator and
-    // requestModels: see `validation`.
-
+) {
     let mut later = |sub: &str, set: bool| {
         if set {
             warn_later(diags, obj, format!("{field}.{sub}"));
@@ -128,7 +123,6 @@ pub(crate) fn method(
             aws && !i.integration_responses.is_empty(),
         );
     }
-    fail
 }
 
 #[cfg(test)]
@@ -136,27 +130,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn later_integration_fields_warn_and_nothing_fails_closed() {
+    fn later_integration_fields_warn_and_nothing_is_an_error() {
         let obj = ObjectRef::new("RestApi", "default", "a");
         let integration = Integration {
             type_: IntegrationType::AwsProxy,
             request_templates: [("application/json".to_string(), "{}".to_string())].into(),
             ..Default::default()
         };
-        let responses = [MethodResponse::default()];
-        let view = MethodView {
-            method_responses: &responses,
-            ..Default::default()
-        };
         let mut diags = Diags::default();
-        let fail = method(
+        method(
             &obj,
             "spec.resources[0].methods.GET",
-            &view,
             Some(&integration),
             &mut diags,
         );
-        assert_eq!(fail, None);
         let fields: Vec<_> = diags
             .0
             .iter()
