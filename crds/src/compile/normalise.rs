@@ -15,8 +15,6 @@ pub(crate) struct Inputs<'a> {
     pub apis: Vec<ApiInput<'a>>,
     /// Stages, sorted by namespace/name, duplicates removed.
     pub stages: Vec<StageInput<'a>>,
-    /// Objects of kinds that compile to nothing yet (none today).
-    pub later_kinds: Vec<ObjectRef>,
     /// UsagePlans, sorted by namespace/name, duplicates removed.
     pub usage_plans: Vec<(ObjectRef, &'a crate::api::UsagePlan)>,
     /// ApiKeys, sorted by namespace/name, duplicates removed.
@@ -245,14 +243,11 @@ pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs
 
     check_later_references(snapshot, diags);
     let authorizers = sorted_unique("Authorizer", &snapshot.authorizers, |o| &o.metadata, diags);
-    // Every kind compiles now; the list stays for kinds added later.
-    let later_kinds = Vec::new();
     let usage_plans = sorted_unique("UsagePlan", &snapshot.usage_plans, |o| &o.metadata, diags);
     let api_keys = sorted_unique("ApiKey", &snapshot.api_keys, |o| &o.metadata, diags);
     Inputs {
         apis,
         stages,
-        later_kinds,
         usage_plans,
         api_keys,
         authorizers,

@@ -1,5 +1,5 @@
 //! Phase "not supported": fields marked (later) in `docs/manifest-spec.md` that are set to a
-//! non-default value, and the kinds that compile to nothing yet.
+//! non-default value.
 //!
 //! Security-relevant fields are decided elsewhere (authorization: `authorizers`; API keys:
 //! `usage_plans`; required parameters and validators: `validation`); the rules left here are
@@ -21,20 +21,8 @@ pub(crate) struct MethodView<'a> {
     pub method_responses: &'a [MethodResponse],
 }
 
-/// Object-level rules (RestApi, Stage) and the whole kinds compiled to nothing yet. Warnings
-/// only.
+/// Object-level rules (RestApi, Stage). Warnings only.
 pub(crate) fn objects(inputs: &Inputs<'_>, diags: &mut Diags) {
-    for obj in &inputs.later_kinds {
-        diags.warn(
-            obj,
-            "spec",
-            NOT_YET_SUPPORTED,
-            format!(
-                "{} objects are accepted but not enforced yet; they compile to nothing",
-                obj.kind
-            ),
-        );
-    }
     for api in &inputs.apis {
         let s = api.spec;
         let mut later = |field: &str, set: bool| {
