@@ -182,15 +182,14 @@ async fn run(
     // Routes with mappings (HTTP, MOCK with a Transform) run the transform phase around the
     // integration: after the cap and validation (the body it buffers is bounded by the cap),
     // before the backend sees anything (415 and template errors answer first).
-    let mapped_route = match (ctx.stage, ctx.route, ctx.api()) {
-        (Some(s), Some(r), Some(api)) if api.transforms[r].is_some() => Some((s, r)),
+    let with_mappings = match (ctx.stage, ctx.route) {
+        (Some(s), Some(r)) => runtime.apis[runtime.stages[s].api].transforms[r]
+            .as_ref()
+            .map(|t| (s, r, t)),
         _ => None,
     };
-    let Some((s, r)) = mapped_route else {
+    let Some((s, r, t)) = with_mappings else {
         // No mappings: pass-through, streamed both ways.
-        return integrate::call(shared, conn, ctx, parts, body).await;
-    };
-    let Some(t) = &runtime.apis[runtime.stages[s].api].transforms[r] else {
         return integrate::call(shared, conn, ctx, parts, body).await;
     };
     let t = t
