@@ -24,29 +24,7 @@ http { access_log off; client_body_temp_path $W/be/tmp; proxy_temp_path $W/be/tm
   server { listen 127.0.0.1:19280;
     location / { default_type application/json; return 200 '{"ok":true,"items":[1,2,3]}'; } } }
 C
-cat > "$W/portico/bench.yaml" <<C
-apiVersion: portico.dev/v1alpha1
-kind: RestApi
-metadata: {name: bench, namespace: default}
-spec:
-  protocol: REST
-  resources:
-    - path: /{proxy+}
-      methods:
-        ANY:
-          integration:
-            type: HTTP_PROXY
-            uri: "http://\${stageVariables.backend}/bench/{proxy}"
----
-apiVersion: portico.dev/v1alpha1
-kind: Stage
-metadata: {name: bench, namespace: default}
-spec:
-  restApiRef: {name: bench}
-  stageName: bench
-  variables: {backend: "127.0.0.1:19280"}
-  accessLogSettings: {enabled: false}
-C
+sed "s/BACKEND_ADDR/127.0.0.1:19280/" "$ROOT/bench/portico-bench.yaml" > "$W/portico/bench.yaml"
 nginx -e stderr -p "$W/be/" -c "$W/be/nginx.conf" >"$W/be.log" 2>&1 &
 PIDS+=($!)
 CG_OUT="$OUT/callgrind.out"

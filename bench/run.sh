@@ -138,31 +138,8 @@ frontend fe
 backend be
   server s1 127.0.0.1:$PORT_BACKEND
 EOF
-  # One REST API, {proxy+} ANY -> HTTP_PROXY to the backend, stage "bench" at /bench, access
-  # log off (parity with nginx's access_log off).
-  cat > "$WORK/portico/bench.yaml" <<EOF
-apiVersion: portico.dev/v1alpha1
-kind: RestApi
-metadata: {name: bench, namespace: default}
-spec:
-  protocol: REST
-  resources:
-    - path: /{proxy+}
-      methods:
-        ANY:
-          integration:
-            type: HTTP_PROXY
-            uri: "http://\${stageVariables.backend}/bench/{proxy}"
----
-apiVersion: portico.dev/v1alpha1
-kind: Stage
-metadata: {name: bench, namespace: default}
-spec:
-  restApiRef: {name: bench}
-  stageName: bench
-  variables: {backend: "127.0.0.1:$PORT_BACKEND"}
-  accessLogSettings: {enabled: false}
-EOF
+  # The bench API (bench/portico-bench.yaml) pointed at the backend.
+  sed "s/BACKEND_ADDR/127.0.0.1:$PORT_BACKEND/" "$ROOT/bench/portico-bench.yaml" > "$WORK/portico/bench.yaml"
   cat > "$WORK/done.lua" <<'EOF'
 done = function(summary, latency, requests)
   local e = summary.errors
