@@ -17,10 +17,10 @@ trap cleanup EXIT INT TERM
 python3 "$EXAMPLE/backend.py" 9000 dev & pids+=($!)
 python3 "$EXAMPLE/backend.py" 9001 prod & pids+=($!)
 
-echo "portico: serving $EXAMPLE on http://$LISTEN (admin http://$ADMIN). Try:" >&2
-echo "  curl -s -XPOST http://$LISTEN/dev/auth/login -d '{\"username\":\"ana\"}'" >&2
-echo "  curl -s http://$LISTEN/dev/content/1" >&2
-echo "  curl -s http://$LISTEN/prod/content/1" >&2
+echo "portico: serving $EXAMPLE on http://$LISTEN (admin http://$ADMIN)." >&2
+echo "  The walk-through (token, API key, a 429) is in README.md, \"Two commands\". First steps:" >&2
+echo "  curl -si http://$LISTEN/dev/profile                 # 401: no token" >&2
+echo "  curl -s -XPOST http://$LISTEN/dev/auth/login -d '{\"username\":\"ana\",\"password\":\"s3cret\"}'" >&2
 ./target/release/portico-proxy --manifests "$EXAMPLE" --listen "$LISTEN" --admin-listen "$ADMIN" --log-format text &
 pids+=($!)
 wait "${pids[-1]}"

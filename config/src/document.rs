@@ -372,6 +372,12 @@ pub struct HttpIntegration {
     /// Method to call the backend with; `None` uses the request's method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_method: Option<String>,
+    /// `HTTP_PROXY` only: parameter mappings applied to the streamed request
+    /// (`integration.request.{header,querystring,path}.<name>` -> `method.request.*`,
+    /// `context.*`, `stageVariables.*` or `'literal'`), checked by `compile`. `HTTP`
+    /// integrations carry theirs in the route's `Transform`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub request_parameters: BTreeMap<String, String>,
 }
 
 /// A fixed response produced by the gateway.

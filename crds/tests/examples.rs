@@ -60,12 +60,46 @@ fn every_example_compiles_without_diagnostics() {
 fn mobile_backend_serves_the_documented_routes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mobile-backend");
     let mut resources = Vec::new();
-    for f in ["restapi.yaml", "stages.yaml"] {
+    for f in [
+        "restapi.yaml",
+        "stages.yaml",
+        "authorizer.yaml",
+        "usage-plan.yaml",
+    ] {
         let text = std::fs::read_to_string(dir.join(f)).unwrap();
         resources.extend(parse_manifests(f, &text).unwrap());
     }
     let out = compile(&Snapshot::from_resources(resources));
+    assert!(out.diagnostics.is_empty(), "{:?}", out.diagnostics);
     let api = &out.config.apis[0];
+    // The JWT authorizer guards every method but login and signup; the API key only /content*.
+    let guarded: Vec<(&str, Option<&str>, bool)> = api
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.route_key.as_str(),
+                r.authorization.as_ref().map(|a| a.authorizer_id.as_str()),
+                r.api_key_required,
+            )
+        })
+        .collect();
+    let jwt = Some("authorizer/default/mobile-users");
+    assert_eq!(
+        guarded,
+        [
+            ("POST /auth/login", None, false),
+            ("POST /auth/signup", None, false),
+            ("GET /comments", jwt, false),
+            ("POST /comments", jwt, false),
+            ("GET /content", jwt, true),
+            ("GET /content/{id}", jwt, true),
+            ("GET /profile", jwt, false),
+            ("PUT /profile", jwt, false),
+        ]
+    );
+    assert_eq!(out.config.usage_plans.len(), 1);
+    assert_eq!(out.config.api_keys.len(), 1);
     let keys: Vec<&str> = api.routes.iter().map(|r| r.route_key.as_str()).collect();
     assert_eq!(
         keys,

@@ -196,6 +196,18 @@ enum Piece {
     Authorizer(Box<str>),
 }
 
+/// The raw value of `$context.<name>` (a parameter mapping's `context.<name>`, including
+/// `authorizer.principalId`, `authorizer.claims.<name>` and `authorizer.<key>`); `None` when
+/// the name is unknown or the request has no value.
+pub fn context_value(ctx: &RequestCtx, name: &str) -> Option<String> {
+    let mut out = String::new();
+    let found = match name.strip_prefix("authorizer.") {
+        Some(key) => write_authorizer(ctx, key, &mut out),
+        None => Var::from_name(name)?.write(ctx, &mut out),
+    };
+    found.then_some(out)
+}
+
 /// Writes `$context.authorizer.<key>`; false when the request has no such value.
 fn write_authorizer(ctx: &RequestCtx, key: &str, out: &mut String) -> bool {
     let Some(a) = &ctx.authorizer else {

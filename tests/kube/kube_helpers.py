@@ -34,10 +34,10 @@ def wait_for(what, timeout, fn, interval=0.05):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def http(method, url, body=None, timeout=2):
+def http(method, url, body=None, timeout=2, headers=None):
     """(status, text) of one request; HTTP errors are answers, not exceptions."""
     data = body.encode() if isinstance(body, str) else body
-    req = urllib.request.Request(url, data=data, method=method)
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         req.add_header("content-type", "application/json")
     try:
@@ -47,8 +47,8 @@ def http(method, url, body=None, timeout=2):
         return e.code, e.read().decode()
 
 
-def http_get(url, timeout=2):
-    return http("GET", url, timeout=timeout)
+def http_get(url, timeout=2, headers=None):
+    return http("GET", url, timeout=timeout, headers=headers)
 
 
 def metric(admin, name):

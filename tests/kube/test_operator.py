@@ -99,15 +99,16 @@ def cluster(request, procs, tmp_path):
 
 def example_manifests(ns, backends):
     """The mobile-backend example, moved to `ns`, its stages pointing at `backends`."""
-    text = (EXAMPLE / "restapi.yaml").read_text() + "\n---\n" + (EXAMPLE / "stages.yaml").read_text()
+    text = "\n---\n".join((EXAMPLE / f).read_text() for f in ("restapi.yaml", "stages.yaml", "authorizer.yaml"))
     text = text.replace("namespace: default", f"namespace: {ns}")
     # The example's /content methods require an API key (usage-plan.yaml); this scenario is
     # about publish, status and Events, so it serves them without keys. Keys and plans are
     # covered end to end by tests/tests/e2e/usage_plans*.rs.
     assert text.count("apiKeyRequired: true") == 2, "the example changed: update example_manifests"
     text = text.replace("apiKeyRequired: true", "apiKeyRequired: false")
-    text = text.replace('"127.0.0.1:9000"', f'"{backends["dev"]}"').replace('"127.0.0.1:9001"', f'"{backends["prod"]}"')
-    assert text.count(f"namespace: {ns}") == 3, "the example changed: update example_manifests"
+    # The dev backend is also the identity provider (login, the Authorizer's jwksUri).
+    text = text.replace("127.0.0.1:9000", backends["dev"]).replace("127.0.0.1:9001", backends["prod"])
+    assert text.count(f"namespace: {ns}") == 4, "the example changed: update example_manifests"
     assert backends["dev"] in text and backends["prod"] in text, "the example changed: update example_manifests"
     return text
 
@@ -172,11 +173,14 @@ def lease_holder(c):
     return (c.get("lease", "portico-operator")["spec"] or {}).get("holderIdentity")
 
 
-def set_login_body(body):
+def set_signup_body(body):
     def mutate(spec):
-        login = next(r for r in spec["resources"] if r["path"] == "/auth/login")
-        login["methods"]["POST"]["integration"]["mockResponse"]["body"] = body
+        signup = next(r for r in spec["resources"] if r["path"] == "/auth/signup")
+        signup["methods"]["POST"]["integration"]["mockResponse"]["body"] = body
     return mutate
+
+
+CREDENTIALS = '{"username":"ana","password":"s3cret"}'
 
 
 def test_operator_publishes_the_example_and_the_proxy_serves_it(procs, cluster):
@@ -191,12 +195,17 @@ def test_operator_publishes_the_example_and_the_proxy_serves_it(procs, cluster):
 
     # Objects applied after the operator started arrive through its watches.
     c.apply(example_manifests(c.ns, backends))
+    # Login (proxied to the example's identity provider) mints a JWT; the other methods need it.
     login = f"http://{listen}/dev/auth/login"
-    status, body = wait_for("POST /dev/auth/login served", 20, lambda: (r := http("POST", login, "{}"))[0] == 200 and r)
+    signup = f"http://{listen}/dev/auth/signup"
+    status, body = wait_for("POST /dev/auth/login served", 20, lambda: (r := http("POST", login, CREDENTIALS))[0] == 200 and r)
     assert json.loads(body)["user"]["username"] == "ana", body
-    status, body = http_get(f"http://{listen}/dev/content/1")
+    auth = {"Authorization": f"Bearer {json.loads(body)['token']}"}
+    assert http_get(f"http://{listen}/dev/content/1")[0] == 401
+    status, body = http_get(f"http://{listen}/dev/content/1", headers=auth)
     assert (status, json.loads(body)["env"], json.loads(body)["item"]["id"]) == (200, "dev", "1"), body
-    status, body = http_get(f"http://{listen}/prod/content/1")
+    assert json.loads(body)["user"] == "u-ana", body  # the token's sub, mapped to x-user-id
+    status, body = http_get(f"http://{listen}/prod/content/1", headers=auth)
     assert (status, json.loads(body)["env"]) == (200, "prod"), body
     assert http_get(f"http://{admin}/readyz")[0] == 200
 
@@ -230,8 +239,8 @@ def test_operator_publishes_the_example_and_the_proxy_serves_it(procs, cluster):
     wait_for("the operator to settle", 10, quiet_second)
 
     # A change to a MOCK body is published and served.
-    c.apply(rest_api_manifest(c, set_login_body('{"token":"t2"}')))
-    wait_for("the new login body", 15, lambda: http("POST", login, "{}") == (200, '{"token":"t2"}'))
+    c.apply(rest_api_manifest(c, set_signup_body('{"id":"t2"}')))
+    wait_for("the new signup body", 15, lambda: http("POST", signup, "{}") == (201, '{"id":"t2"}'))
     wait_for("a new configVersion on the Stage", 10, lambda: (v := config_version(c)) != version
              and c.get("stage", "mobile-dev")["status"].get("configVersion") == v)
 
@@ -254,9 +263,9 @@ def test_operator_publishes_the_example_and_the_proxy_serves_it(procs, cluster):
     assert ev["type"] == "Warning" and field in ev["note"], ev
     assert ev["regarding"]["kind"] == "RestApi", ev
     # The other routes keep serving.
-    assert http("POST", login, "{}") == (200, '{"token":"t2"}')
-    assert http_get(f"http://{listen}/dev/content/1")[0] == 200
-    assert http_get(f"http://{listen}/prod/comments")[0] == 200
+    assert http("POST", signup, "{}") == (201, '{"id":"t2"}')
+    assert http_get(f"http://{listen}/dev/content/1", headers=auth)[0] == 200
+    assert http_get(f"http://{listen}/prod/comments", headers=auth)[0] == 200
 
     # Fixed again: Accepted=True comes back.
     c.apply(rest_api_manifest(c, lambda spec: spec["resources"].pop()))
@@ -266,13 +275,13 @@ def test_operator_publishes_the_example_and_the_proxy_serves_it(procs, cluster):
     # re-reads it and publishes again; the proxy keeps serving the config it has meanwhile.
     current = config_version(c)
     c.kubectl("delete", "configmap", CM_NAME, "-n", c.ns)
-    assert http("POST", login, "{}") == (200, '{"token":"t2"}')
+    assert http("POST", signup, "{}") == (201, '{"id":"t2"}')
     wait_for("the ConfigMap published again", 15, lambda: config_version(c) == current)
 
     # SIGTERM: the operator exits cleanly and gives the Lease up; the proxy keeps serving.
     assert procs.stop(operator) == 0, procs.log("operator")
     assert not lease_holder(c), c.get("lease", "portico-operator")
-    assert http("POST", login, "{}") == (200, '{"token":"t2"}')
+    assert http("POST", signup, "{}") == (201, '{"id":"t2"}')
     assert proxy.poll() is None, procs.log("proxy")
 
 
@@ -297,7 +306,7 @@ def test_a_second_replica_follows_and_takes_over_when_the_leader_stops(procs, cl
     wait_for("op-b leads", 10, lambda: metric(b_admin, "portico_operator_leader") == 1)
     assert lease_holder(c) == "op-b"
     assert c.get("lease", "portico-operator")["spec"]["leaseTransitions"] >= 1
-    c.apply(rest_api_manifest(c, set_login_body('{"by":"op-b"}')))
+    c.apply(rest_api_manifest(c, set_signup_body('{"by":"op-b"}')))
     wait_for("op-b publishes", 15, lambda: config_version(c) != first
              and "op-b" in c.get("configmap", CM_NAME)["data"]["gateway-config.json"])
     assert b.poll() is None, procs.log("operator-b")

@@ -854,6 +854,63 @@ where
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The example's own backend
+// ---------------------------------------------------------------------------------------------
+
+/// `examples/mobile-backend/backend.py` (content, comments and the example identity
+/// provider) on a free 127.0.0.1 port; stopped on drop.
+pub struct ExampleBackend {
+    child: Child,
+    port: u16,
+}
+
+impl ExampleBackend {
+    /// Starts `python3 backend.py PORT env` and waits until it answers.
+    pub async fn start(env: &str) -> ExampleBackend {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mobile-backend/backend.py");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        let child = Command::new("python3")
+            .arg(&script)
+            .args([&port.to_string(), env])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start python3 {} ({e})", script.display()));
+        let backend = ExampleBackend { child, port };
+        let url = format!("http://127.0.0.1:{port}/.well-known/jwks.json");
+        let client = Client::new();
+        eventually("the example backend", Duration::from_secs(10), || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .try_send(Method::GET, &url, &[], Bytes::new())
+                    .await
+                    .ok()
+                    .filter(|r| r.status == StatusCode::OK)
+            }
+        })
+        .await;
+        backend
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for ExampleBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -497,7 +497,7 @@ def test_unknown_anti_affinity_preset_fails_to_render(chart):
 
 def test_notes_say_how_to_apply_the_example_and_call_it(chart):
     text = notes(chart)
-    assert "kubectl apply -f examples/mobile-backend/restapi.yaml" in text
+    assert "kubectl apply -f examples/mobile-backend/\n" in text
     assert f"port-forward svc/{RELEASE}-proxy 8080:80" in text
     assert "curl" in text
 

@@ -20,7 +20,8 @@ use crate::api::rest_api::{ApiProtocol, Integration as IntegrationSpec, Method};
 use crate::reasons;
 use crate::snapshot::Service;
 use portico_config::{
-    Api, DEFAULT_MAX_PAYLOAD_BYTES, ObjectRef, PathTemplate, Protocol, Route, RouteMatch, Segment,
+    Api, DEFAULT_MAX_PAYLOAD_BYTES, Integration, ObjectRef, PathTemplate, Protocol, Route,
+    RouteMatch, Segment,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -228,13 +229,17 @@ fn compile_api(
                     .or_insert_with(|| format!("{} ({}.integration.uri)", c.route_key, c.field));
             }
         }
+        let mut integration = integ.integration;
+        if let Integration::HttpProxy(h) = &mut integration {
+            h.request_parameters = transform.proxy_parameters;
+        }
         routes.push(Route {
             id: c.id,
             resource_path: c.resource_path,
             route_key: c.route_key,
             http_method: c.verb,
             matcher: c.matcher,
-            integration: integ.integration,
+            integration,
             timeout_ms: integ.timeout_ms,
             validation: validation.validation,
             fail_closed,

@@ -164,6 +164,7 @@ pub(crate) fn compile_integration(
                     let http = HttpIntegration {
                         uri: uri.to_string(),
                         http_method,
+                        request_parameters: Default::default(),
                     };
                     out.integration = if spec.type_ == IntegrationType::HttpProxy {
                         Integration::HttpProxy(http)

@@ -81,17 +81,13 @@ pub(crate) fn method(
         }
     };
     if let Some(i) = integration {
-        // HTTP and MOCK mappings compile in `transforms` (which also warns where
-        // HTTP_PROXY ignores them); parameter mappings of proxy integrations are later.
-        let proxy = matches!(
-            i.type_,
-            IntegrationType::HttpProxy | IntegrationType::AwsProxy | IntegrationType::Aws
-        );
+        // HTTP, MOCK and HTTP_PROXY mappings compile in `transforms` (which also warns
+        // where HTTP_PROXY ignores templates); parameter mappings of AWS_PROXY are later.
+        let aws = matches!(i.type_, IntegrationType::AwsProxy | IntegrationType::Aws);
         later(
             "integration.requestParameters",
-            proxy && !i.request_parameters.is_empty(),
+            aws && !i.request_parameters.is_empty(),
         );
-        let aws = matches!(i.type_, IntegrationType::AwsProxy | IntegrationType::Aws);
         later(
             "integration.requestTemplates",
             aws && !i.request_templates.is_empty(),

@@ -24,6 +24,8 @@ use std::collections::BTreeMap;
 /// The compiled transform of one method, and why it must fail closed, if it must.
 pub(crate) struct CompiledTransform {
     pub transform: Option<Transform>,
+    /// `HTTP_PROXY` only: the checked `requestParameters` (they travel in the integration).
+    pub proxy_parameters: BTreeMap<String, String>,
     pub fail: Option<String>,
 }
 
@@ -39,6 +41,7 @@ pub(crate) fn compile_transform(
 ) -> CompiledTransform {
     let mut out = CompiledTransform {
         transform: None,
+        proxy_parameters: BTreeMap::new(),
         fail: None,
     };
     let Some(spec) = spec else { return out };
@@ -65,55 +68,30 @@ pub(crate) fn compile_transform(
                 !spec.integration_responses.is_empty(),
             );
             ignored("contentHandling", spec.content_handling.is_some());
+            // Parameter mappings do apply to HTTP_PROXY (as on AWS): headers, query
+            // parameters and path parameters added to the streamed request.
+            if let Err(msg) =
+                request_parameters(obj, &ifield, spec, params, &mut out.proxy_parameters, diags)
+            {
+                out.fail = Some(msg);
+            }
             return out;
         }
         // Reported by `integrations` / `not_supported`.
         IntegrationType::AwsProxy | IntegrationType::Aws => return out,
     }
     let mut t = Transform::default();
+    // Request parameters.
+    if let Err(msg) =
+        request_parameters(obj, &ifield, spec, params, &mut t.request_parameters, diags)
+    {
+        out.fail.get_or_insert(msg);
+    }
+
     let mut fail = |diags: &mut Diags, f: String, reason: &str, msg: String| {
         out.fail.get_or_insert_with(|| format!("{f}: {msg}"));
         diags.error(obj, f, reason, msg);
     };
-
-    // Request parameters.
-    for (key, value) in &spec.request_parameters {
-        let f = format!("{ifield}.requestParameters[\"{key}\"]");
-        let target = match MappingTarget::parse(key) {
-            Ok(MappingTarget::ResponseHeader(_)) => Err(format!(
-                "{key:?} is a response mapping; request mappings write integration.request.{{header,querystring,path}}.<name>"
-            )),
-            other => other,
-        };
-        let checked = target.and_then(|target| {
-            let source = MappingSource::parse(value)?;
-            if source.is_response_only() {
-                return Err(format!("{value:?} can only be used in integration responses"));
-            }
-            if let MappingTarget::RequestPath(name) = &target
-                && !params.iter().any(|p| p == name)
-            {
-                return Err(format!(
-                    "{key:?}: {{{name}}} is not a path parameter of the method (the integration uri's {{placeholders}} are)"
-                ));
-            }
-            Ok(())
-        });
-        match checked {
-            Ok(()) => {
-                t.request_parameters.insert(key.clone(), value.clone());
-            }
-            Err(_) if aws_but_later(key, value) => fail(
-                diags,
-                f,
-                reasons::NOT_YET_SUPPORTED,
-                format!(
-                    "{key}: {value}: body and multi-value parameter mappings are not supported yet; the method answers 500"
-                ),
-            ),
-            Err(msg) => fail(diags, f, reasons::INVALID_MAPPING, msg),
-        }
-    }
 
     // Request templates.
     for (ct, src) in &spec.request_templates {
@@ -287,6 +265,58 @@ pub(crate) fn compile_transform(
 }
 
 /// Mapping expressions AWS accepts that Portico does not implement yet.
+/// Checks `spec.requestParameters` (integration request mappings) into `into`; the first
+/// error (the method then fails closed) is returned as `field: message`.
+fn request_parameters(
+    obj: &ObjectRef,
+    ifield: &str,
+    spec: &IntegrationSpec,
+    params: &[String],
+    into: &mut BTreeMap<String, String>,
+    diags: &mut Diags,
+) -> Result<(), String> {
+    let mut first = None;
+    for (key, value) in &spec.request_parameters {
+        let f = format!("{ifield}.requestParameters[\"{key}\"]");
+        let target = match MappingTarget::parse(key) {
+            Ok(MappingTarget::ResponseHeader(_)) => Err(format!(
+                "{key:?} is a response mapping; request mappings write integration.request.{{header,querystring,path}}.<name>"
+            )),
+            other => other,
+        };
+        let checked = target.and_then(|target| {
+            let source = MappingSource::parse(value)?;
+            if source.is_response_only() {
+                return Err(format!("{value:?} can only be used in integration responses"));
+            }
+            if let MappingTarget::RequestPath(name) = &target
+                && !params.iter().any(|p| p == name)
+            {
+                return Err(format!(
+                    "{key:?}: {{{name}}} is not a path parameter of the method (the integration uri's {{placeholders}} are)"
+                ));
+            }
+            Ok(())
+        });
+        let (reason, msg) = match checked {
+            Ok(()) => {
+                into.insert(key.clone(), value.clone());
+                continue;
+            }
+            Err(_) if aws_but_later(key, value) => (
+                reasons::NOT_YET_SUPPORTED,
+                format!(
+                    "{key}: {value}: body and multi-value parameter mappings are not supported yet; the method answers 500"
+                ),
+            ),
+            Err(msg) => (reasons::INVALID_MAPPING, msg),
+        };
+        first.get_or_insert_with(|| format!("{f}: {msg}"));
+        diags.error(obj, f, reason, msg);
+    }
+    first.map_or(Ok(()), Err)
+}
+
 fn aws_but_later(key: &str, value: &str) -> bool {
     key.starts_with("integration.request.multivalue")
         || value.trim().starts_with("method.request.body")

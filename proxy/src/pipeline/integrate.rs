@@ -20,7 +20,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use portico_config::{Integration, Route, RouteMatch, Segment, Stage};
+use portico_config::{
+    Integration, MappingSource, MappingTarget, Route, RouteMatch, Segment, Stage,
+};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -78,6 +80,8 @@ pub struct HttpTarget {
     /// The origin-form URI when it has no parameters (cloned, not rebuilt, per request).
     fixed: Option<Uri>,
     method: Option<Method>,
+    /// `HTTP_PROXY` parameter mappings, applied to the streamed request ([`map_params`]).
+    params: Vec<(MappingTarget, MappingSource)>,
 }
 
 /// Parameter names of a route's template, in order (`{proxy+}` is named `proxy`).
@@ -115,7 +119,14 @@ pub fn compile(
             params,
             pools,
         )
-        .map(CompiledIntegration::Http),
+        .and_then(|mut t| {
+            t.params = h
+                .request_parameters
+                .iter()
+                .map(|(k, v)| Ok((MappingTarget::parse(k)?, MappingSource::parse(v)?)))
+                .collect::<Result<_, String>>()?;
+            Ok(CompiledIntegration::Http(t))
+        }),
         Integration::AwsProxy(l) => {
             compile_http(&l.uri, Some("POST"), &stage.variables, &[], pools).map(|http| {
                 CompiledIntegration::Lambda(Box::new(super::lambda::LambdaTarget {
@@ -243,6 +254,7 @@ fn compile_http(
         query: query.filter(|q| !q.is_empty()).map(Into::into),
         fixed: None,
         method,
+        params: Vec::new(),
     };
     // Check the shape once with placeholder values; keep the whole URI when it is fixed.
     let sample = target.build(&|_| "x", None);
@@ -283,6 +295,18 @@ impl HttpTarget {
         path: &std::collections::BTreeMap<String, String>,
         query: &[(String, String)],
     ) -> Result<Uri, GatewayError> {
+        self.uri_with(ctx, names, path, None, query)
+    }
+
+    /// [`Self::uri_mapped`], with `keep` (raw, already encoded) before the mapped query.
+    fn uri_with(
+        &self,
+        ctx: &RequestCtx,
+        names: &[Arc<str>],
+        path: &std::collections::BTreeMap<String, String>,
+        keep: Option<&str>,
+        query: &[(String, String)],
+    ) -> Result<Uri, GatewayError> {
         use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
         // RFC 3986 path segment / query component: encode what would change the structure.
         const SEGMENT: &AsciiSet = &CONTROLS
@@ -305,15 +329,17 @@ impl HttpTarget {
                     .map(|v| utf8_percent_encode(v, SEGMENT).to_string())
             })
             .collect();
-        let q = query
-            .iter()
-            .map(|(k, v)| {
+        let q = keep
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .chain(query.iter().map(|(k, v)| {
                 format!(
                     "{}={}",
                     utf8_percent_encode(k, COMPONENT),
                     utf8_percent_encode(v, COMPONENT)
                 )
-            })
+            }))
             .collect::<Vec<_>>()
             .join("&");
         let s = self.build(
@@ -449,8 +475,96 @@ pub async fn call(
         }
         CompiledIntegration::Http(t) => t,
     };
-    parts.uri = target.uri(ctx)?;
+    parts.uri = if target.params.is_empty() {
+        target.uri(ctx)?
+    } else {
+        map_params(ctx, target, &route.param_names, &mut parts.headers)?
+    };
     forward(shared, conn, ctx, target, route.timeout, parts, body).await
+}
+
+/// Applies an `HTTP_PROXY` route's parameter mappings to the streamed request: mapped headers
+/// replace the client's of that name, mapped query parameters replace the client's of that
+/// name, mapped path parameters replace the method's in the integration uri. A source the
+/// request does not have skips its mapping (as on AWS). Returns the backend URI.
+fn map_params(
+    ctx: &RequestCtx,
+    target: &HttpTarget,
+    names: &[Arc<str>],
+    headers: &mut HeaderMap,
+) -> Result<Uri, GatewayError> {
+    let mut path = std::collections::BTreeMap::new();
+    let mut query = Vec::new();
+    let mut header_values = Vec::new();
+    for (to, from) in &target.params {
+        let Some(v) = proxy_source(ctx, headers, from) else {
+            continue;
+        };
+        match to {
+            MappingTarget::RequestHeader(n) => header_values.push((n, v)),
+            MappingTarget::RequestQuery(n) => query.push((n.clone(), v)),
+            MappingTarget::RequestPath(n) => {
+                path.insert(n.clone(), v);
+            }
+            // Refused by compile for request mappings.
+            MappingTarget::ResponseHeader(_) => {}
+        }
+    }
+    for (n, v) in header_values {
+        let bad =
+            |e: String| GatewayError::ApiConfigurationError(format!("mapped header {n:?}: {e}"));
+        let name = HeaderName::from_bytes(n.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let value = HeaderValue::from_str(&v).map_err(|e| bad(e.to_string()))?;
+        headers.insert(name, value);
+    }
+    if path.is_empty() && query.is_empty() {
+        return target.uri(ctx);
+    }
+    // The client's query, less the names a mapping sets.
+    let keep = ctx.uri.query().map(|q| {
+        q.split('&')
+            .filter(|pair| {
+                let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+                let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
+                !query.iter().any(|(n, _)| *n == k)
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    target.uri_with(ctx, names, &path, keep.as_deref(), &query)
+}
+
+/// The value of a request mapping's source on a streamed request (no body).
+fn proxy_source(ctx: &RequestCtx, headers: &HeaderMap, src: &MappingSource) -> Option<String> {
+    match src {
+        MappingSource::Literal(s) => Some(s.clone()),
+        MappingSource::MethodPath(n) => ctx
+            .path_parameters()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.into_owned()),
+        MappingSource::MethodQuery(n) => ctx.uri.query()?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k) == *n).then(|| dec(v))
+        }),
+        MappingSource::MethodHeader(n) => {
+            let mut all = headers.get_all(n.as_str()).iter().peekable();
+            all.peek()?;
+            Some(
+                all.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+        }
+        MappingSource::StageVariable(n) => ctx.stage_variables()?.get(n).cloned(),
+        MappingSource::Context(name) => crate::template::context_value(ctx, name),
+        // Response mappings only (refused by compile for requests).
+        MappingSource::IntegrationHeader(_) | MappingSource::IntegrationBody => None,
+    }
 }
 
 /// Sends the request (`parts.uri` already set to the backend's origin form) to `target`:
@@ -530,6 +644,7 @@ mod tests {
         r.integration = Integration::HttpProxy(HttpIntegration {
             uri: uri.into(),
             http_method: None,
+            request_parameters: Default::default(),
         });
         r
     }

@@ -168,6 +168,7 @@ fn http_route(verb: &str, path: &str, uri: &str) -> portico_config::Route {
     r.integration = Integration::HttpProxy(HttpIntegration {
         uri: uri.into(),
         http_method: None,
+        request_parameters: Default::default(),
     });
     r
 }

@@ -210,6 +210,18 @@ pub fn context_json(ctx: &RequestCtx) -> serde_json::Map<String, serde_json::Val
             .parse::<u64>()
             .map_or(serde_json::Value::Null, serde_json::Value::from),
     );
+    // `$context.authorizer.*`: the function's context keys, `principalId`, and a JWT's
+    // `claims`.
+    if let Some(a) = &ctx.authorizer {
+        let mut o = a.context.clone();
+        if let Some(p) = &a.principal_id {
+            o.insert("principalId".into(), serde_json::Value::String(p.clone()));
+        }
+        if !a.claims.is_empty() {
+            o.insert("claims".into(), serde_json::Value::Object(a.claims.clone()));
+        }
+        map.insert("authorizer".into(), serde_json::Value::Object(o));
+    }
     map
 }
 

@@ -1,19 +1,78 @@
-//! The shipped example (`examples/mobile-backend/`) served end to end, with its backend stage
-//! variables pointed at test backends.
+//! The shipped example (`examples/mobile-backend/`) served end to end with its own backend
+//! (`backend.py`: content, comments and the example identity provider), the README's
+//! walk-through step by step: 401 without a token, a token from `/auth/login`, claims in the
+//! profile and at the backend, the API key on /content, and a 429 past the usage plan.
 
-use portico_e2e::{Backend, Client, Proxy};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use http::Method;
+use portico_e2e::{Client, ExampleBackend, Proxy};
+use serde_json::{Value, json};
 use std::path::Path;
 
-#[tokio::test]
-async fn mobile_backend_example_serves_mock_and_proxy_routes_through_dev_and_prod() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mobile-backend");
-    assert!(
-        dir.is_dir(),
-        "{} is missing: the example is part of the product",
-        dir.display()
+const KEY: &str = "example-mobile-key-0123456789abcdef";
+
+fn example_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mobile-backend")
+}
+
+/// A token signed with the example's signing key by `ring` (not by backend.py), so the test
+/// also checks that the committed key, the JWKS backend.py publishes and authorizer.yaml agree.
+fn mint(claims: &Value) -> String {
+    let jwk: Value = serde_json::from_str(
+        &std::fs::read_to_string(example_dir().join("identity/signing-key.json")).unwrap(),
+    )
+    .unwrap();
+    let part = |k: &str| B64.decode(jwk[k].as_str().unwrap()).unwrap();
+    let (n, e, d, p, q, dp, dq, qi) = (
+        part("n"),
+        part("e"),
+        part("d"),
+        part("p"),
+        part("q"),
+        part("dp"),
+        part("dq"),
+        part("qi"),
     );
-    let dev = Backend::start("dev").await;
-    let prod = Backend::start("prod").await;
+    let pair = ring::rsa::KeyPair::from_components(&ring::rsa::KeyPairComponents {
+        public_key: ring::rsa::PublicKeyComponents { n: &n, e: &e },
+        d: &d,
+        p: &p,
+        q: &q,
+        dP: &dp,
+        dQ: &dq,
+        qInv: &qi,
+    })
+    .unwrap();
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": jwk["kid"]});
+    let input = format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(claims.to_string())
+    );
+    let mut sig = vec![0; pair.public().modulus_len()];
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{input}.{}", B64.encode(sig))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn mobile_backend_walkthrough_token_key_claims_and_a_429() {
+    let dir = example_dir();
+    let dev = ExampleBackend::start("dev").await;
+    let prod = ExampleBackend::start("prod").await;
     let (dev_addr, prod_addr) = (dev.host_port(), prod.host_port());
     let proxy = Proxy::builder()
         .manifests_from(&dir)
@@ -24,39 +83,156 @@ async fn mobile_backend_example_serves_mock_and_proxy_routes_through_dev_and_pro
         .await;
     let c = Client::new();
 
+    // 1. Everything but login and signup needs a token.
+    for path in ["/dev/profile", "/prod/comments", "/prod/content/1"] {
+        let r = c.get(&proxy.url(path)).await;
+        assert_eq!(r.status, 401, "GET {path}: {}", r.text());
+        assert_eq!(r.json(), json!({"message": "Unauthorized"}));
+        assert_eq!(r.header("x-amzn-errortype"), "UnauthorizedException");
+    }
+    let r = c
+        .send(Method::POST, &proxy.url("/dev/auth/signup"), &[], "{}")
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    // 2. Log in: the identity provider (backend.py, reached through the gateway) mints an
+    // RS256 token; the gateway verifies it with the keys at the Authorizer's jwksUri.
+    let r = c
+        .send(
+            Method::POST,
+            &proxy.url("/dev/auth/login"),
+            &[("content-type", "application/json")],
+            r#"{"username":"ana","password":"s3cret"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {token}");
+    let auth = [("authorization", bearer.as_str())];
+
+    // 3. The profile (a MOCK) renders the token's claims.
     for stage in ["dev", "prod"] {
-        let r = c.get(&proxy.url(&format!("/{stage}/profile"))).await;
-        assert_eq!(r.status, 200, "GET /{stage}/profile (MOCK): {}", r.text());
+        let r = c
+            .send(
+                Method::GET,
+                &proxy.url(&format!("/{stage}/profile")),
+                &auth,
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{stage}: {}", r.text());
         assert_eq!(
-            r.header("x-backend"),
+            r.json(),
+            json!({"id": "u-ana", "username": "ana", "stage": stage})
+        );
+    }
+
+    // 4. /content needs the API key as well; the backend learns the caller from x-user-id
+    // (mapped from the `sub` claim), whatever the client sent in that header.
+    let url = proxy.url("/prod/content/1");
+    let r = c.send(Method::GET, &url, &auth, "").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json(), json!({"message": "Forbidden"}));
+    let full = [
+        ("authorization", bearer.as_str()),
+        ("x-api-key", KEY),
+        ("x-user-id", "someone-else"),
+    ];
+    let r = c.send(Method::GET, &url, &full, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(
+        (&body["env"], &body["user"]),
+        (&json!("prod"), &json!("u-ana"))
+    );
+    assert_eq!(r.header("ratelimit-limit"), "2000");
+
+    // An independently minted token with the example key works; an expired one, one for
+    // another audience, or one signed by backend.py and then altered do not.
+    let claims = json!({"iss": "https://auth.mobile.example", "aud": "mobile-app",
+                        "sub": "u-bo", "username": "bo", "iat": now(), "exp": now() + 300});
+    let ok = format!("Bearer {}", mint(&claims));
+    let r = c
+        .send(
+            Method::GET,
+            &proxy.url("/dev/profile"),
+            &[("authorization", &ok)],
             "",
-            "/profile is a MOCK, not a backend call"
-        );
-        r.request_id();
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["username"], "bo");
+    let mut expired = claims.clone();
+    expired["exp"] = json!(now() - 3600);
+    let mut other_aud = claims.clone();
+    other_aud["aud"] = json!("another-app");
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let forged_claims = B64.encode(
+        json!({"iss": "https://auth.mobile.example", "aud": "mobile-app", "sub": "u-admin",
+               "exp": now() + 300})
+        .to_string(),
+    );
+    parts[1] = &forged_claims;
+    for bad in [mint(&expired), mint(&other_aud), parts.join(".")] {
+        let h = format!("Bearer {bad}");
+        let r = c
+            .send(
+                Method::GET,
+                &proxy.url("/dev/profile"),
+                &[("authorization", &h)],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text());
     }
 
-    // /content* needs the example's API key (usage-plan.yaml): refused without it.
-    let r = c.get(&proxy.url("/prod/content/7")).await;
-    assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(r.json(), serde_json::json!({"message": "Forbidden"}));
-    let key = [("x-api-key", "example-mobile-key-0123456789abcdef")];
-
-    for (stage, be) in [("dev", &dev), ("prod", &prod)] {
-        let url = proxy.url(&format!("/{stage}/content/7"));
-        let r = c.send(http::Method::GET, &url, &key, "").await;
-        assert_eq!(r.header("ratelimit-limit"), "2000", "{stage}");
-        assert_eq!(r.status, 200, "GET /{stage}/content/7: {}", r.text());
-        assert_eq!(r.header("x-backend"), stage, "GET /{stage}/content/7");
-        let got = be.received();
-        assert_eq!(got.len(), 1, "{stage} backend: {got:?}");
-        assert!(
-            got[0].path.ends_with("/content/7"),
-            "{stage} backend got path {:?}",
-            got[0].path
-        );
-        assert_eq!(got[0].method, "GET");
+    // 5. Past the plan's burst (2,000) at more than 1,000 requests/second: 429 THROTTLED with
+    // Retry-After. 16 concurrent senders, 6,000 requests in all (bounded).
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (c, url, bearer) = (c.clone(), url.clone(), bearer.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut throttled, mut first) = (0u32, 0u32, None);
+            for _ in 0..375 {
+                let h = [("authorization", bearer.as_str()), ("x-api-key", KEY)];
+                let r = c.send(Method::GET, &url, &h, "").await;
+                match r.status.as_u16() {
+                    200 => ok += 1,
+                    429 => {
+                        throttled += 1;
+                        first.get_or_insert(r);
+                    }
+                    s => panic!("unexpected {s}: {}", r.text()),
+                }
+            }
+            (ok, throttled, first)
+        }));
     }
+    let (mut ok, mut throttled, mut first) = (0, 0, None);
+    for t in tasks {
+        let (o, th, f) = t.await.unwrap();
+        ok += o;
+        throttled += th;
+        first = first.or(f);
+    }
+    assert!(throttled > 0, "no 429 in 6000 requests ({ok} admitted)");
+    assert!(ok >= 2000, "the burst of 2000 was not admitted: {ok}");
+    let r = first.unwrap();
+    assert_eq!(r.json(), json!({"message": "Too Many Requests"}));
+    assert_eq!(r.header("x-amzn-errortype"), "TooManyRequestsException");
+    assert!(!r.header("retry-after").is_empty(), "{:?}", r.headers);
 
-    let r = c.get(&proxy.url("/dev/no-such-resource")).await;
-    assert_eq!(r.status, 403, "{}", r.text());
+    // The key's quota (10 million a month) counted every admitted request, and only those:
+    // the one of step 4 and the `ok` ones here (GetUsage-like, on the admin port).
+    let usage = c
+        .get(&proxy.admin_url("/usage?plan=default/mobile-apps"))
+        .await;
+    assert_eq!(usage.status, 200, "{}", usage.text());
+    let items = usage.json()["items"].as_object().unwrap().clone();
+    assert_eq!(items.len(), 1, "{items:?}");
+    let used = u64::from(ok) + 1;
+    assert_eq!(
+        items.values().next().unwrap(),
+        &json!([[used, 10_000_000 - used]])
+    );
 }
