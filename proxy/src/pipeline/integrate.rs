@@ -486,7 +486,9 @@ pub async fn call(
 /// Applies an `HTTP_PROXY` route's parameter mappings to the streamed request: mapped headers
 /// replace the client's of that name, mapped query parameters replace the client's of that
 /// name, mapped path parameters replace the method's in the integration uri. A source the
-/// request does not have skips its mapping (as on AWS). Returns the backend URI.
+/// request does not have skips its mapping (as on AWS), but a mapped header or query name
+/// never carries the client's value: `x-user-id: context.authorizer.claims.sub` cannot be
+/// spoofed with a token that lacks `sub`. Returns the backend URI.
 fn map_params(
     ctx: &RequestCtx,
     target: &HttpTarget,
@@ -497,11 +499,15 @@ fn map_params(
     let mut query = Vec::new();
     let mut header_values = Vec::new();
     for (to, from) in &target.params {
-        let Some(v) = proxy_source(ctx, headers, from) else {
+        let v = proxy_source(ctx, headers, from);
+        if let (MappingTarget::RequestHeader(n), None) = (to, &v) {
+            header_values.push((n, None));
+        }
+        let Some(v) = v else {
             continue;
         };
         match to {
-            MappingTarget::RequestHeader(n) => header_values.push((n, v)),
+            MappingTarget::RequestHeader(n) => header_values.push((n, Some(v))),
             MappingTarget::RequestQuery(n) => query.push((n.clone(), v)),
             MappingTarget::RequestPath(n) => {
                 path.insert(n.clone(), v);
@@ -514,19 +520,34 @@ fn map_params(
         let bad =
             |e: String| GatewayError::ApiConfigurationError(format!("mapped header {n:?}: {e}"));
         let name = HeaderName::from_bytes(n.as_bytes()).map_err(|e| bad(e.to_string()))?;
-        let value = HeaderValue::from_str(&v).map_err(|e| bad(e.to_string()))?;
-        headers.insert(name, value);
+        match v {
+            Some(v) => {
+                let value = HeaderValue::from_str(&v).map_err(|e| bad(e.to_string()))?;
+                headers.insert(name, value);
+            }
+            None => {
+                headers.remove(name);
+            }
+        }
     }
-    if path.is_empty() && query.is_empty() {
+    let query_names: Vec<&str> = target
+        .params
+        .iter()
+        .filter_map(|(t, _)| match t {
+            MappingTarget::RequestQuery(n) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect();
+    if path.is_empty() && query_names.is_empty() {
         return target.uri(ctx);
     }
-    // The client's query, less the names a mapping sets.
+    // The client's query, less the names a mapping owns.
     let keep = ctx.uri.query().map(|q| {
         q.split('&')
             .filter(|pair| {
                 let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
                 let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
-                !query.iter().any(|(n, _)| *n == k)
+                !query_names.contains(&&*k)
             })
             .collect::<Vec<_>>()
             .join("&")

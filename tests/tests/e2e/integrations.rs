@@ -79,6 +79,108 @@ async fn http_proxy_passes_method_path_params_query_headers_and_body_both_ways()
 }
 
 #[tokio::test]
+async fn http_proxy_parameter_mappings_set_headers_query_and_path_and_keep_the_rest_streamed() {
+    let be = Backend::start("items").await;
+    let api = rest_api(
+        "items",
+        &format!(
+            r#"  resources:
+    - path: /items/{{id}}
+      methods:
+        POST:
+          integration:
+            type: HTTP_PROXY
+            uri: http://{}/v2/items/{{id}}
+            requestParameters:
+              integration.request.header.x-env: stageVariables.env
+              integration.request.header.x-request-id: context.requestId
+              integration.request.header.x-item: method.request.path.id
+              integration.request.header.x-trace: method.request.header.x-client-trace
+              integration.request.header.x-missing: method.request.header.x-not-sent
+              integration.request.querystring.source: "'gateway'"
+              integration.request.querystring.page: method.request.querystring.p
+              integration.request.path.id: method.request.header.x-item-override
+"#,
+            be.host_port()
+        ),
+    );
+    let proxy = Proxy::start(&[
+        ("api.yaml", &api),
+        (
+            "stage.yaml",
+            &stage(
+                "items-dev",
+                "items",
+                "  stageName: dev\n  variables: {env: development}\n",
+            ),
+        ),
+    ])
+    .await;
+    let c = Client::new();
+    let body = "x".repeat(100_000);
+    let r = c
+        .send(
+            Method::POST,
+            &proxy.url("/dev/items/7?p=3&source=client&keep=me"),
+            &[
+                ("x-client-trace", "t-1"),
+                ("x-env", "from-client"),
+                ("x-missing", "spoofed"),
+                ("x-other", "passes"),
+            ],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let request_id = r.request_id();
+    let got = &be.received()[0];
+    assert_eq!(
+        got.path, "/v2/items/7",
+        "no x-item-override: the method's {{id}}"
+    );
+    assert_eq!(
+        got.header("x-env"),
+        "development",
+        "a mapping replaces the client's header"
+    );
+    assert_eq!(got.header("x-request-id"), request_id);
+    assert_eq!(got.header("x-item"), "7");
+    assert_eq!(got.header("x-trace"), "t-1");
+    assert_eq!(
+        got.header("x-other"),
+        "passes",
+        "HTTP_PROXY keeps unmapped headers"
+    );
+    assert!(
+        got.headers.get("x-missing").is_none(),
+        "absent source: no header, not even the client's"
+    );
+    let mut query: Vec<&str> = got
+        .query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .collect();
+    query.sort_unstable();
+    // The client's query passes through, less the names a mapping sets.
+    assert_eq!(query, ["keep=me", "p=3", "page=3", "source=gateway"]);
+    assert_eq!(got.body.len(), body.len());
+
+    // A path mapping replaces the method's parameter (percent-encoded).
+    let r = c
+        .send(
+            Method::POST,
+            &proxy.url("/dev/items/7?source=client"),
+            &[("x-item-override", "a b/c")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(be.received()[1].path, "/v2/items/a%20b%2Fc");
+    assert_eq!(be.received()[1].query.as_deref(), Some("source=gateway"));
+}
+
+#[tokio::test]
 async fn stage_variables_send_dev_and_prod_of_one_api_to_different_backends() {
     let dev = Backend::start("dev").await;
     let prod = Backend::start("prod").await;
