@@ -11,6 +11,13 @@ pub enum GatewayError {
     /// ACCESS_DENIED.
     #[error("access denied")]
     AccessDenied,
+    /// ACCESS_DENIED by an authorizer's IAM policy, with AWS's message for an explicit Deny
+    /// or for no matching Allow.
+    #[error("access denied by the authorizer's policy (explicit deny: {explicit})")]
+    PolicyDenied {
+        /// A Deny statement matched (else: no Allow did).
+        explicit: bool,
+    },
     /// API_CONFIGURATION_ERROR: the method cannot be served as configured.
     #[error("API configuration error: {0}")]
     ApiConfigurationError(String),
@@ -89,7 +96,7 @@ impl GatewayError {
         use GatewayError as E;
         use GatewayResponseType as T;
         match self {
-            E::AccessDenied => T::AccessDenied,
+            E::AccessDenied | E::PolicyDenied { .. } => T::AccessDenied,
             E::ApiConfigurationError(_) => T::ApiConfigurationError,
             E::AuthorizerConfigurationError(_) => T::AuthorizerConfigurationError,
             E::AuthorizerFailure(_) => T::AuthorizerFailure,
@@ -112,6 +119,19 @@ impl GatewayError {
             E::WafFiltered => T::WafFiltered,
             E::RequestHeaderFieldsTooLarge => T::RequestHeaderFieldsTooLarge,
             E::BadGateway(_) => T::Default5xx,
+        }
+    }
+
+    /// `$context.error.message` when it is not the response type's default one.
+    pub fn message(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::PolicyDenied { explicit: true } => {
+                Some("User is not authorized to access this resource with an explicit deny")
+            }
+            GatewayError::PolicyDenied { explicit: false } => {
+                Some("User is not authorized to access this resource")
+            }
+            _ => None,
         }
     }
 
@@ -169,6 +189,13 @@ mod tests {
         let bad = GatewayError::BadGateway(String::new());
         assert_eq!(bad.response_type(), GatewayResponseType::Default5xx);
         assert_eq!(bad.status_override(), Some(http::StatusCode::BAD_GATEWAY));
+        // So does a policy's denial (ACCESS_DENIED), which differs by message.
+        for explicit in [true, false] {
+            let denied = GatewayError::PolicyDenied { explicit };
+            assert_eq!(denied.response_type(), GatewayResponseType::AccessDenied);
+            assert!(denied.message().is_some());
+        }
+        assert_eq!(GatewayError::AccessDenied.message(), None);
         assert_eq!(types.len(), GatewayResponseType::ALL.len());
     }
 }

@@ -85,7 +85,8 @@ fn error_type(ty: GatewayResponseType) -> &'static str {
     use GatewayResponseType as T;
     match ty {
         T::MissingAuthenticationToken => "MissingAuthenticationTokenException",
-        T::AccessDenied | T::InvalidApiKey | T::WafFiltered => "ForbiddenException",
+        T::AccessDenied => "AccessDeniedException",
+        T::InvalidApiKey | T::WafFiltered => "ForbiddenException",
         T::Throttled | T::QuotaExceeded => "TooManyRequestsException",
         T::Unauthorized => "UnauthorizedException",
         T::ResourceNotFound => "NotFoundException",
@@ -95,10 +96,10 @@ fn error_type(ty: GatewayResponseType) -> &'static str {
         T::ExpiredToken | T::InvalidSignature => "ForbiddenException",
         T::RequestHeaderFieldsTooLarge => "BadRequestException",
         T::IntegrationTimeout | T::IntegrationFailure => "InternalServerErrorException",
-        T::ApiConfigurationError
-        | T::AuthorizerConfigurationError
-        | T::AuthorizerFailure
-        | T::Default5xx => "InternalServerErrorException",
+        T::AuthorizerConfigurationError => "AuthorizerConfigurationException",
+        T::ApiConfigurationError | T::AuthorizerFailure | T::Default5xx => {
+            "InternalServerErrorException"
+        }
     }
 }
 
@@ -122,6 +123,9 @@ pub fn gateway_response(ctx: &mut RequestCtx, err: GatewayError) -> Response<Pro
         );
     }
     ctx.error = Some(ty);
+    if let Some(m) = err.message() {
+        ctx.error_message.get_or_insert_with(|| m.into());
+    }
     let status_override = err.status_override();
     let responses = ctx
         .api()

@@ -499,6 +499,7 @@ async fn token_authorizer_policies_are_cached_and_evaluated_per_method_arn() {
     // The cached policy is evaluated per method ARN: DELETE is denied, without a new call.
     let r = call(Method::DELETE, "allow-get").await;
     assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("explicit deny"), "{}", r.text());
     for _ in 0..3 {
         assert_eq!(call(Method::GET, "allow-get").await.status, 200);
     }
@@ -506,13 +507,113 @@ async fn token_authorizer_policies_are_cached_and_evaluated_per_method_arn() {
 
     // Deny, no matching Allow: 403. Unauthorized answer: 401. Malformed: 500
     // AUTHORIZER_CONFIGURATION_ERROR. Function error: 500 AUTHORIZER_FAILURE.
-    assert_eq!(call(Method::GET, "deny").await.status, 403);
-    assert_eq!(call(Method::GET, "other-api").await.status, 403);
+    // AWS's messages tell an explicit Deny from a missing Allow.
+    let r = call(Method::GET, "deny").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json(),
+        json!({"message": "User is not authorized to access this resource with an explicit deny"})
+    );
+    assert_eq!(r.header("x-amzn-errortype"), "AccessDeniedException");
+    let r = call(Method::GET, "other-api").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json(),
+        json!({"message": "User is not authorized to access this resource"})
+    );
     assert_eq!(call(Method::GET, "unauthorized").await.status, 401);
     let r = call(Method::GET, "malformed").await;
     assert_error(&proxy, &r, 500, "AUTHORIZER_CONFIGURATION_ERROR").await;
     let r = call(Method::GET, "boom").await;
     assert_error(&proxy, &r, 500, "AUTHORIZER_FAILURE").await;
+}
+
+#[tokio::test]
+async fn api_key_source_authorizer_meters_the_usage_identifier_key() {
+    let f = FunctionServer::start().await;
+    // The function answers `allow-get` with usageIdentifierKey "key-9" (a key of the plan),
+    // `simple-yes` with none.
+    let manifests = format!(
+        r#"apiVersion: portico.dev/v1alpha1
+kind: Authorizer
+metadata: {{name: fn, namespace: default}}
+spec:
+  type: TOKEN
+  functionUri: http://{addr}/2015-03-31/functions/function/invocations
+  resultTtlInSeconds: 300
+---
+apiVersion: portico.dev/v1alpha1
+kind: Authorizer
+metadata: {{name: simple, namespace: default}}
+spec:
+  type: REQUEST
+  identitySource: [$request.header.Authorization]
+  enableSimpleResponses: true
+  functionUri: http://{addr}/
+---
+apiVersion: portico.dev/v1alpha1
+kind: UsagePlan
+metadata: {{name: partner, namespace: default}}
+spec:
+  throttle: {{rateLimit: 0.1, burstLimit: 2}}
+  apiStages: [{{stageRef: {{name: partner-dev}}}}]
+---
+apiVersion: portico.dev/v1alpha1
+kind: ApiKey
+metadata: {{name: partner-key, namespace: default}}
+spec:
+  valueFrom: {{secretKeyRef: {{name: partner-keys, key: value}}}}
+  usagePlanRefs: [{{name: partner}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: partner-keys, namespace: default}}
+stringData: {{value: key-9}}
+"#,
+        addr = f.addr
+    );
+    let api = rest_api(
+        "partner",
+        &format!(
+            r#"  apiKeySource: AUTHORIZER
+  resources:
+    - path: /items
+      methods:
+        GET: {{authorizationType: CUSTOM, authorizerRef: {{name: fn}}, apiKeyRequired: true, integration: {ok}}}
+    - path: /simple
+      methods:
+        GET: {{authorizationType: CUSTOM, authorizerRef: {{name: simple}}, apiKeyRequired: true, integration: {ok}}}
+"#,
+            ok = mock("ok"),
+        ),
+    );
+    let st = stage("partner-dev", "partner", "  stageName: dev\n");
+    let proxy = Proxy::start(&[("m.yaml", &manifests), ("api.yaml", &api), ("s.yaml", &st)]).await;
+    let c = Client::new();
+    let get = |path: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let (c, url) = (&c, proxy.url(path));
+        async move { c.send(Method::GET, &url, &headers, "").await }
+    };
+
+    // The authorizer's key opens the method without an x-api-key header; the plan meters it
+    // (burst 2, then 429 THROTTLED).
+    for _ in 0..2 {
+        let r = get("/dev/items", vec![("authorization", "allow-get")]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("ratelimit-limit"), "2");
+    }
+    let r = get("/dev/items", vec![("authorization", "allow-get")]).await;
+    assert_error(&proxy, &r, 429, "THROTTLED").await;
+
+    // With source AUTHORIZER, x-api-key is not read: an authorizer answer without
+    // usageIdentifierKey gets 403 INVALID_API_KEY even with the right header.
+    let r = get(
+        "/dev/simple",
+        vec![("authorization", "simple-yes"), ("x-api-key", "key-9")],
+    )
+    .await;
+    assert_error(&proxy, &r, 403, "INVALID_API_KEY").await;
+    assert_eq!(r.json(), json!({"message": "Forbidden"}));
 }
 
 #[tokio::test]

@@ -439,8 +439,11 @@ pub fn evaluate(o: &Outcome, arn: &str) -> Result<AuthorizerOutput, GatewayError
                     .filter(|(a, _)| *a == allow)
                     .any(|(_, res)| res.iter().any(|r| wildcard_match(r, arn)))
             };
-            if matches(false) || !matches(true) {
-                return Err(GatewayError::AccessDenied);
+            if matches(false) {
+                return Err(GatewayError::PolicyDenied { explicit: true });
+            }
+            if !matches(true) {
+                return Err(GatewayError::PolicyDenied { explicit: false });
             }
             Ok(AuthorizerOutput {
                 principal_id: principal_id.clone(),
@@ -529,11 +532,11 @@ mod tests {
         assert_eq!(ok.usage_identifier_key.as_deref(), Some("key-1"));
         assert!(matches!(
             evaluate(&p, &ARN.replace("/GET/", "/DELETE/")),
-            Err(GatewayError::AccessDenied)
+            Err(GatewayError::PolicyDenied { explicit: true })
         ));
         assert!(matches!(
             evaluate(&p, &ARN.replace("/dev/", "/prod/")),
-            Err(GatewayError::AccessDenied)
+            Err(GatewayError::PolicyDenied { explicit: false })
         ));
         // A statement for another action grants nothing.
         let other = policy(json!({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}));
