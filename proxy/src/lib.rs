@@ -56,6 +56,14 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// `--ca-file` could not be read or parsed.
+    #[error("--ca-file {path}: {message}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// Other I/O (runtime, signals).
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -61,6 +61,15 @@ struct ConnState {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    if let Some(path) = &args.ca_file {
+        let ca_error = |message: String| Error::CaFile {
+            path: path.clone(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+        let roots = crate::tls::parse_certs("PEM", &pem).map_err(|e| ca_error(e.to_string()))?;
+        crate::tls::init_outbound(roots).map_err(|e| ca_error(e.to_string()))?;
+    }
     let source = source::Configured::from_args(&args)?;
     let metrics = Arc::new(Metrics::new());
     let loaded = source.initial().await.inspect_err(source::log_load_error)?;

@@ -1,14 +1,15 @@
 //! TLS client settings (rustls with the `ring` provider; no aws-lc, no cmake).
 //!
 //! One entry point, [`client_config`], shared by the Kubernetes API client
-//! (`source::kube`) and, later, `https://` backends. PEM helpers parse what kubeconfig files
-//! and service-account mounts hold.
+//! (`source::kube`) and the outbound clients of authorizers ([`outbound`]: `https://`
+//! `jwksUri` and `functionUri`, trusting Mozilla's roots plus `--ca-file`). PEM helpers parse
+//! what kubeconfig files, service-account mounts and `--ca-file` hold.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Why TLS settings could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -29,14 +30,45 @@ pub enum TlsError {
 /// What a client trusts and presents.
 #[derive(Debug, Default)]
 pub struct TlsOptions {
-    /// Trusted CA certificates. Empty and not `insecure_skip_verify`: nothing is trusted.
+    /// Trusted CA certificates. Empty, no `bundled_roots` and not `insecure_skip_verify`:
+    /// nothing is trusted.
     pub roots: Vec<CertificateDer<'static>>,
+    /// Trust Mozilla's roots (`webpki-root-certs`) as well.
+    pub bundled_roots: bool,
     /// Client certificate chain and its key (mutual TLS).
     pub client_auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     /// Accept any server certificate (kubeconfig `insecure-skip-tls-verify`). Tests only.
     pub insecure_skip_verify: bool,
     /// ALPN protocols to offer (e.g. `b"http/1.1"`).
     pub alpn: Vec<Vec<u8>>,
+}
+
+static OUTBOUND: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+
+/// Sets what [`outbound`] trusts: Mozilla's roots plus `extra` (the `--ca-file` bundle).
+/// Called once at startup, before the first outbound call; a second call is an error.
+pub fn init_outbound(extra: Vec<CertificateDer<'static>>) -> Result<(), TlsError> {
+    let config = outbound_config(extra)?;
+    OUTBOUND
+        .set(Arc::new(config))
+        .map_err(|_| TlsError::Rustls(rustls::Error::General("outbound TLS set twice".into())))
+}
+
+/// The TLS settings of outbound `https://` calls that are not to a backend (authorizer key
+/// sets and functions): Mozilla's roots and the `--ca-file` roots. No ALPN here: the
+/// hyper-rustls connector sets it (`enable_http1`) and refuses a preset list.
+pub fn outbound() -> Arc<ClientConfig> {
+    OUTBOUND
+        .get_or_init(|| Arc::new(outbound_config(Vec::new()).expect("the bundled roots are valid")))
+        .clone()
+}
+
+fn outbound_config(extra: Vec<CertificateDer<'static>>) -> Result<ClientConfig, TlsError> {
+    client_config(TlsOptions {
+        roots: extra,
+        bundled_roots: true,
+        ..Default::default()
+    })
 }
 
 /// The rustls crypto provider every Portico TLS client uses.
@@ -55,6 +87,14 @@ pub fn client_config(opts: TlsOptions) -> Result<ClientConfig, TlsError> {
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
     } else {
         let mut roots = RootCertStore::empty();
+        if opts.bundled_roots {
+            // Mozilla's set: a certificate webpki cannot use is skipped, not fatal.
+            roots.add_parsable_certificates(
+                webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                    .iter()
+                    .map(|c| c.clone().into_owned()),
+            );
+        }
         for cert in opts.roots {
             roots.add(cert)?;
         }
@@ -155,6 +195,8 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
+        let outbound = outbound();
+        assert!(outbound.alpn_protocols.is_empty());
         assert!(parse_certs("ca", b"not pem").is_err());
         assert!(parse_key("key", b"not pem").is_err());
     }

@@ -490,6 +490,21 @@ def test_grace_period_shorter_than_the_drain_fails_to_render(chart):
         chart.render({"proxy": {"terminationGracePeriodSeconds": 30}}, name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
+def test_ca_bundle_is_mounted_read_only_and_passed_as_ca_file(chart):
+    plain = deployment(render(chart), "proxy")["spec"]["template"]["spec"]
+    assert "--ca-file" not in plain["containers"][0]["args"]
+    assert [v["name"] for v in plain["volumes"]] == ["tmp"]
+
+    docs = render(chart, {"proxy": {"caBundle": {"configMap": "corp-roots", "key": "roots.pem"}}})
+    pod = deployment(docs, "proxy")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert arg_value(container["args"], "--ca-file") == "/etc/portico/ca/roots.pem"
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "ca-bundle"]
+    assert mount == {"name": "ca-bundle", "mountPath": "/etc/portico/ca", "readOnly": True}
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "ca-bundle"]
+    assert volume["configMap"] == {"name": "corp-roots"}
+
+
 def test_unknown_anti_affinity_preset_fails_to_render(chart):
     with pytest.raises(Exception, match="podAntiAffinity must be soft, hard or none"):
         chart.render({"proxy": {"podAntiAffinity": "sometimes"}}, name=RELEASE, namespace=NAMESPACE, is_install=True)

@@ -385,32 +385,21 @@ fn compile_jwt(
     ok.then_some((algorithms, keys, jwks_uri))
 }
 
-/// A `jwksUri` the proxy can fetch: `http://host[:port]/path`. `https://` needs trust roots the
-/// proxy does not configure yet.
+/// A `jwksUri` the proxy can fetch: `http://` or `https://host[:port]/path` (https trusts
+/// Mozilla's roots and the proxy's `--ca-file`).
 fn check_jwks_uri(uri: &str) -> Result<(), (&'static str, String)> {
-    if uri.starts_with("https://") {
-        return Err((
-            reasons::NOT_YET_SUPPORTED,
-            "https:// key set URLs are not supported yet (no trust roots are configured); use an http:// URL or an inline spec.jwt.jwks".into(),
-        ));
-    }
     check_http_uri(uri, "jwksUri")
 }
 
-/// An `http://host[:port]/path` URL (`https://` is NotYetSupported: no trust roots yet).
+/// An `http://` or `https://host[:port]/path` URL.
 fn check_http_uri(uri: &str, what: &str) -> Result<(), (&'static str, String)> {
-    if uri.starts_with("https://") {
-        return Err((
-            reasons::NOT_YET_SUPPORTED,
-            format!(
-                "https:// {what} URLs are not supported yet (no trust roots are configured); use an http:// URL"
-            ),
-        ));
-    }
-    let rest = uri.strip_prefix("http://").ok_or((
-        reasons::INVALID_AUTHORIZER,
-        format!("{what} {uri:?} must be an http:// URL"),
-    ))?;
+    let rest = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"))
+        .ok_or((
+            reasons::INVALID_AUTHORIZER,
+            format!("{what} {uri:?} must be an http:// or https:// URL"),
+        ))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty()
         || host.contains('@')

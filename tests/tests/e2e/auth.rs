@@ -679,3 +679,152 @@ async fn assert_error(proxy: &Proxy, r: &portico_e2e::Response, status: u16, ty:
         .await;
     assert_eq!(line["errorType"], ty, "{line}");
 }
+
+/// A TLS front for a plain test server: a fresh CA and a certificate for 127.0.0.1; after the
+/// handshake each connection is relayed to `to`.
+struct TlsFront {
+    addr: std::net::SocketAddr,
+    ca_file: tempfile::NamedTempFile,
+}
+
+impl TlsFront {
+    async fn start(to: std::net::SocketAddr) -> TlsFront {
+        use std::io::Write as _;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "portico e2e CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    if let Ok(mut plain) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    }
+                });
+            }
+        });
+        let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+        ca_file.write_all(ca.pem().as_bytes()).unwrap();
+        TlsFront { addr, ca_file }
+    }
+
+    fn ca_path(&self) -> &str {
+        self.ca_file.path().to_str().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn https_key_sets_and_functions_trust_the_ca_file_and_nothing_else() {
+    let key = Key::generate("tls");
+    let jwks = JwksServer::start(&[&key]).await;
+    let jwks_tls = TlsFront::start(jwks.addr).await;
+    let f = FunctionServer::start().await;
+    let f_tls = TlsFront::start(f.addr).await;
+    // The two fronts have different CAs: --ca-file gets both in one bundle.
+    let mut bundle = std::fs::read_to_string(jwks_tls.ca_path()).unwrap();
+    bundle.push_str(&std::fs::read_to_string(f_tls.ca_path()).unwrap());
+    let bundle_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bundle_file.path(), bundle).unwrap();
+
+    let mut m = manifests(&format!("    jwksUri: https://{}/jwks\n", jwks_tls.addr));
+    m.push((
+        "fn.yaml",
+        format!(
+            "apiVersion: portico.dev/v1alpha1\nkind: Authorizer\nmetadata: {{name: fn, namespace: default}}\nspec:\n  type: TOKEN\n  functionUri: https://{}/\n",
+            f_tls.addr
+        ),
+    ));
+    m.push((
+        "fn-api.yaml",
+        rest_api(
+            "fn-api",
+            &format!(
+                "  resources:\n    - path: /items\n      methods:\n        GET: {{authorizationType: CUSTOM, authorizerRef: {{name: fn}}, integration: {}}}\n",
+                mock("ok")
+            ),
+        ),
+    ));
+    m.push((
+        "fn-stage.yaml",
+        stage("fn-dev", "fn-api", "  stageName: fn\n"),
+    ));
+    let refs: Vec<(&str, &str)> = m.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    let c = Client::new();
+    let token = key.sign(&claims());
+    let call_fn = |proxy: &Proxy| {
+        let (c, url) = (c.clone(), proxy.url("/fn/items"));
+        async move {
+            c.send(Method::GET, &url, &[("authorization", "allow-get")], "")
+                .await
+        }
+    };
+
+    // Without the CA: the issuer's certificate is not trusted, so no key set and no policy:
+    // 401 for the JWT (fail closed), 500 AUTHORIZER_FAILURE for the function.
+    let untrusting = Proxy::start(&refs).await;
+    let r = get(&c, &untrusting, Some(&token)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = call_fn(&untrusting).await;
+    assert_error(&untrusting, &r, 500, "AUTHORIZER_FAILURE").await;
+    assert_eq!(
+        (jwks.hits(), f.calls()),
+        (0, 0),
+        "no request past a failed handshake"
+    );
+
+    // With --ca-file: fetched and called over TLS.
+    let mut builder = Proxy::builder()
+        .arg("--ca-file")
+        .arg(bundle_file.path().to_str().unwrap());
+    for (name, content) in &refs {
+        builder = builder.manifest(name, content);
+    }
+    let trusting = builder.start().await;
+    let r = get(&c, &trusting, Some(&token)).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), trusting.logs());
+    assert_eq!(jwks.hits(), 1);
+    let r = call_fn(&trusting).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(f.calls(), 1);
+
+    // A --ca-file that is not PEM stops the proxy at startup with a clear error.
+    let garbage = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(garbage.path(), "not a certificate").unwrap();
+    let out = std::process::Command::new(portico_e2e::proxy_bin())
+        .args(["--config", "/nonexistent", "--ca-file"])
+        .arg(garbage.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--ca-file"), "{stderr}");
+}

@@ -22,6 +22,7 @@ use crate::pipeline::{GatewayError, RequestCtx};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -114,12 +115,19 @@ pub struct FunctionVerifier {
     cache: Arc<ResultCache>,
 }
 
-fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
-    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+/// `http://` and `https://` (trusting [`crate::tls::outbound`]).
+fn client() -> &'static Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpsConnector<HttpConnector>, Full<Bytes>>> = OnceLock::new();
     CLIENT.get_or_init(|| {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(CALL_TIMEOUT));
-        Client::builder(TokioExecutor::new()).build(http)
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*crate::tls::outbound()).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Client::builder(TokioExecutor::new()).build(https)
     })
 }
 

@@ -14,6 +14,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -93,12 +94,19 @@ struct State {
     fetches: u64,
 }
 
-fn client() -> &'static Client<HttpConnector, Empty<Bytes>> {
-    static CLIENT: OnceLock<Client<HttpConnector, Empty<Bytes>>> = OnceLock::new();
+/// `http://` and `https://` (trusting [`crate::tls::outbound`]).
+fn client() -> &'static Client<HttpsConnector<HttpConnector>, Empty<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>> = OnceLock::new();
     CLIENT.get_or_init(|| {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(FETCH_TIMEOUT));
-        Client::builder(TokioExecutor::new()).build(http)
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*crate::tls::outbound()).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Client::builder(TokioExecutor::new()).build(https)
     })
 }
 
