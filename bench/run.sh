@@ -6,6 +6,10 @@
 #   SKIP_BUILD=1 PORTICO_BIN=/path/to/portico-proxy bench/run.sh
 #   TARGETS="direct nginx haproxy" bench/run.sh     # a subset (no portico build)
 #
+# Targets: direct (the backend), nginx, haproxy, portico (the plain REST HTTP_PROXY path) and
+# portico-auth (the same portico process, the same route behind a JWT authorizer, an API key,
+# its usage plan's token bucket and a stage throttle: see bench/portico-bench.yaml).
+#
 # CPU 1: the backend (nginx, 1 worker, fixed 27-byte JSON) and wrk (-t1 -c32).
 # CPU 0: the proxy under test, one worker/thread each.
 # Repetitions are interleaved (direct nginx haproxy portico, direct nginx ...) and medians are
@@ -173,23 +177,42 @@ cpu_ticks() { # pids... -> utime+stime summed, in clock ticks
   echo "$total"
 }
 
+# Per target: the request path and headers wrk and curl send.
+AUTH_KEY="bench-key-0123456789abcdef0123456789"
+target_path() { if [ "$1" = portico-auth ]; then echo /secure/items; else echo "$REQ_PATH"; fi; }
+target_headers() { # name -> one "Header: value" per line
+  if [ "$1" = portico-auth ]; then
+    printf 'Authorization: Bearer %s\nx-api-key: %s\n' "$AUTH_TOKEN" "$AUTH_KEY"
+  fi
+}
+header_args() { # flag name -> argv words (flag "Header: value" ...)
+  local h
+  while IFS= read -r h; do [ -n "$h" ] && printf '%s\0%s\0' "$1" "$h"; done < <(target_headers "$2")
+}
+
 check_target() { # name port
-  local got
-  got="$(curl -s --max-time 5 "http://127.0.0.1:$2$REQ_PATH" || true)"
+  local got hdrs=()
+  mapfile -d '' hdrs < <(header_args -H "$1")
+  got="$(curl -s --max-time 5 "${hdrs[@]}" "http://127.0.0.1:$2$(target_path "$1")" || true)"
   [ "$got" = "$BODY" ] || die "$1 on :$2 answered '${got:0:200}' instead of the backend body"
+  if [ "$1" = portico-auth ]; then # the guards are on: no token or no key is refused
+    got="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$2/secure/items")"
+    [ "$got" = 401 ] || die "portico-auth without a token answered $got, not 401"
+  fi
 }
 
 run_wrk() { # name port -> prints "rps p50_us p99_us cpu_us_per_req errors requests"
-  local name="$1" port="$2" pids=() before after out line requests dur errors p50 p99
+  local name="$1" port="$2" pids=() before after out line requests dur errors p50 p99 hdrs=()
   case "$name" in
     direct) pids=() ;;
     nginx) pids=($(tree_pids "$NGINX_PID")) ;;
     haproxy) pids=($(tree_pids "$HAPROXY_PID")) ;;
-    portico) pids=("$PORTICO_PID") ;;
+    portico|portico-auth) pids=("$PORTICO_PID") ;;
   esac
+  mapfile -d '' hdrs < <(header_args -H "$name")
   before="$(cpu_ticks "${pids[@]}")"
   out="$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/done.lua" \
-    "http://127.0.0.1:$port$REQ_PATH")"
+    "${hdrs[@]}" "http://127.0.0.1:$port$(target_path "$name")")"
   after="$(cpu_ticks "${pids[@]}")"
   line="$(grep '^RESULT ' <<<"$out")" || die "wrk printed no RESULT line for $name:\n$out"
   requests="$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$line")"
@@ -214,10 +237,21 @@ install_tools
 CLK_TCK="$(getconf CLK_TCK)"
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, backend + wrk on CPU 1)"
 
-read -ra TARGETS <<<"${TARGETS:-direct nginx haproxy portico}"
+read -ra TARGETS <<<"${TARGETS:-direct nginx haproxy portico portico-auth}"
 has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+has_portico() { has_target portico || has_target portico-auth; }
 
-if has_target portico; then
+if has_target portico-auth; then
+  # A token for the bench authorizer, signed RS256 with the example's key by the example's
+  # identity provider code (Python standard library), valid for a day.
+  AUTH_TOKEN="$(cd "$ROOT/examples/mobile-backend" && python3 -c '
+import time, backend
+now = int(time.time())
+print(backend.sign_rs256({"iss": backend.ISSUER, "aud": backend.AUDIENCE, "sub": "u-bench",
+                          "iat": now, "exp": now + 86400}))')" || die "cannot mint the bench token"
+fi
+
+if has_portico; then
   if [ -z "${SKIP_BUILD:-}" ]; then
     log "building portico-proxy (release)"
     (cd "$ROOT" && cargo build --release -p portico-proxy) >&2
@@ -244,7 +278,7 @@ if has_target haproxy; then
   HAPROXY_PID="$LAST_PID"
   wait_port "$PORT_HAPROXY" haproxy
 fi
-if has_target portico; then
+if has_portico; then
   start_bg 0 "$WORK/portico.log" "$PORTICO_BIN" --manifests "$WORK/portico" \
     --listen "127.0.0.1:$PORT_PORTICO" --admin-listen "127.0.0.1:$PORT_PORTICO_ADMIN" \
     --workers 1 --ready-file "$WORK/portico.ready"
@@ -253,12 +287,14 @@ if has_target portico; then
   [ -s "$WORK/portico.ready" ] || { cat "$WORK/portico.log" >&2; die "portico-proxy not ready"; }
 fi
 
-declare -A PORT=([direct]=$PORT_BACKEND [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY [portico]=$PORT_PORTICO)
+declare -A PORT=([direct]=$PORT_BACKEND [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY [portico]=$PORT_PORTICO [portico-auth]=$PORT_PORTICO)
 for t in "${TARGETS[@]}"; do check_target "$t" "${PORT[$t]}"; done
 
 log "warm-up ${WARMUP}s each"
 for t in "${TARGETS[@]}"; do
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:${PORT[$t]}$REQ_PATH" >/dev/null
+  mapfile -d '' hdrs < <(header_args -H "$t")
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${hdrs[@]}" \
+    "http://127.0.0.1:${PORT[$t]}$(target_path "$t")" >/dev/null
 done
 
 declare -A RAW

@@ -16,6 +16,12 @@
 //! (asymmetric algorithms only, compile refuses `none` and `HS*`) and must fit the key's `kty`,
 //! curve and `alg`, so a public key can never act as an HMAC secret. `exp` is required;
 //! `exp`, `nbf` and `iat` are checked with [`LEEWAY`] of clock skew.
+//!
+//! A token whose signature verified is remembered (at most [`VERIFIED_CAP`] per authorizer,
+//! with the key set that verified it): the next request with the same token skips the
+//! signature and the JSON decoding, but its claims (`exp`, `nbf`, `iat`, `iss`, `aud`) are
+//! checked again every time. A new key set (rotation) or a config reload starts afresh;
+//! rejected tokens are never remembered.
 
 pub mod function;
 pub mod jwks;
@@ -27,13 +33,16 @@ use http::HeaderMap;
 use portico_config::{Authorizer, Jwk, JwtAuthorizer};
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat` (AWS does not document one; 60 s is the
 /// usual OIDC library default).
 pub const LEEWAY: Duration = Duration::from_secs(60);
+
+/// Most verified tokens one JWT authorizer remembers; when full it starts over.
+pub const VERIFIED_CAP: usize = 10_000;
 
 /// What a successful authorizer leaves in the request context.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -192,6 +201,15 @@ pub struct JwtVerifier {
     keys: Vec<Jwk>,
     /// The fetched key set, when the authorizer names a `jwksUri`.
     pub jwks: Option<Arc<jwks::JwksEntry>>,
+    /// Tokens whose signature verified: their claims and the fetched key set that verified
+    /// them (`None`: the inline keys).
+    verified: Mutex<HashMap<Box<str>, Verified>>,
+}
+
+#[derive(Debug)]
+struct Verified {
+    claims: Arc<Map<String, Value>>,
+    key_set: Option<Arc<Vec<Jwk>>>,
 }
 
 impl JwtVerifier {
@@ -204,6 +222,7 @@ impl JwtVerifier {
             algorithms: j.algorithms.clone(),
             keys: j.keys.clone(),
             jwks: None,
+            verified: Mutex::default(),
         }
     }
 
@@ -211,13 +230,13 @@ impl JwtVerifier {
     /// rate limited, when the token names a key the set does not hold).
     pub async fn verify_now(&self, token: &str) -> Result<Map<String, Value>, JwtError> {
         let Some(entry) = &self.jwks else {
-            return self.verify_with(&self.keys, token, SystemTime::now());
+            return self.verify_remembered(None, token, SystemTime::now());
         };
         let keys = entry.keys().await;
-        match self.verify_with(&keys, token, SystemTime::now()) {
+        match self.verify_remembered(Some(&keys), token, SystemTime::now()) {
             Err(JwtError::NoKey(_)) => {
                 let keys = entry.refetch().await;
-                self.verify_with(&keys, token, SystemTime::now())
+                self.verify_remembered(Some(&keys), token, SystemTime::now())
             }
             other => other,
         }
@@ -225,7 +244,55 @@ impl JwtVerifier {
 
     /// Verifies `token` at `now` with the inline keys; returns its claims.
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<Map<String, Value>, JwtError> {
-        self.verify_with(&self.keys, token, now)
+        self.verify_remembered(None, token, now)
+    }
+
+    /// [`Self::verify_with`] the fetched `key_set` (or the inline keys), skipping the
+    /// signature when this token was verified with the same key set before.
+    fn verify_remembered(
+        &self,
+        key_set: Option<&Arc<Vec<Jwk>>>,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Map<String, Value>, JwtError> {
+        let same_set = |v: &Verified| match (&v.key_set, key_set) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let known = self
+            .verified
+            .lock()
+            .expect("verified-token map poisoned")
+            .get(token)
+            .filter(|v| same_set(v))
+            .map(|v| v.claims.clone());
+        if let Some(claims) = known {
+            self.check_claims(&claims, now)?;
+            return Ok((*claims).clone());
+        }
+        let keys = key_set.map_or(self.keys.as_slice(), |k| k.as_slice());
+        let claims = self.verify_with(keys, token, now)?;
+        let mut verified = self.verified.lock().expect("verified-token map poisoned");
+        if verified.len() >= VERIFIED_CAP {
+            verified.clear();
+        }
+        verified.insert(
+            token.into(),
+            Verified {
+                claims: Arc::new(claims.clone()),
+                key_set: key_set.cloned(),
+            },
+        );
+        Ok(claims)
+    }
+
+    /// The number of remembered tokens (tests).
+    pub fn remembered(&self) -> usize {
+        self.verified
+            .lock()
+            .expect("verified-token map poisoned")
+            .len()
     }
 
     fn verify_with(

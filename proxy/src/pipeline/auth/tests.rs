@@ -134,6 +134,45 @@ fn rs256_ps256_es256_and_eddsa_tokens_verify() {
 }
 
 #[test]
+fn verified_tokens_are_remembered_but_their_claims_are_checked_every_time() {
+    let s = Signer::ec();
+    let v = verifier(vec![s.jwk("k1")], &["ES256"]);
+    let mut c = claims();
+    c["exp"] = json!(now() + 100);
+    let token = s.sign("ES256", "k1", &c);
+    for _ in 0..3 {
+        assert_eq!(
+            v.verify(&token, SystemTime::now()).unwrap()["sub"],
+            "user-1"
+        );
+    }
+    assert_eq!(v.remembered(), 1);
+    // Past exp + leeway: refused although remembered.
+    let later = SystemTime::now() + Duration::from_secs(100 + 61 + 5);
+    assert_eq!(v.verify(&token, later), Err(JwtError::Claim("exp")));
+    // A token with another signature is verified in full, refused and not remembered.
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let forged = b64(&[7u8; 64]);
+    parts[2] = &forged;
+    assert_eq!(
+        v.verify(&parts.join("."), SystemTime::now()),
+        Err(JwtError::Signature)
+    );
+    assert_eq!(v.remembered(), 1);
+    // Another verifier (a config reload) starts with nothing remembered; the map is bounded.
+    let fresh = verifier(vec![s.jwk("k1")], &["ES256"]);
+    assert_eq!(fresh.remembered(), 0);
+    for i in 0..VERIFIED_CAP + 1 {
+        let mut c = claims();
+        c["sub"] = json!(format!("user-{i}"));
+        fresh
+            .verify(&s.sign("ES256", "k1", &c), SystemTime::now())
+            .unwrap();
+    }
+    assert!(fresh.remembered() <= VERIFIED_CAP);
+}
+
+#[test]
 fn expired_early_wrong_issuer_and_wrong_audience_tokens_are_rejected() {
     let s = Signer::ec();
     let v = verifier(vec![s.jwk("k1")], &["ES256"]);
