@@ -63,6 +63,21 @@ pub fn outbound() -> Arc<ClientConfig> {
         .clone()
 }
 
+/// A connector for [`outbound`] calls: `http://` as is, `https://` with the outbound trust
+/// roots (HTTP/1.1); `connect_timeout` bounds the TCP connect.
+pub fn outbound_connector(
+    connect_timeout: std::time::Duration,
+) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(false);
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*outbound()).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
+
 fn outbound_config(extra: Vec<CertificateDer<'static>>) -> Result<ClientConfig, TlsError> {
     client_config(TlsOptions {
         roots: extra,

@@ -119,15 +119,7 @@ pub struct FunctionVerifier {
 fn client() -> &'static Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
     static CLIENT: OnceLock<Client<HttpsConnector<HttpConnector>, Full<Bytes>>> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(CALL_TIMEOUT));
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*crate::tls::outbound()).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Client::builder(TokioExecutor::new()).build(https)
+        Client::builder(TokioExecutor::new()).build(crate::tls::outbound_connector(CALL_TIMEOUT))
     })
 }
 

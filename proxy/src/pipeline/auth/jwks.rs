@@ -98,15 +98,7 @@ struct State {
 fn client() -> &'static Client<HttpsConnector<HttpConnector>, Empty<Bytes>> {
     static CLIENT: OnceLock<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(FETCH_TIMEOUT));
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*crate::tls::outbound()).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Client::builder(TokioExecutor::new()).build(https)
+        Client::builder(TokioExecutor::new()).build(crate::tls::outbound_connector(FETCH_TIMEOUT))
     })
 }
 
