@@ -8,6 +8,9 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+/// Why a body stopped: a client body's hyper error or a backend body's I/O or framing error.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A request or response body.
 #[derive(Debug)]
 pub enum ProxyBody {
@@ -35,16 +38,18 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Incoming(i) => Pin::new(i).poll_frame(cx),
+            ProxyBody::Incoming(i) => Pin::new(i)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
             ProxyBody::Backend(b) => Pin::new(b).poll_frame(cx),
         }
     }

@@ -4,6 +4,8 @@
 use http::Method;
 use portico_e2e::yaml::{http_proxy, mock, rest_api, stage};
 use portico_e2e::{Backend, Client, Proxy, raw_exchange};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[tokio::test]
@@ -569,4 +571,175 @@ async fn an_http10_backend_is_answered_to_http11_clients_as_http11() {
         "the proxy answered an HTTP/1.1 request with the backend's version"
     );
     task.abort();
+}
+
+/// A hand-written HTTP/1.1 backend that answers by path with the framings the proxy's
+/// backend client must handle; counts the connections it accepted.
+async fn start_framing_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let line = head.lines().next().unwrap_or_default();
+                    let path = line.split(' ').nth(1).unwrap_or_default();
+                    let w = |b: &'static [u8]| b;
+                    match path {
+                        "/chunked" => {
+                            // Split mid-chunk, with pauses, to exercise partial reads.
+                            for part in [
+                                w(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=1\r\nhel"),
+                                w(b"lo\r\n6\r\n world\r\n0\r\ntrailer: t\r\n"),
+                                w(b"\r\n"),
+                            ] {
+                                let _ = s.write_all(part).await;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                        "/until-close" => {
+                            let _ = s
+                                .write_all(
+                                    b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil close",
+                                )
+                                .await;
+                            return;
+                        }
+                        "/no-content" => {
+                            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+                        }
+                        "/head" => {
+                            // HEAD: a Content-Length and no body.
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+                                .await;
+                        }
+                        "/interim" => {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                        }
+                        "/then-close" => {
+                            // Says keep-alive, then closes the idle connection.
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nonce")
+                                .await;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            return;
+                        }
+                        "/truncated" => {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort")
+                                .await;
+                            return;
+                        }
+                        "/garbage" => {
+                            let _ = s.write_all(b"SPDY/9 what\r\n\r\n").await;
+                            return;
+                        }
+                        _ => {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn backend_responses_are_framed_as_rfc_9112_says_and_connections_reused_only_when_safe() {
+    let (addr, accepted) = start_framing_backend().await;
+    let (api, st) = passthrough_proxy_manifests(&addr.to_string());
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+    let c = Client::new();
+    let get = |path: &str| {
+        let (c, url) = (c.clone(), proxy.url(&format!("/dev{path}")));
+        async move { c.get(&url).await }
+    };
+
+    // Keep-alive: sequential requests share one backend connection.
+    for _ in 0..3 {
+        let r = get("/plain").await;
+        assert_eq!((r.status.as_u16(), r.text()), (200, "ok".to_string()));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    let r = get("/chunked").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text()),
+        (200, "hello world".to_string())
+    );
+    let r = get("/interim").await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "ok".to_string()));
+    let r = get("/no-content").await;
+    assert_eq!((r.status.as_u16(), r.text()), (204, String::new()));
+    let r = c.send(Method::HEAD, &proxy.url("/dev/head"), &[], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), "100");
+    assert!(r.body.is_empty());
+    // Still the first connection: all of those were read to their end and reusable.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // A body delimited by the close: read to the end; that connection is not reused.
+    let r = get("/until-close").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text()),
+        (200, "until close".to_string())
+    );
+    let before = accepted.load(Ordering::SeqCst);
+    let r = get("/plain").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        before + 1,
+        "a new connection after the close"
+    );
+
+    // The backend closes an idle keep-alive connection: the next request is retried once on a
+    // fresh connection instead of failing.
+    let r = get("/then-close").await;
+    assert_eq!(r.text(), "once");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..2 {
+        let r = get("/plain").await;
+        assert_eq!((r.status.as_u16(), r.text()), (200, "ok".to_string()));
+    }
+
+    // A malformed head is INTEGRATION_FAILURE (504, as AWS); a truncated body aborts the
+    // response.
+    let r = get("/garbage").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    let line = proxy
+        .access_log_line(&r.request_id(), Duration::from_secs(10))
+        .await;
+    assert_eq!(line["errorType"], "INTEGRATION_FAILURE", "{line}");
+    assert!(
+        c.try_send(Method::GET, &proxy.url("/dev/truncated"), &[], "")
+            .await
+            .is_err(),
+        "a body shorter than its Content-Length must not look complete"
+    );
+    // The proxy is fine afterwards.
+    assert_eq!(get("/plain").await.status, 200);
 }
