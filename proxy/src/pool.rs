@@ -20,8 +20,10 @@
 //! stripped by the caller); a buffered body gets `Content-Length`, a streamed one keeps the
 //! client's `Content-Length` or is sent chunked. The response is framed as RFC 9112 6.3 says
 //! (HEAD, 1xx/204/304: no body; chunked; Content-Length; otherwise until close); interim 1xx
-//! responses are skipped, 101 is refused. A connection is reused only when the response was
-//! read to its end, the backend did not ask to close (`Connection: close`, HTTP/1.0 without
+//! responses are skipped, 101 is refused. A body larger than one write is sent while the
+//! answer is watched for, so an early answer (a backend's own 401 or 413) is relayed and the
+//! rest of the body dropped. A connection is reused only when the request was sent whole, the
+//! response was read to its end, the backend did not ask to close (`Connection: close`, HTTP/1.0 without
 //! keep-alive) and nothing is left unread. A reused connection the backend closed meanwhile
 //! is retried once on a fresh one when the request body can be sent again (buffered).
 
@@ -360,45 +362,90 @@ async fn exchange(
     body: Outgoing,
     head_only: bool,
 ) -> Result<(ResponseHead, Framing, bool), SendError> {
-    match body {
-        Outgoing::None => conn.io.write_all(head).await?,
+    let (body, chunked) = match body {
+        Outgoing::None => {
+            conn.io.write_all(head).await?;
+            return read_response(&mut conn.io, &mut conn.buf, head_only).await;
+        }
         Outgoing::Buffered(b) if b.len() <= COALESCE_BODY => {
             let mut one = Vec::with_capacity(head.len() + b.len());
             one.extend_from_slice(head);
             one.extend_from_slice(&b);
             conn.io.write_all(&one).await?;
+            return read_response(&mut conn.io, &mut conn.buf, head_only).await;
         }
-        Outgoing::Buffered(b) => {
-            conn.io.write_all(head).await?;
-            conn.io.write_all(&b).await?;
-        }
-        Outgoing::Length(mut body) => {
-            conn.io.write_all(head).await?;
-            while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame.map_err(SendError::Body)?.into_data() {
-                    conn.io.write_all(&data).await?;
-                }
+        Outgoing::Buffered(b) => (ProxyBody::full(b), false),
+        Outgoing::Length(b) => (b, false),
+        Outgoing::Chunked(b) => (b, true),
+    };
+    // A larger body is sent while the answer is watched for: a backend may answer early (its
+    // own 401 or 413) and stop reading. Then the rest of the body is not sent and the
+    // connection is not reused.
+    let (mut rd, mut wr) = conn.io.split();
+    let upload = send_body(&mut wr, head, body, chunked);
+    let answer = read_response(&mut rd, &mut conn.buf, head_only);
+    tokio::pin!(upload, answer);
+    let mut sent: Option<Result<(), SendError>> = None;
+    loop {
+        tokio::select! {
+            r = &mut answer => {
+                let all_sent = matches!(sent, Some(Ok(())));
+                let (resp, framing, keep_alive) = match (r, sent) {
+                    (Ok(r), _) => r,
+                    // No answer after a failed write: the write's error says more.
+                    (Err(_), Some(Err(e))) => return Err(e),
+                    (Err(e), _) => return Err(e),
+                };
+                return Ok((resp, framing, keep_alive && all_sent));
             }
-        }
-        Outgoing::Chunked(mut body) => {
-            conn.io.write_all(head).await?;
-            let mut size = Vec::with_capacity(16);
-            while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame.map_err(SendError::Body)?.into_data()
-                    && !data.is_empty()
-                {
-                    size.clear();
-                    write!(size, "{:x}\r\n", data.len()).expect("writing to a Vec");
-                    conn.io.write_all(&size).await?;
-                    conn.io.write_all(&data).await?;
-                    conn.io.write_all(b"\r\n").await?;
+            u = &mut upload, if sent.is_none() => {
+                if let Err(SendError::Body(e)) = u {
+                    // The client's body broke: nothing complete can reach the backend.
+                    return Err(SendError::Body(e));
                 }
+                sent = Some(u);
             }
-            conn.io.write_all(b"0\r\n\r\n").await?;
         }
     }
+}
+
+/// Writes the head and a streamed body (as is, or chunked).
+async fn send_body<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    head: &[u8],
+    mut body: ProxyBody,
+    chunked: bool,
+) -> Result<(), SendError> {
+    wr.write_all(head).await?;
+    let mut size = Vec::with_capacity(16);
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(SendError::Body)?.into_data() else {
+            continue;
+        };
+        if !chunked {
+            wr.write_all(&data).await?;
+        } else if !data.is_empty() {
+            size.clear();
+            write!(size, "{:x}\r\n", data.len()).expect("writing to a Vec");
+            wr.write_all(&size).await?;
+            wr.write_all(&data).await?;
+            wr.write_all(b"\r\n").await?;
+        }
+    }
+    if chunked {
+        wr.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(())
+}
+
+/// Reads the response head (skipping interim 1xx responses): `(head, framing, keep_alive)`.
+async fn read_response<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    head_only: bool,
+) -> Result<(ResponseHead, Framing, bool), SendError> {
     loop {
-        if let Some(head) = parse_head(&mut conn.buf)? {
+        if let Some(head) = parse_head(buf)? {
             // Interim responses (100 Continue, 103 Early Hints) come before the real one.
             if head.status.is_informational() {
                 if head.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -412,14 +459,14 @@ async fn exchange(
             let keep_alive = keep_alive(&head) && !matches!(framing, Framing::Close);
             return Ok((head, framing, keep_alive));
         }
-        if conn.buf.len() >= MAX_RESPONSE_HEAD {
+        if buf.len() >= MAX_RESPONSE_HEAD {
             return Err(SendError::Protocol(format!(
                 "response head larger than {MAX_RESPONSE_HEAD} bytes"
             )));
         }
-        conn.buf.reserve(READ_CHUNK);
-        if conn.io.read_buf(&mut conn.buf).await? == 0 {
-            return Err(if conn.buf.is_empty() {
+        buf.reserve(READ_CHUNK);
+        if rd.read_buf(buf).await? == 0 {
+            return Err(if buf.is_empty() {
                 SendError::Closed
             } else {
                 SendError::Protocol("connection closed inside the response head".into())

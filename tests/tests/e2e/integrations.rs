@@ -654,6 +654,14 @@ async fn start_framing_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                             let _ = s.write_all(b"SPDY/9 what\r\n\r\n").await;
                             return;
                         }
+                        "/early-reject" => {
+                            // Answers before the body and never reads it (for 3 s).
+                            let _ = s
+                                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!")
+                                .await;
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            return;
+                        }
                         _ => {
                             let _ = s
                                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
@@ -742,4 +750,39 @@ async fn backend_responses_are_framed_as_rfc_9112_says_and_connections_reused_on
     );
     // The proxy is fine afterwards.
     assert_eq!(get("/plain").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_early_backend_answer_to_a_large_upload_is_relayed_at_once() {
+    let (addr, _) = start_framing_backend().await;
+    let api = rest_api(
+        "pass",
+        &format!(
+            "  maxPayloadBytes: 100000000\n  resources:\n    - path: /{{proxy+}}\n      methods:\n        ANY: {{integration: {}}}\n",
+            http_proxy(&format!("http://{addr}/{{proxy}}"))
+        ),
+    );
+    let st = stage("pass-dev", "pass", "  stageName: dev\n");
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+    // 40 MB: far more than the socket buffers hold, so a proxy that sent the whole body
+    // before reading would block until the backend gives up (3 s).
+    let started = std::time::Instant::now();
+    let r = Client::new()
+        .try_send(
+            Method::POST,
+            &proxy.url("/dev/early-reject"),
+            &[("content-type", "application/octet-stream")],
+            vec![7u8; 40 * 1024 * 1024],
+        )
+        .await;
+    match r {
+        Ok(r) => assert_eq!((r.status.as_u16(), r.text()), (413, "too big!".to_string())),
+        // The client may see its upload cut once the proxy has answered and closed.
+        Err(e) => panic!("no answer: {e:#}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "the early answer waited for the upload: {:?}",
+        started.elapsed()
+    );
 }
