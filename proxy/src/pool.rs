@@ -378,9 +378,20 @@ async fn exchange(
         Outgoing::Length(b) => (b, false),
         Outgoing::Chunked(b) => (b, true),
     };
-    // A larger body is sent while the answer is watched for: a backend may answer early (its
-    // own 401 or 413) and stop reading. Then the rest of the body is not sent and the
-    // connection is not reused.
+    // Boxed: the common requests (no body, a small one) keep a small future to move around.
+    Box::pin(exchange_streamed(conn, head, body, chunked, head_only)).await
+}
+
+/// [`exchange`] for a larger or streamed body: it is sent while the answer is watched for,
+/// since a backend may answer early (its own 401 or 413) and stop reading. Then the rest of
+/// the body is not sent and the connection is not reused.
+async fn exchange_streamed(
+    conn: &mut Conn,
+    head: &[u8],
+    body: ProxyBody,
+    chunked: bool,
+    head_only: bool,
+) -> Result<(ResponseHead, Framing, bool), SendError> {
     let (mut rd, mut wr) = conn.io.split();
     let upload = send_body(&mut wr, head, body, chunked);
     let answer = read_response(&mut rd, &mut conn.buf, head_only);
