@@ -105,8 +105,8 @@ pub struct ServeArgs {
     /// every replica pointed at it; without it, counters are per process.
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
-    /// PEM bundle of extra CA certificates trusted by `https://` authorizer URLs (jwksUri,
-    /// functionUri), besides the bundled Mozilla roots (e.g. a private PKI's root).
+    /// PEM bundle of extra CA certificates trusted by `https://` backends and authorizer URLs
+    /// (jwksUri, functionUri), besides the bundled Mozilla roots (e.g. a private PKI's root).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// When Redis cannot be reached: `open` admits the request (counted in

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  Pools (registry, authority -> Arc<HostPool>)      one sweeper task: drops idle > 90 s
-//!   └─ HostPool { idle: Vec<Conn> }  LIFO
+//!   └─ HostPool { idle: Vec<Conn>, tls }  LIFO; `https://` backends: rustls, outbound roots
 //!        send(req): checkout idle (still open) | connect
 //!                   write head (+ buffered body in the same write) | stream the body
 //!                   read + parse the response head (httparse)
@@ -63,6 +63,14 @@ pub enum SendError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The TLS handshake failed (untrusted certificate, wrong name, no common protocol).
+    #[error("TLS with {addr}: {source}")]
+    Tls {
+        /// The backend address.
+        addr: String,
+        /// The handshake error.
+        source: std::io::Error,
+    },
     /// Writing the request or reading the response failed.
     #[error("backend connection: {0}")]
     Io(#[from] std::io::Error),
@@ -95,23 +103,33 @@ impl Pools {
 
     /// The pool for `authority` (`host[:port]`, port 80 when absent).
     pub fn host(&self, authority: &str) -> Arc<HostPool> {
-        let mut hosts = self.hosts.lock().expect("pool registry lock");
-        hosts
-            .entry(authority.to_string())
-            .or_insert_with(|| {
-                let has_port = match authority.strip_prefix('[') {
-                    Some(v6) => v6.contains("]:"),
-                    None => authority.contains(':'),
-                };
-                Arc::new(HostPool {
-                    addr: if has_port {
-                        authority.to_string()
-                    } else {
-                        format!("{authority}:80")
-                    },
-                    idle: Mutex::new(Vec::new()),
-                })
-            })
+        self.pool(authority.to_string(), || {
+            HostPool::new(with_port(authority, 80), None)
+        })
+    }
+
+    /// The pool for `https://authority` (port 443 when absent): TLS with the outbound trust
+    /// roots ([`crate::tls::outbound`]: Mozilla's and `--ca-file`), SNI and certificate name
+    /// from the host.
+    pub fn host_tls(&self, authority: &str) -> Result<Arc<HostPool>, String> {
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("TLS server name {host:?}: {e}"))?;
+        Ok(self.pool(format!("https://{authority}"), || {
+            let connector = tokio_rustls::TlsConnector::from(crate::tls::outbound());
+            HostPool::new(with_port(authority, 443), Some((connector, name)))
+        }))
+    }
+
+    fn pool(&self, key: String, make: impl FnOnce() -> HostPool) -> Arc<HostPool> {
+        self.hosts
+            .lock()
+            .expect("pool registry lock")
+            .entry(key)
+            .or_insert_with(|| Arc::new(make()))
             .clone()
     }
 
@@ -148,9 +166,68 @@ impl Pools {
     }
 }
 
+/// `host:port`, with `port` when the authority names none.
+fn with_port(authority: &str, port: u16) -> String {
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{port}")
+    }
+}
+
+/// A backend connection's transport.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One backend connection and what was read from it but not consumed yet.
 struct Conn {
-    io: TcpStream,
+    io: Io,
     buf: BytesMut,
     since: Instant,
 }
@@ -162,32 +239,63 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// False when the backend closed it (or sent something unasked) while it was idle.
+    /// False when the backend closed it (or sent something unasked) while it was idle. Free
+    /// when the socket is not readable (tokio knows without a system call). TLS connections
+    /// are not probed: a stale one is found by the request and retried.
     fn still_open(&self) -> bool {
+        let Io::Plain(io) = &self.io else {
+            return true;
+        };
         let mut probe = [0u8; 1];
-        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        matches!(io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// Reads more bytes into `buf`; `Ok(0)` at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
-            }
-            match self.io.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        match &mut self.io {
+            Io::Plain(io) => loop {
+                ready!(io.poll_read_ready(cx))?;
+                match io.try_read_buf(&mut self.buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    other => return Poll::Ready(other),
+                }
+            },
+            Io::Tls(io) => {
+                let mut tmp = [0u8; READ_CHUNK];
+                let mut rb = tokio::io::ReadBuf::new(&mut tmp);
+                ready!(tokio::io::AsyncRead::poll_read(
+                    Pin::new(io.as_mut()),
+                    cx,
+                    &mut rb
+                ))?;
+                self.buf.extend_from_slice(rb.filled());
+                Poll::Ready(Ok(rb.filled().len()))
             }
         }
     }
 }
 
 /// Keep-alive connections to one backend address.
-#[derive(Debug)]
 pub struct HostPool {
     addr: String,
     idle: Mutex<Vec<Conn>>,
+    /// `https://`: the connector and the name the certificate must carry.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+}
+
+impl std::fmt::Debug for HostPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostPool")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// How the request body goes out.
@@ -203,6 +311,20 @@ enum Outgoing {
 }
 
 impl HostPool {
+    fn new(
+        addr: String,
+        tls: Option<(
+            tokio_rustls::TlsConnector,
+            rustls::pki_types::ServerName<'static>,
+        )>,
+    ) -> Self {
+        HostPool {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            tls,
+        }
+    }
+
     /// Sends `req` (origin-form URI, Host set, hop-by-hop headers stripped) and returns the
     /// response head; the body streams, and the connection returns to the pool when it has
     /// been read to the end.
@@ -268,6 +390,18 @@ impl HostPool {
                 source,
             })?;
         let _ = io.set_nodelay(true);
+        let io = match &self.tls {
+            None => Io::Plain(io),
+            Some((connector, name)) => Io::Tls(Box::new(
+                connector
+                    .connect(name.clone(), io)
+                    .await
+                    .map_err(|source| SendError::Tls {
+                        addr: self.addr.clone(),
+                        source,
+                    })?,
+            )),
+        };
         Ok(Conn {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -392,7 +526,7 @@ async fn exchange_streamed(
     chunked: bool,
     head_only: bool,
 ) -> Result<(ResponseHead, Framing, bool), SendError> {
-    let (mut rd, mut wr) = conn.io.split();
+    let (mut rd, mut wr) = tokio::io::split(&mut conn.io);
     let upload = send_body(&mut wr, head, body, chunked);
     let answer = read_response(&mut rd, &mut conn.buf, head_only);
     tokio::pin!(upload, answer);
@@ -835,6 +969,22 @@ mod tests {
         assert_eq!(p.host("[::1]").addr, "[::1]:80");
         assert_eq!(p.host("[::1]:8080").addr, "[::1]:8080");
         assert!(Arc::ptr_eq(&p.host("backend"), &p.host("backend")));
+    }
+
+    #[test]
+    fn https_authorities_dial_port_443_with_the_host_as_server_name() {
+        let p = Pools::default();
+        let tls = p.host_tls("api.example.com").unwrap();
+        assert_eq!(tls.addr, "api.example.com:443");
+        let name = &tls.tls.as_ref().unwrap().1;
+        assert_eq!(name.to_str(), "api.example.com");
+        assert_eq!(p.host_tls("10.0.0.1:8443").unwrap().addr, "10.0.0.1:8443");
+        let v6 = p.host_tls("[::1]").unwrap();
+        assert_eq!(v6.addr, "[::1]:443");
+        assert_eq!(v6.tls.as_ref().unwrap().1.to_str(), "::1");
+        // One pool per scheme: http and https to the same authority do not share connections.
+        assert!(!Arc::ptr_eq(&p.host("b:1"), &p.host_tls("b:1").unwrap()));
+        assert!(p.host_tls("bad_name!").is_err());
     }
 
     fn head(raw: &str) -> ResponseHead {

@@ -1,8 +1,8 @@
 //! TLS client settings (rustls with the `ring` provider; no aws-lc, no cmake).
 //!
 //! One entry point, [`client_config`], shared by the Kubernetes API client
-//! (`source::kube`) and the outbound clients of authorizers ([`outbound`]: `https://`
-//! `jwksUri` and `functionUri`, trusting Mozilla's roots plus `--ca-file`). PEM helpers parse
+//! (`source::kube`) and the outbound clients ([`outbound`]: `https://` backends, `jwksUri`
+//! and `functionUri`, trusting Mozilla's roots plus `--ca-file`). PEM helpers parse
 //! what kubeconfig files, service-account mounts and `--ca-file` hold.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -54,8 +54,8 @@ pub fn init_outbound(extra: Vec<CertificateDer<'static>>) -> Result<(), TlsError
         .map_err(|_| TlsError::Rustls(rustls::Error::General("outbound TLS set twice".into())))
 }
 
-/// The TLS settings of outbound `https://` calls that are not to a backend (authorizer key
-/// sets and functions): Mozilla's roots and the `--ca-file` roots. No ALPN here: the
+/// The TLS settings of outbound `https://` calls (backends, authorizer key sets and
+/// functions): Mozilla's roots and the `--ca-file` roots. No ALPN here: the
 /// hyper-rustls connector sets it (`enable_http1`) and refuses a preset list.
 pub fn outbound() -> Arc<ClientConfig> {
     OUTBOUND

@@ -389,14 +389,6 @@ fn check_uri(uri: &str, params: &[String]) -> Result<BTreeSet<String>, (&'static
             format!("uri {uri:?} has no host or contains whitespace"),
         ));
     }
-    // The proxy has no TLS client for backends yet: say so here rather than let the method
-    // fail at request time with nothing in the object's status.
-    if checked.starts_with("https://") {
-        return Err((
-            reasons::NOT_YET_SUPPORTED,
-            format!("uri {uri:?}: https backends are not supported yet; the method answers 500"),
-        ));
-    }
     Ok(vars)
 }
 
@@ -416,13 +408,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(vars, BTreeSet::from(["backend".to_string()]));
-        let (reason, msg) =
-            check_uri("https://example.com/{proxy}", &params(&["proxy"])).unwrap_err();
-        assert_eq!(reason, reasons::NOT_YET_SUPPORTED);
-        assert!(
-            msg.contains("https backends are not supported yet"),
-            "{msg}"
-        );
+        // https backends: trusted as the proxy's outbound roots say (Mozilla + --ca-file).
+        assert!(check_uri("https://example.com/{proxy}", &params(&["proxy"])).is_ok());
     }
 
     #[test]

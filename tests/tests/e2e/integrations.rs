@@ -791,3 +791,60 @@ async fn an_early_backend_answer_to_a_large_upload_is_relayed_at_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn https_backends_are_called_over_tls_trusting_the_ca_file_only() {
+    let be = Backend::start("secure").await;
+    let front = crate::tls_front::TlsFront::start(be.host_port().parse().unwrap()).await;
+    let api = rest_api(
+        "secure",
+        &format!(
+            "  resources:\n    - path: /{{proxy+}}\n      methods:\n        ANY: {{integration: {}}}\n",
+            http_proxy(&format!("https://{}/v1/{{proxy}}", front.addr))
+        ),
+    );
+    let st = stage("secure-dev", "secure", "  stageName: dev\n");
+    let manifests = [("api.yaml", api.as_str()), ("stage.yaml", st.as_str())];
+    let c = Client::new();
+
+    // Trusted through --ca-file: requests (with and without a body) reach the backend.
+    let mut builder = Proxy::builder().arg("--ca-file").arg(front.ca_path());
+    for (name, content) in manifests {
+        builder = builder.manifest(name, content);
+    }
+    let proxy = builder.start().await;
+    for _ in 0..2 {
+        let r = c.get(&proxy.url("/dev/items/7?x=1")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-backend"), "secure");
+    }
+    let body = portico_e2e::pattern(300_000);
+    let r = c
+        .send(Method::POST, &proxy.url("/dev/upload"), &[], body.clone())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = be.received();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0].path, "/v1/items/7");
+    assert_eq!(got[0].query.as_deref(), Some("x=1"));
+    assert_eq!(
+        got[2].body.as_ref(),
+        body.as_slice(),
+        "the body crossed TLS intact"
+    );
+
+    // Not trusted (no --ca-file): the handshake fails, nothing reaches the backend.
+    let untrusting = Proxy::start(&manifests).await;
+    let r = c.get(&untrusting.url("/dev/items/7")).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    let line = untrusting
+        .access_log_line(&r.request_id(), Duration::from_secs(10))
+        .await;
+    assert_eq!(line["errorType"], "INTEGRATION_FAILURE", "{line}");
+    assert!(
+        untrusting.logs().contains("TLS with"),
+        "{}",
+        untrusting.logs()
+    );
+    assert_eq!(be.received().len(), 3);
+}

@@ -13,6 +13,7 @@ mod lifecycle;
 mod observability;
 mod reload;
 mod routing;
+mod tls_front;
 mod transform;
 mod usage_plans;
 mod usage_plans_redis;
