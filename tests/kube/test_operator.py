@@ -99,16 +99,13 @@ def cluster(request, procs, tmp_path):
 
 def example_manifests(ns, backends):
     """The mobile-backend example, moved to `ns`, its stages pointing at `backends`."""
-    text = "\n---\n".join((EXAMPLE / f).read_text() for f in ("restapi.yaml", "stages.yaml", "authorizer.yaml"))
+    files = ("restapi.yaml", "stages.yaml", "authorizer.yaml", "usage-plan.yaml")
+    text = "\n---\n".join((EXAMPLE / f).read_text() for f in files)
     text = text.replace("namespace: default", f"namespace: {ns}")
-    # The example's /content methods require an API key (usage-plan.yaml); this scenario is
-    # about publish, status and Events, so it serves them without keys. Keys and plans are
-    # covered end to end by tests/tests/e2e/usage_plans*.rs.
-    assert text.count("apiKeyRequired: true") == 2, "the example changed: update example_manifests"
-    text = text.replace("apiKeyRequired: true", "apiKeyRequired: false")
     # The dev backend is also the identity provider (login, the Authorizer's jwksUri).
     text = text.replace("127.0.0.1:9000", backends["dev"]).replace("127.0.0.1:9001", backends["prod"])
-    assert text.count(f"namespace: {ns}") == 4, "the example changed: update example_manifests"
+    # RestApi, 2 Stages, Authorizer, UsagePlan, ApiKey and its Secret.
+    assert text.count(f"namespace: {ns}") == 7, "the example changed: update example_manifests"
     assert backends["dev"] in text and backends["prod"] in text, "the example changed: update example_manifests"
     return text
 
@@ -181,6 +178,7 @@ def set_signup_body(body):
 
 
 CREDENTIALS = '{"username":"ana","password":"s3cret"}'
+EXAMPLE_KEY = "example-mobile-key-0123456789abcdef"  # usage-plan.yaml's Secret
 
 
 def test_operator_publishes_the_example_and_the_proxy_serves_it(procs, cluster):
@@ -202,6 +200,9 @@ def test_operator_publishes_the_example_and_the_proxy_serves_it(procs, cluster):
     assert json.loads(body)["user"]["username"] == "ana", body
     auth = {"Authorization": f"Bearer {json.loads(body)['token']}"}
     assert http_get(f"http://{listen}/dev/content/1")[0] == 401
+    # /content also needs the example's API key: the operator resolved its Secret into a hash.
+    assert http_get(f"http://{listen}/dev/content/1", headers=auth)[0] == 403
+    auth["x-api-key"] = EXAMPLE_KEY
     status, body = http_get(f"http://{listen}/dev/content/1", headers=auth)
     assert (status, json.loads(body)["env"], json.loads(body)["item"]["id"]) == (200, "dev", "1"), body
     assert json.loads(body)["user"] == "u-ana", body  # the token's sub, mapped to x-user-id
