@@ -49,8 +49,9 @@ pub const VERIFIED_CAP: usize = 10_000;
 pub struct AuthorizerOutput {
     /// The principal (`sub`), `$context.authorizer.principalId`.
     pub principal_id: Option<String>,
-    /// The token's claims, `$context.authorizer.claims.*` (JWT).
-    pub claims: Map<String, Value>,
+    /// The token's claims, `$context.authorizer.claims.*` (JWT); shared with the verifier's
+    /// memory of verified tokens, so a request does not copy them.
+    pub claims: Arc<Map<String, Value>>,
     /// The function's `context`, `$context.authorizer.<key>` (TOKEN / REQUEST).
     pub context: Map<String, Value>,
     /// The function's `usageIdentifierKey` (for the API key phase, `apiKeySource: AUTHORIZER`).
@@ -201,15 +202,24 @@ pub struct JwtVerifier {
     keys: Vec<Jwk>,
     /// The fetched key set, when the authorizer names a `jwksUri`.
     pub jwks: Option<Arc<jwks::JwksEntry>>,
-    /// Tokens whose signature verified: their claims and the fetched key set that verified
-    /// them (`None`: the inline keys).
+    /// Tokens whose signature verified, by [`memo_key`]: the token, its claims and the
+    /// fetched key set that verified it (`None`: the inline keys).
     verified: Mutex<HashMap<Box<str>, Verified>>,
 }
 
 #[derive(Debug)]
 struct Verified {
+    token: Box<str>,
     claims: Arc<Map<String, Value>>,
     key_set: Option<Arc<Vec<Jwk>>>,
+}
+
+/// The key a verified token is remembered under: its last 43 characters (the end of the
+/// signature, 256 bits of base64url), so a lookup hashes 43 bytes rather than the whole token;
+/// the entry holds the whole token, which must be equal for a hit.
+fn memo_key(token: &str) -> &str {
+    let start = token.len().saturating_sub(43);
+    token.get(start..).unwrap_or(token)
 }
 
 impl JwtVerifier {
@@ -228,7 +238,7 @@ impl JwtVerifier {
 
     /// Verifies `token` now, with the inline keys or the fetched key set (refetched once,
     /// rate limited, when the token names a key the set does not hold).
-    pub async fn verify_now(&self, token: &str) -> Result<Map<String, Value>, JwtError> {
+    pub async fn verify_now(&self, token: &str) -> Result<Arc<Map<String, Value>>, JwtError> {
         let Some(entry) = &self.jwks else {
             return self.verify_remembered(None, token, SystemTime::now());
         };
@@ -243,7 +253,11 @@ impl JwtVerifier {
     }
 
     /// Verifies `token` at `now` with the inline keys; returns its claims.
-    pub fn verify(&self, token: &str, now: SystemTime) -> Result<Map<String, Value>, JwtError> {
+    pub fn verify(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Arc<Map<String, Value>>, JwtError> {
         self.verify_remembered(None, token, now)
     }
 
@@ -254,7 +268,7 @@ impl JwtVerifier {
         key_set: Option<&Arc<Vec<Jwk>>>,
         token: &str,
         now: SystemTime,
-    ) -> Result<Map<String, Value>, JwtError> {
+    ) -> Result<Arc<Map<String, Value>>, JwtError> {
         let same_set = |v: &Verified| match (&v.key_set, key_set) {
             (None, None) => true,
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -264,23 +278,24 @@ impl JwtVerifier {
             .verified
             .lock()
             .expect("verified-token map poisoned")
-            .get(token)
-            .filter(|v| same_set(v))
+            .get(memo_key(token))
+            .filter(|v| *v.token == *token && same_set(v))
             .map(|v| v.claims.clone());
         if let Some(claims) = known {
             self.check_claims(&claims, now)?;
-            return Ok((*claims).clone());
+            return Ok(claims);
         }
         let keys = key_set.map_or(self.keys.as_slice(), |k| k.as_slice());
-        let claims = self.verify_with(keys, token, now)?;
+        let claims = Arc::new(self.verify_with(keys, token, now)?);
         let mut verified = self.verified.lock().expect("verified-token map poisoned");
         if verified.len() >= VERIFIED_CAP {
             verified.clear();
         }
         verified.insert(
-            token.into(),
+            memo_key(token).into(),
             Verified {
-                claims: Arc::new(claims.clone()),
+                token: token.into(),
+                claims: claims.clone(),
                 key_set: key_set.cloned(),
             },
         );

@@ -218,7 +218,10 @@ pub fn context_json(ctx: &RequestCtx) -> serde_json::Map<String, serde_json::Val
             o.insert("principalId".into(), serde_json::Value::String(p.clone()));
         }
         if !a.claims.is_empty() {
-            o.insert("claims".into(), serde_json::Value::Object(a.claims.clone()));
+            o.insert(
+                "claims".into(),
+                serde_json::Value::Object((*a.claims).clone()),
+            );
         }
         map.insert("authorizer".into(), serde_json::Value::Object(o));
     }

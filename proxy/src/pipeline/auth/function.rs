@@ -447,7 +447,7 @@ pub fn evaluate(o: &Outcome, arn: &str) -> Result<AuthorizerOutput, GatewayError
             }
             Ok(AuthorizerOutput {
                 principal_id: principal_id.clone(),
-                claims: Map::new(),
+                claims: Arc::default(),
                 context: context.clone(),
                 usage_identifier_key: usage_identifier_key.clone(),
             })

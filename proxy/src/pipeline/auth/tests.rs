@@ -150,6 +150,16 @@ fn verified_tokens_are_remembered_but_their_claims_are_checked_every_time() {
     // Past exp + leeway: refused although remembered.
     let later = SystemTime::now() + Duration::from_secs(100 + 61 + 5);
     assert_eq!(v.verify(&token, later), Err(JwtError::Claim("exp")));
+    // A token that ends like a remembered one but differs before is not taken for it.
+    let mut other = claims();
+    other["sub"] = json!("user-2");
+    let other = s.sign("ES256", "k1", &other);
+    let spliced = format!("{}{}", &other[..other.len() - 43], &token[token.len() - 43..]);
+    assert_eq!(memo_key(&spliced), memo_key(&token));
+    assert_eq!(
+        v.verify(&spliced, SystemTime::now()),
+        Err(JwtError::Signature)
+    );
     // A token with another signature is verified in full, refused and not remembered.
     let mut parts: Vec<&str> = token.split('.').collect();
     let forged = b64(&[7u8; 64]);
