@@ -154,7 +154,11 @@ fn verified_tokens_are_remembered_but_their_claims_are_checked_every_time() {
     let mut other = claims();
     other["sub"] = json!("user-2");
     let other = s.sign("ES256", "k1", &other);
-    let spliced = format!("{}{}", &other[..other.len() - 43], &token[token.len() - 43..]);
+    let spliced = format!(
+        "{}{}",
+        &other[..other.len() - 43],
+        &token[token.len() - 43..]
+    );
     assert_eq!(memo_key(&spliced), memo_key(&token));
     assert_eq!(
         v.verify(&spliced, SystemTime::now()),
