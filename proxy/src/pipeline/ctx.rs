@@ -228,6 +228,24 @@ impl RequestCtx {
     }
 }
 
+/// `(name, value)` pairs of a query string in order, decoded (`%XX`, `+` as a space); a pair
+/// without `=` has an empty value.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

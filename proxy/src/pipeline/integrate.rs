@@ -566,15 +566,10 @@ fn proxy_source(ctx: &RequestCtx, headers: &HeaderMap, src: &MappingSource) -> O
             .path_parameters()
             .find(|(k, _)| k == n)
             .map(|(_, v)| v.into_owned()),
-        MappingSource::MethodQuery(n) => ctx.uri.query()?.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let dec = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (dec(k) == *n).then(|| dec(v))
-        }),
+        MappingSource::MethodQuery(n) => super::ctx::query_pairs(ctx.uri.query()?)
+            .into_iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v),
         MappingSource::MethodHeader(n) => {
             let mut all = headers.get_all(n.as_str()).iter().peekable();
             all.peek()?;

@@ -15,6 +15,7 @@
 //! be reached) or `BadGateway` (a function error or a malformed result: 502
 //! `{"message": "Internal server error"}`, as AWS).
 
+use super::ctx::query_pairs;
 use super::integrate::HttpTarget;
 use super::{ConnInfo, GatewayError, RequestCtx};
 use crate::body::ProxyBody;
@@ -25,7 +26,6 @@ use http::header::{self, HeaderName};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt as _;
-use percent_encoding::percent_decode_str;
 use portico_config::PayloadFormatVersion;
 use serde_json::{Map, Value, json};
 use std::time::{Instant, UNIX_EPOCH};
@@ -114,23 +114,6 @@ pub async fn call(
         )));
     }
     map_result(target.version, &result).map_err(GatewayError::BadGateway)
-}
-
-/// `(name, decoded value)` pairs of a query string, in order (`+` is a space).
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    let decode = |s: &str| {
-        percent_decode_str(&s.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
 }
 
 /// The body as the event carries it: text, or base64 when it is not UTF-8.

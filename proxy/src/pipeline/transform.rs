@@ -26,6 +26,7 @@
 //! undeclared response), `IntegrationFailure` (backend body over the cap).
 //! Templates were parsed once when the `Runtime` was built ([`CompiledTransform::build`]).
 
+use super::ctx::query_pairs;
 use super::{GatewayError, RequestCtx};
 use crate::body::ProxyBody;
 use crate::template::Var;
@@ -231,18 +232,8 @@ pub fn context_json(ctx: &RequestCtx) -> serde_json::Map<String, serde_json::Val
 /// Decoded query parameters of the request (the first value of each name).
 fn query_params(query: Option<&str>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let dec = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        out.entry(dec(k)).or_insert_with(|| dec(v));
+    for (k, v) in query_pairs(query.unwrap_or_default()) {
+        out.entry(k).or_insert(v);
     }
     out
 }

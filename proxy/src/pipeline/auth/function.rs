@@ -18,6 +18,7 @@
 //! resources match as in IAM.
 
 use super::AuthorizerOutput;
+use crate::pipeline::ctx::query_pairs;
 use crate::pipeline::{GatewayError, RequestCtx};
 use bytes::Bytes;
 use http::HeaderMap;
@@ -319,21 +320,6 @@ pub fn method_arn(ctx: &RequestCtx) -> String {
         ctx.http_method.as_str(),
         rel.trim_start_matches('/'),
     )
-}
-
-fn query_pairs(q: &str) -> Vec<(String, String)> {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(&s.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
 }
 
 fn string_or_list(v: Option<&Value>) -> Vec<String> {
