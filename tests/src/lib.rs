@@ -838,6 +838,15 @@ pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f
     found
 }
 
+/// A 127.0.0.1 port free right now, for programs that must be told their port (redis-server,
+/// the example's backend.py) rather than report an ephemeral one.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
@@ -870,10 +879,7 @@ impl ExampleBackend {
     pub async fn start(env: &str) -> ExampleBackend {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mobile-backend/backend.py");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
+        let port = free_port();
         let child = Command::new("python3")
             .arg(&script)
             .args([&port.to_string(), env])
@@ -988,10 +994,7 @@ impl RedisServer {
     /// Starts one and waits until it answers `PING`.
     pub async fn start() -> RedisServer {
         // redis-server needs an explicit port: take a free one from the OS first.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
+        let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
