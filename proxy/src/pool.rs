@@ -22,7 +22,7 @@
 //! (HEAD, 1xx/204/304: no body; chunked; Content-Length; otherwise until close); interim 1xx
 //! responses are skipped, 101 is refused. A body larger than one write is sent while the
 //! answer is watched for, so an early answer (a backend's own 401 or 413) is relayed and the
-//! rest of the body dropped. A connection is reused only when the request was sent whole, the
+//! rest of the body is not sent (the client's is drained: [`crate::body::ClientBody`]). A connection is reused only when the request was sent whole, the
 //! response was read to its end, the backend did not ask to close (`Connection: close`, HTTP/1.0 without
 //! keep-alive) and nothing is left unread. A reused connection the backend closed meanwhile
 //! is retried once on a fresh one when the request body can be sent again (buffered).

@@ -10,6 +10,7 @@
 
 use crate::access_log::AccessLog;
 use crate::admin::{self, Health};
+use crate::body::ClientBody;
 use crate::cli::{Cli, ServeArgs};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, ConnInfo, RequestCtx, Shared};
@@ -199,6 +200,7 @@ pub fn spawn_connection(
         async move {
             // The one load of the config for this request: it finishes on this snapshot.
             let ctx = RequestCtx::new(cs.state.load_full(), cs.conn.remote.ip(), &req);
+            let req = ClientBody::from_request(req);
             Ok::<_, Infallible>(pipeline::handle(&cs.shared, &cs.conn, ctx, req).await)
         }
     });

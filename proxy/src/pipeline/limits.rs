@@ -7,11 +7,11 @@
 //! (The request head limit, 431, is enforced by hyper: `--max-header-bytes`.)
 
 use super::GatewayError;
+use crate::body::ClientBody;
 use crate::body::ProxyBody;
 use http::HeaderMap;
 use http_body::Body as _;
 use http_body_util::{BodyExt as _, Limited};
-use hyper::body::Incoming;
 
 /// What to do with a request body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// Applies the cap to `body` and returns what to forward.
 pub async fn read_body(
     headers: &HeaderMap,
-    body: Incoming,
+    body: ClientBody,
     max: u64,
 ) -> Result<ProxyBody, GatewayError> {
     match plan(content_length(headers), body.is_end_stream(), max)? {
@@ -74,7 +74,7 @@ pub async fn read_body(
 /// Reads the whole body (bounded by the cap), for phases that must look at it (validation).
 pub async fn read_full(
     headers: &HeaderMap,
-    body: Incoming,
+    body: ClientBody,
     max: u64,
 ) -> Result<bytes::Bytes, GatewayError> {
     if plan(content_length(headers), body.is_end_stream(), max)? == PayloadPlan::Empty {

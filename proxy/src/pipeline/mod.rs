@@ -47,9 +47,8 @@ pub use ctx::{RequestCtx, RequestId};
 pub use error::GatewayError;
 
 use crate::access_log::AccessLog;
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
 use std::net::SocketAddr;
 
 /// Service-wide state shared by every request.
@@ -92,7 +91,7 @@ pub async fn handle(
     shared: &Shared,
     conn: &ConnInfo,
     mut ctx: RequestCtx,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Response<ProxyBody> {
     // Read from the head before the request moves into the pipeline.
     let gzip = ctx.runtime.compression && compress::accepts_gzip(req.headers());
@@ -117,7 +116,7 @@ async fn run(
     shared: &Shared,
     conn: &ConnInfo,
     ctx: &mut RequestCtx,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     // Route first: the payload cap and the integration are per API / per route.
     let routed = route::apply(ctx);

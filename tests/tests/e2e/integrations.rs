@@ -782,7 +782,7 @@ async fn an_early_backend_answer_to_a_large_upload_is_relayed_at_once() {
         .await;
     match r {
         Ok(r) => assert_eq!((r.status.as_u16(), r.text()), (413, "too big!".to_string())),
-        // The client may see its upload cut once the proxy has answered and closed.
+        // The rest of the upload is drained, not reset: the client finishes and reads.
         Err(e) => panic!("no answer: {e:#}"),
     }
     assert!(
@@ -790,6 +790,108 @@ async fn an_early_backend_answer_to_a_large_upload_is_relayed_at_once() {
         "the early answer waited for the upload: {:?}",
         started.elapsed()
     );
+}
+
+/// Reads from `s` until `buf` holds a whole response with a `Content-Length` body; returns
+/// its status line and body (the bytes after it stay in `buf`). Panics at end of stream.
+async fn read_response_with_length(
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+            if buf.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                buf.drain(..end + 4 + len);
+                let status = head.lines().next().unwrap_or_default().to_string();
+                return (status, body);
+            }
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) => panic!("end of stream; so far: {:?}", String::from_utf8_lossy(buf)),
+            Err(e) => panic!(
+                "reading the answer: {e}; so far: {:?}",
+                String::from_utf8_lossy(buf)
+            ),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A gateway that answers before reading the body (here 403: no API key) must not reset
+/// the connection under a client that is still uploading: the rest of the body is drained
+/// (bounded), the client finishes its upload, reads the answer, and the connection stays
+/// usable. With `Expect: 100-continue` nothing was sent: the answer comes without a 100.
+#[tokio::test]
+async fn a_client_still_uploading_gets_the_early_answer_without_a_reset() {
+    use tokio::io::AsyncWriteExt;
+    let api = rest_api(
+        "keyed",
+        &format!(
+            "  maxPayloadBytes: 100000000\n  resources:\n    - path: /upload\n      methods:\n        POST: {{apiKeyRequired: true, integration: {}}}\n    - path: /open\n      methods:\n        GET: {{integration: {}}}\n",
+            mock("stored"),
+            mock("open")
+        ),
+    );
+    let st = stage("keyed-dev", "keyed", "  stageName: dev\n");
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+    let addr = proxy.listen;
+
+    // 40 MB, far more than the socket buffers hold: a connection closed after the answer
+    // would fail the upload with a reset.
+    const SIZE: usize = 40 * 1024 * 1024;
+    let exchange = async {
+        let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut rd, mut wr) = s.into_split();
+        let upload = async move {
+            let head =
+                format!("POST /dev/upload HTTP/1.1\r\nhost: a\r\ncontent-length: {SIZE}\r\n\r\n");
+            wr.write_all(head.as_bytes()).await?;
+            let chunk = vec![7u8; 64 * 1024];
+            for _ in 0..SIZE / chunk.len() {
+                wr.write_all(&chunk).await?;
+            }
+            std::io::Result::Ok(wr)
+        };
+        let mut buf = Vec::new();
+        let (up, (status, body)) =
+            tokio::join!(upload, read_response_with_length(&mut rd, &mut buf));
+        let mut wr = up.unwrap_or_else(|e| panic!("the upload was cut: {e}"));
+        assert!(status.starts_with("HTTP/1.1 403"), "{status}: {body}");
+        assert!(body.contains("Forbidden"), "{body}");
+        // The same connection serves the next request.
+        wr.write_all(b"GET /dev/open HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .expect("second request");
+        let (status, body) = read_response_with_length(&mut rd, &mut buf).await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}: {body}");
+        assert_eq!(body, "open");
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .expect("the exchange timed out");
+
+    // Expect: 100-continue and no body sent: the 403 comes first, no 100 Continue.
+    let r = raw_exchange(
+        addr,
+        format!(
+            "POST /dev/upload HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\ncontent-length: {SIZE}\r\nconnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
 }
 
 #[tokio::test]
