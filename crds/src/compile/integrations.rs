@@ -112,15 +112,12 @@ pub(crate) fn compile_integration(
                     None
                 }
             };
-            let uri = match &spec.service_ref {
-                None => spec.uri.clone().unwrap_or_default(),
-                Some(svc) => match service_uri(obj, svc, spec.uri.as_deref(), services) {
-                    Ok(uri) => uri,
-                    Err((sub, reason, msg)) => {
-                        fail(diags, sub, reason, msg);
-                        return out;
-                    }
-                },
+            let uri = match backend_uri(obj, spec, services) {
+                Ok(uri) => uri,
+                Err((sub, reason, msg)) => {
+                    fail(diags, sub, reason, msg);
+                    return out;
+                }
             };
             let uri = lambda_invoke_uri(&uri);
             if uri.starts_with("arn:") {
@@ -147,15 +144,12 @@ pub(crate) fn compile_integration(
             }
         }
         IntegrationType::HttpProxy | IntegrationType::Http => {
-            let uri = match &spec.service_ref {
-                None => spec.uri.clone().unwrap_or_default(),
-                Some(svc) => match service_uri(obj, svc, spec.uri.as_deref(), services) {
-                    Ok(uri) => uri,
-                    Err((sub, reason, msg)) => {
-                        fail(diags, sub, reason, msg);
-                        return out;
-                    }
-                },
+            let uri = match backend_uri(obj, spec, services) {
+                Ok(uri) => uri,
+                Err((sub, reason, msg)) => {
+                    fail(diags, sub, reason, msg);
+                    return out;
+                }
             };
             let uri = uri.as_str();
             match check_uri(uri, params) {
@@ -230,6 +224,19 @@ pub(crate) fn lambda_invoke_uri(uri: &str) -> String {
         uri.to_string()
     } else {
         format!("{}{LAMBDA_INVOKE_PATH}", path.trim_end_matches('/'))
+    }
+}
+
+/// The backend URI as written: `uri`, or with a `serviceRef` the Service's address plus the
+/// path in `uri`. Errors carry the sub-field, the reason and the message.
+fn backend_uri(
+    obj: &ObjectRef,
+    spec: &IntegrationSpec,
+    services: &[Service],
+) -> Result<String, (&'static str, &'static str, String)> {
+    match &spec.service_ref {
+        None => Ok(spec.uri.clone().unwrap_or_default()),
+        Some(svc) => service_uri(obj, svc, spec.uri.as_deref(), services),
     }
 }
 
