@@ -13,11 +13,12 @@
 //!
 //! Entry points: [`GatewayConfig`] (the document), [`GatewayConfig::validate`] (its
 //! invariants), [`Diagnostic`] (what compile reports), [`gateway_response`] (AWS response
-//! types and their defaults), [`path`] (path templates).
+//! types and their defaults), [`path`] (path templates), [`model`] (request-model validators).
 
 pub mod diagnostic;
 pub mod document;
 pub mod gateway_response;
+pub mod model;
 pub mod path;
 pub mod transform;
 

@@ -66,7 +66,7 @@ pub(crate) fn compile_models(
     // keywords' values and references into broken or missing parts.
     let mut bad = Vec::new();
     for (name, schema) in &out.schemas {
-        if let Err(e) = build_validator(&out.schemas, schema) {
+        if let Err(e) = portico_config::model::validator(&out.schemas, schema) {
             let msg = format!("not a valid JSON Schema draft-04 document: {e}");
             diags.error(
                 obj,
@@ -82,32 +82,6 @@ pub(crate) fn compile_models(
         out.broken.insert(name, msg);
     }
     out
-}
-
-/// Builds a draft-04 validator for `schema` with every model in `models` registered under
-/// its canonical URI, offline. The proxy does the same at `Runtime` build.
-pub fn build_validator(
-    models: &BTreeMap<String, Value>,
-    schema: &Value,
-) -> Result<jsonschema::Validator, String> {
-    let resources = models.iter().map(|(n, s)| {
-        (
-            model_ref(n),
-            jsonschema::Draft::Draft4.create_resource(s.clone()),
-        )
-    });
-    let registry = jsonschema::Registry::new()
-        .draft(jsonschema::Draft::Draft4)
-        .retrieve_known_draft_meta_schemas(false)
-        .extend(resources)
-        .map_err(|e| e.to_string())?
-        .prepare()
-        .map_err(|e| e.to_string())?;
-    jsonschema::draft4::options()
-        .offline()
-        .with_registry(&registry)
-        .build(schema)
-        .map_err(|e| e.to_string())
 }
 
 fn local_definitions(schema: &Value) -> Vec<String> {
@@ -424,7 +398,7 @@ mod tests {
             ["spec.models.Dangling.schema", "spec.models.Bad.schema"]
         );
 
-        let v = build_validator(&out.schemas, &out.schemas["Pet"]).unwrap();
+        let v = portico_config::model::validator(&out.schemas, &out.schemas["Pet"]).unwrap();
         assert!(v.is_valid(&json!({"name": "rex", "owner": {"id": 1}})));
         assert!(!v.is_valid(&json!({"name": "rex", "owner": {}})));
         assert!(!v.is_valid(&json!({"owner": {"id": 1}})));

@@ -21,7 +21,7 @@ use super::{GatewayError, RequestCtx};
 use http::HeaderMap;
 use http::request::Parts;
 use percent_encoding::percent_decode_str;
-use portico_config::{Api, ParameterLocation, RequestValidation, model_ref};
+use portico_config::{Api, ParameterLocation, RequestValidation};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,23 +100,7 @@ pub fn compile_model(
     let schema = models
         .get(name)
         .ok_or_else(|| format!("model {name:?} is not in the config"))?;
-    let resources = models.iter().map(|(n, s)| {
-        (
-            model_ref(n),
-            jsonschema::Draft::Draft4.create_resource(s.clone()),
-        )
-    });
-    let registry = jsonschema::Registry::new()
-        .draft(jsonschema::Draft::Draft4)
-        .retrieve_known_draft_meta_schemas(false)
-        .extend(resources)
-        .and_then(|r| r.prepare())
-        .map_err(|e| format!("model {name:?}: {e}"))?;
-    jsonschema::draft4::options()
-        .offline()
-        .with_registry(&registry)
-        .build(schema)
-        .map_err(|e| format!("model {name:?}: {e}"))
+    portico_config::model::validator(models, schema).map_err(|e| format!("model {name:?}: {e}"))
 }
 
 /// Checks required parameters.
@@ -257,6 +241,7 @@ fn errors_of(validator: &jsonschema::Validator, body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portico_config::model_ref;
     use serde_json::json;
 
     fn mk_models() -> BTreeMap<String, Value> {
