@@ -32,7 +32,14 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; 
   echo "$WANT" > "$STAMP"
 fi
 
-cargo build -q -p portico-proxy --bin portico-proxy -p portico-operator --bin portico-operator
+# scripts/test.sh sets PORTICO_BINS_BUILT: its `cargo test --workspace` has just built both
+# binaries (a `cargo build` here would rebuild every dependency with another feature set).
+if [ -z "${PORTICO_BINS_BUILT:-}" ]; then
+  cargo build -q -p portico-proxy --bin portico-proxy -p portico-operator --bin portico-operator
+fi
+for bin in target/debug/portico-proxy target/debug/portico-operator; do
+  [ -x "$bin" ] || { echo "$bin is missing (unset PORTICO_BINS_BUILT to build it)" >&2; exit 1; }
+done
 # -p no:kmock: kmock's pytest plugin needs pytest-asyncio; these tests run it as a process.
 # -rs: print why a test was skipped (the real-cluster variant says how to run it).
 exec "$VENV/bin/python" -m pytest -p no:kmock -p no:cacheprovider -q -rs tests/kube "$@"

@@ -28,14 +28,18 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "build (debug, for the end-to-end tests' proxy binary)"
-cargo build --workspace --bins
+# One debug build serves every phase below. `cargo test --workspace` also builds the
+# portico-proxy and portico-operator binaries (both packages have integration tests), with the
+# test feature set; the end-to-end harness and test-kube.sh use those, so no `cargo build` runs
+# here: with the build feature set it would compile every dependency a second time, and CI's
+# disk is small. Incremental artifacts are of no use to a one-off build.
+export CARGO_INCREMENTAL=0
 
-step "cargo test"
+step "cargo test (unit, golden, operator with a mocked API server, end to end)"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"
 
 step "Helm chart: lint, render and RBAC checks (helm-python-sdk; no helm binary exists here)"
 bash scripts/test-chart.sh -q
 
 step "proxy --kube-configmap end to end (kubectl + kmock-based API server)"
-bash scripts/test-kube.sh
+PORTICO_BINS_BUILT=1 bash scripts/test-kube.sh
