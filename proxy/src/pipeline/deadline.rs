@@ -8,10 +8,10 @@
 //! old deadline comes round). The timeout itself is unchanged: the call fails with
 //! [`Elapsed`] once `timeout` has passed without the future completing.
 
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
@@ -28,31 +28,64 @@ pub struct ConnTimer {
 
 impl ConnTimer {
     /// Runs `fut` for at most `timeout`.
-    pub async fn timeout<F: Future>(
-        &self,
-        timeout: Duration,
+    ///
+    /// A named future rather than an `async fn`: an `async fn` keeps its argument and the
+    /// pinned copy of it side by side, doubling the size of every future that awaits it, and
+    /// the request's whole future chain is copied as it is built.
+    pub fn timeout<F: Future>(&self, timeout: Duration, fut: F) -> Timeout<'_, F> {
+        Timeout {
+            fut,
+            timer: self,
+            deadline: Instant::now() + timeout,
+            sleep: None,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`ConnTimer::timeout`].
+    pub struct Timeout<'a, F> {
+        #[pin]
         fut: F,
-    ) -> Result<F::Output, Elapsed> {
-        let deadline = Instant::now() + timeout;
-        let idle = self.slot.lock().expect("timer lock").take();
-        let mut sleep = match idle {
-            Some(mut s) => {
-                s.as_mut().reset(deadline);
-                s
+        timer: &'a ConnTimer,
+        deadline: Instant,
+        // The connection's timer while this call uses it (taken on the first poll).
+        sleep: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+impl<F: Future> Future for Timeout<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
+            // Only a call that ran to the end gives the timer back; a cancelled one drops it.
+            if let Some(sleep) = this.sleep.take() {
+                *this.timer.slot.lock().expect("timer lock") = Some(sleep);
             }
-            None => Box::pin(tokio::time::sleep_until(deadline)),
-        };
-        let mut fut = pin!(fut);
-        let out = poll_fn(|cx| {
-            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Ok(v));
+            return Poll::Ready(Ok(v));
+        }
+        let deadline = *this.deadline;
+        let sleep = this.sleep.get_or_insert_with(|| {
+            let idle = this.timer.slot.lock().expect("timer lock").take();
+            match idle {
+                Some(mut s) => {
+                    s.as_mut().reset(deadline);
+                    s
+                }
+                None => Box::pin(tokio::time::sleep_until(deadline)),
             }
-            sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
-        })
-        .await;
-        // Only a call that ran to the end gives the timer back; a cancelled one drops it.
-        *self.slot.lock().expect("timer lock") = Some(sleep);
-        out
+        });
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                if let Some(sleep) = this.sleep.take() {
+                    *this.timer.slot.lock().expect("timer lock") = Some(sleep);
+                }
+                Poll::Ready(Err(Elapsed))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
