@@ -17,7 +17,8 @@
 //! reads it, then the response body (polled by the client connection's task) reads the rest.
 //!
 //! Rules: the request goes out as HTTP/1.1 with its headers as given (hop-by-hop ones were
-//! stripped by the caller); a buffered body gets `Content-Length`, a streamed one keeps the
+//! stripped by the caller), plus, for a forwarded client request, the gateway's [`Forwarded`]
+//! headers, which the head encoder writes itself; a buffered body gets `Content-Length`, a streamed one keeps the
 //! client's `Content-Length` or is sent chunked. The response is framed as RFC 9112 6.3 says
 //! (HEAD, 1xx/204/304: no body; chunked; Content-Length; otherwise until close); interim 1xx
 //! responses are skipped, 101 is refused. A body larger than one write is sent while the
@@ -325,17 +326,18 @@ impl HostPool {
         }
     }
 
-    /// Sends `req` (origin-form URI, Host set, hop-by-hop headers stripped) and returns the
-    /// response head; the body streams, and the connection returns to the pool when it has
-    /// been read to the end.
+    /// Sends `req` (origin-form URI, hop-by-hop headers stripped, Host set or given in `fwd`)
+    /// and returns the response head; the body streams, and the connection returns to the
+    /// pool when it has been read to the end.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<ProxyBody>,
+        fwd: Option<Forwarded<'_>>,
     ) -> Result<Response<ProxyBody>, SendError> {
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         let outgoing = outgoing(&parts.method, &mut headers, body);
-        let head = encode_head(&parts.method, &parts.uri, &headers);
+        let head = encode_head(&parts.method, &parts.uri, &headers, fwd.as_ref());
         let head_only = matches!(parts.method, Method::HEAD);
         let replayable = matches!(outgoing, Outgoing::None | Outgoing::Buffered(_));
         let mut outgoing = Some(outgoing);
@@ -464,23 +466,79 @@ fn outgoing(method: &Method, headers: &mut HeaderMap, body: ProxyBody) -> Outgoi
     }
 }
 
-/// `METHOD path HTTP/1.1`, the headers, and the empty line.
-fn encode_head(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Vec<u8> {
+/// `METHOD path HTTP/1.1`, the headers, and the empty line; with `fwd`, `Host` first and the
+/// `X-Forwarded-*` headers last, in place of the request's own (see [`Forwarded`]).
+fn encode_head(
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    fwd: Option<&Forwarded<'_>>,
+) -> Vec<u8> {
+    fn line(out: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut out = Vec::with_capacity(64 + target.len() + headers.len() * 32);
+    let mut out = Vec::with_capacity(160 + target.len() + headers.len() * 32);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+    let Some(fwd) = fwd else {
+        for (name, value) in headers {
+            line(&mut out, name, value.as_bytes());
+        }
         out.extend_from_slice(b"\r\n");
+        return out;
+    };
+    line(&mut out, &header::HOST, fwd.host.as_bytes());
+    let mut xff: Vec<u8> = Vec::new();
+    for (name, value) in headers {
+        if name == header::HOST || name == header::EXPECT {
+            continue;
+        }
+        if name == X_FORWARDED_FOR {
+            xff.extend_from_slice(value.as_bytes());
+            xff.extend_from_slice(b", ");
+            continue;
+        }
+        if name == X_FORWARDED_PROTO || name == X_FORWARDED_PORT {
+            continue;
+        }
+        line(&mut out, name, value.as_bytes());
     }
+    xff.extend_from_slice(fwd.client_ip.as_bytes());
+    line(&mut out, &X_FORWARDED_FOR, &xff);
+    line(&mut out, &X_FORWARDED_PROTO, fwd.proto.as_bytes());
+    line(&mut out, &X_FORWARDED_PORT, fwd.port.as_bytes());
     out.extend_from_slice(b"\r\n");
     out
 }
+
+/// The gateway's own headers on a forwarded client request: `Host` and `X-Forwarded-*`.
+///
+/// The head encoder writes them instead of the request's headers of those names (and drops
+/// `Expect`: the gateway, not the backend, answers the client's `100-continue`), rather than
+/// the caller inserting them into the request's `HeaderMap`: five fewer hash-map operations
+/// per request. The client's `X-Forwarded-For` values come first in the one sent, then
+/// `client_ip`.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    /// The backend's authority.
+    pub host: &'a HeaderValue,
+    /// Appended to `X-Forwarded-For`.
+    pub client_ip: &'a HeaderValue,
+    /// `X-Forwarded-Proto`.
+    pub proto: &'a HeaderValue,
+    /// `X-Forwarded-Port`.
+    pub port: &'a HeaderValue,
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// A parsed response head.
 struct ResponseHead {
@@ -1115,7 +1173,49 @@ mod tests {
         let out = outgoing(&Method::PUT, &mut h, ProxyBody::full("abc"));
         assert!(matches!(out, Outgoing::Buffered(b) if b == "abc"));
         assert_eq!(h[header::CONTENT_LENGTH], "3");
-        let head = encode_head(&Method::PUT, &"/a?b=1".parse().unwrap(), &h);
+        let head = encode_head(&Method::PUT, &"/a?b=1".parse().unwrap(), &h, None);
         assert_eq!(head, b"PUT /a?b=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n");
+    }
+
+    #[test]
+    fn forwarded_headers_replace_the_clients_and_extend_its_forwarded_for() {
+        let v = HeaderValue::from_static;
+        let fwd = Forwarded {
+            host: &v("backend:9000"),
+            client_ip: &v("10.1.2.3"),
+            proto: &v("http"),
+            port: &v("8080"),
+        };
+        let encode = |h: &HeaderMap| {
+            String::from_utf8(encode_head(
+                &Method::GET,
+                &"/x".parse().unwrap(),
+                h,
+                Some(&fwd),
+            ))
+            .unwrap()
+        };
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, v("*/*"));
+        assert_eq!(
+            encode(&h),
+            "GET /x HTTP/1.1\r\nhost: backend:9000\r\naccept: */*\r\n\
+             x-forwarded-for: 10.1.2.3\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-port: 8080\r\n\r\n"
+        );
+        // The client's Host, Expect and X-Forwarded-Proto/Port never pass; its
+        // X-Forwarded-For values (every line of them) come first.
+        h.insert(header::HOST, v("spoofed"));
+        h.insert(header::EXPECT, v("100-continue"));
+        h.append(X_FORWARDED_FOR, v("1.1.1.1"));
+        h.append(X_FORWARDED_FOR, v("2.2.2.2, 3.3.3.3"));
+        h.insert(X_FORWARDED_PROTO, v("https"));
+        h.insert(X_FORWARDED_PORT, v("443"));
+        assert_eq!(
+            encode(&h),
+            "GET /x HTTP/1.1\r\nhost: backend:9000\r\naccept: */*\r\n\
+             x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-port: 8080\r\n\r\n"
+        );
     }
 }

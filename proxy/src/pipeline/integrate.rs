@@ -15,7 +15,7 @@
 
 use super::{ConnInfo, GatewayError, RequestCtx, Shared};
 use crate::body::ProxyBody;
-use crate::pool::{HostPool, Pools};
+use crate::pool::{Forwarded, HostPool, Pools};
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::request::Parts;
@@ -374,9 +374,8 @@ impl HttpTarget {
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// The client's protocol as `X-Forwarded-Proto` says it (the gateway listens on plain HTTP).
+const FORWARDED_PROTO: HeaderValue = HeaderValue::from_static("http");
 
 /// The hop-by-hop headers (RFC 9110 7.6.1, plus `keep-alive` and `proxy-connection`), in
 /// the order of the bits [`hop_by_hop_bit`] returns.
@@ -587,8 +586,8 @@ fn proxy_source(ctx: &RequestCtx, headers: &HeaderMap, src: &MappingSource) -> O
 }
 
 /// Sends the request (`parts.uri` already set to the backend's origin form) to `target`:
-/// hop-by-hop headers stripped, Host and `X-Forwarded-*` set, the response head awaited
-/// within `timeout`.
+/// hop-by-hop headers stripped, Host and `X-Forwarded-*` set (written by the pool's head
+/// encoder: [`Forwarded`]), the response head awaited within `timeout`.
 pub async fn forward(
     shared: &Shared,
     conn: &ConnInfo,
@@ -603,27 +602,23 @@ pub async fn forward(
     }
     parts.version = Version::HTTP_11;
     parts.extensions.clear();
-    let h = &mut parts.headers;
-    strip_hop_by_hop(h);
-    h.remove(header::EXPECT);
-    h.insert(header::HOST, target.host.clone());
-    let xff = match h.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut v = prev.as_bytes().to_vec();
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(conn.source_ip_header.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.source_ip_header.clone())
-        }
-        None => conn.source_ip_header.clone(),
+    strip_hop_by_hop(&mut parts.headers);
+    let fwd = Forwarded {
+        host: &target.host,
+        client_ip: &conn.source_ip_header,
+        proto: &FORWARDED_PROTO,
+        port: &shared.forwarded_port,
     };
-    h.insert(X_FORWARDED_FOR, xff);
-    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    h.insert(X_FORWARDED_PORT, shared.forwarded_port.clone());
 
     let started = Instant::now();
     let sent = conn
         .timer
-        .timeout(timeout, target.pool.send(Request::from_parts(parts, body)))
+        .timeout(
+            timeout,
+            target
+                .pool
+                .send(Request::from_parts(parts, body), Some(fwd)),
+        )
         .await;
     ctx.integration_latency = Some(started.elapsed());
     let resp = match sent {

@@ -82,7 +82,7 @@ pub async fn call(
     let pool = target.http.pool.clone();
     let exchange = async move {
         let resp = pool
-            .send(req)
+            .send(req, None)
             .await
             .map_err(|e| GatewayError::IntegrationFailure(e.to_string()))?;
         let (head, body) = resp.into_parts();
