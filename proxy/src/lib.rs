@@ -17,6 +17,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod cli;
+pub mod hop_by_hop;
 pub mod metrics;
 pub mod pipeline;
 pub mod pool;

@@ -29,6 +29,7 @@
 //! is retried once on a fresh one when the request body can be sent again (buffered).
 
 use crate::body::{BodyError, ProxyBody};
+use crate::hop_by_hop;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
@@ -329,6 +330,7 @@ impl HostPool {
     /// Sends `req` (origin-form URI, hop-by-hop headers stripped, Host set or given in `fwd`)
     /// and returns the response head; the body streams, and the connection returns to the
     /// pool when it has been read to the end.
+    /// The response carries end-to-end headers only (see [`ResponseHead`]).
     pub async fn send(
         self: &Arc<Self>,
         req: Request<ProxyBody>,
@@ -352,8 +354,13 @@ impl HostPool {
                 _ => outgoing.take().expect("a streamed body is sent once"),
             };
             match exchange(&mut conn, &head, body, head_only).await {
-                Ok((resp_head, framing, keep_alive)) => {
-                    let body = BackendBody::new(conn, framing, keep_alive, self.clone());
+                Ok(resp_head) => {
+                    let body = BackendBody::new(
+                        conn,
+                        resp_head.framing,
+                        resp_head.keep_alive,
+                        self.clone(),
+                    );
                     let mut resp = Response::new(ProxyBody::Backend(body));
                     *resp.status_mut() = resp_head.status;
                     *resp.version_mut() = resp_head.version;
@@ -540,20 +547,27 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
-/// A parsed response head.
+/// A parsed response head, with what the connection needs to know about it.
+#[derive(Debug)]
 struct ResponseHead {
     status: StatusCode,
     version: Version,
+    /// End-to-end headers only: the hop-by-hop ones, and those `Connection` names, describe
+    /// this connection and are not passed on.
     headers: HeaderMap,
+    /// How the body is delimited (RFC 9112 6.3).
+    framing: Framing,
+    /// Whether the connection may carry another request after this response's body.
+    keep_alive: bool,
 }
 
-/// Writes the request on `conn` and reads the response head: `(head, framing, keep_alive)`.
+/// Writes the request on `conn` and reads the response head.
 async fn exchange(
     conn: &mut Conn,
     head: &[u8],
     body: Outgoing,
     head_only: bool,
-) -> Result<(ResponseHead, Framing, bool), SendError> {
+) -> Result<ResponseHead, SendError> {
     let (body, chunked) = match body {
         Outgoing::None => {
             conn.io.write_all(head).await?;
@@ -583,7 +597,7 @@ async fn exchange_streamed(
     body: ProxyBody,
     chunked: bool,
     head_only: bool,
-) -> Result<(ResponseHead, Framing, bool), SendError> {
+) -> Result<ResponseHead, SendError> {
     let (mut rd, mut wr) = tokio::io::split(&mut conn.io);
     let upload = send_body(&mut wr, head, body, chunked);
     let answer = read_response(&mut rd, &mut conn.buf, head_only);
@@ -593,13 +607,14 @@ async fn exchange_streamed(
         tokio::select! {
             r = &mut answer => {
                 let all_sent = matches!(sent, Some(Ok(())));
-                let (resp, framing, keep_alive) = match (r, sent) {
+                let mut resp = match (r, sent) {
                     (Ok(r), _) => r,
                     // No answer after a failed write: the write's error says more.
                     (Err(_), Some(Err(e))) => return Err(e),
                     (Err(e), _) => return Err(e),
                 };
-                return Ok((resp, framing, keep_alive && all_sent));
+                resp.keep_alive &= all_sent;
+                return Ok(resp);
             }
             u = &mut upload, if sent.is_none() => {
                 if let Err(SendError::Body(e)) = u {
@@ -641,14 +656,14 @@ async fn send_body<W: tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Reads the response head (skipping interim 1xx responses): `(head, framing, keep_alive)`.
+/// Reads the response head, skipping interim 1xx responses.
 async fn read_response<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     head_only: bool,
-) -> Result<(ResponseHead, Framing, bool), SendError> {
+) -> Result<ResponseHead, SendError> {
     loop {
-        if let Some(head) = parse_head(buf)? {
+        if let Some(head) = parse_head(buf, head_only)? {
             // Interim responses (100 Continue, 103 Early Hints) come before the real one.
             if head.status.is_informational() {
                 if head.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -658,9 +673,7 @@ async fn read_response<R: tokio::io::AsyncRead + Unpin>(
                 }
                 continue;
             }
-            let framing = framing(&head, head_only)?;
-            let keep_alive = keep_alive(&head) && !matches!(framing, Framing::Close);
-            return Ok((head, framing, keep_alive));
+            return Ok(head);
         }
         if buf.len() >= MAX_RESPONSE_HEAD {
             return Err(SendError::Protocol(format!(
@@ -678,9 +691,11 @@ async fn read_response<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Parses a complete response head at the start of `buf` and removes it from `buf`. Header
-/// values are slices of the head's bytes (no copy per header).
-fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, SendError> {
+/// Parses a complete response head at the start of `buf` and removes it from `buf`, in one
+/// pass over its headers: end-to-end ones go into the map (values are slices of the head's
+/// bytes, no copy per header), hop-by-hop ones are read for framing and reuse and dropped.
+/// `head_only`: the request was HEAD (no body follows, whatever the head says).
+fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<ResponseHead>, SendError> {
     let mut raw =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
@@ -698,86 +713,102 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, SendError> {
     } else {
         Version::HTTP_11
     };
-    // Where each header's name and value sit in the head.
+    // Where each header's name and value sit in the head (the values become slices of it
+    // once it is split off the buffer).
     let base = buf.as_ptr() as usize;
-    let spans: Vec<(HeaderName, std::ops::Range<usize>)> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|e| SendError::Protocol(format!("header name {:?}: {e}", h.name)))?;
-            let start = h.value.as_ptr() as usize - base;
-            Ok((name, start..start + h.value.len()))
-        })
-        .collect::<Result<_, SendError>>()?;
+    let mut spans = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|e| SendError::Protocol(format!("header name {:?}: {e}", h.name)))?;
+        let start = h.value.as_ptr() as usize - base;
+        spans.push((name, start..start + h.value.len()));
+    }
     let head = buf.split_to(n).freeze();
+
     let mut headers = HeaderMap::with_capacity(spans.len());
+    let (mut close, mut keep_alive_token) = (false, false);
+    // The last transfer coding (the one that frames the body), when any is given.
+    let mut last_coding: Option<bool> = None;
+    let mut length: Option<Result<u64, SendError>> = None;
+    // Extra names `Connection` lists (rare).
+    let mut listed: Vec<HeaderName> = Vec::new();
     for (name, range) in spans {
         let value = HeaderValue::from_maybe_shared(head.slice(range))
             .map_err(|e| SendError::Protocol(format!("header {name}: {e}")))?;
-        headers.append(name, value);
+        let bit = hop_by_hop::bit(name.as_str());
+        if bit == 0 {
+            if name == header::CONTENT_LENGTH {
+                length = Some(match (length, content_length(&value)) {
+                    (None, n) | (Some(Ok(_)), n @ Err(_)) => n,
+                    (Some(Ok(a)), Ok(b)) if a != b => Err(SendError::Protocol(
+                        "conflicting Content-Length values".into(),
+                    )),
+                    (Some(first), _) => first,
+                });
+            }
+            headers.append(name, value);
+        } else if name == header::CONNECTION {
+            for token in hop_by_hop::tokens(&value) {
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive_token = true;
+                } else if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                    listed.push(n);
+                }
+            }
+        } else if name == header::TRANSFER_ENCODING
+            && let Some(last) = hop_by_hop::tokens(&value).last()
+        {
+            last_coding = Some(last.eq_ignore_ascii_case("chunked"));
+        }
     }
+    for name in listed {
+        headers.remove(name);
+    }
+
+    let framing = if head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if let Some(chunked) = last_coding {
+        // Transfer-Encoding overrides Content-Length, which a proxy must then not pass on
+        // (RFC 9112 6.3). Another coding last: the body runs until the backend closes.
+        headers.remove(header::CONTENT_LENGTH);
+        if chunked {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            Framing::Close
+        }
+    } else {
+        match length {
+            Some(n) => Framing::Length(n?),
+            None => Framing::Close,
+        }
+    };
+    let keep_alive = match version {
+        Version::HTTP_10 => keep_alive_token,
+        _ => !close,
+    } && !matches!(framing, Framing::Close);
     Ok(Some(ResponseHead {
         status,
         version,
         headers,
+        framing,
+        keep_alive,
     }))
 }
 
-/// RFC 9112 6.3: how the response body is delimited.
-fn framing(head: &ResponseHead, head_only: bool) -> Result<Framing, SendError> {
-    if head_only || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Length(0));
-    }
-    if let Some(te) = head.headers.get(header::TRANSFER_ENCODING) {
-        let te = te.to_str().unwrap_or_default();
-        let last = te.rsplit(',').next().unwrap_or_default().trim();
-        return Ok(if last.eq_ignore_ascii_case("chunked") {
-            Framing::Chunked(Chunk::Size)
-        } else {
-            // Another coding last: the body runs until the backend closes.
-            Framing::Close
-        });
-    }
-    let mut lengths = head.headers.get_all(header::CONTENT_LENGTH).iter();
-    let Some(first) = lengths.next() else {
-        return Ok(Framing::Close);
-    };
-    let parse = |v: &HeaderValue| {
-        v.to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| SendError::Protocol(format!("invalid Content-Length {v:?}")))
-    };
-    let n = parse(first)?;
-    for other in lengths {
-        if parse(other)? != n {
-            return Err(SendError::Protocol(
-                "conflicting Content-Length values".into(),
-            ));
-        }
-    }
-    Ok(Framing::Length(n))
+/// A `Content-Length` value: digits only (optional whitespace around them).
+fn content_length(v: &HeaderValue) -> Result<u64, SendError> {
+    v.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| SendError::Protocol(format!("invalid Content-Length {v:?}")))
 }
 
-/// Whether the backend lets the connection be reused after this response.
-fn keep_alive(head: &ResponseHead) -> bool {
-    let connection = |token: &str| {
-        head.headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    match head.version {
-        Version::HTTP_10 => connection("keep-alive"),
-        _ => !connection("close"),
-    }
-}
-
-/// How much of the response body is left, and how it is delimited.
 #[derive(Debug)]
 enum Framing {
     /// This many bytes.
@@ -1046,16 +1077,20 @@ mod tests {
     }
 
     fn head(raw: &str) -> ResponseHead {
+        head_of(raw, false).unwrap()
+    }
+
+    fn head_of(raw: &str, head_only: bool) -> Result<ResponseHead, SendError> {
         let mut buf = BytesMut::from(raw.as_bytes());
-        let head = parse_head(&mut buf).unwrap().unwrap();
+        let head = parse_head(&mut buf, head_only)?.unwrap();
         assert!(buf.is_empty());
-        head
+        Ok(head)
     }
 
     #[test]
     fn framing_follows_rfc_9112() {
         let f =
-            |raw: &str, head_only: bool| format!("{:?}", framing(&head(raw), head_only).unwrap());
+            |raw: &str, head_only: bool| format!("{:?}", head_of(raw, head_only).unwrap().framing);
         assert_eq!(
             f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
             "Length(5)"
@@ -1072,10 +1107,14 @@ mod tests {
             ),
             "Length(0)"
         );
-        // Transfer-Encoding wins over Content-Length.
+        // Transfer-Encoding wins over Content-Length, which is then not passed on.
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(format!("{:?}", h.framing), "Chunked(Size)");
+        assert!(h.headers.is_empty(), "{:?}", h.headers);
+        // The last coding of the last line frames the body.
         assert_eq!(
             f(
-                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\nTransfer-Encoding: x, Chunked\r\n\r\n",
                 false
             ),
             "Chunked(Size)"
@@ -1094,33 +1133,54 @@ mod tests {
         );
         for bad in [
             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: x\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
         ] {
-            assert!(framing(&head(bad), false).is_err(), "{bad}");
+            assert!(head_of(bad, false).is_err(), "{bad}");
         }
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-le"[..]);
-        assert!(parse_head(&mut partial).unwrap().is_none());
+        assert!(parse_head(&mut partial, false).unwrap().is_none());
         assert_eq!(partial.len(), 27, "a partial head is left in place");
-        assert!(parse_head(&mut BytesMut::from(&b"NOT HTTP\r\n\r\n"[..])).is_err());
+        assert!(parse_head(&mut BytesMut::from(&b"NOT HTTP\r\n\r\n"[..]), false).is_err());
         // The head is consumed, the body's first bytes stay; values are kept exactly.
         let mut buf =
             BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: two words\r\n\r\nbody"[..]);
-        let h = parse_head(&mut buf).unwrap().unwrap();
+        let h = parse_head(&mut buf, false).unwrap().unwrap();
         assert_eq!(&buf[..], b"body");
         let values: Vec<_> = h.headers.get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "two words"]);
     }
 
     #[test]
+    fn hop_by_hop_response_headers_are_dropped_as_the_head_is_parsed() {
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Conn-Only\r\nKeep-Alive: timeout=5\r\n\
+             X-Conn-Only: 1\r\nTrailer: x-t\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\n\
+             Content-Length: 2\r\nDate: x\r\nX-App: y\r\n\r\n",
+        );
+        let mut names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "date", "x-app"]);
+        assert_eq!(format!("{:?}", h.framing), "Length(2)");
+        assert!(h.keep_alive);
+    }
+
+    #[test]
     fn keep_alive_by_version_and_connection_header() {
-        assert!(keep_alive(&head("HTTP/1.1 200 OK\r\n\r\n")));
-        assert!(!keep_alive(&head(
-            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"
-        )));
-        assert!(!keep_alive(&head("HTTP/1.0 200 OK\r\n\r\n")));
-        assert!(keep_alive(&head(
-            "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n\r\n"
-        )));
+        let ka = |raw: &str| head(raw).keep_alive;
+        assert!(ka("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"));
+        assert!(!ka(
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+        ));
+        assert!(!ka(
+            "HTTP/1.1 200 OK\r\nConnection: x-a\r\nConnection: Close\r\ncontent-length: 0\r\n\r\n"
+        ));
+        assert!(!ka("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n"));
+        assert!(ka(
+            "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n"
+        ));
+        // A body delimited by the close is never followed by another response.
+        assert!(!ka("HTTP/1.1 200 OK\r\n\r\n"));
     }
 
     #[test]

@@ -15,9 +15,10 @@
 
 use super::{ConnInfo, GatewayError, RequestCtx, Shared};
 use crate::body::ProxyBody;
+use crate::hop_by_hop;
 use crate::pool::{Forwarded, HostPool, Pools};
 use bytes::Bytes;
-use http::header::{self, HeaderName};
+use http::header::HeaderName;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use portico_config::{
@@ -372,87 +373,8 @@ impl HttpTarget {
     }
 }
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// The client's protocol as `X-Forwarded-Proto` says it (the gateway listens on plain HTTP).
 const FORWARDED_PROTO: HeaderValue = HeaderValue::from_static("http");
-
-/// The hop-by-hop headers (RFC 9110 7.6.1, plus `keep-alive` and `proxy-connection`), in
-/// the order of the bits [`hop_by_hop_bit`] returns.
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    PROXY_CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// The bit of `name` in [`HOP_BY_HOP`], 0 when it is end-to-end.
-fn hop_by_hop_bit(name: &str) -> u16 {
-    match name {
-        "connection" => 1,
-        "keep-alive" => 1 << 1,
-        "proxy-authenticate" => 1 << 2,
-        "proxy-authorization" => 1 << 3,
-        "proxy-connection" => 1 << 4,
-        "te" => 1 << 5,
-        "trailer" => 1 << 6,
-        "transfer-encoding" => 1 << 7,
-        "upgrade" => 1 << 8,
-        _ => 0,
-    }
-}
-
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-///
-/// Runs on every request and every backend response (backends usually send
-/// `Connection: keep-alive`), so it looks up and removes only what is present and allocates
-/// nothing: one pass over the names, then one removal per header found.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let present = h
-        .keys()
-        .fold(0u16, |acc, n| acc | hop_by_hop_bit(n.as_str()));
-    if present == 0 {
-        return;
-    }
-    if present & 1 != 0 {
-        // Names listed in Connection that are not hop-by-hop already (`close` and
-        // `keep-alive` are the usual values: nothing more to remove then).
-        let mut listed: Vec<HeaderName> = Vec::new();
-        for token in h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-        {
-            if token.is_empty()
-                || token.eq_ignore_ascii_case("close")
-                || token.eq_ignore_ascii_case("keep-alive")
-            {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes())
-                && hop_by_hop_bit(name.as_str()) == 0
-                && h.contains_key(&name)
-            {
-                listed.push(name);
-            }
-        }
-        for n in listed {
-            h.remove(n);
-        }
-    }
-    for (i, n) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            h.remove(n);
-        }
-    }
-}
 
 /// Runs the integration of the matched route.
 pub async fn call(
@@ -602,7 +524,7 @@ pub async fn forward(
     }
     parts.version = Version::HTTP_11;
     parts.extensions.clear();
-    strip_hop_by_hop(&mut parts.headers);
+    hop_by_hop::strip(&mut parts.headers);
     let fwd = Forwarded {
         host: &target.host,
         client_ip: &conn.source_ip_header,
@@ -627,12 +549,12 @@ pub async fn forward(
         Ok(Ok(resp)) => resp,
     };
     ctx.integration_status = Some(resp.status().as_u16());
-    let (mut parts, body) = resp.into_parts();
     // The client's connection has its own version; an HTTP/1.0 backend must not downgrade it
-    // (hyper would then close the client's keep-alive connection after every response).
-    parts.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body))
+    // (hyper would then close the client's keep-alive connection after every response). The
+    // backend's hop-by-hop headers are already gone (the pool drops them as it parses).
+    let mut resp = resp;
+    *resp.version_mut() = Version::HTTP_11;
+    Ok(resp)
 }
 
 /// `error: cause: cause` for logs.
@@ -729,47 +651,5 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid host")
         );
-    }
-
-    #[test]
-    fn hop_by_hop_headers_are_removed_with_those_connection_names() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert(KEEP_ALIVE, "timeout=5".parse().unwrap());
-        h.insert(header::TE, "trailers".parse().unwrap());
-        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
-        h.insert("proxy-authorization", "x".parse().unwrap());
-        h.insert(header::ACCEPT, "*/*".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key(header::ACCEPT));
-    }
-
-    #[test]
-    fn hop_by_hop_stripping_keeps_end_to_end_headers() {
-        // The usual backend response: only `Connection: keep-alive` goes.
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive".parse().unwrap());
-        h.insert(header::CONTENT_LENGTH, "2".parse().unwrap());
-        h.insert(header::DATE, "x".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 2);
-        assert!(!h.contains_key(header::CONNECTION));
-        // Names listed in Connection go, whatever their case; absent ones are fine.
-        let mut h = HeaderMap::new();
-        h.append(header::CONNECTION, "Close, X-A".parse().unwrap());
-        h.append(header::CONNECTION, "x-missing,,upgrade".parse().unwrap());
-        h.insert("x-a", "1".parse().unwrap());
-        h.insert("x-b", "2".parse().unwrap());
-        h.insert(header::UPGRADE, "websocket".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-b"));
-        // Nothing hop-by-hop: untouched.
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, "*/*".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
     }
 }

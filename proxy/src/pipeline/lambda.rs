@@ -459,7 +459,7 @@ pub fn map_result(
         }
         Some(_) => return Err("cookies is not an array".into()),
     }
-    super::integrate::strip_hop_by_hop(&mut headers);
+    crate::hop_by_hop::strip(&mut headers);
     headers.remove(header::CONTENT_LENGTH);
     let is_base64 = match obj.get("isBase64Encoded") {
         None | Some(Value::Null) => false,
