@@ -501,23 +501,27 @@ fn encode_head(
         return out;
     };
     line(&mut out, &header::HOST, fwd.host.as_bytes());
-    let mut xff: Vec<u8> = Vec::new();
+    let mut client_xff = false;
     for (name, value) in headers {
-        if name == header::HOST || name == header::EXPECT {
-            continue;
-        }
         if name == X_FORWARDED_FOR {
-            xff.extend_from_slice(value.as_bytes());
-            xff.extend_from_slice(b", ");
-            continue;
+            client_xff = true;
+        } else if !(name == header::HOST
+            || name == header::EXPECT
+            || name == X_FORWARDED_PROTO
+            || name == X_FORWARDED_PORT)
+        {
+            line(&mut out, name, value.as_bytes());
         }
-        if name == X_FORWARDED_PROTO || name == X_FORWARDED_PORT {
-            continue;
-        }
-        line(&mut out, name, value.as_bytes());
     }
-    xff.extend_from_slice(fwd.client_ip.as_bytes());
-    line(&mut out, &X_FORWARDED_FOR, &xff);
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if client_xff {
+        for v in headers.get_all(X_FORWARDED_FOR) {
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(fwd.client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
     line(&mut out, &X_FORWARDED_PROTO, fwd.proto.as_bytes());
     line(&mut out, &X_FORWARDED_PORT, fwd.port.as_bytes());
     out.extend_from_slice(b"\r\n");
