@@ -92,6 +92,11 @@ pub struct ServeArgs {
     /// Largest request head (start line + headers) accepted; larger ones get 431.
     #[arg(long, default_value_t = 16384)]
     pub max_header_bytes: usize,
+    /// A client connection that has not sent a complete request head this long after it
+    /// opened or after its last response is closed: idle keep-alive connections, and clients
+    /// that send a head slowly (slowloris).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub client_header_timeout_seconds: u64,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,

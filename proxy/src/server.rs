@@ -134,7 +134,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         write_ready_file(path, listen, admin)?;
     }
 
-    let http = http_builder(args.max_header_bytes);
+    let http = http_builder(
+        args.max_header_bytes,
+        Duration::from_secs(args.client_header_timeout_seconds),
+    );
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, remote) = tokio::select! {
@@ -170,10 +173,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// The HTTP/1.1 server settings: keep-alive, request heads up to `max_header_bytes`
-/// (larger ones get hyper's 431 and the connection closes).
-pub fn http_builder(max_header_bytes: usize) -> http1::Builder {
+/// (larger ones get hyper's 431 and the connection closes), a whole head within
+/// `header_timeout` of the connection opening or of the last response (else the connection
+/// closes: this is also the keep-alive idle timeout).
+pub fn http_builder(max_header_bytes: usize, header_timeout: Duration) -> http1::Builder {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .max_header_size(max_header_bytes)
         .max_buf_size(max_header_bytes.max(8192) + 8192)
         .keep_alive(true);

@@ -132,7 +132,7 @@ async fn start_proxy(config: GatewayConfig) -> Proxy {
     {
         let (shared, state, graceful) = (shared.clone(), state.clone(), graceful.clone());
         tokio::spawn(async move {
-            let http = http_builder(16384);
+            let http = http_builder(16384, std::time::Duration::from_secs(30));
             loop {
                 let (stream, remote) = listener.accept().await.unwrap();
                 spawn_connection(stream, remote, &shared, &state, &http, &graceful);

@@ -131,3 +131,98 @@ async fn sigterm_finishes_the_in_flight_request_refuses_new_connections_and_exit
     );
     drop(idle);
 }
+
+/// `--client-header-timeout-seconds`: a connection that does not send a whole request head in
+/// time is closed, whether it is sending one slowly or idling after a response; a client that
+/// keeps sending requests sooner than that keeps its connection.
+#[tokio::test]
+async fn client_connections_without_a_request_head_in_time_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
+    let api = rest_api(
+        "timeouts",
+        &format!(
+            "  resources:\n    - path: /open\n      methods:\n        GET: {{integration: {}}}\n",
+            mock("open")
+        ),
+    );
+    let st = stage("timeouts-dev", "timeouts", "  stageName: dev\n");
+    let proxy = Proxy::builder()
+        .manifest("api.yaml", &api)
+        .manifest("stage.yaml", &st)
+        .arg("--client-header-timeout-seconds")
+        .arg("1")
+        .start()
+        .await;
+    const REQUEST: &[u8] = b"GET /dev/open HTTP/1.1\r\nhost: a\r\n\r\n";
+
+    // Reads one response (head and Content-Length body); returns its head.
+    async fn response(s: &mut tokio::net::TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("a Content-Length");
+                if buf.len() >= end + 4 + len {
+                    return head;
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+                .await
+                .expect("a response within 10 s")
+                .expect("read");
+            assert!(
+                n > 0,
+                "closed before a whole response: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    // Waits (bounded) for the proxy to close `s` without sending anything; returns how long.
+    async fn closed_after(s: &mut tokio::net::TcpStream, since: Instant) -> Duration {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("closed within 10 s")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "sent {:?}", String::from_utf8_lossy(&chunk[..n]));
+        since.elapsed()
+    }
+
+    // A head sent slowly: closed about 1 s after the connection opened.
+    let opened = Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
+    slow.write_all(&REQUEST[..20]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    slow.write_all(&REQUEST[20..30]).await.unwrap();
+    let took = closed_after(&mut slow, opened).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+
+    // Requests every 400 ms for 2 s on one connection: each head arrives in time.
+    let mut busy = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
+    for _ in 0..5 {
+        busy.write_all(REQUEST).await.unwrap();
+        let head = response(&mut busy).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // Then idle after a response: closed about 1 s after it.
+    busy.write_all(REQUEST).await.unwrap();
+    response(&mut busy).await;
+    let answered = Instant::now();
+    let took = closed_after(&mut busy, answered).await;
+    assert!(took >= Duration::from_millis(800), "closed after {took:?}");
+
+    // The proxy serves on.
+    let r = Client::new().get(&proxy.url("/dev/open")).await;
+    assert_eq!(r.status, 200);
+}
