@@ -242,14 +242,22 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     /// False when the backend closed it (or sent something unasked) while it was idle. Free
-    /// when the socket is not readable (tokio knows without a system call). TLS connections
-    /// are not probed: a stale one is found by the request and retried.
+    /// when the socket is not readable (tokio knows without a system call). A TLS connection
+    /// is probed on its TCP socket with a peek (reading would take bytes from the TLS
+    /// stream): anything there on an idle connection, a close_notify alert or the end of the
+    /// stream, means it cannot carry another request.
     fn still_open(&self) -> bool {
-        let Io::Plain(io) = &self.io else {
-            return true;
-        };
         let mut probe = [0u8; 1];
-        matches!(io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        match &self.io {
+            Io::Plain(io) => {
+                matches!(io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+            Io::Tls(io) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut buf = tokio::io::ReadBuf::new(&mut probe);
+                io.get_ref().0.poll_peek(&mut cx, &mut buf).is_pending()
+            }
+        }
     }
 
     /// Reads more bytes into `buf`; `Ok(0)` at end of stream.

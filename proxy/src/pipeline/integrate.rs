@@ -557,13 +557,16 @@ pub async fn forward(
     Ok(resp)
 }
 
-/// `error: cause: cause` for logs.
+/// `error: cause: cause` for logs (a cause the message already ends with is not repeated).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let cause = c.to_string();
+        if !s.ends_with(&cause) {
+            s.push_str(": ");
+            s.push_str(&cause);
+        }
         cur = c.source();
     }
     s
@@ -597,6 +600,19 @@ mod tests {
             CompiledIntegration::FailClosed(r) => Err(r),
             CompiledIntegration::Mock(_) | CompiledIntegration::Lambda(_) => unreachable!(),
         }
+    }
+
+    #[test]
+    fn error_chains_do_not_repeat_a_cause_the_message_already_gives() {
+        let io = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "Broken pipe");
+        assert_eq!(
+            error_chain(&crate::pool::SendError::Io(io())),
+            "backend connection: Broken pipe"
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(error_chain(&Outer(io())), "outer: Broken pipe");
     }
 
     #[test]

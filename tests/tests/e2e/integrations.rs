@@ -950,3 +950,45 @@ async fn https_backends_are_called_over_tls_trusting_the_ca_file_only() {
     );
     assert_eq!(be.received().len(), 3);
 }
+
+/// A pooled TLS connection the backend closed while it was idle is noticed at checkout, so a
+/// request whose body cannot be sent twice (streamed from the client) goes out on a fresh
+/// connection instead of failing on the stale one.
+#[tokio::test]
+async fn a_tls_connection_the_backend_closed_while_idle_is_not_reused() {
+    let be = Backend::start("secure").await;
+    let front = crate::tls_front::TlsFront::start_closing_after(
+        be.host_port().parse().unwrap(),
+        Some(Duration::from_millis(300)),
+    )
+    .await;
+    let api = rest_api(
+        "secure",
+        &format!(
+            "  resources:\n    - path: /{{proxy+}}\n      methods:\n        ANY: {{integration: {}}}\n",
+            http_proxy(&format!("https://{}/v1/{{proxy}}", front.addr))
+        ),
+    );
+    let st = stage("secure-dev", "secure", "  stageName: dev\n");
+    let proxy = Proxy::builder()
+        .arg("--ca-file")
+        .arg(front.ca_path())
+        .manifest("api.yaml", &api)
+        .manifest("stage.yaml", &st)
+        .start()
+        .await;
+    let c = Client::new();
+    for round in 0..3 {
+        let r = c.get(&proxy.url("/dev/items/1")).await;
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        // The front closes the pooled connection meanwhile.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let body = portico_e2e::pattern(100_000);
+        let r = c
+            .send(Method::POST, &proxy.url("/dev/upload"), &[], body.clone())
+            .await;
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        assert_eq!(be.received().last().unwrap().body.as_ref(), body.as_slice());
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}

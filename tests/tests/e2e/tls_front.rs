@@ -13,6 +13,15 @@ pub struct TlsFront {
 impl TlsFront {
     /// Starts one in front of `to`.
     pub async fn start(to: std::net::SocketAddr) -> TlsFront {
+        Self::start_closing_after(to, None).await
+    }
+
+    /// Like [`TlsFront::start`]; with `lifetime`, each connection is closed that long after
+    /// it was accepted, as a backend's idle timeout would close a pooled one.
+    pub async fn start_closing_after(
+        to: std::net::SocketAddr,
+        lifetime: Option<std::time::Duration>,
+    ) -> TlsFront {
         use std::io::Write as _;
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -51,7 +60,17 @@ impl TlsFront {
                         return;
                     };
                     if let Ok(mut plain) = tokio::net::TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                        let relay = tokio::io::copy_bidirectional(&mut tls, &mut plain);
+                        match lifetime {
+                            None => drop(relay.await),
+                            Some(t) => {
+                                drop(tokio::time::timeout(t, relay).await);
+                                // A clean TLS close (close_notify, then FIN), as a server's
+                                // idle timeout does.
+                                use tokio::io::AsyncWriteExt as _;
+                                let _ = tls.shutdown().await;
+                            }
+                        }
                     }
                 });
             }
