@@ -551,7 +551,20 @@ pub struct KeyHash(String);
 impl KeyHash {
     /// Hashes a secret value.
     pub fn of(value: &[u8]) -> Self {
-        KeyHash(hex::encode(Sha256::digest(value)))
+        KeyHash(hex::encode(Self::digest_of(value)))
+    }
+
+    /// The SHA-256 of a secret value, as bytes (what the proxy looks presented keys up by:
+    /// no hex text per request).
+    pub fn digest_of(value: &[u8]) -> [u8; 32] {
+        Sha256::digest(value).into()
+    }
+
+    /// This hash as bytes; `None` when it is not 64 hex digits.
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&self.0, &mut out).ok()?;
+        Some(out)
     }
 
     /// The 64 hex digits.
@@ -784,6 +797,16 @@ pub fn is_normalised_base_path(p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_hash_and_its_digest_agree() {
+        let h = KeyHash::of(b"k3y");
+        assert!(h.is_well_formed());
+        assert_eq!(h.digest(), Some(KeyHash::digest_of(b"k3y")));
+        assert_eq!(h.as_hex(), hex::encode(KeyHash::digest_of(b"k3y")));
+        let bad: KeyHash = serde_json::from_value(serde_json::json!("abc")).unwrap();
+        assert_eq!(bad.digest(), None);
+    }
 
     fn mk_config() -> GatewayConfig {
         let source = ObjectRef::new("RestApi", "default", "pets");

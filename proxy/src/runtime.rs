@@ -21,7 +21,7 @@ use crate::pipeline::transform::CompiledTransform;
 use crate::pipeline::validate::{self, RouteValidation};
 use crate::pool::Pools;
 use crate::template::Template;
-use portico_config::{GatewayConfig, GatewayResponseType, KeyHash, Protocol};
+use portico_config::{GatewayConfig, GatewayResponseType, Protocol};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,8 +52,8 @@ pub struct Runtime {
     /// Whether any API sets `minimumCompressionSize` (else requests skip the
     /// `Accept-Encoding` check).
     pub compression: bool,
-    /// API keys by hash: index into `config.api_keys`.
-    pub keys: HashMap<KeyHash, usize>,
+    /// API keys by the SHA-256 of their value: index into `config.api_keys`.
+    pub keys: HashMap<[u8; 32], usize>,
     /// Usage plans by id: index into `config.usage_plans`.
     pub plans: HashMap<String, usize>,
 }
@@ -197,7 +197,8 @@ impl Runtime {
             .api_keys
             .iter()
             .enumerate()
-            .map(|(i, k)| (k.hash.clone(), i))
+            // A malformed hash (refused when the config is checked) matches no key.
+            .filter_map(|(i, k)| Some((k.hash.digest()?, i)))
             .collect();
         let plans = config
             .usage_plans

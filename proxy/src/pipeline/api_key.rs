@@ -33,12 +33,14 @@ pub fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), GatewayErr
         .api_config()
         .map_or(ApiKeySource::Header, |a| a.api_key_source);
     let hash = match source {
-        ApiKeySource::Header => headers.get(X_API_KEY).map(|v| KeyHash::of(v.as_bytes())),
+        ApiKeySource::Header => headers
+            .get(X_API_KEY)
+            .map(|v| KeyHash::digest_of(v.as_bytes())),
         // Filled by the Lambda authorizer phase (usageIdentifierKey); until it runs, `None`.
         ApiKeySource::Authorizer => ctx
             .usage_identifier_key
             .as_deref()
-            .map(|k| KeyHash::of(k.as_bytes())),
+            .map(|k| KeyHash::digest_of(k.as_bytes())),
     };
     let Some(hash) = hash else {
         return Err(GatewayError::InvalidApiKey);
