@@ -17,16 +17,20 @@
 //! reads it, then the response body (polled by the client connection's task) reads the rest.
 //!
 //! Rules: the request goes out as HTTP/1.1 with its headers as given (hop-by-hop ones were
-//! stripped by the caller), plus, for a forwarded client request, the gateway's [`Forwarded`]
-//! headers, which the head encoder writes itself; a buffered body gets `Content-Length`, a streamed one keeps the
-//! client's `Content-Length` or is sent chunked. The response is framed as RFC 9112 6.3 says
-//! (HEAD, 1xx/204/304: no body; chunked; Content-Length; otherwise until close); interim 1xx
-//! responses are skipped, 101 is refused. A body larger than one write is sent while the
-//! answer is watched for, so an early answer (a backend's own 401 or 413) is relayed and the
-//! rest of the body is not sent (the client's is drained: [`crate::body::ClientBody`]). A connection is reused only when the request was sent whole, the
-//! response was read to its end, the backend did not ask to close (`Connection: close`, HTTP/1.0 without
-//! keep-alive) and nothing is left unread. A reused connection the backend closed meanwhile
-//! is retried once on a fresh one when the request body can be sent again (buffered).
+//! stripped by the caller), plus, for a forwarded client request, the gateway's
+//! [`Forwarded`] headers, which the head encoder writes itself; a buffered body gets
+//! `Content-Length`, a streamed one keeps the client's `Content-Length` or is sent chunked.
+//! The response is framed as RFC 9112 6.3 says (HEAD, 1xx/204/304: no body; chunked;
+//! Content-Length; otherwise until close); interim 1xx responses are skipped, 101 is
+//! refused; its hop-by-hop headers are dropped as the head is parsed. A body larger than one
+//! write is sent while the answer is watched for, so an early answer (a backend's own 401 or
+//! 413) is relayed and the rest of the body is not sent (the client's is drained:
+//! [`crate::body::ClientBody`]). A connection is reused only when the request was sent
+//! whole, the response was read to its end, the backend did not ask to close
+//! (`Connection: close`, HTTP/1.0 without keep-alive) and nothing is left unread. An idle
+//! connection the backend closed is noticed at checkout (plain and TLS); one closed in the
+//! meantime is retried once on a fresh one when the request body can be sent again
+//! (buffered).
 
 use crate::body::{BodyError, ProxyBody};
 use crate::hop_by_hop;
@@ -249,9 +253,10 @@ impl Conn {
     fn still_open(&self) -> bool {
         let mut probe = [0u8; 1];
         match &self.io {
-            Io::Plain(io) => {
-                matches!(io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            }
+            Io::Plain(io) => matches!(
+                io.try_read(&mut probe),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            ),
             Io::Tls(io) => {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let mut buf = tokio::io::ReadBuf::new(&mut probe);
