@@ -1038,3 +1038,39 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// Reads from `s` until `buf` holds a whole response with a `Content-Length` body; returns
+/// its status line and body (the bytes after it stay in `buf`). Panics at end of stream.
+pub async fn read_response_with_length(
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> (String, String) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+            if buf.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                buf.drain(..end + 4 + len);
+                let status = head.lines().next().unwrap_or_default().to_string();
+                return (status, body);
+            }
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) => panic!("end of stream; so far: {:?}", String::from_utf8_lossy(buf)),
+            Err(e) => panic!(
+                "reading the answer: {e}; so far: {:?}",
+                String::from_utf8_lossy(buf)
+            ),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

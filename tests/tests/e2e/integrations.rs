@@ -792,43 +792,6 @@ async fn an_early_backend_answer_to_a_large_upload_is_relayed_at_once() {
     );
 }
 
-/// Reads from `s` until `buf` holds a whole response with a `Content-Length` body; returns
-/// its status line and body (the bytes after it stay in `buf`). Panics at end of stream.
-async fn read_response_with_length(
-    s: &mut (impl tokio::io::AsyncRead + Unpin),
-    buf: &mut Vec<u8>,
-) -> (String, String) {
-    use tokio::io::AsyncReadExt;
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
-            if buf.len() >= end + 4 + len {
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                buf.drain(..end + 4 + len);
-                let status = head.lines().next().unwrap_or_default().to_string();
-                return (status, body);
-            }
-        }
-        match s.read(&mut chunk).await {
-            Ok(0) => panic!("end of stream; so far: {:?}", String::from_utf8_lossy(buf)),
-            Err(e) => panic!(
-                "reading the answer: {e}; so far: {:?}",
-                String::from_utf8_lossy(buf)
-            ),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 /// A gateway that answers before reading the body (here 403: no API key) must not reset
 /// the connection under a client that is still uploading: the rest of the body is drained
 /// (bounded), the client finishes its upload, reads the answer, and the connection stays
@@ -865,8 +828,10 @@ async fn a_client_still_uploading_gets_the_early_answer_without_a_reset() {
             std::io::Result::Ok(wr)
         };
         let mut buf = Vec::new();
-        let (up, (status, body)) =
-            tokio::join!(upload, read_response_with_length(&mut rd, &mut buf));
+        let (up, (status, body)) = tokio::join!(
+            upload,
+            portico_e2e::read_response_with_length(&mut rd, &mut buf)
+        );
         let mut wr = up.unwrap_or_else(|e| panic!("the upload was cut: {e}"));
         assert!(status.starts_with("HTTP/1.1 403"), "{status}: {body}");
         assert!(body.contains("Forbidden"), "{body}");
@@ -874,7 +839,7 @@ async fn a_client_still_uploading_gets_the_early_answer_without_a_reset() {
         wr.write_all(b"GET /dev/open HTTP/1.1\r\nhost: a\r\n\r\n")
             .await
             .expect("second request");
-        let (status, body) = read_response_with_length(&mut rd, &mut buf).await;
+        let (status, body) = portico_e2e::read_response_with_length(&mut rd, &mut buf).await;
         assert!(status.starts_with("HTTP/1.1 200"), "{status}: {body}");
         assert_eq!(body, "open");
     };
@@ -894,18 +859,23 @@ async fn a_client_still_uploading_gets_the_early_answer_without_a_reset() {
     assert_eq!(r.status, 403, "{}", r.text());
 }
 
-#[tokio::test]
-async fn https_backends_are_called_over_tls_trusting_the_ca_file_only() {
-    let be = Backend::start("secure").await;
-    let front = crate::tls_front::TlsFront::start(be.host_port().parse().unwrap()).await;
+/// An API "secure" (stage dev) whose `{proxy+}` route is HTTP_PROXY to `https://addr/v1/...`.
+fn https_api(addr: std::net::SocketAddr) -> (String, String) {
     let api = rest_api(
         "secure",
         &format!(
             "  resources:\n    - path: /{{proxy+}}\n      methods:\n        ANY: {{integration: {}}}\n",
-            http_proxy(&format!("https://{}/v1/{{proxy}}", front.addr))
+            http_proxy(&format!("https://{addr}/v1/{{proxy}}"))
         ),
     );
-    let st = stage("secure-dev", "secure", "  stageName: dev\n");
+    (api, stage("secure-dev", "secure", "  stageName: dev\n"))
+}
+
+#[tokio::test]
+async fn https_backends_are_called_over_tls_trusting_the_ca_file_only() {
+    let be = Backend::start("secure").await;
+    let front = crate::tls_front::TlsFront::start(be.host_port().parse().unwrap()).await;
+    let (api, st) = https_api(front.addr);
     let manifests = [("api.yaml", api.as_str()), ("stage.yaml", st.as_str())];
     let c = Client::new();
 
@@ -962,14 +932,7 @@ async fn a_tls_connection_the_backend_closed_while_idle_is_not_reused() {
         Some(Duration::from_millis(300)),
     )
     .await;
-    let api = rest_api(
-        "secure",
-        &format!(
-            "  resources:\n    - path: /{{proxy+}}\n      methods:\n        ANY: {{integration: {}}}\n",
-            http_proxy(&format!("https://{}/v1/{{proxy}}", front.addr))
-        ),
-    );
-    let st = stage("secure-dev", "secure", "  stageName: dev\n");
+    let (api, st) = https_api(front.addr);
     let proxy = Proxy::builder()
         .arg("--ca-file")
         .arg(front.ca_path())

@@ -156,36 +156,15 @@ async fn client_connections_without_a_request_head_in_time_are_closed() {
         .await;
     const REQUEST: &[u8] = b"GET /dev/open HTTP/1.1\r\nhost: a\r\n\r\n";
 
-    // Reads one response (head and Content-Length body); returns its head.
+    // Reads one response (head and Content-Length body); returns its status line.
     async fn response(s: &mut tokio::net::TcpStream) -> String {
         let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
-                    })
-                    .expect("a Content-Length");
-                if buf.len() >= end + 4 + len {
-                    return head;
-                }
-            }
-            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
-                .await
-                .expect("a response within 10 s")
-                .expect("read");
-            assert!(
-                n > 0,
-                "closed before a whole response: {:?}",
-                String::from_utf8_lossy(&buf)
-            );
-            buf.extend_from_slice(&chunk[..n]);
-        }
+        let read = portico_e2e::read_response_with_length(s, &mut buf);
+        let (status, _body) = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("a response within 10 s");
+        assert!(buf.is_empty(), "more than one response");
+        status
     }
     // Waits (bounded) for the proxy to close `s` without sending anything; returns how long.
     async fn closed_after(s: &mut tokio::net::TcpStream, since: Instant) -> Duration {
@@ -211,8 +190,8 @@ async fn client_connections_without_a_request_head_in_time_are_closed() {
     let mut busy = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
     for _ in 0..5 {
         busy.write_all(REQUEST).await.unwrap();
-        let head = response(&mut busy).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let status = response(&mut busy).await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     // Then idle after a response: closed about 1 s after it.
