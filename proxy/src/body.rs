@@ -101,12 +101,15 @@ pub struct ClientBody {
 impl ClientBody {
     /// Wraps a request's body.
     pub fn from_request(req: http::Request<Incoming>) -> http::Request<ClientBody> {
-        let awaiting_continue = req
-            .headers()
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let done = req.body().is_end_stream();
+        // Only a request with a body can be waiting for 100 Continue.
+        let awaiting_continue = !done
+            && req
+                .headers()
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         req.map(|b| ClientBody {
-            done: b.is_end_stream(),
+            done,
             inner: Some(b),
             awaiting_continue,
         })

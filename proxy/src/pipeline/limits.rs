@@ -47,13 +47,23 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The declared length of a body that has one: an empty body (hyper knows from the head)
+/// needs no header lookup.
+fn declared_length(headers: &HeaderMap, body: &ClientBody) -> Option<u64> {
+    if body.is_end_stream() {
+        None
+    } else {
+        content_length(headers)
+    }
+}
+
 /// Applies the cap to `body` and returns what to forward.
 pub async fn read_body(
     headers: &HeaderMap,
     body: ClientBody,
     max: u64,
 ) -> Result<ProxyBody, GatewayError> {
-    match plan(content_length(headers), body.is_end_stream(), max)? {
+    match plan(declared_length(headers, &body), body.is_end_stream(), max)? {
         PayloadPlan::Empty => Ok(ProxyBody::Empty),
         PayloadPlan::Stream => Ok(ProxyBody::Incoming(body)),
         PayloadPlan::Buffer => {
@@ -77,7 +87,7 @@ pub async fn read_full(
     body: ClientBody,
     max: u64,
 ) -> Result<bytes::Bytes, GatewayError> {
-    if plan(content_length(headers), body.is_end_stream(), max)? == PayloadPlan::Empty {
+    if plan(declared_length(headers, &body), body.is_end_stream(), max)? == PayloadPlan::Empty {
         return Ok(bytes::Bytes::new());
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
