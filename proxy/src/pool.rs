@@ -742,7 +742,9 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<ResponseHead
     }
     let head = buf.split_to(n).freeze();
 
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for the headers the gateway adds to a response (request id, rate limits, CORS)
+    // without growing the map.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
     let (mut close, mut keep_alive_token) = (false, false);
     // The last transfer coding (the one that frames the body), when any is given.
     let mut last_coding: Option<bool> = None;

@@ -212,12 +212,39 @@ pub fn quota_usage(state: Option<&QuotaState>, q: Quota, unix: i64) -> (u64, u64
     (used, q.limit.saturating_sub(used))
 }
 
+/// Runs `f` on the counter `id` (`None` when there is none yet) and keeps what it leaves:
+/// in place when the counter exists (no key copy), inserted when it is new.
+fn update<V: Copy>(
+    map: &mut Counters<V>,
+    id: &str,
+    f: impl FnOnce(&mut Option<V>) -> Decision,
+) -> Decision {
+    if let Some(v) = map.get_mut(id) {
+        let mut slot = Some(*v);
+        let d = f(&mut slot);
+        if let Some(new) = slot {
+            *v = new;
+        }
+        return d;
+    }
+    let mut slot = None;
+    let d = f(&mut slot);
+    if let Some(new) = slot {
+        map.insert(id.to_string(), new);
+    }
+    d
+}
+
+/// Counters by id. The ids come from the config (plan, key hash, stage, route), never from
+/// the request, so a fast hasher without flooding protection is fine here.
+type Counters<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// In-process counters, keyed by stable ids; lives as long as the process (not the config).
 #[derive(Debug)]
 pub struct Limiter {
     origin: tokio::time::Instant,
-    buckets: Mutex<HashMap<String, Bucket>>,
-    quotas: Mutex<HashMap<String, QuotaState>>,
+    buckets: Mutex<Counters<Bucket>>,
+    quotas: Mutex<Counters<QuotaState>>,
 }
 
 impl Default for Limiter {
@@ -239,23 +266,13 @@ impl Limiter {
     /// Takes a token from the bucket `id` at `now` (monotonic, since any fixed origin).
     pub fn token(&self, id: &str, t: Throttle, now: Duration) -> Decision {
         let mut map = self.buckets.lock().expect("limiter lock is never poisoned");
-        let mut slot = map.get(id).copied();
-        let d = take_token(&mut slot, t, now);
-        if let Some(b) = slot {
-            map.insert(id.to_string(), b);
-        }
-        d
+        update(&mut map, id, |slot| take_token(slot, t, now))
     }
 
     /// Counts a request against the quota `id` at `unix`.
     pub fn quota(&self, id: &str, q: Quota, unix: i64) -> Decision {
         let mut map = self.quotas.lock().expect("limiter lock is never poisoned");
-        let mut slot = map.get(id).copied();
-        let d = take_quota(&mut slot, q, unix);
-        if let Some(s) = slot {
-            map.insert(id.to_string(), s);
-        }
-        d
+        update(&mut map, id, |slot| take_quota(slot, q, unix))
     }
 
     /// All the checks of one request, atomically: when one refuses, nothing is spent.
@@ -291,7 +308,12 @@ impl Limiter {
             return Outcome::QuotaExceeded { retry_after };
         }
         for (c, b) in buckets.iter().zip(next) {
-            map.insert(c.id.clone(), b);
+            match map.get_mut(c.id.as_str()) {
+                Some(slot) => *slot = b,
+                None => {
+                    map.insert(c.id.clone(), b);
+                }
+            }
         }
         Outcome::Allow {
             remaining: first.0,

@@ -32,14 +32,14 @@ pub struct RateLimitHeaders {
 impl RateLimitHeaders {
     /// Adds the headers to a response.
     pub fn insert(&self, h: &mut HeaderMap) {
-        let mut put = |name: &'static str, v: u64| {
-            h.insert(HeaderName::from_static(name), HeaderValue::from(v));
-        };
-        put("ratelimit-limit", self.limit);
-        put("ratelimit-remaining", self.remaining);
-        put("ratelimit-reset", self.reset);
+        const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+        const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+        const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+        h.insert(LIMIT, HeaderValue::from(self.limit));
+        h.insert(REMAINING, HeaderValue::from(self.remaining));
+        h.insert(RESET, HeaderValue::from(self.reset));
         if let Some(r) = self.retry_after {
-            put("retry-after", r);
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(r));
         }
     }
 }
