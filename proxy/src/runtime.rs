@@ -54,8 +54,11 @@ pub struct Runtime {
     pub compression: bool,
     /// API keys by the SHA-256 of their value: index into `config.api_keys`.
     pub keys: HashMap<[u8; 32], usize>,
-    /// Usage plans by id: index into `config.usage_plans`.
-    pub plans: HashMap<String, usize>,
+    /// Per API key (index into `config.api_keys`): the usage plans it is in, in its order, as
+    /// (index into `config.usage_plans`, the key's counter id in that plan).
+    pub key_plans: Vec<Vec<(usize, Arc<str>)>>,
+    /// Per stage (index into `config.stages`): the counter id of its stage-wide bucket.
+    pub stage_bucket_ids: Vec<Arc<str>>,
 }
 
 /// One API's derived tables.
@@ -200,11 +203,34 @@ impl Runtime {
             // A malformed hash (refused when the config is checked) matches no key.
             .filter_map(|(i, k)| Some((k.hash.digest()?, i)))
             .collect();
-        let plans = config
+        let plans: HashMap<String, usize> = config
             .usage_plans
             .iter()
             .enumerate()
             .map(|(i, p)| (p.id.clone(), i))
+            .collect();
+        let key_plans = config
+            .api_keys
+            .iter()
+            .map(|k| {
+                k.usage_plans
+                    .iter()
+                    .filter_map(|p| {
+                        let i = *plans.get(p)?;
+                        let id = crate::usage_plan::plan_bucket_id(
+                            &config.usage_plans[i].id,
+                            k.hash.as_hex(),
+                            None,
+                        );
+                        Some((i, Arc::from(id)))
+                    })
+                    .collect()
+            })
+            .collect();
+        let stage_bucket_ids = config
+            .stages
+            .iter()
+            .map(|s| Arc::from(s.id.as_str()))
             .collect();
         Runtime {
             compression: config
@@ -212,7 +238,8 @@ impl Runtime {
                 .iter()
                 .any(|a| a.minimum_compression_size.is_some()),
             keys,
-            plans,
+            key_plans,
+            stage_bucket_ids,
             authorizers: crate::pipeline::auth::build(
                 &config.apis,
                 &pools.jwks,

@@ -24,8 +24,8 @@ use std::time::Duration;
 /// One bucket a request must take a token from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Check {
-    /// Stable counter id.
-    pub id: String,
+    /// Stable counter id (shared: the usual ones are built once per config, not per request).
+    pub id: Arc<str>,
     /// Its limits (from the current config).
     pub throttle: Throttle,
 }
@@ -286,7 +286,7 @@ impl Limiter {
         let mut next = Vec::with_capacity(buckets.len());
         let mut first = (0, 0);
         for (i, c) in buckets.iter().enumerate() {
-            let mut slot = map.get(c.id.as_str()).copied();
+            let mut slot = map.get(&*c.id).copied();
             match take_token(&mut slot, c.throttle, now) {
                 Decision::Allow { remaining, reset } => {
                     if i == 0 {
@@ -308,10 +308,10 @@ impl Limiter {
             return Outcome::QuotaExceeded { retry_after };
         }
         for (c, b) in buckets.iter().zip(next) {
-            match map.get_mut(c.id.as_str()) {
+            match map.get_mut(&*c.id) {
                 Some(slot) => *slot = b,
                 None => {
-                    map.insert(c.id.clone(), b);
+                    map.insert(c.id.to_string(), b);
                 }
             }
         }

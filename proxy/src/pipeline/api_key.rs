@@ -55,8 +55,7 @@ pub fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), GatewayErr
     }
     let stage_id = ctx.stage_config().map_or("", |s| s.id.as_str());
     // AWS: a key is accepted on a stage only through a usage plan of that stage.
-    let plan = k.usage_plans.iter().find_map(|p| {
-        let i = *rt.plans.get(p)?;
+    let plan = rt.key_plans[key].iter().find_map(|&(i, _)| {
         rt.config.usage_plans[i]
             .stages
             .iter()

@@ -13,6 +13,7 @@
 use super::{GatewayError, RequestCtx};
 use crate::usage_plan::{Check, Limits, Outcome, plan_bucket_id, plan_quota_id};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (IETF draft) and
@@ -45,9 +46,11 @@ impl RateLimitHeaders {
 }
 
 /// The buckets and quota of a request: `(buckets, quota id and limits)`.
-fn checks(ctx: &RequestCtx) -> (Vec<Check>, Option<(String, portico_config::Quota)>) {
-    let cfg = &ctx.runtime.config;
-    let (Some(stage), Some(route)) = (ctx.stage_config(), ctx.route_config()) else {
+fn checks(ctx: &RequestCtx) -> (Vec<Check>, Option<(Arc<str>, portico_config::Quota)>) {
+    let rt = &ctx.runtime;
+    let cfg = &rt.config;
+    let (Some(s), Some(stage), Some(route)) = (ctx.stage, ctx.stage_config(), ctx.route_config())
+    else {
         return (Vec::new(), None);
     };
     let (stage_id, route_id) = (stage.id.as_str(), route.id.as_str());
@@ -56,28 +59,37 @@ fn checks(ctx: &RequestCtx) -> (Vec<Check>, Option<(String, portico_config::Quot
     if let Some(m) = ctx.api_key {
         let plan = &cfg.usage_plans[m.plan];
         let key = cfg.api_keys[m.key].hash.as_hex();
+        // The key's counter id in this plan, built with the config (`plan|hash`).
+        let key_id = rt.key_plans[m.key]
+            .iter()
+            .find(|(p, _)| *p == m.plan)
+            .map_or_else(
+                || Arc::from(plan_quota_id(&plan.id, key)),
+                |(_, id)| id.clone(),
+            );
         let method = plan
             .stages
             .iter()
             .find(|s| s.stage_id == stage_id)
             .and_then(|s| s.method_throttles.get(route_id));
         if let Some(t) = method.or(plan.throttle.as_ref()) {
-            buckets.push(Check {
-                id: plan_bucket_id(&plan.id, key, method.map(|_| route_id)),
-                throttle: *t,
-            });
+            let id = match method {
+                Some(_) => Arc::from(plan_bucket_id(&plan.id, key, Some(route_id))),
+                None => key_id.clone(),
+            };
+            buckets.push(Check { id, throttle: *t });
         }
-        quota = plan.quota.map(|q| (plan_quota_id(&plan.id, key), q));
+        quota = plan.quota.map(|q| (key_id, q));
     }
     match stage.method_throttles.get(route_id) {
         Some(t) => buckets.push(Check {
-            id: format!("{stage_id}|{route_id}"),
+            id: Arc::from(format!("{stage_id}|{route_id}")),
             throttle: *t,
         }),
         None => {
             if let Some(t) = stage.throttle {
                 buckets.push(Check {
-                    id: stage_id.to_string(),
+                    id: rt.stage_bucket_ids[s].clone(),
                     throttle: t,
                 });
             }
@@ -96,7 +108,7 @@ pub async fn apply(limits: &Limits, ctx: &mut RequestCtx) -> Result<(), GatewayE
         .request_time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let q = quota.as_ref().map(|(id, q)| (id.as_str(), *q, unix));
+    let q = quota.as_ref().map(|(id, q)| (&**id, *q, unix));
     let outcome = limits
         .check(&buckets, q)
         .await
@@ -202,6 +214,24 @@ mod tests {
         api_key::apply(&mut ctx, req.headers())?;
         apply(limits, &mut ctx).await?;
         Ok(ctx)
+    }
+
+    #[test]
+    fn counter_ids_are_the_stable_plan_key_and_stage_ids() {
+        // They name Redis keys shared by replicas: a change here strands every counter.
+        let rt = mk_runtime();
+        let req = http::Request::get("/dev/pets")
+            .header("x-api-key", "k3y")
+            .body(())
+            .unwrap();
+        let mut ctx = RequestCtx::new(rt.clone(), [127, 0, 0, 1].into(), &req);
+        route::apply(&mut ctx).unwrap();
+        api_key::apply(&mut ctx, req.headers()).unwrap();
+        let (buckets, quota) = checks(&ctx);
+        let key_id = format!("usageplan/default/p|{}", KeyHash::of(b"k3y").as_hex());
+        let ids: Vec<&str> = buckets.iter().map(|b| &*b.id).collect();
+        assert_eq!(ids, [key_id.as_str(), "stage/default/dev"]);
+        assert_eq!(quota.map(|(id, _)| id.to_string()), Some(key_id));
     }
 
     #[tokio::test(start_paused = true)]

@@ -172,7 +172,7 @@ impl RedisLimiter {
             let mut blocked = self.blocked.lock().expect("never poisoned");
             blocked.retain(|_, until| *until > now);
             for (i, b) in buckets.iter().enumerate() {
-                if let Some(until) = blocked.get(b.id.as_str()) {
+                if let Some(until) = blocked.get(&*b.id) {
                     let secs = until.duration_since(now).as_secs_f64().ceil() as u64;
                     return Ok(Outcome::Throttled {
                         bucket: i,
@@ -233,7 +233,10 @@ impl RedisLimiter {
         }
         let ms = u64::try_from(get(2)).unwrap_or(1).max(1);
         let bucket = which.saturating_sub(1).min(nb.saturating_sub(1));
-        blocked.insert(buckets[bucket].id.clone(), now + Duration::from_millis(ms));
+        blocked.insert(
+            buckets[bucket].id.to_string(),
+            now + Duration::from_millis(ms),
+        );
         Ok(Outcome::Throttled {
             bucket,
             retry_after: ms.div_ceil(1000).max(1),
