@@ -211,7 +211,53 @@ pub struct JwtVerifier {
 struct Verified {
     token: Box<str>,
     claims: Arc<Map<String, Value>>,
+    /// Its time claims: all that can change from valid to invalid for the same verifier
+    /// (issuer and audience were checked when it was verified).
+    times: ClaimTimes,
     key_set: Option<Arc<Vec<Jwk>>>,
+}
+
+/// The time claims of a token, in seconds since the epoch.
+#[derive(Clone, Copy, Debug)]
+struct ClaimTimes {
+    exp: f64,
+    nbf: Option<f64>,
+    iat: Option<f64>,
+}
+
+impl ClaimTimes {
+    /// `exp` (required), `nbf`, `iat`: numbers when present.
+    fn of(c: &Map<String, Value>) -> Result<Self, JwtError> {
+        let num = |name: &'static str| -> Result<Option<f64>, JwtError> {
+            match c.get(name) {
+                None => Ok(None),
+                Some(v) => v.as_f64().map(Some).ok_or(JwtError::Claim(name)),
+            }
+        };
+        Ok(ClaimTimes {
+            exp: num("exp")?.ok_or(JwtError::Claim("exp"))?,
+            nbf: num("nbf")?,
+            iat: num("iat")?,
+        })
+    }
+
+    /// Valid at `now`, with [`LEEWAY`] either side.
+    fn check(&self, now: SystemTime) -> Result<(), JwtError> {
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let leeway = LEEWAY.as_secs_f64();
+        if now > self.exp + leeway {
+            return Err(JwtError::Claim("exp"));
+        }
+        if self.nbf.is_some_and(|nbf| now + leeway < nbf) {
+            return Err(JwtError::Claim("nbf"));
+        }
+        if self.iat.is_some_and(|iat| now + leeway < iat) {
+            return Err(JwtError::Claim("iat"));
+        }
+        Ok(())
+    }
 }
 
 /// The key a verified token is remembered under: its last 43 characters (the end of the
@@ -280,13 +326,14 @@ impl JwtVerifier {
             .expect("verified-token map poisoned")
             .get(memo_key(token))
             .filter(|v| *v.token == *token && same_set(v))
-            .map(|v| v.claims.clone());
-        if let Some(claims) = known {
-            self.check_claims(&claims, now)?;
+            .map(|v| (v.claims.clone(), v.times));
+        if let Some((claims, times)) = known {
+            times.check(now)?;
             return Ok(claims);
         }
         let keys = key_set.map_or(self.keys.as_slice(), |k| k.as_slice());
-        let claims = Arc::new(self.verify_with(keys, token, now)?);
+        let (claims, times) = self.verify_with(keys, token, now)?;
+        let claims = Arc::new(claims);
         let mut verified = self.verified.lock().expect("verified-token map poisoned");
         if verified.len() >= VERIFIED_CAP {
             verified.clear();
@@ -296,6 +343,7 @@ impl JwtVerifier {
             Verified {
                 token: token.into(),
                 claims: claims.clone(),
+                times,
                 key_set: key_set.cloned(),
             },
         );
@@ -315,7 +363,7 @@ impl JwtVerifier {
         keys: &[Jwk],
         token: &str,
         now: SystemTime,
-    ) -> Result<Map<String, Value>, JwtError> {
+    ) -> Result<(Map<String, Value>, ClaimTimes), JwtError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -350,31 +398,19 @@ impl JwtVerifier {
             return Err(JwtError::Signature);
         }
         let claims: Map<String, Value> = decode_json(p)?;
-        self.check_claims(&claims, now)?;
-        Ok(claims)
+        let times = self.check_claims(&claims, now)?;
+        Ok((claims, times))
     }
 
-    fn check_claims(&self, c: &Map<String, Value>, now: SystemTime) -> Result<(), JwtError> {
-        let now = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let leeway = LEEWAY.as_secs_f64();
-        let num = |name: &'static str| -> Result<Option<f64>, JwtError> {
-            match c.get(name) {
-                None => Ok(None),
-                Some(v) => v.as_f64().map(Some).ok_or(JwtError::Claim(name)),
-            }
-        };
-        let exp = num("exp")?.ok_or(JwtError::Claim("exp"))?;
-        if now > exp + leeway {
-            return Err(JwtError::Claim("exp"));
-        }
-        if num("nbf")?.is_some_and(|nbf| now + leeway < nbf) {
-            return Err(JwtError::Claim("nbf"));
-        }
-        if num("iat")?.is_some_and(|iat| now + leeway < iat) {
-            return Err(JwtError::Claim("iat"));
-        }
+    /// The claims a verified token must carry (times first, then issuer and audience); its
+    /// time claims, for later checks of the same token.
+    fn check_claims(
+        &self,
+        c: &Map<String, Value>,
+        now: SystemTime,
+    ) -> Result<ClaimTimes, JwtError> {
+        let times = ClaimTimes::of(c)?;
+        times.check(now)?;
         if c.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
             return Err(JwtError::Claim("iss"));
         }
@@ -395,7 +431,7 @@ impl JwtVerifier {
                 return Err(JwtError::Claim("aud"));
             }
         }
-        Ok(())
+        Ok(times)
     }
 }
 
