@@ -456,32 +456,24 @@ fn outgoing(method: &Method, headers: &mut HeaderMap, body: ProxyBody) -> Outgoi
     };
     let expects_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
     match body {
-        ProxyBody::Empty | ProxyBody::Full(None) => {
+        ProxyBody::Full(Some(b)) => {
+            sized(headers, b.len());
+            Outgoing::Buffered(b)
+        }
+        // Nothing to send (`Empty`, a taken buffer, a finished stream).
+        empty if empty.is_end_stream() => {
             if expects_body || headers.contains_key(header::CONTENT_LENGTH) {
                 sized(headers, 0);
             }
             Outgoing::None
         }
-        ProxyBody::Full(Some(b)) => {
-            sized(headers, b.len());
-            Outgoing::Buffered(b)
-        }
+        streamed if headers.contains_key(header::CONTENT_LENGTH) => Outgoing::Length(streamed),
         streamed => {
-            if streamed.is_end_stream() {
-                if expects_body || headers.contains_key(header::CONTENT_LENGTH) {
-                    sized(headers, 0);
-                }
-                return Outgoing::None;
-            }
-            if headers.contains_key(header::CONTENT_LENGTH) {
-                Outgoing::Length(streamed)
-            } else {
-                headers.insert(
-                    header::TRANSFER_ENCODING,
-                    HeaderValue::from_static("chunked"),
-                );
-                Outgoing::Chunked(streamed)
-            }
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            Outgoing::Chunked(streamed)
         }
     }
 }
@@ -899,6 +891,8 @@ impl BackendBody {
         }
     }
 
+    /// The next piece of the body. On an error the caller ([`Body::poll_frame`]) drops the
+    /// connection.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         loop {
             let Some(conn) = self.conn.as_mut() else {
@@ -912,16 +906,11 @@ impl BackendBody {
                 Framing::Length(left) => {
                     if conn.buf.is_empty() {
                         if ready!(conn.poll_fill(cx))? == 0 {
-                            self.conn = None;
                             return Poll::Ready(Some(Err(truncated())));
                         }
                         continue;
                     }
-                    let n = usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(conn.buf.len());
-                    let data = conn.buf.split_to(n).freeze();
-                    *left -= n as u64;
+                    let data = take_counted(left, &mut conn.buf);
                     if *left == 0 {
                         self.finish();
                     }
@@ -944,13 +933,11 @@ impl BackendBody {
                         ChunkStep::Again => {}
                         ChunkStep::NeedMore => {
                             if conn.buf.len() > MAX_RESPONSE_HEAD {
-                                self.conn = None;
                                 return Poll::Ready(Some(Err(
                                     "chunk size or trailer line too long".into(),
                                 )));
                             }
                             if ready!(conn.poll_fill(cx))? == 0 {
-                                self.conn = None;
                                 return Poll::Ready(Some(Err(truncated())));
                             }
                         }
@@ -959,6 +946,14 @@ impl BackendBody {
             }
         }
     }
+}
+
+/// Up to `left` bytes from the front of `buf` (a length-framed body, or one chunk's data),
+/// counted off `left`.
+fn take_counted(left: &mut u64, buf: &mut BytesMut) -> Bytes {
+    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+    *left -= n as u64;
+    buf.split_to(n).freeze()
 }
 
 /// What one step of chunked decoding produced.
@@ -995,9 +990,7 @@ fn chunk_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<ChunkStep, BodyEr
             if buf.is_empty() {
                 return Ok(ChunkStep::NeedMore);
             }
-            let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
-            let data = buf.split_to(n).freeze();
-            *left -= n as u64;
+            let data = take_counted(left, buf);
             if *left == 0 {
                 *state = Chunk::DataEnd;
             }
