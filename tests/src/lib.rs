@@ -482,29 +482,21 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend named `name` (the name is echoed in `x-backend` and the body).
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
-        let addr = listener.local_addr().expect("backend addr");
         let state = Arc::new(BackendState {
             name: name.to_string(),
             ..Default::default()
         });
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+        let (addr, task) = serve_connections(move |stream| {
+            let st = st.clone();
+            async move {
+                let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             }
-        });
+        })
+        .await;
         Backend { addr, state, task }
     }
 
@@ -836,6 +828,26 @@ pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f
         }
     }
     found
+}
+
+/// A test server: binds an ephemeral 127.0.0.1 port and runs `handle` on every connection it
+/// accepts, each on its own task. Returns the address and the accept loop's task (abort it to
+/// stop accepting).
+pub async fn serve_connections<F, Fut>(handle: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
+        }
+    });
+    (addr, task)
 }
 
 /// A 127.0.0.1 port free right now, for programs that must be told their port (redis-server,

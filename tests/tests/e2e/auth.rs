@@ -245,39 +245,31 @@ struct JwksServer {
 impl JwksServer {
     async fn start(keys: &[&Key]) -> JwksServer {
         use hyper::service::service_fn;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = JwksServer {
-            addr: listener.local_addr().unwrap(),
-            body: Arc::default(),
-            hits: Arc::default(),
-        };
-        server.rotate(keys);
-        let (body, hits) = (server.body.clone(), server.hits.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (body, hits) = (body.clone(), hits.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |_req| {
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        let b = body.lock().unwrap().clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(
-                                http::Response::builder()
-                                    .header("content-type", "application/json")
-                                    .body(http_body_util::Full::new(bytes::Bytes::from(b)))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
+        let (body, hits) = (Arc::<Mutex<String>>::default(), Arc::<AtomicU64>::default());
+        let (b, h) = (body.clone(), hits.clone());
+        let (addr, _) = portico_e2e::serve_connections(move |stream| {
+            let (body, hits) = (b.clone(), h.clone());
+            async move {
+                let svc = service_fn(move |_req| {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let b = body.lock().unwrap().clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(bytes::Bytes::from(b)))
+                                .unwrap(),
+                        )
+                    }
                 });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
             }
-        });
+        })
+        .await;
+        let server = JwksServer { addr, body, hits };
+        server.rotate(keys);
         server
     }
     fn rotate(&self, keys: &[&Key]) {
@@ -345,94 +337,92 @@ impl FunctionServer {
     async fn start() -> FunctionServer {
         use http_body_util::BodyExt;
         use hyper::service::service_fn;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = FunctionServer {
-            addr: listener.local_addr().unwrap(),
-            calls: Arc::default(),
-            events: Arc::default(),
-        };
-        let (calls, events) = (server.calls.clone(), server.events.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (calls, events) = (calls.clone(), events.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (calls, events) = (calls.clone(), events.clone());
-                        async move {
-                            calls.fetch_add(1, Ordering::SeqCst);
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let event: Value = serde_json::from_slice(&body).unwrap();
-                            events.lock().unwrap().push(event.clone());
-                            let token = event["authorizationToken"]
-                                .as_str()
-                                .or_else(|| event["headers"]["authorization"].as_str())
-                                .unwrap_or_default()
-                                .to_string();
-                            let arn = event["methodArn"].as_str().unwrap_or_default();
-                            let base = arn.split('/').next().unwrap_or_default().to_string();
-                            let policy = |stmts: Value| {
-                                json!({"principalId": "user-9", "policyDocument": {"Version": "2012-10-17", "Statement": stmts},
-                                       "context": {"tier": "gold"}, "usageIdentifierKey": "key-9"})
-                            };
-                            let (status, answer) = match token.as_str() {
-                                "allow-get" => (
-                                    200,
-                                    policy(json!([
-                                        {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": format!("{base}/*")},
-                                        {"Effect": "Deny", "Action": "execute-api:Invoke", "Resource": format!("{base}/*/DELETE/*")}
-                                    ])),
+        let (calls, events) = (
+            Arc::<AtomicU64>::default(),
+            Arc::<Mutex<Vec<Value>>>::default(),
+        );
+        let (c, e) = (calls.clone(), events.clone());
+        let (addr, _) = portico_e2e::serve_connections(move |stream| {
+            let (calls, events) = (c.clone(), e.clone());
+            async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (calls, events) = (calls.clone(), events.clone());
+                    async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let event: Value = serde_json::from_slice(&body).unwrap();
+                        events.lock().unwrap().push(event.clone());
+                        let token = event["authorizationToken"]
+                            .as_str()
+                            .or_else(|| event["headers"]["authorization"].as_str())
+                            .unwrap_or_default()
+                            .to_string();
+                        let arn = event["methodArn"].as_str().unwrap_or_default();
+                        let base = arn.split('/').next().unwrap_or_default().to_string();
+                        let policy = |stmts: Value| {
+                            json!({"principalId": "user-9", "policyDocument": {"Version": "2012-10-17", "Statement": stmts},
+                                   "context": {"tier": "gold"}, "usageIdentifierKey": "key-9"})
+                        };
+                        let (status, answer) = match token.as_str() {
+                            "allow-get" => (
+                                200,
+                                policy(json!([
+                                    {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": format!("{base}/*")},
+                                    {"Effect": "Deny", "Action": "execute-api:Invoke", "Resource": format!("{base}/*/DELETE/*")}
+                                ])),
+                            ),
+                            "deny" => (
+                                200,
+                                policy(
+                                    json!([{"Effect": "Deny", "Action": "execute-api:Invoke", "Resource": "*"}]),
                                 ),
-                                "deny" => (
+                            ),
+                            "other-api" => (
+                                200,
+                                policy(
+                                    json!([{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "arn:aws:execute-api:*:*:other/*"}]),
+                                ),
+                            ),
+                            "malformed" => (200, json!({"principalId": "x"})),
+                            "simple-yes" => (
+                                200,
+                                json!({"isAuthorized": true, "context": {"tier": "silver"}}),
+                            ),
+                            "simple-no" => (200, json!({"isAuthorized": false})),
+                            "unauthorized" => (200, json!({"errorMessage": "Unauthorized"})),
+                            "slow" => {
+                                tokio::time::sleep(Duration::from_secs(12)).await;
+                                (
                                     200,
                                     policy(
-                                        json!([{"Effect": "Deny", "Action": "execute-api:Invoke", "Resource": "*"}]),
+                                        json!([{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*"}]),
                                     ),
-                                ),
-                                "other-api" => (
-                                    200,
-                                    policy(
-                                        json!([{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "arn:aws:execute-api:*:*:other/*"}]),
-                                    ),
-                                ),
-                                "malformed" => (200, json!({"principalId": "x"})),
-                                "simple-yes" => (
-                                    200,
-                                    json!({"isAuthorized": true, "context": {"tier": "silver"}}),
-                                ),
-                                "simple-no" => (200, json!({"isAuthorized": false})),
-                                "unauthorized" => (200, json!({"errorMessage": "Unauthorized"})),
-                                "slow" => {
-                                    tokio::time::sleep(Duration::from_secs(12)).await;
-                                    (
-                                        200,
-                                        policy(
-                                            json!([{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*"}]),
-                                        ),
-                                    )
-                                }
-                                _ => (500, json!({"errorMessage": "boom"})),
-                            };
-                            Ok::<_, std::convert::Infallible>(
-                                http::Response::builder()
-                                    .status(status)
-                                    .header("content-type", "application/json")
-                                    .body(http_body_util::Full::new(bytes::Bytes::from(
-                                        answer.to_string(),
-                                    )))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
+                                )
+                            }
+                            _ => (500, json!({"errorMessage": "boom"})),
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(bytes::Bytes::from(
+                                    answer.to_string(),
+                                )))
+                                .unwrap(),
+                        )
+                    }
                 });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
             }
-        });
-        server
+        })
+        .await;
+        FunctionServer {
+            addr,
+            calls,
+            events,
+        }
     }
     fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)

@@ -549,23 +549,17 @@ async fn read_request_head(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> 
 /// An HTTP/1.0 backend (one response per connection, then close), written by hand.
 async fn start_http10_backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if read_request_head(&mut s, &mut Vec::new()).await.is_none() {
-                    return;
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello")
-                    .await;
-            });
+    portico_e2e::serve_connections(|mut s| async move {
+        if read_request_head(&mut s, &mut Vec::new()).await.is_none() {
+            return;
         }
-    });
-    (addr, task)
+        let _ = s
+            .write_all(
+                b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello",
+            )
+            .await;
+    })
+    .await
 }
 
 /// The proxy speaks HTTP/1.1 to an HTTP/1.1 client whatever version its backend spoke;
@@ -589,94 +583,89 @@ async fn an_http10_backend_is_answered_to_http11_clients_as_http11() {
 /// backend client must handle; counts the connections it accepted.
 async fn start_framing_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let Some(head) = read_request_head(&mut s, &mut buf).await else {
-                        return;
-                    };
-                    let line = head.lines().next().unwrap_or_default();
-                    let path = line.split(' ').nth(1).unwrap_or_default();
-                    let w = |b: &'static [u8]| b;
-                    match path {
-                        "/chunked" => {
-                            // Split mid-chunk, with pauses, to exercise partial reads.
-                            for part in [
-                                w(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=1\r\nhel"),
-                                w(b"lo\r\n6\r\n world\r\n0\r\ntrailer: t\r\n"),
-                                w(b"\r\n"),
-                            ] {
-                                let _ = s.write_all(part).await;
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                            }
-                        }
-                        "/until-close" => {
-                            let _ = s
-                                .write_all(
-                                    b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil close",
-                                )
-                                .await;
-                            return;
-                        }
-                        "/no-content" => {
-                            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
-                        }
-                        "/head" => {
-                            // HEAD: a Content-Length and no body.
-                            let _ = s
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
-                                .await;
-                        }
-                        "/interim" => {
-                            let _ = s
-                                .write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                                .await;
-                        }
-                        "/then-close" => {
-                            // Says keep-alive, then closes the idle connection.
-                            let _ = s
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nonce")
-                                .await;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            return;
-                        }
-                        "/truncated" => {
-                            let _ = s
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort")
-                                .await;
-                            return;
-                        }
-                        "/garbage" => {
-                            let _ = s.write_all(b"SPDY/9 what\r\n\r\n").await;
-                            return;
-                        }
-                        "/early-reject" => {
-                            // Answers before the body and never reads it (for 3 s).
-                            let _ = s
-                                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!")
-                                .await;
-                            tokio::time::sleep(Duration::from_secs(3)).await;
-                            return;
-                        }
-                        _ => {
-                            let _ = s
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                                .await;
+    let (addr, _) = portico_e2e::serve_connections(move |mut s| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut buf = Vec::new();
+            loop {
+                let Some(head) = read_request_head(&mut s, &mut buf).await else {
+                    return;
+                };
+                let line = head.lines().next().unwrap_or_default();
+                let path = line.split(' ').nth(1).unwrap_or_default();
+                let w = |b: &'static [u8]| b;
+                match path {
+                    "/chunked" => {
+                        // Split mid-chunk, with pauses, to exercise partial reads.
+                        for part in [
+                            w(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=1\r\nhel"),
+                            w(b"lo\r\n6\r\n world\r\n0\r\ntrailer: t\r\n"),
+                            w(b"\r\n"),
+                        ] {
+                            let _ = s.write_all(part).await;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     }
+                    "/until-close" => {
+                        let _ = s
+                            .write_all(
+                                b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil close",
+                            )
+                            .await;
+                        return;
+                    }
+                    "/no-content" => {
+                        let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+                    }
+                    "/head" => {
+                        // HEAD: a Content-Length and no body.
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+                            .await;
+                    }
+                    "/interim" => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                    "/then-close" => {
+                        // Says keep-alive, then closes the idle connection.
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nonce")
+                            .await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        return;
+                    }
+                    "/truncated" => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort")
+                            .await;
+                        return;
+                    }
+                    "/garbage" => {
+                        let _ = s.write_all(b"SPDY/9 what\r\n\r\n").await;
+                        return;
+                    }
+                    "/early-reject" => {
+                        // Answers before the body and never reads it (for 3 s).
+                        let _ = s
+                            .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!")
+                            .await;
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        return;
+                    }
+                    _ => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (addr, accepted)
 }
 

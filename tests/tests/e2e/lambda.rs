@@ -11,56 +11,44 @@ use portico_e2e::yaml::{rest_api, stage};
 use portico_e2e::{Client, Proxy};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use tokio::net::TcpListener;
 
 /// Answers the invoke endpoint: the event body `malformed` gets a non-JSON result, `error` a
 /// function error, anything else the event echoed as a JSON body with status 201.
 async fn start_function() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |req: http::Request<hyper::body::Incoming>| async move {
-                        // The invoke URI never carries the request's query string.
-                        let path = req.uri().to_string();
-                        let bytes = req.into_body().collect().await.unwrap().to_bytes();
-                        let event: Value = serde_json::from_slice(&bytes).unwrap();
-                        let mut resp = http::Response::builder().status(200);
-                        let body = if path != "/2015-03-31/functions/function/invocations" {
-                            resp = resp.status(404);
-                            "not the invoke path".to_string()
-                        } else {
-                            match event["body"].as_str() {
-                                Some("malformed") => "this is not json".into(),
-                                Some("error") => {
-                                    resp = resp.header("X-Amz-Function-Error", "Unhandled");
-                                    r#"{"errorMessage": "boom", "errorType": "Error"}"#.into()
-                                }
-                                _ => json!({
-                                    "statusCode": 201,
-                                    "headers": {"content-type": "application/json", "x-fn": "yes"},
-                                    "multiValueHeaders": {"x-multi": ["a", "b"]},
-                                    "body": event.to_string(),
-                                })
-                                .to_string(),
-                            }
-                        };
-                        Ok::<_, std::convert::Infallible>(
-                            resp.body(Full::new(Bytes::from(body))).unwrap(),
-                        )
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+    let (addr, _) = portico_e2e::serve_connections(|stream| async move {
+        let svc =
+            hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                // The invoke URI never carries the request's query string.
+                let path = req.uri().to_string();
+                let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                let event: Value = serde_json::from_slice(&bytes).unwrap();
+                let mut resp = http::Response::builder().status(200);
+                let body = if path != "/2015-03-31/functions/function/invocations" {
+                    resp = resp.status(404);
+                    "not the invoke path".to_string()
+                } else {
+                    match event["body"].as_str() {
+                        Some("malformed") => "this is not json".into(),
+                        Some("error") => {
+                            resp = resp.header("X-Amz-Function-Error", "Unhandled");
+                            r#"{"errorMessage": "boom", "errorType": "Error"}"#.into()
+                        }
+                        _ => json!({
+                            "statusCode": 201,
+                            "headers": {"content-type": "application/json", "x-fn": "yes"},
+                            "multiValueHeaders": {"x-multi": ["a", "b"]},
+                            "body": event.to_string(),
+                        })
+                        .to_string(),
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(resp.body(Full::new(Bytes::from(body))).unwrap())
             });
-        }
-    });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    })
+    .await;
     addr
 }
 
