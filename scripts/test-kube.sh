@@ -16,7 +16,8 @@ VENV=${PORTICO_KUBE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/portico/kube-venv}
 STAMP="$VENV/.portico-requirements"
 WANT="kmock==$KMOCK_VERSION aiohttp==$AIOHTTP_VERSION pytest==$PYTEST_VERSION"
 
-command -v kubectl >/dev/null || { apt-get update -qq && apt-get install -y -qq kubectl; }
+# kubectl is packaged as kubernetes-client in Debian (bookworm: kubectl 1.20); any kubectl on PATH is used first.
+command -v kubectl >/dev/null || { apt-get update -qq && apt-get install -y -qq kubernetes-client; }
 if ! command -v python3 >/dev/null; then
   apt-get update -qq && apt-get install -y -qq python3 python3-venv
 fi
