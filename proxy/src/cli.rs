@@ -118,6 +118,30 @@ pub struct ServeArgs {
     /// `portico_ratelimit_redis_errors_total`, logged), `closed` answers 500 DEFAULT_5XX.
     #[arg(long, value_enum, default_value = "open")]
     pub redis_failure_mode: RedisFailureMode,
+    /// How many replicas of this proxy may run at once (the Helm chart passes its replica count,
+    /// or the HPA's maximum). Used only to warn at start-up when more than one runs without
+    /// --redis-url: each replica then counts rate limits and quotas on its own.
+    #[arg(
+        long,
+        env = "PORTICO_EXPECTED_REPLICAS",
+        value_name = "N",
+        default_value_t = 1
+    )]
+    pub expected_replicas: u32,
+}
+
+impl ServeArgs {
+    /// The start-up warning for replicas that would each count limits alone, if it applies.
+    pub fn per_replica_limits_warning(&self) -> Option<String> {
+        (self.expected_replicas > 1 && self.redis_url.is_none()).then(|| {
+            format!(
+                "up to {n} replicas and no --redis-url: every replica counts rate limits and \
+                 quotas on its own, so usage plans and throttles admit up to {n} times their \
+                 limits; point all replicas at one Redis (--redis-url)",
+                n = self.expected_replicas
+            )
+        })
+    }
 }
 
 /// What a request gets when the Redis counters cannot be reached.
@@ -147,6 +171,7 @@ mod tests {
         assert_eq!(cli.serve.log_format, LogFormat::Json);
         assert_eq!(cli.serve.redis_url, None);
         assert_eq!(cli.serve.redis_failure_mode, RedisFailureMode::Open);
+        assert_eq!(cli.serve.expected_replicas, 1);
         let cli = Cli::try_parse_from([
             "portico-proxy",
             "--manifests",
@@ -163,6 +188,22 @@ mod tests {
         .unwrap();
         assert_eq!(cli.serve.workers, Some(1));
         assert_eq!(cli.serve.listen.port(), 0);
+    }
+
+    #[test]
+    fn replicas_without_redis_warn() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["portico-proxy", "--config", "c.json"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).unwrap().serve
+        };
+        assert_eq!(parse(&[]).per_replica_limits_warning(), None);
+        let warning = parse(&["--expected-replicas", "10"])
+            .per_replica_limits_warning()
+            .unwrap();
+        assert!(warning.contains("up to 10 times"), "{warning}");
+        let shared = parse(&["--expected-replicas", "10", "--redis-url", "redis://r:6379"]);
+        assert_eq!(shared.per_replica_limits_warning(), None);
     }
 
     #[test]

@@ -35,6 +35,9 @@ use tokio::signal::unix::{SignalKind, signal};
 pub fn run(cli: Cli) -> Result<()> {
     let args = cli.serve;
     crate::telemetry::init(args.log_format);
+    if let Some(warning) = args.per_replica_limits_warning() {
+        tracing::warn!("{warning}");
+    }
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
