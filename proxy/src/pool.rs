@@ -28,9 +28,11 @@
 //! [`crate::body::ClientBody`]). A connection is reused only when the request was sent
 //! whole, the response was read to its end, the backend did not ask to close
 //! (`Connection: close`, HTTP/1.0 without keep-alive) and nothing is left unread. An idle
-//! connection the backend closed is noticed at checkout (plain and TLS); one closed in the
-//! meantime is retried once on a fresh one when the request body can be sent again
-//! (buffered).
+//! connection the backend closed is noticed at checkout (plain and TLS). One closed in the
+//! meantime (the request's write fails, or the connection ends before a response) is retried
+//! at most once, on a new connection, and only when that cannot make the backend act twice:
+//! no byte of the request was written, or the method is idempotent (RFC 9110 9.2.2) and its
+//! body is buffered. A `POST` that reached a backend which then closed is never sent again.
 
 use crate::body::{BodyError, ProxyBody};
 use crate::hop_by_hop;
@@ -80,6 +82,9 @@ pub enum SendError {
     /// Writing the request or reading the response failed.
     #[error("backend connection: {0}")]
     Io(#[from] std::io::Error),
+    /// The first write of the request failed: no byte of it reached the backend.
+    #[error("backend connection: {0}")]
+    NotSent(std::io::Error),
     /// The backend closed the connection before a complete response head.
     #[error("the backend closed the connection before responding")]
     Closed,
@@ -354,12 +359,17 @@ impl HostPool {
         let outgoing = outgoing(&parts.method, &mut headers, body);
         let head = encode_head(&parts.method, &parts.uri, &headers, fwd.as_ref());
         let head_only = matches!(parts.method, Method::HEAD);
-        let replayable = matches!(outgoing, Outgoing::None | Outgoing::Buffered(_));
+        // A request may go out a second time only when its body can be sent again and
+        // repeating it is harmless (RFC 9110 9.2.2), or when no byte of it left the gateway.
+        let replayable = matches!(outgoing, Outgoing::None | Outgoing::Buffered(_))
+            && is_idempotent(&parts.method);
         let mut outgoing = Some(outgoing);
+        let mut retried = false;
         loop {
-            let (mut conn, reused) = match self.checkout() {
-                Some(c) => (c, true),
-                None => (self.connect().await?, false),
+            // The retry goes out on a new connection: another idle one may be just as stale.
+            let (mut conn, reused) = match (retried, self.checkout()) {
+                (false, Some(c)) => (c, true),
+                _ => (self.connect().await?, false),
             };
             let body = match &outgoing {
                 Some(Outgoing::None) => Outgoing::None,
@@ -380,8 +390,17 @@ impl HostPool {
                     *resp.headers_mut() = resp_head.headers;
                     return Ok(resp);
                 }
-                // The backend closed an idle connection under us: once more on a fresh one.
-                Err(e) if reused && replayable && e.is_stale_connection() => continue,
+                // The backend closed an idle connection under us: once more, on a fresh one,
+                // when the request cannot have been acted on twice.
+                Err(e)
+                    if reused
+                        && e.is_stale_connection()
+                        && (replayable || e.nothing_sent())
+                        && outgoing.is_some() =>
+                {
+                    tracing::debug!(backend = %self.addr, error = %e, "stale pooled connection; retrying once on a new one");
+                    retried = true;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -437,7 +456,7 @@ impl SendError {
     fn is_stale_connection(&self) -> bool {
         match self {
             SendError::Closed => true,
-            SendError::Io(e) => matches!(
+            SendError::Io(e) | SendError::NotSent(e) => matches!(
                 e.kind(),
                 std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::ConnectionReset
@@ -447,6 +466,37 @@ impl SendError {
             _ => false,
         }
     }
+}
+
+impl SendError {
+    /// True when no byte of the request left the gateway, so that even a non-idempotent
+    /// request can be sent again.
+    fn nothing_sent(&self) -> bool {
+        matches!(self, SendError::NotSent(_))
+    }
+}
+
+/// Idempotent methods (RFC 9110 9.2.2): a request the backend may have acted on can be sent
+/// again only with one of these.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Writes the start of a request: a first write that fails is [`SendError::NotSent`] (no
+/// byte reached the backend), a later one [`SendError::Io`].
+async fn write_request<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    bytes: &[u8],
+) -> Result<(), SendError> {
+    let n = wr.write(bytes).await.map_err(SendError::NotSent)?;
+    if n == 0 && !bytes.is_empty() {
+        return Err(SendError::NotSent(std::io::ErrorKind::WriteZero.into()));
+    }
+    wr.write_all(&bytes[n..]).await?;
+    Ok(())
 }
 
 /// Decides the body's framing and sets `Content-Length` / `Transfer-Encoding` to match.
@@ -579,14 +629,14 @@ async fn exchange(
 ) -> Result<ResponseHead, SendError> {
     let (body, chunked) = match body {
         Outgoing::None => {
-            conn.io.write_all(head).await?;
+            write_request(&mut conn.io, head).await?;
             return read_response(&mut conn.io, &mut conn.buf, head_only).await;
         }
         Outgoing::Buffered(b) if b.len() <= COALESCE_BODY => {
             let mut one = Vec::with_capacity(head.len() + b.len());
             one.extend_from_slice(head);
             one.extend_from_slice(&b);
-            conn.io.write_all(&one).await?;
+            write_request(&mut conn.io, &one).await?;
             return read_response(&mut conn.io, &mut conn.buf, head_only).await;
         }
         Outgoing::Buffered(b) => (ProxyBody::full(b), false),
@@ -643,7 +693,7 @@ async fn send_body<W: tokio::io::AsyncWrite + Unpin>(
     mut body: ProxyBody,
     chunked: bool,
 ) -> Result<(), SendError> {
-    wr.write_all(head).await?;
+    write_request(wr, head).await?;
     let mut size = Vec::with_capacity(16);
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(SendError::Body)?.into_data() else {
@@ -1289,5 +1339,118 @@ mod tests {
              x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3\r\n\
              x-forwarded-proto: http\r\nx-forwarded-port: 8080\r\n\r\n"
         );
+    }
+
+    /// A raw HTTP/1.1 backend for the retry tests: it reads each request (head, and a body
+    /// of `Content-Length` bytes), counts it by method, and answers 200 keep-alive, except
+    /// that `close_on(method, nth request on its connection)` closes the connection after
+    /// reading the request, without answering.
+    async fn raw_backend(
+        close_on: fn(&str, usize) -> bool,
+    ) -> (String, Arc<Mutex<HashMap<String, usize>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+        let seen_ = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let seen = seen_.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for nth in 1.. {
+                        let end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let method = head.split(' ').next().unwrap().to_ascii_uppercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        while buf.len() < end + len {
+                            let mut chunk = [0u8; 4096];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + len);
+                        *seen.lock().unwrap().entry(method.clone()).or_default() += 1;
+                        if close_on(&method, nth) {
+                            return;
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn request(method: Method, body: &'static str) -> Request<ProxyBody> {
+        let mut req = Request::new(ProxyBody::full(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = "/r".parse().unwrap();
+        req
+    }
+
+    /// Sends `n` requests at once so that the pool ends up with `n` idle connections.
+    async fn fill_pool(pool: &Arc<HostPool>, n: usize) {
+        let sends = (0..n).map(|_| async {
+            let resp = pool.send(request(Method::GET, ""), None).await.unwrap();
+            resp.into_body().collect().await.unwrap();
+        });
+        futures::future::join_all(sends).await;
+        assert_eq!(pool.idle.lock().unwrap().len(), n);
+    }
+
+    /// Issue 9: a POST reached the backend once per idle pooled connection (11 times) when
+    /// the backend closed after reading it. RFC 9110 9.2.2: a non-idempotent request that
+    /// may have been acted on is not sent again.
+    #[tokio::test]
+    async fn a_post_the_backend_read_is_never_sent_again() {
+        let (addr, seen) = raw_backend(|m, _| m == "POST").await;
+        let pool = Pools::default().host(&addr);
+        fill_pool(&pool, 5).await;
+        let err = pool
+            .send(request(Method::POST, "{\"order\":1}"), None)
+            .await
+            .unwrap_err();
+        assert!(err.is_stale_connection(), "{err}");
+        assert_eq!(seen.lock().unwrap().get("POST"), Some(&1));
+    }
+
+    /// An idempotent request with a buffered body is retried, but once, on a new connection.
+    #[tokio::test]
+    async fn an_idempotent_request_is_retried_at_most_once() {
+        let (addr, seen) = raw_backend(|m, _| m == "PUT").await;
+        let pool = Pools::default().host(&addr);
+        fill_pool(&pool, 5).await;
+        pool.send(request(Method::PUT, "x"), None).await.unwrap_err();
+        assert_eq!(seen.lock().unwrap().get("PUT"), Some(&2));
+    }
+
+    /// The race a retry is for: the backend closes a kept-alive connection as the next
+    /// request arrives (here: every connection's second request). The request succeeds on a
+    /// new connection.
+    #[tokio::test]
+    async fn a_stale_pooled_connection_gets_its_one_safe_retry() {
+        let (addr, seen) = raw_backend(|_, nth| nth == 2).await;
+        let pool = Pools::default().host(&addr);
+        fill_pool(&pool, 1).await;
+        let resp = pool.send(request(Method::GET, ""), None).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(seen.lock().unwrap().get("GET"), Some(&3));
     }
 }
