@@ -19,10 +19,17 @@ Fixes over ``kmock.KubernetesEmulator``:
   ``kubectl apply -f charts/portico/crds/`` works as on a cluster) but register nothing: the
   portico.dev kinds are declared up front.
 
-Still not emulated (see tests/kube/README.md): field selectors other than ``metadata.name``,
-label selectors, pagination, server-side apply field ownership (an applied key that is left out
-is not removed), validation, ``/openapi``, watch ``resourceVersion`` (every watch replays all
-objects) and ``timeoutSeconds``.
+- ``labelSelector`` (``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``, ``k notin (a,b)``, ``k``,
+  ``!k``) and ``fieldSelector`` (``metadata.name``, ``metadata.namespace``; ``type`` on Secrets;
+  ``=``, ``==``, ``!=``) are honoured on lists AND watches, as an API server does: a watched
+  object that stops matching (a label removed) arrives as ``DELETED``, one that starts matching
+  as ``ADDED``; a selector that does not parse, or a field the server does not index, is a 400
+  ``BadRequest`` (kmock ignores both, so the operator's ``portico.dev/secret`` filter on
+  Secrets went unchecked).
+
+Still not emulated (see tests/kube/README.md): pagination, server-side apply field ownership
+(an applied key that is left out is not removed), validation, ``/openapi``, watch
+``resourceVersion`` (every watch replays all objects) and ``timeoutSeconds``.
 
 Run as a program: ``python kube_server.py PORT_FILE`` serves on 127.0.0.1 (a free port,
 written to PORT_FILE once listening) until killed. Resources served: v1 configmaps, secrets,
@@ -33,8 +40,9 @@ import asyncio
 import copy
 import datetime
 import itertools
-import uuid
 import os
+import re
+import uuid
 import signal
 import sys
 from typing import Any
@@ -98,6 +106,9 @@ class KubeServer(kmock.KubernetesEmulator):
         return None if obj.deleted else obj
 
     async def _handle(self, request: rendering.Request) -> Any:
+        if request.resource is not None and request.action in (enums.action.LIST, enums.action.WATCH):
+            # A bad selector is refused before anything streams (a 400, as an API server does).
+            Selectors.of(request)
         if request.resource is None or not isinstance(request.data, dict):
             return await super()._handle(request)
         status_only = request.subresource == "status"
@@ -188,13 +199,144 @@ class KubeServer(kmock.KubernetesEmulator):
         payload["apiVersion"] = f"{group}/{version}" if group else version
         # The counter's next value minus one is the newest version handed out.
         payload["metadata"] = {"resourceVersion": str(_peek_rv())}
-        # kmock ignores fieldSelector=metadata.name=X; honour the one form the proxy sends.
-        wanted = _field_selector_name(request)
-        if wanted is not None:
-            payload["items"] = [
-                o for o in payload["items"] if o.get("metadata", {}).get("name") == wanted
-            ]
+        # kmock ignores labelSelector and fieldSelector.
+        selectors = Selectors.of(request)
+        payload["items"] = [o for o in payload["items"] if selectors.match(o)]
         return payload
+
+    async def _serve_watch(self, request: rendering.Request):
+        """kmock's watch (every live object as ADDED, then the resource's events), filtered by
+        the request's selectors the way an API server filters a watch: an object enters the
+        stream as ADDED when it starts matching and leaves it as DELETED when it stops."""
+        selectors = Selectors.of(request)
+        seen: set[tuple] = set()  # (namespace, name) of the objects this watch has sent as present
+        async for event in super()._serve_watch(request):
+            if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+                yield event  # the b'' that starts the stream
+                continue
+            obj = event["object"]
+            meta = obj.get("metadata") or {}
+            key = (meta.get("namespace"), meta.get("name"))
+            if event.get("type") == "DELETED":
+                if key in seen:
+                    seen.discard(key)
+                    yield event
+            elif selectors.match(obj):
+                yield {"type": "MODIFIED" if key in seen else "ADDED", "object": obj}
+                seen.add(key)
+            elif key in seen:
+                seen.discard(key)
+                yield {"type": "DELETED", "object": obj}
+
+
+@attrs.frozen
+class BadRequestError(k8s.KubernetesError):
+    status: int = 400
+    reason: str = "BadRequest"
+    message: str = "bad request"
+
+
+# A label key (optional DNS prefix + name) and value, as the API server's selector parser takes them.
+_LABEL_KEY = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9.]*[A-Za-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_LABEL_VALUE = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_SET_REQ = re.compile(rf"^({_LABEL_KEY})\s+(in|notin)\s*\(\s*((?:{_LABEL_VALUE}\s*,\s*)*{_LABEL_VALUE})\s*\)$")
+_EQ_REQ = re.compile(rf"^({_LABEL_KEY})\s*(==|=|!=)\s*({_LABEL_VALUE})$")
+_EXISTS_REQ = re.compile(rf"^(!?)\s*({_LABEL_KEY})$")
+# Fields every resource's list/watch may select on, plus the extra ones an API server indexes
+# for some kinds (only those this server serves and a client here might send).
+_FIELDS = {"metadata.name", "metadata.namespace"}
+_EXTRA_FIELDS = {"secrets": {"type"}}
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Splits a selector on the commas outside parentheses (`a in (x,y),b` is two requirements)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_label_selector(text: str | None) -> list[tuple[str, str, frozenset[str]]]:
+    """`labelSelector` as (key, op, values) requirements; op is one of `=`, `!=`, `in`, `notin`,
+    `exists`, `!exists`. Raises BadRequestError when it does not parse (empty: no requirement)."""
+    reqs: list[tuple[str, str, frozenset[str]]] = []
+    if not text or not text.strip():
+        return reqs
+    for part in _split_top_level(text):
+        part = part.strip()
+        if m := _SET_REQ.match(part):
+            values = frozenset(v.strip() for v in m.group(3).split(","))
+            reqs.append((m.group(1), m.group(2), values))
+        elif m := _EQ_REQ.match(part):
+            reqs.append((m.group(1), "!=" if m.group(2) == "!=" else "=", frozenset([m.group(3)])))
+        elif m := _EXISTS_REQ.match(part):
+            reqs.append((m.group(2), "!exists" if m.group(1) else "exists", frozenset()))
+        else:
+            raise BadRequestError(message=f"unable to parse requirement: {part!r} in labelSelector {text!r}")
+    return reqs
+
+
+def parse_field_selector(text: str | None, plural: str) -> list[tuple[str, str, str]]:
+    """`fieldSelector` as (field, op, value); op is `=` or `!=`. Raises BadRequestError for a
+    requirement that does not parse or a field the API server does not support for `plural`."""
+    reqs: list[tuple[str, str, str]] = []
+    if not text or not text.strip():
+        return reqs
+    for part in text.split(","):
+        m = re.match(r"^\s*([A-Za-z0-9_.]+)\s*(==|=|!=)\s*(.*?)\s*$", part)
+        if not m:
+            raise BadRequestError(message=f"invalid selector: {part!r} in fieldSelector {text!r}")
+        field, op, value = m.groups()
+        if field not in _FIELDS | _EXTRA_FIELDS.get(plural, set()):
+            raise BadRequestError(message=f'"{field}" is not a known field selector: only "metadata.name", "metadata.namespace"')
+        reqs.append((field, "!=" if op == "!=" else "=", value))
+    return reqs
+
+
+def _label_matches(labels: dict, key: str, op: str, values: frozenset[str]) -> bool:
+    present = key in labels
+    if op == "exists":
+        return present
+    if op == "!exists":
+        return not present
+    if op in ("=", "in"):
+        return present and str(labels[key]) in values
+    return not present or str(labels[key]) not in values  # != and notin match an absent key
+
+
+def _field_value(obj: dict, field: str) -> str:
+    value: Any = obj
+    for step in field.split("."):
+        value = value.get(step) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
+@attrs.frozen
+class Selectors:
+    """A list/watch request's `labelSelector` and `fieldSelector`, parsed."""
+
+    labels: list[tuple[str, str, frozenset[str]]]
+    fields: list[tuple[str, str, str]]
+
+    @classmethod
+    def of(cls, request: rendering.Request) -> "Selectors":
+        params = getattr(request, "params", None) or {}
+        plural = request.resource.plural if request.resource is not None else ""
+        return cls(parse_label_selector(params.get("labelSelector")),
+                   parse_field_selector(params.get("fieldSelector"), plural))
+
+    def match(self, obj: dict) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if not all(_label_matches(labels, k, op, vs) for k, op, vs in self.labels):
+            return False
+        return all((_field_value(obj, f) == v) == (op == "=") for f, op, v in self.fields)
 
 
 @attrs.frozen
@@ -218,14 +360,6 @@ def _peek_rv() -> int:
     n = next(_RV)
     _RV = itertools.count(n)
     return n - 1
-
-
-def _field_selector_name(request: rendering.Request) -> str | None:
-    params = getattr(request, "params", None) or {}
-    sel = params.get("fieldSelector") if hasattr(params, "get") else None
-    if sel and sel.startswith("metadata.name="):
-        return sel[len("metadata.name="):]
-    return None
 
 
 async def main(port_file: str) -> None:
