@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Sample backend for the mobile-backend example (Python standard library only).
 
-Serves, on 127.0.0.1:PORT:
+Serves, on 127.0.0.1:PORT (or on $BACKEND_HOST:PORT: the Kubernetes manifests in k8s/ set
+BACKEND_HOST=0.0.0.0 so that the Service reaches the pod):
 - /content, /content/{id} and /comments, saying which environment answered (so the dev and
   prod stages can be told apart) and which user the gateway says is calling (the
   `x-user-id` header the RestApi maps from the token's `sub` claim);
@@ -16,11 +17,13 @@ The signing key is an example key committed to the repository: never use it for 
 import base64
 import hashlib
 import json
+import os
 import pathlib
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+HOST = os.environ.get("BACKEND_HOST", "127.0.0.1")
 PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
 ENV = sys.argv[2] if len(sys.argv) > 2 else "dev"
 
@@ -144,4 +147,4 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+    ThreadingHTTPServer((HOST, PORT), Handler).serve_forever()

@@ -33,7 +33,8 @@ Still not emulated (see tests/kube/README.md): pagination, server-side apply fie
 
 Run as a program: ``python kube_server.py PORT_FILE`` serves on 127.0.0.1 (a free port,
 written to PORT_FILE once listening) until killed. Resources served: v1 configmaps, secrets,
-services, events; coordination.k8s.io/v1 leases; the portico.dev/v1alpha1 kinds.
+services, events; apps/v1 deployments (stored only: the example's backend); coordination.k8s.io/v1
+leases; the portico.dev/v1alpha1 kinds.
 """
 
 import asyncio
@@ -59,6 +60,7 @@ RESOURCES = {
     "v1/secrets": ("Secret", "secret"),
     "v1/services": ("Service", "service"),
     "v1/events": ("Event", "event"),
+    "apps/v1/deployments": ("Deployment", "deployment"),
     "coordination.k8s.io/v1/leases": ("Lease", "lease"),
     "events.k8s.io/v1/events": ("Event", "event"),
     "portico.dev/v1alpha1/restapis": ("RestApi", "restapi"),
