@@ -55,11 +55,13 @@ pub enum Protocol {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Api {
-    /// Stable id, `restapi/<namespace>/<name>`.
+    /// Stable id, `restapi/<namespace>/<name>`: also `$context.apiId` (access logs, templates)
+    /// and the `api` label of the per-route metrics, which must not change when the display
+    /// name does.
     pub id: String,
     /// The object it was compiled from.
     pub source: ObjectRef,
-    /// Display name (`spec.name` or the object name), used as `$context.apiId` label.
+    /// Display name (`spec.displayName` or the object name).
     pub name: String,
     /// REST, HTTP or WEBSOCKET.
     pub protocol: Protocol,

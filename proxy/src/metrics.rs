@@ -233,7 +233,8 @@ impl Metrics {
         }
     }
 
-    /// Handles for one label set (resolved now, used per request).
+    /// Handles for one label set (resolved now, used per request). `api` is the API's stable id
+    /// (`restapi/<namespace>/<name>`), so a renamed display name keeps its series.
     pub fn route(&self, api: &str, stage: &str, resource: &str, method: &str) -> RouteMetrics {
         let l = [api, stage, resource, method];
         RouteMetrics {

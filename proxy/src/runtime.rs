@@ -174,7 +174,7 @@ impl Runtime {
                             integration,
                             timeout: Duration::from_millis(route.timeout_ms),
                             metrics: metrics.route(
-                                &api.name,
+                                &api.id,
                                 &stage.name,
                                 &route.resource_path,
                                 &route.http_method,
@@ -186,7 +186,7 @@ impl Runtime {
                 CompiledStage {
                     api: api_idx,
                     routes,
-                    unmatched: metrics.route(&api.name, &stage.name, "", ""),
+                    unmatched: metrics.route(&api.id, &stage.name, "", ""),
                     access_log: stage
                         .access_log
                         .as_ref()

@@ -16,7 +16,7 @@ pub enum Var {
     RequestId,
     /// `stage`.
     Stage,
-    /// `apiId`.
+    /// `apiId`: the API's stable id (`restapi/<namespace>/<name>`), not its display name.
     ApiId,
     /// `resourcePath`.
     ResourcePath,
@@ -97,7 +97,7 @@ impl Var {
         match self {
             Var::RequestId => out.push_str(ctx.request_id.as_str()),
             Var::Stage => out.push_str(ctx.stage_config().map_or("", |s| s.name.as_str())),
-            Var::ApiId => out.push_str(ctx.api_config().map_or("", |a| a.name.as_str())),
+            Var::ApiId => out.push_str(ctx.api_config().map_or("", |a| a.id.as_str())),
             Var::ResourcePath => {
                 out.push_str(ctx.route_config().map_or("", |r| r.resource_path.as_str()))
             }

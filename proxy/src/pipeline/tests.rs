@@ -365,7 +365,7 @@ async fn integration_timeouts_failures_and_fail_closed_routes() {
     }
     let m = p.metrics.encode();
     assert!(
-        m.contains(r#"portico_5xx_error{api="t",method="GET",resource="/slow",stage="dev"} 1"#),
+        m.contains(r#"portico_5xx_error{api="restapi/default/t",method="GET",resource="/slow",stage="dev"} 1"#),
         "{m}"
     );
 }

@@ -16,9 +16,9 @@ pub fn load(dir: &Path) -> Result<Loaded, LoadError> {
             path: f.clone(),
             source,
         })?;
-        let origin = f.display().to_string();
-        let parsed = portico_crds::parse_manifests(&origin, &text)
-            .map_err(|e| LoadError::Decode(format!("{origin}: {e}")))?;
+        // The parser's errors name the file already.
+        let parsed = portico_crds::parse_manifests(&f.display().to_string(), &text)
+            .map_err(|e| LoadError::Decode(e.to_string()))?;
         resources.extend(parsed);
     }
     let snapshot = portico_crds::Snapshot::from_resources(resources);
@@ -34,4 +34,22 @@ pub fn load(dir: &Path) -> Result<Loaded, LoadError> {
         config: compiled.config,
         diagnostics: compiled.diagnostics,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_yaml_error_names_its_file_once() {
+        let dir = std::env::temp_dir().join(format!("portico-manifests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.yaml");
+        std::fs::write(&file, "kind: [\n").unwrap();
+        let err = load(&dir).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let name = file.display().to_string();
+        assert_eq!(err.matches(&name).count(), 1, "{err}");
+        assert!(err.starts_with(&format!("{name}: document 1: ")), "{err}");
+    }
 }

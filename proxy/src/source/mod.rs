@@ -230,12 +230,49 @@ pub fn log_diagnostics(diags: &[Diagnostic]) {
     }
 }
 
-/// Logs why a load failed (each diagnostic when compile rejected it).
+/// Logs why a load failed (each diagnostic when compile rejected it), at startup.
 pub fn log_load_error(e: &LoadError) {
+    log_refusal(e, "config not loaded");
+}
+
+/// Logs why a load failed, then `outcome` (what is served instead) with the error.
+///
+/// A load that compile rejected serves nothing of it, so each error diagnostic is logged
+/// without the consequence its message ends with (`; the method answers 500`, `; this stage
+/// is not served`): those say what happens where a config with errors is published (the
+/// operator), not here.
+pub fn log_refusal(e: &LoadError, outcome: &str) {
     if let LoadError::Rejected(diags) = e {
-        log_diagnostics(diags);
+        for d in diags {
+            if d.is_error() {
+                let message = without_consequence(&d.message);
+                tracing::error!(object = %d.object, field = %d.field, reason = %d.reason, "{message}");
+            } else {
+                tracing::warn!(object = %d.object, field = %d.field, reason = %d.reason, "{}", d.message);
+            }
+        }
     }
-    tracing::error!(error = %e, "config not loaded");
+    tracing::error!(error = %e, "{outcome}");
+}
+
+/// `message` without the trailing clauses in which compile says what it does about an error
+/// (what is served instead). A clause is the text after a `"; "`.
+fn without_consequence(message: &str) -> &str {
+    const CONSEQUENCES: &[&str] = &[
+        "answer 500",
+        "answers 500",
+        "not served",
+        "does not apply",
+        "are refused",
+    ];
+    let mut m = message;
+    while let Some((cause, clause)) = m.rsplit_once("; ") {
+        if !CONSEQUENCES.iter().any(|c| clause.contains(c)) {
+            break;
+        }
+        m = cause;
+    }
+    m
 }
 
 #[cfg(test)]
@@ -263,5 +300,39 @@ mod tests {
             .collect();
         assert_eq!(names, ["a.yml", "b.yaml", "c.json"]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_refused_load_logs_the_cause_without_what_the_operator_would_serve() {
+        for (message, cause) in [
+            (
+                "request validator \"nope\" is not defined in spec.requestValidators; the method answers 500",
+                "request validator \"nope\" is not defined in spec.requestValidators",
+            ),
+            (
+                "jwt.issuer is empty; the method answers 500 rather than being served unprotected",
+                "jwt.issuer is empty",
+            ),
+            (
+                "bad key; methods using this authorizer answer 500",
+                "bad key",
+            ),
+            (
+                "RestApi default/x does not exist; this stage is not served",
+                "RestApi default/x does not exist",
+            ),
+            (
+                "the usage plan is not served; its API keys are refused (403) on its stages",
+                "the usage plan is not served",
+            ),
+            // Not a consequence: kept whole.
+            (
+                "stage variable v is 600 characters long; at most 512 are allowed",
+                "stage variable v is 600 characters long; at most 512 are allowed",
+            ),
+            ("no clause at all", "no clause at all"),
+        ] {
+            assert_eq!(without_consequence(message), cause);
+        }
     }
 }

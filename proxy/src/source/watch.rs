@@ -5,7 +5,7 @@
 //! builds the new `Runtime` on the blocking pool, skips the store when the content hash is
 //! unchanged, and keeps the old config on any failure (`portico_config_reload_success 0`).
 
-use super::{LoadError, Loaded, Source, log_diagnostics, log_load_error};
+use super::{LoadError, Loaded, Source, log_diagnostics, log_refusal};
 use crate::metrics::Metrics;
 use crate::pool::Pools;
 use crate::runtime::Runtime;
@@ -50,20 +50,30 @@ pub fn apply(
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
-            log_load_error(&e);
-            tracing::error!("keeping the previous config");
+            log_refusal(
+                &e,
+                "config change refused; the previous config keeps serving",
+            );
             metrics.reload_success.set(0);
             metrics.reloads_total.with_label_values(&["failure"]).inc();
             return Reload::Failed;
         }
     };
     log_diagnostics(&loaded.diagnostics);
+    // The last load failed: this one ends the refusals the log shows.
+    let recovered = metrics.reload_success.get() == 0;
     metrics.reload_success.set(1);
-    if loaded.config.content_hash() == state.load().version {
+    let version = loaded.config.content_hash();
+    if version == state.load().version {
         metrics
             .reloads_total
             .with_label_values(&["unchanged"])
             .inc();
+        if recovered {
+            // Typically the good file restored after a bad edit: nothing to swap, but the
+            // refusals logged before are over.
+            tracing::info!(%version, "config valid again; it is the one already served");
+        }
         return Reload::Unchanged;
     }
     let runtime = Runtime::build(loaded.config, metrics, pools);
@@ -150,5 +160,106 @@ async fn watch_loop(
         );
         let _ =
             tokio::task::spawn_blocking(move || reload(&source, &state, &metrics, &pools)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_config::{Diagnostic, GatewayConfig, ObjectRef};
+    use std::sync::Mutex;
+
+    /// An `io::Write` into a shared buffer (the captured log).
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs `f`, returning what it logged (text format).
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Captured(sink.clone()))
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        (out, text)
+    }
+
+    fn served() -> (ArcSwap<Runtime>, Metrics, Arc<Pools>) {
+        let (metrics, pools) = (Metrics::new(), Pools::new());
+        let runtime = Runtime::build(GatewayConfig::empty(), &metrics, &pools);
+        metrics.reload_success.set(1);
+        (ArcSwap::from_pointee(runtime), metrics, pools)
+    }
+
+    fn same_config() -> Result<Loaded, LoadError> {
+        Ok(Loaded {
+            config: GatewayConfig::empty(),
+            diagnostics: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn restoring_the_served_config_after_a_refused_change_is_logged() {
+        let (state, metrics, pools) = served();
+        let bad = Err(LoadError::Decode(
+            "m/bad.yaml: document 1: did not find expected node content".into(),
+        ));
+        let (r, log) = logged(|| apply(bad, &state, &metrics, &pools));
+        assert_eq!(r, Reload::Failed);
+        assert!(
+            log.contains("config change refused; the previous config keeps serving"),
+            "{log}"
+        );
+        assert_eq!(log.matches("m/bad.yaml").count(), 1, "{log}");
+        assert_eq!(metrics.reload_success.get(), 0);
+
+        let (r, log) = logged(|| apply(same_config(), &state, &metrics, &pools));
+        assert_eq!(r, Reload::Unchanged);
+        assert!(
+            log.contains("config valid again; it is the one already served"),
+            "{log}"
+        );
+        assert_eq!(metrics.reload_success.get(), 1);
+
+        // An unchanged load after a good one has nothing to say.
+        let (r, log) = logged(|| apply(same_config(), &state, &metrics, &pools));
+        assert_eq!(r, Reload::Unchanged);
+        assert_eq!(log, "");
+    }
+
+    #[test]
+    fn a_change_refused_as_a_whole_does_not_say_the_method_answers_500() {
+        let (state, metrics, pools) = served();
+        let api = ObjectRef::new("RestApi", "default", "pets");
+        let rejected = Err(LoadError::Rejected(vec![Diagnostic::error(
+            &api,
+            "spec.resources[0].methods.POST.requestValidator",
+            "UnknownValidator",
+            "request validator \"nope\" is not defined in spec.requestValidators; the method answers 500",
+        )]));
+        let (r, log) = logged(|| apply(rejected, &state, &metrics, &pools));
+        assert_eq!(r, Reload::Failed);
+        assert!(
+            log.contains("request validator \"nope\" is not defined in spec.requestValidators"),
+            "{log}"
+        );
+        assert!(log.contains("reason=UnknownValidator"), "{log}");
+        assert!(!log.contains("answers 500"), "{log}");
+        assert!(
+            log.contains("config change refused; the previous config keeps serving"),
+            "{log}"
+        );
     }
 }
