@@ -4,7 +4,9 @@
 //! [`ClientBody`]: a client's request body that, when the gateway answers without reading it
 //! all (a 401, a 429, a backend's early 413), is drained for a while in the background (a
 //! "lingering close", as nginx): the client is then still uploading, and a connection closed
-//! under it resets, so the client would see a broken pipe instead of the answer.
+//! under it resets, so the client would see a broken pipe instead of the answer. It is also
+//! where a slow body is cut off ([`BodyTimeouts`]): a client that stops sending, or trickles,
+//! gets a [`BodyTimeout`] error, which the pipeline answers with 408.
 
 use crate::pool::BackendBody;
 use bytes::Bytes;
@@ -13,6 +15,7 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 /// How long an unread request body is drained after the answer, at most.
 pub const LINGER_TIME: Duration = Duration::from_secs(5);
@@ -58,9 +61,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Incoming(i) => Pin::new(i)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(Into::into))),
+            ProxyBody::Incoming(i) => Pin::new(i).poll_frame(cx),
             ProxyBody::Backend(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -84,10 +85,68 @@ impl Body for ProxyBody {
     }
 }
 
+/// How long a client may take over its request body (`--client-body-timeout-seconds`,
+/// `--client-body-min-rate`): at most `idle` between two reads, and, once the first `idle`
+/// has passed, on average at least `min_rate` bytes per second since the body began (0: no
+/// minimum). nginx's `client_body_timeout` is the first rule; Apache's
+/// `RequestReadTimeout body=..,MinRate=..` the second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyTimeouts {
+    /// The longest wait for the next bytes of the body.
+    pub idle: Duration,
+    /// The lowest average rate, in bytes per second, after the first `idle`.
+    pub min_rate: u64,
+}
+
+impl Default for BodyTimeouts {
+    fn default() -> Self {
+        BodyTimeouts {
+            idle: Duration::from_secs(30),
+            min_rate: 500,
+        }
+    }
+}
+
+impl BodyTimeouts {
+    /// When the body must have made progress by: `idle` after the last bytes, and the time at
+    /// which `received` bytes fall below the minimum rate.
+    fn deadline(&self, started: Instant, last: Instant, received: u64) -> Instant {
+        let idle = last + self.idle;
+        if self.min_rate == 0 {
+            return idle;
+        }
+        let allowed = Duration::from_secs_f64(received as f64 / self.min_rate as f64);
+        idle.min(started + self.idle + allowed)
+    }
+}
+
+/// The error a client body ends with when it breaks [`BodyTimeouts`].
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent its request body too slowly ({received} bytes in {elapsed:?})")]
+pub struct BodyTimeout {
+    /// Bytes received before the cut.
+    pub received: u64,
+    /// Time since the body began.
+    pub elapsed: Duration,
+}
+
+/// True when `e` (or what it wraps) is a [`BodyTimeout`].
+pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if e.is::<BodyTimeout>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// A client's request body; dropped before its end, the rest is drained in the background
 /// (bounded by [`LINGER_TIME`] and [`LINGER_BYTES`]) so that the answer reaches a client that
 /// is still sending. Hyper keeps reading the connection while the body is alive and closes it
-/// once the body is dropped unread.
+/// once the body is dropped unread. Reads are held to [`BodyTimeouts`]; the clock starts at
+/// the first read, and its timer is allocated only when a read has to wait.
 #[derive(Debug)]
 pub struct ClientBody {
     inner: Option<Incoming>,
@@ -96,11 +155,25 @@ pub struct ClientBody {
     awaiting_continue: bool,
     /// The body reported its end (or an error): nothing left to drain.
     done: bool,
+    timeouts: BodyTimeouts,
+    clock: Option<Clock>,
+}
+
+/// The progress of a body being read, for [`BodyTimeouts`].
+#[derive(Debug)]
+struct Clock {
+    started: Instant,
+    last: Instant,
+    received: u64,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl ClientBody {
     /// Wraps a request's body.
-    pub fn from_request(req: http::Request<Incoming>) -> http::Request<ClientBody> {
+    pub fn from_request(
+        req: http::Request<Incoming>,
+        timeouts: BodyTimeouts,
+    ) -> http::Request<ClientBody> {
         let done = req.body().is_end_stream();
         // Only a request with a body can be waiting for 100 Continue.
         let awaiting_continue = !done
@@ -112,6 +185,8 @@ impl ClientBody {
             done,
             inner: Some(b),
             awaiting_continue,
+            timeouts,
+            clock: None,
         })
     }
 
@@ -123,22 +198,59 @@ impl ClientBody {
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         this.awaiting_continue = false;
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let r = Pin::new(inner).poll_frame(cx);
-        if matches!(r, Poll::Ready(None | Some(Err(_)))) {
-            this.done = true;
+        let now = Instant::now();
+        let clock = this.clock.get_or_insert(Clock {
+            started: now,
+            last: now,
+            received: 0,
+            timer: None,
+        });
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    clock.received += d.len() as u64;
+                    clock.last = now;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(end) => {
+                this.done = true;
+                Poll::Ready(end.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = this
+                    .timeouts
+                    .deadline(clock.started, clock.last, clock.received);
+                let timer = clock
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Too slow: the rest is not read (nor drained), and the connection closes
+                // after the answer.
+                this.done = true;
+                let err = BodyTimeout {
+                    received: clock.received,
+                    elapsed: now - clock.started,
+                };
+                Poll::Ready(Some(Err(err.into())))
+            }
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {

@@ -97,6 +97,21 @@ pub struct ServeArgs {
     /// that send a head slowly (slowloris).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub client_header_timeout_seconds: u64,
+    /// The longest a client may pause while sending a request body; also the grace period
+    /// before --client-body-min-rate applies. A body that breaks either gets 408 (the bytes
+    /// already forwarded to a backend are abandoned with the connection).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub client_body_timeout_seconds: u64,
+    /// The lowest average rate, in bytes per second, of a request body once
+    /// --client-body-timeout-seconds have passed since it began (0: no minimum). Stops a
+    /// body trickled slowly enough to never pause for long.
+    #[arg(long, default_value_t = 500)]
+    pub client_body_min_rate: u64,
+    /// What the request bodies being buffered (validation, mapping templates, Lambda events,
+    /// chunked bodies checked against the payload cap) may hold in memory together; a body
+    /// that would pass it gets 503. Streamed bodies are not counted.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    pub max_buffered_request_bytes: u64,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
@@ -131,6 +146,14 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The body read rules these options set.
+    pub fn body_timeouts(&self) -> crate::body::BodyTimeouts {
+        crate::body::BodyTimeouts {
+            idle: std::time::Duration::from_secs(self.client_body_timeout_seconds),
+            min_rate: self.client_body_min_rate,
+        }
+    }
+
     /// The start-up warning for replicas that would each count limits alone, if it applies.
     pub fn per_replica_limits_warning(&self) -> Option<String> {
         (self.expected_replicas > 1 && self.redis_url.is_none()).then(|| {

@@ -16,6 +16,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod buffer;
 pub mod cli;
 pub mod hop_by_hop;
 pub mod metrics;

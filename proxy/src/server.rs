@@ -112,6 +112,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         forwarded_port: listen.port().into(),
         limits: limits.clone(),
         key_metrics: metrics.keys.clone(),
+        buffers: crate::buffer::BufferBudget::new(args.max_buffered_request_bytes),
+        body_timeouts: args.body_timeouts(),
     });
     let health = Arc::new(Health::default());
     health.set_ready(source.ready_at_start());
@@ -209,7 +211,7 @@ pub fn spawn_connection(
         async move {
             // The one load of the config for this request: it finishes on this snapshot.
             let ctx = RequestCtx::new(cs.state.load_full(), cs.conn.remote.ip(), &req);
-            let req = ClientBody::from_request(req);
+            let req = ClientBody::from_request(req, cs.shared.body_timeouts);
             Ok::<_, Infallible>(pipeline::handle(&cs.shared, &cs.conn, ctx, req).await)
         }
     });

@@ -88,6 +88,29 @@ pub enum GatewayError {
     /// result (AWS: 502 `{"message": "Internal server error"}`).
     #[error("bad gateway: {0}")]
     BadGateway(String),
+    /// A DEFAULT_4XX answered with 400: the request itself is malformed (RFC 9112 3.2: an
+    /// HTTP/1.1 request without `Host`, or with two).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// A DEFAULT_4XX answered with 408: the client sent its body too slowly
+    /// ([`crate::body::BodyTimeouts`]).
+    #[error("request timeout: {0}")]
+    RequestTimeout(String),
+    /// A DEFAULT_5XX answered with 503: buffering this body would pass the budget of all
+    /// buffered request bodies ([`crate::buffer::BufferBudget`]).
+    #[error("service unavailable: {0}")]
+    Overloaded(String),
+}
+
+impl From<crate::buffer::CollectError> for GatewayError {
+    fn from(e: crate::buffer::CollectError) -> Self {
+        use crate::buffer::CollectError as C;
+        match e {
+            C::TooLarge(limit) => GatewayError::RequestTooLarge { limit },
+            C::Budget(_) => GatewayError::Overloaded(e.to_string()),
+            C::Body(b) => GatewayError::from_body_error(&*b),
+        }
+    }
 }
 
 impl GatewayError {
@@ -118,7 +141,8 @@ impl GatewayError {
             E::UnsupportedMediaType => T::UnsupportedMediaType,
             E::WafFiltered => T::WafFiltered,
             E::RequestHeaderFieldsTooLarge => T::RequestHeaderFieldsTooLarge,
-            E::BadGateway(_) => T::Default5xx,
+            E::BadGateway(_) | E::Overloaded(_) => T::Default5xx,
+            E::BadRequest(_) | E::RequestTimeout(_) => T::Default4xx,
         }
     }
 
@@ -131,6 +155,9 @@ impl GatewayError {
             GatewayError::PolicyDenied { explicit: false } => {
                 Some("User is not authorized to access this resource")
             }
+            GatewayError::BadRequest(_) => Some("Bad Request"),
+            GatewayError::RequestTimeout(_) => Some("Request Timeout"),
+            GatewayError::Overloaded(_) => Some("Service Unavailable"),
             _ => None,
         }
     }
@@ -139,7 +166,20 @@ impl GatewayError {
     pub fn status_override(&self) -> Option<http::StatusCode> {
         match self {
             GatewayError::BadGateway(_) => Some(http::StatusCode::BAD_GATEWAY),
+            GatewayError::BadRequest(_) => Some(http::StatusCode::BAD_REQUEST),
+            GatewayError::RequestTimeout(_) => Some(http::StatusCode::REQUEST_TIMEOUT),
+            GatewayError::Overloaded(_) => Some(http::StatusCode::SERVICE_UNAVAILABLE),
             _ => None,
+        }
+    }
+
+    /// The answer to a client body that failed while being read: 408 when it was too slow,
+    /// else a 400 (the client broke the framing or went away; it rarely sees the answer).
+    pub fn from_body_error(e: &(dyn std::error::Error + 'static)) -> Self {
+        if crate::body::is_timeout(e) {
+            GatewayError::RequestTimeout(e.to_string())
+        } else {
+            GatewayError::Default4xx(format!("reading request body: {e}"))
         }
     }
 
@@ -189,6 +229,28 @@ mod tests {
         let bad = GatewayError::BadGateway(String::new());
         assert_eq!(bad.response_type(), GatewayResponseType::Default5xx);
         assert_eq!(bad.status_override(), Some(http::StatusCode::BAD_GATEWAY));
+        // As do the gateway's own HTTP-level answers, each with its status and message.
+        for (e, ty, status) in [
+            (
+                GatewayError::BadRequest(""),
+                GatewayResponseType::Default4xx,
+                400,
+            ),
+            (
+                GatewayError::RequestTimeout(String::new()),
+                GatewayResponseType::Default4xx,
+                408,
+            ),
+            (
+                GatewayError::Overloaded(String::new()),
+                GatewayResponseType::Default5xx,
+                503,
+            ),
+        ] {
+            assert_eq!(e.response_type(), ty);
+            assert_eq!(e.status_override().map(|s| s.as_u16()), Some(status));
+            assert!(e.message().is_some());
+        }
         // So does a policy's denial (ACCESS_DENIED), which differs by message.
         for explicit in [true, false] {
             let denied = GatewayError::PolicyDenied { explicit };

@@ -395,7 +395,7 @@ pub async fn call(
         }
         CompiledIntegration::Mock(m) => return m.response(None),
         CompiledIntegration::Lambda(l) => {
-            return super::lambda::call(conn, ctx, l, route.timeout, parts, body).await;
+            return super::lambda::call(shared, conn, ctx, l, route.timeout, parts, body).await;
         }
         CompiledIntegration::Http(t) => t,
     };
@@ -545,6 +545,8 @@ pub async fn forward(
     ctx.integration_latency = Some(started.elapsed());
     let resp = match sent {
         Err(_) => return Err(GatewayError::IntegrationTimeout(timeout)),
+        // The client's body failed (too slow: 408) while it was being sent.
+        Ok(Err(crate::pool::SendError::Body(e))) => return Err(GatewayError::from_body_error(&*e)),
         Ok(Err(e)) => return Err(GatewayError::IntegrationFailure(error_chain(&e))),
         Ok(Ok(resp)) => resp,
     };

@@ -44,6 +44,7 @@ pub struct LambdaTarget {
 
 /// Invokes the function with the proxy event for this request and maps its result.
 pub async fn call(
+    shared: &super::Shared,
     conn: &ConnInfo,
     ctx: &mut RequestCtx,
     target: &LambdaTarget,
@@ -51,11 +52,8 @@ pub async fn call(
     parts: Parts,
     body: ProxyBody,
 ) -> Result<Response<ProxyBody>, GatewayError> {
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| GatewayError::Default4xx(format!("reading request body: {e}")))?
-        .to_bytes();
+    let max = ctx.api_config().map_or(u64::MAX, |a| a.max_payload_bytes);
+    let body = crate::buffer::collect(body, None, max, &shared.buffers).await?;
     let event = match target.version {
         PayloadFormatVersion::V1 => event_v1(ctx, &parts.headers, &body),
         PayloadFormatVersion::V2 => event_v2(ctx, &parts.headers, &body),

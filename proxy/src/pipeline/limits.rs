@@ -4,14 +4,18 @@
 //! `Content-Length` and body; short-circuits with `RequestTooLarge` (413). The backend never
 //! sees an over-limit body: a declared length over the cap is refused before a byte is read;
 //! a body without a length (chunked) is buffered up to the cap first, and only then forwarded.
-//! (The request head limit, 431, is enforced by hyper: `--max-header-bytes`.)
+//! Buffering goes through [`crate::buffer::collect`]: one buffer at about the body's size,
+//! charged to the process-wide budget (503 past it). A body sent too slowly fails with 408
+//! ([`crate::body::BodyTimeouts`]). (The request head limit, 431, is enforced by hyper:
+//! `--max-header-bytes`.)
 
 use super::GatewayError;
 use crate::body::ClientBody;
 use crate::body::ProxyBody;
+use crate::buffer::{self, BufferBudget};
 use http::HeaderMap;
 use http_body::Body as _;
-use http_body_util::{BodyExt as _, Limited};
+use std::sync::Arc;
 
 /// What to do with a request body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,22 +66,14 @@ pub async fn read_body(
     headers: &HeaderMap,
     body: ClientBody,
     max: u64,
+    budget: &Arc<BufferBudget>,
 ) -> Result<ProxyBody, GatewayError> {
     match plan(declared_length(headers, &body), body.is_end_stream(), max)? {
         PayloadPlan::Empty => Ok(ProxyBody::Empty),
         PayloadPlan::Stream => Ok(ProxyBody::Incoming(body)),
-        PayloadPlan::Buffer => {
-            let limit = usize::try_from(max).unwrap_or(usize::MAX);
-            match Limited::new(body, limit).collect().await {
-                Ok(c) => Ok(ProxyBody::full(c.to_bytes())),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    Err(GatewayError::RequestTooLarge { limit: max })
-                }
-                Err(e) => Err(GatewayError::Default4xx(format!(
-                    "reading request body: {e}"
-                ))),
-            }
-        }
+        PayloadPlan::Buffer => Ok(ProxyBody::full(
+            buffer::collect(body, None, max, budget).await?,
+        )),
     }
 }
 
@@ -86,20 +82,13 @@ pub async fn read_full(
     headers: &HeaderMap,
     body: ClientBody,
     max: u64,
+    budget: &Arc<BufferBudget>,
 ) -> Result<bytes::Bytes, GatewayError> {
-    if plan(declared_length(headers, &body), body.is_end_stream(), max)? == PayloadPlan::Empty {
+    let declared = declared_length(headers, &body);
+    if plan(declared, body.is_end_stream(), max)? == PayloadPlan::Empty {
         return Ok(bytes::Bytes::new());
     }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::RequestTooLarge { limit: max })
-        }
-        Err(e) => Err(GatewayError::Default4xx(format!(
-            "reading request body: {e}"
-        ))),
-    }
+    Ok(buffer::collect(body, declared, max, budget).await?)
 }
 
 #[cfg(test)]

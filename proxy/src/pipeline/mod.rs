@@ -61,6 +61,10 @@ pub struct Shared {
     pub limits: crate::usage_plan::Limits,
     /// Per-key request and throttle counters.
     pub key_metrics: crate::metrics::KeyMetrics,
+    /// What all buffered request bodies may hold together.
+    pub buffers: std::sync::Arc<crate::buffer::BufferBudget>,
+    /// How slowly a client may send its request body.
+    pub body_timeouts: crate::body::BodyTimeouts,
 }
 
 /// Per-connection values, computed once per accepted connection.
@@ -172,11 +176,11 @@ async fn run(
     // Only a route that validates its body buffers it; the others stream.
     let body = match validation {
         Some(v) if v.validates_body() => {
-            let bytes = limits::read_full(&parts.headers, body, max).await?;
+            let bytes = limits::read_full(&parts.headers, body, max, &shared.buffers).await?;
             validate::check_body(ctx, &parts.headers, &bytes, v)?;
             ProxyBody::full(bytes)
         }
-        _ => limits::read_body(&parts.headers, body, max).await?,
+        _ => limits::read_body(&parts.headers, body, max, &shared.buffers).await?,
     };
     // Routes with mappings (HTTP, MOCK with a Transform) run the transform phase around the
     // integration: after the cap and validation (the body it buffers is bounded by the cap),
@@ -196,7 +200,8 @@ async fn run(
         .map_err(|reason| GatewayError::ApiConfigurationError(reason.to_string()))?;
     let route = &runtime.stages[s].routes[r];
     let is_mock = matches!(route.integration, integrate::CompiledIntegration::Mock(_));
-    let mut mapped = transform::request(ctx, t, &parts.headers, body, max, is_mock).await?;
+    let mut mapped =
+        transform::request(ctx, t, &parts.headers, body, max, &shared.buffers, is_mock).await?;
     let resp = match &route.integration {
         integrate::CompiledIntegration::Http(target) => {
             let mut parts = parts;

@@ -127,6 +127,8 @@ async fn start_proxy(config: GatewayConfig) -> Proxy {
         forwarded_port: addr.port().into(),
         limits: Default::default(),
         key_metrics: metrics.keys.clone(),
+        buffers: crate::buffer::BufferBudget::new(1 << 30),
+        body_timeouts: Default::default(),
     });
     let graceful = Arc::new(GracefulShutdown::new());
     {

@@ -315,23 +315,13 @@ pub async fn request(
     headers: &HeaderMap,
     body: ProxyBody,
     max: u64,
+    budget: &std::sync::Arc<crate::buffer::BufferBudget>,
     is_mock: bool,
 ) -> Result<Mapped, GatewayError> {
     let binary_types = ctx
         .api_config()
         .map_or(&[][..], |a| a.binary_media_types.as_slice());
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(GatewayError::RequestTooLarge { limit: max });
-        }
-        Err(e) => {
-            return Err(GatewayError::Default4xx(format!(
-                "reading request body: {e}"
-            )));
-        }
-    };
+    let body = crate::buffer::collect(body, None, max, budget).await?;
     // CONVERT_TO_TEXT: a binary payload becomes base64 before the template sees it.
     let is_binary = headers
         .get(header::CONTENT_TYPE)
