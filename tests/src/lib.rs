@@ -23,14 +23,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// How long a proxy may take to write its ready file (the machine is small and shared).
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a proxy may take to write its ready file (the machine is small and shared; this
+/// only bounds how long a broken start takes to fail).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upper bound for any single request made by a test.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -463,6 +464,8 @@ struct BackendState {
     started: AtomicUsize,
     received: Mutex<Vec<Received>>,
     delay_ms: AtomicU64,
+    held: AtomicBool,
+    released: tokio::sync::Notify,
 }
 
 /// An in-process HTTP/1.1 backend on 127.0.0.1:0.
@@ -471,7 +474,9 @@ struct BackendState {
 /// `{"backend","method","path","query","bodyLength"}`. Request headers steer it:
 /// `x-echo-status: N` changes the status, `x-echo-header: name=value` adds a response header,
 /// `x-echo-bytes: N` answers N bytes of [`pattern`] instead of the JSON, and `x-sleep-ms: N`
-/// (or [`Backend::set_delay`]) makes it sleep before answering.
+/// (or [`Backend::set_delay`]) makes it sleep before answering. [`Backend::hold`] makes it
+/// keep every request unanswered until [`Backend::release`], for tests that need a request
+/// in flight for as long as they take, however slow the machine.
 pub struct Backend {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -510,6 +515,17 @@ impl Backend {
         self.state
             .delay_ms
             .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Holds every request (after reading it, before answering) until [`Backend::release`].
+    pub fn hold(&self) {
+        self.state.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Answers the held requests, and the next ones at once.
+    pub fn release(&self) {
+        self.state.held.store(false, Ordering::SeqCst);
+        self.state.released.notify_waiters();
     }
 
     /// Requests whose headers arrived (counted before the body is read).
@@ -563,6 +579,16 @@ async fn handle(
         body: body.clone(),
     };
     st.received.lock().expect("backend lock").push(rec.clone());
+    loop {
+        // Registered before the flag is read, so a release in between is not missed.
+        let released = st.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if !st.held.load(Ordering::SeqCst) {
+            break;
+        }
+        released.await;
+    }
     let delay = rec
         .header("x-sleep-ms")
         .parse::<u64>()
@@ -899,21 +925,30 @@ impl ExampleBackend {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start python3 {} ({e})", script.display()));
-        let backend = ExampleBackend { child, port };
+        let mut backend = ExampleBackend { child, port };
         let url = format!("http://127.0.0.1:{port}/.well-known/jwks.json");
         let client = Client::new();
-        eventually("the example backend", Duration::from_secs(10), || {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                client
-                    .try_send(Method::GET, &url, &[], Bytes::new())
-                    .await
-                    .ok()
-                    .filter(|r| r.status == StatusCode::OK)
+        // Bounded (60 s) only to fail a broken start; an exited backend.py fails at once
+        // (port 0 from free_port() taken meanwhile, a syntax error), rather than this test
+        // talking to whatever holds the port.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = backend.child.try_wait().expect("try_wait backend.py") {
+                panic!("backend.py {env} on port {port} exited: {status}");
             }
-        })
-        .await;
-        backend
+            let answered = client
+                .try_send(Method::GET, &url, &[], Bytes::new())
+                .await
+                .is_ok_and(|r| r.status == StatusCode::OK);
+            if answered && backend.child.try_wait().ok().flatten().is_none() {
+                return backend;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "backend.py {env} did not answer on port {port} within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `127.0.0.1:PORT`.
@@ -1018,9 +1053,13 @@ impl RedisServer {
                      scripts/test.sh does"
                 )
             });
-        let server = RedisServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut server = RedisServer { child, port };
+        // Bounded only to fail a broken start (the machine may be busy).
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            if let Some(status) = server.child.try_wait().expect("try_wait redis-server") {
+                panic!("redis-server on port {port} exited: {status}");
+            }
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
                 let mut buf = [0u8; 7];
                 if s.write_all(b"PING\r\n").await.is_ok()
@@ -1032,7 +1071,7 @@ impl RedisServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {port} did not answer PING within 10 s"
+                "redis-server on port {port} did not answer PING within 60 s"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

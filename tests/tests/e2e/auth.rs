@@ -287,6 +287,11 @@ async fn jwks_uri_keys_are_cached_rotated_and_unknown_kids_cannot_hammer_the_iss
     let jwks = JwksServer::start(&[&a]).await;
     let proxy = start(&format!("    jwksUri: http://{}/jwks\n", jwks.addr)).await;
     let c = Client::new();
+    // The proxy fetches a key set at most once per 30 s after the first fetch (MIN_REFETCH;
+    // the set itself stays fresh for 600 s): over `t` seconds from before the first request,
+    // the issuer is asked at most 1 + t / 30 times, however slowly this test runs.
+    let started = std::time::Instant::now();
+    let most_hits = || 1 + started.elapsed().as_secs() / 30;
 
     // First token fetches the set; later ones use the cache.
     for _ in 0..5 {
@@ -303,7 +308,7 @@ async fn jwks_uri_keys_are_cached_rotated_and_unknown_kids_cannot_hammer_the_iss
     assert_eq!(jwks.hits(), 1);
 
     // The issuer rotates to b. Tokens with b's (or made-up) kids within the refetch interval
-    // (30 s) are rejected without a fetch each: one refetch at most.
+    // (30 s) are rejected without a fetch each.
     jwks.rotate(&[&a, &b]);
     for i in 0..20 {
         let forged = Key::generate(&format!("made-up-{i}"));
@@ -311,15 +316,25 @@ async fn jwks_uri_keys_are_cached_rotated_and_unknown_kids_cannot_hammer_the_iss
         assert_eq!(r.status, 401, "{}", r.text());
     }
     let r = get(&c, &proxy, Some(&b.sign(&claims()))).await;
-    let hits = jwks.hits();
-    assert!(hits <= 2, "the issuer was asked {hits} times");
+    let (hits, most) = (jwks.hits(), most_hits());
+    assert!(
+        hits <= most,
+        "the issuer was asked {hits} times in {:?} (at most {most})",
+        started.elapsed()
+    );
     if r.status != 200 {
-        // The refetch slot was used up by a made-up kid: after the interval, b is picked up.
+        // No refetch was allowed yet (or a made-up kid used it): once the interval has passed
+        // since the last fetch, b is picked up.
         assert_eq!(r.status, 401, "{}", r.text());
         tokio::time::sleep(Duration::from_secs(31)).await;
         let r = get(&c, &proxy, Some(&b.sign(&claims()))).await;
         assert_eq!(r.status, 200, "{}", r.text());
-        assert!(jwks.hits() <= 3);
+        let (hits, most) = (jwks.hits(), most_hits());
+        assert!(
+            hits <= most,
+            "the issuer was asked {hits} times in {:?} (at most {most})",
+            started.elapsed()
+        );
     }
     // Old key still valid while the issuer publishes it.
     let r = get(&c, &proxy, Some(&a.sign(&claims()))).await;
@@ -546,7 +561,7 @@ apiVersion: portico.dev/v1alpha1
 kind: UsagePlan
 metadata: {{name: partner, namespace: default}}
 spec:
-  throttle: {{rateLimit: 0.1, burstLimit: 2}}
+  throttle: {{rateLimit: 0.001, burstLimit: 2}}
   apiStages: [{{stageRef: {{name: partner-dev}}}}]
 ---
 apiVersion: portico.dev/v1alpha1
@@ -587,7 +602,7 @@ stringData: {{value: key-9}}
     };
 
     // The authorizer's key opens the method without an x-api-key header; the plan meters it
-    // (burst 2, then 429 THROTTLED).
+    // (burst 2, then 429 THROTTLED: a token per 1,000 s cannot come back during the test).
     for _ in 0..2 {
         let r = get("/dev/items", vec![("authorization", "allow-get")]).await;
         assert_eq!(r.status, 200, "{}", r.text());

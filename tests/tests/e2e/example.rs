@@ -2,6 +2,11 @@
 //! (`backend.py`: content, comments and the example identity provider), the README's
 //! walk-through step by step: 401 without a token, a token from `/auth/login`, claims in the
 //! profile and at the backend, the API key on /content, and a 429 past the usage plan.
+//!
+//! Nothing here depends on how fast the machine is: whether this client outruns the example
+//! plan's 1,000 requests/second is the machine's business, so the burst is checked against
+//! what the token bucket allows for the time that actually elapsed, and a 429 is produced
+//! deterministically with a second key in a plan too small to refill during the test.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -11,6 +16,38 @@ use serde_json::{Value, json};
 use std::path::Path;
 
 const KEY: &str = "example-mobile-key-0123456789abcdef";
+/// The example plan's bucket (usage-plan.yaml; checked against the file below).
+const BURST: u32 = 2000;
+const RATE: f64 = 1000.0;
+
+/// A key of the test's own on the example's prod stage, in a plan whose bucket cannot refill
+/// during the test (burst 2, one token per 1,000 s): its third request is refused however
+/// slowly the machine runs.
+const SMALL_KEY: &str = "e2e-small-plan-key-0123456789abcdef";
+
+fn small_plan() -> String {
+    format!(
+        r#"apiVersion: portico.dev/v1alpha1
+kind: UsagePlan
+metadata: {{name: e2e-small, namespace: default}}
+spec:
+  throttle: {{rateLimit: 0.001, burstLimit: 2}}
+  apiStages: [{{stageRef: {{name: mobile-prod}}}}]
+---
+apiVersion: portico.dev/v1alpha1
+kind: ApiKey
+metadata: {{name: e2e-small, namespace: default}}
+spec:
+  valueFrom: {{secretKeyRef: {{name: e2e-small-key, key: value}}}}
+  usagePlanRefs: [{{name: e2e-small}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: e2e-small-key, namespace: default}}
+stringData: {{value: {SMALL_KEY}}}
+"#
+    )
+}
 
 fn example_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mobile-backend")
@@ -74,8 +111,16 @@ async fn mobile_backend_walkthrough_token_key_claims_and_a_429() {
     let dev = ExampleBackend::start("dev").await;
     let prod = ExampleBackend::start("prod").await;
     let (dev_addr, prod_addr) = (dev.host_port(), prod.host_port());
+    let plan = std::fs::read_to_string(dir.join("usage-plan.yaml")).unwrap();
+    assert!(
+        plan.contains(&format!(
+            "throttle: {{rateLimit: {RATE:.1}, burstLimit: {BURST}}}"
+        )),
+        "the example's plan changed: update BURST and RATE here\n{plan}"
+    );
     let proxy = Proxy::builder()
         .manifests_from(&dir)
+        .manifest("e2e-small-plan.yaml", &small_plan())
         .start_rewriting(&|text| {
             text.replace("127.0.0.1:9000", &dev_addr)
                 .replace("127.0.0.1:9001", &prod_addr)
@@ -186,14 +231,33 @@ async fn mobile_backend_walkthrough_token_key_claims_and_a_429() {
         assert_eq!(r.status, 401, "{}", r.text());
     }
 
-    // 5. Past the plan's burst (2,000) at more than 1,000 requests/second: 429 THROTTLED with
-    // Retry-After. 16 concurrent senders, 6,000 requests in all (bounded).
+    // 5. A spent bucket answers 429 THROTTLED with Retry-After: the small plan's key gets
+    // its burst of 2, then a 429 (no token comes back within 1,000 s).
+    let small = [("authorization", bearer.as_str()), ("x-api-key", SMALL_KEY)];
+    for left in ["1", "0"] {
+        let r = c.send(Method::GET, &url, &small, "").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("ratelimit-limit"), "2");
+        assert_eq!(r.header("ratelimit-remaining"), left);
+    }
+    let r = c.send(Method::GET, &url, &small, "").await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json(), json!({"message": "Too Many Requests"}));
+    assert_eq!(r.header("x-amzn-errortype"), "TooManyRequestsException");
+    assert!(!r.header("retry-after").is_empty(), "{:?}", r.headers);
+
+    // The example's plan (burst 2,000, 1,000/s), as the README's burst.py drives it: 16
+    // concurrent senders, 4,000 requests in all. However fast this machine is, the bucket
+    // admits at least its burst (less the token step 4 took, which may not have come back
+    // yet) and at most burst + rate x the time that elapsed (+1 for rounding); so whenever
+    // the senders outran the rate, some requests were refused.
+    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (c, url, bearer) = (c.clone(), url.clone(), bearer.clone());
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut throttled, mut first) = (0u32, 0u32, None);
-            for _ in 0..375 {
+            for _ in 0..250 {
                 let h = [("authorization", bearer.as_str()), ("x-api-key", KEY)];
                 let r = c.send(Method::GET, &url, &h, "").await;
                 match r.status.as_u16() {
@@ -215,12 +279,26 @@ async fn mobile_backend_walkthrough_token_key_claims_and_a_429() {
         throttled += th;
         first = first.or(f);
     }
-    assert!(throttled > 0, "no 429 in 6000 requests ({ok} admitted)");
-    assert!(ok >= 2000, "the burst of 2000 was not admitted: {ok}");
-    let r = first.unwrap();
-    assert_eq!(r.json(), json!({"message": "Too Many Requests"}));
-    assert_eq!(r.header("x-amzn-errortype"), "TooManyRequestsException");
-    assert!(!r.header("retry-after").is_empty(), "{:?}", r.headers);
+    let elapsed = started.elapsed().as_secs_f64();
+    let sent = ok + throttled;
+    let most = f64::from(BURST) + RATE * elapsed + 1.0;
+    eprintln!(
+        "example plan: {sent} requests in {elapsed:.2} s ({:.0}/s): {ok} admitted, {throttled} throttled (at most {most:.0} admissible)",
+        f64::from(sent) / elapsed
+    );
+    assert!(
+        ok + 1 >= BURST,
+        "the burst of {BURST} was not admitted: {ok} of {sent} in {elapsed:.2} s"
+    );
+    assert!(
+        f64::from(ok) <= most,
+        "admitted {ok} of {sent} in {elapsed:.2} s: more than burst {BURST} + {RATE}/s x elapsed + 1 = {most:.0}"
+    );
+    if let Some(r) = first {
+        assert_eq!(r.json(), json!({"message": "Too Many Requests"}));
+        assert_eq!(r.header("ratelimit-limit"), BURST.to_string());
+        assert!(!r.header("retry-after").is_empty(), "{:?}", r.headers);
+    }
 
     // The key's quota (10 million a month) counted every admitted request, and only those:
     // the one of step 4 and the `ok` ones here (GetUsage-like, on the admin port).

@@ -346,7 +346,13 @@ async fn integration_slower_than_its_timeout_answers_504() {
         serde_json::json!({"message": "Endpoint request timed out"})
     );
     r.request_id();
-    assert_eq!(be.started(), 1, "the backend should have been called once");
+    // Called at most once: a timed-out request is not retried. (Not "exactly once": on a busy
+    // machine the 200 ms can run out before the request reached the backend.)
+    assert!(
+        be.started() <= 1,
+        "the backend was called {} times",
+        be.started()
+    );
 }
 
 fn capped_proxy_manifests(be: &Backend) -> (String, String) {
@@ -649,11 +655,12 @@ async fn start_framing_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                         return;
                     }
                     "/early-reject" => {
-                        // Answers before the body and never reads it (for 3 s).
+                        // Answers before the body and never reads it (for 120 s: longer than
+                        // the client's 30 s request timeout and the integration's 29 s).
                         let _ = s
                             .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!")
                             .await;
-                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        tokio::time::sleep(Duration::from_secs(120)).await;
                         return;
                     }
                     _ => {
@@ -759,8 +766,9 @@ async fn an_early_backend_answer_to_a_large_upload_is_relayed_at_once() {
     let st = stage("pass-dev", "pass", "  stageName: dev\n");
     let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
     // 40 MB: far more than the socket buffers hold, so a proxy that sent the whole body
-    // before reading would block until the backend gives up (3 s).
-    let started = std::time::Instant::now();
+    // before reading would block for as long as the backend does not read (120 s): the
+    // client's request would time out (30 s) or the integration's (29 s, a 504). No clock
+    // is read: the answer arrives only if it was relayed before the upload finished.
     let r = Client::new()
         .try_send(
             Method::POST,
@@ -774,11 +782,6 @@ async fn an_early_backend_answer_to_a_large_upload_is_relayed_at_once() {
         // The rest of the upload is drained, not reset: the client finishes and reads.
         Err(e) => panic!("no answer: {e:#}"),
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(2500),
-        "the early answer waited for the upload: {:?}",
-        started.elapsed()
-    );
 }
 
 /// A gateway that answers before reading the body (here 403: no API key) must not reset
@@ -916,11 +919,7 @@ async fn https_backends_are_called_over_tls_trusting_the_ca_file_only() {
 #[tokio::test]
 async fn a_tls_connection_the_backend_closed_while_idle_is_not_reused() {
     let be = Backend::start("secure").await;
-    let front = crate::tls_front::TlsFront::start_closing_after(
-        be.host_port().parse().unwrap(),
-        Some(Duration::from_millis(300)),
-    )
-    .await;
+    let front = crate::tls_front::TlsFront::start(be.host_port().parse().unwrap()).await;
     let (api, st) = https_api(front.addr);
     let proxy = Proxy::builder()
         .arg("--ca-file")
@@ -933,14 +932,14 @@ async fn a_tls_connection_the_backend_closed_while_idle_is_not_reused() {
     for round in 0..3 {
         let r = c.get(&proxy.url("/dev/items/1")).await;
         assert_eq!(r.status, 200, "round {round}: {}", r.text());
-        // The front closes the pooled connection meanwhile.
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // The front closes the pooled connection meanwhile (as its idle timeout would).
+        front.close_connections().await;
         let body = portico_e2e::pattern(100_000);
         let r = c
             .send(Method::POST, &proxy.url("/dev/upload"), &[], body.clone())
             .await;
         assert_eq!(r.status, 200, "round {round}: {}", r.text());
         assert_eq!(be.received().last().unwrap().body.as_ref(), body.as_slice());
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        front.close_connections().await;
     }
 }

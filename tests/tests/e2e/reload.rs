@@ -4,7 +4,7 @@ use portico_e2e::yaml::{mock, rest_api, stage};
 use portico_e2e::{Client, Proxy, eventually, metric_sum};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn versioned_api(body: &str) -> String {
@@ -38,12 +38,14 @@ async fn reloads_under_eight_concurrent_clients_fail_no_request_and_serve_the_ne
     .await;
     let url = proxy.url("/dev/v");
     let stop = Arc::new(AtomicBool::new(false));
+    // Clients that have been served the last version at least once.
+    let saw_last = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..8 {
-        let (url, stop) = (url.clone(), stop.clone());
+        let (url, stop, saw_last) = (url.clone(), stop.clone(), saw_last.clone());
         clients.push(tokio::spawn(async move {
             let c = Client::new();
-            let hard_stop = Instant::now() + Duration::from_secs(60);
+            let hard_stop = Instant::now() + Duration::from_secs(180);
             let (mut ok, mut failures, mut seen) = (0u64, Vec::new(), BTreeSet::new());
             while !stop.load(Ordering::SeqCst) && Instant::now() < hard_stop {
                 match c
@@ -52,7 +54,9 @@ async fn reloads_under_eight_concurrent_clients_fail_no_request_and_serve_the_ne
                 {
                     Ok(r) if r.status == 200 => {
                         ok += 1;
-                        seen.insert(r.text());
+                        if seen.insert(r.text()) && r.text() == "v4" {
+                            saw_last.fetch_add(1, Ordering::SeqCst);
+                        }
                     }
                     Ok(r) => failures.push(format!("{} {}", r.status, r.text())),
                     Err(e) => failures.push(format!("{e:#}")),
@@ -70,7 +74,7 @@ async fn reloads_under_eight_concurrent_clients_fail_no_request_and_serve_the_ne
         proxy.write_manifest("api.yaml", &versioned_api(&body));
         eventually(
             &format!("the proxy serves {body} after the rewrite"),
-            Duration::from_secs(15),
+            Duration::from_secs(60),
             || async {
                 let r = probe.get(&url).await;
                 (r.status == 200 && r.text() == body).then_some(())
@@ -78,10 +82,17 @@ async fn reloads_under_eight_concurrent_clients_fail_no_request_and_serve_the_ne
         )
         .await;
     }
-    // Keep the load on for at least ~3 s in total.
+    // Keep the load on for at least ~3 s in total, and until every client has been served
+    // the last version (however long the steps above took).
     if let Some(left) = Duration::from_secs(3).checked_sub(started.elapsed()) {
         tokio::time::sleep(left).await;
     }
+    eventually(
+        "every client is served v4",
+        Duration::from_secs(60),
+        || async { (saw_last.load(Ordering::SeqCst) == 8).then_some(()) },
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
 
     let (mut total, mut failures, mut seen) = (0, Vec::new(), BTreeSet::new());
@@ -132,7 +143,7 @@ async fn broken_manifests_are_refused_and_the_old_config_keeps_serving() {
     proxy.write_manifest("api.yaml", "kind: RestApi\nspec: [unclosed\n  - {\n");
     eventually(
         "portico_config_reload_success drops to 0 after a parse error",
-        Duration::from_secs(15),
+        Duration::from_secs(60),
         || async { (reload_success(&proxy, &c).await == Some(0.0)).then_some(()) },
     )
     .await;
@@ -142,7 +153,7 @@ async fn broken_manifests_are_refused_and_the_old_config_keeps_serving() {
     proxy.write_manifest("api.yaml", &versioned_api("good2"));
     eventually(
         "the fixed manifest is served",
-        Duration::from_secs(15),
+        Duration::from_secs(60),
         || async {
             let r = c.get(&url).await;
             (r.text() == "good2").then_some(())
@@ -163,7 +174,7 @@ async fn broken_manifests_are_refused_and_the_old_config_keeps_serving() {
     proxy.write_manifest("api.yaml", &duplicate);
     eventually(
         "portico_config_reload_success drops to 0 after an error diagnostic",
-        Duration::from_secs(15),
+        Duration::from_secs(60),
         || async { (reload_success(&proxy, &c).await == Some(0.0)).then_some(()) },
     )
     .await;

@@ -2,26 +2,22 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// A TLS front for a plain test server: a fresh CA and a certificate for 127.0.0.1; after the
-/// handshake each connection is relayed to `to`.
+/// handshake each connection is relayed to `to`. [`TlsFront::close_connections`] closes the
+/// open ones, as a backend's idle timeout would close a pooled one, when the test says so.
 pub struct TlsFront {
     /// Where it listens.
     pub addr: std::net::SocketAddr,
     ca_file: tempfile::NamedTempFile,
+    close: tokio::sync::watch::Sender<u64>,
+    open: Arc<AtomicUsize>,
 }
 
 impl TlsFront {
     /// Starts one in front of `to`.
     pub async fn start(to: std::net::SocketAddr) -> TlsFront {
-        Self::start_closing_after(to, None).await
-    }
-
-    /// Like [`TlsFront::start`]; with `lifetime`, each connection is closed that long after
-    /// it was accepted, as a backend's idle timeout would close a pooled one.
-    pub async fn start_closing_after(
-        to: std::net::SocketAddr,
-        lifetime: Option<std::time::Duration>,
-    ) -> TlsFront {
         use std::io::Write as _;
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -49,35 +45,62 @@ impl TlsFront {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let (close, _) = tokio::sync::watch::channel(0u64);
+        let open = Arc::new(AtomicUsize::new(0));
+        let (closing, counted) = (close.clone(), open.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let acceptor = acceptor.clone();
+                let (acceptor, open) = (acceptor.clone(), counted.clone());
+                let mut closing = closing.subscribe();
+                open.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    if let Ok(mut plain) = tokio::net::TcpStream::connect(to).await {
+                    let relay = async {
+                        let Ok(mut tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let Ok(mut plain) = tokio::net::TcpStream::connect(to).await else {
+                            return;
+                        };
                         let relay = tokio::io::copy_bidirectional(&mut tls, &mut plain);
-                        match lifetime {
-                            None => drop(relay.await),
-                            Some(t) => {
-                                drop(tokio::time::timeout(t, relay).await);
-                                // A clean TLS close (close_notify, then FIN), as a server's
-                                // idle timeout does.
-                                use tokio::io::AsyncWriteExt as _;
-                                let _ = tls.shutdown().await;
-                            }
+                        let told = tokio::select! {
+                            _ = relay => false,
+                            _ = closing.changed() => true,
+                        };
+                        if told {
+                            // A clean TLS close (close_notify, then FIN), as a server's idle
+                            // timeout does.
+                            use tokio::io::AsyncWriteExt as _;
+                            let _ = tls.shutdown().await;
                         }
-                    }
+                    };
+                    relay.await;
+                    open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
         let mut ca_file = tempfile::NamedTempFile::new().unwrap();
         ca_file.write_all(ca.pem().as_bytes()).unwrap();
-        TlsFront { addr, ca_file }
+        TlsFront {
+            addr,
+            ca_file,
+            close,
+            open,
+        }
+    }
+
+    /// Closes every connection open now (cleanly: close_notify, then FIN) and returns once
+    /// they are closed (bounded).
+    pub async fn close_connections(&self) {
+        self.close.send_modify(|generation| *generation += 1);
+        portico_e2e::eventually(
+            "the TLS front closed its connections",
+            std::time::Duration::from_secs(30),
+            || async { (self.open.load(Ordering::SeqCst) == 0).then_some(()) },
+        )
+        .await;
     }
 
     /// The CA certificate (PEM) to trust it.

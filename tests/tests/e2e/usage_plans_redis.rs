@@ -60,7 +60,10 @@ async fn start_proxy(args: &[&str]) -> Proxy {
 
 /// Accuracy guarantee: across any number of replicas sharing one Redis, the requests admitted
 /// for one key over an interval of `t` seconds are at most `burst + rate * t` (+1 for
-/// rounding), because every admission is one atomic script against Redis's own clock.
+/// rounding), because every admission is one atomic script against Redis's own clock. The
+/// bound is checked for the time that actually elapsed, so it holds on a slow machine too;
+/// whether these clients outrun the rate there is not up to the test, so the shared count's
+/// 429 is shown with a bucket that cannot refill during the test (the next test).
 #[tokio::test]
 async fn three_proxies_sharing_redis_admit_no_more_than_the_bucket_allows() {
     let redis = RedisServer::start().await;
@@ -107,10 +110,6 @@ async fn three_proxies_sharing_redis_admit_no_more_than_the_bucket_allows() {
         ok >= BURST,
         "admitted {ok}, expected at least the burst {BURST}"
     );
-    assert!(
-        throttled > 0,
-        "the clients never hit the limit (admitted {ok})"
-    );
     // Every proxy took part, and none counted a Redis error.
     for p in &proxies {
         let text = p.metrics(&c).await;
@@ -120,6 +119,55 @@ async fn three_proxies_sharing_redis_admit_no_more_than_the_bucket_allows() {
         );
         assert!(metric_sum(&text, "portico_api_key_requests_total", &[]).unwrap_or(0.0) > 0.0);
     }
+}
+
+/// The count is shared, deterministically: a bucket of 2 that refills one token per 1,000 s
+/// admits two requests through three proxies, one each through the first two, and the third
+/// proxy answers 429, however slowly the requests are sent.
+#[tokio::test]
+async fn a_bucket_in_redis_is_spent_once_across_three_proxies() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let small = |m: Vec<(&'static str, String)>| {
+        m.into_iter()
+            .map(|(n, c)| {
+                let c = c.replace(
+                    &format!("  throttle: {{rateLimit: {RATE}, burstLimit: {BURST}}}\n"),
+                    "  throttle: {rateLimit: 0.001, burstLimit: 2}\n",
+                );
+                (n, c)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        let mut b = Proxy::builder().arg("--redis-url").arg(&url);
+        for (n, c) in small(manifests()) {
+            b = b.manifest(n, &c);
+        }
+        proxies.push(b.start().await);
+    }
+    let c = Client::new();
+    let mut statuses = Vec::new();
+    for p in &proxies {
+        let r = c
+            .send(
+                Method::GET,
+                &p.url("/prod/content"),
+                &[("x-api-key", KEY)],
+                "",
+            )
+            .await;
+        statuses.push(r.status.as_u16());
+        if r.status == 429 {
+            assert_eq!(
+                r.json(),
+                serde_json::json!({"message": "Too Many Requests"})
+            );
+            assert!(r.header("retry-after").parse::<u64>().unwrap() >= 1);
+        }
+    }
+    assert_eq!(statuses, [200, 200, 429]);
 }
 
 #[tokio::test]
