@@ -1,4 +1,4 @@
-//! Every folder under `examples/` compiles with zero diagnostics (STYLE.md E.17): the
+//! Every folder under `examples/` compiles with zero diagnostics: the
 //! examples are documentation, and documentation that warns is wrong.
 
 use portico_crds::{Snapshot, compile, parse_manifests};

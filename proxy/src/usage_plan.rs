@@ -11,7 +11,7 @@
 //! ```
 //!
 //! [`Limiter`] holds the counters outside `Runtime`, keyed by stable ids (plan id + key hash,
-//! stage id + route id), so a config reload does not reset them (STYLE.md D.15). The counters
+//! stage id + route id), so a config reload does not reset them. The counters
 //! are in process; limits therefore hold per proxy replica.
 
 pub mod redis;

@@ -1,7 +1,8 @@
 //! `RestApi`: one API definition (REST resources and methods, or HTTP API route keys).
 //!
 //! Shapes follow `docs/manifest-spec.md` exactly. Fields marked "(later)" are accepted by the
-//! schema now and reported by `compile` (see `compile::not_supported`).
+//! schema now and reported by `compile` (see `compile::not_supported` and the manifest
+//! reference's "Not supported yet").
 
 // Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]

@@ -1,5 +1,5 @@
-//! Phase "not supported": fields marked (later) in `docs/manifest-spec.md` that are set to a
-//! non-default value.
+//! Phase "not supported": fields listed under "Not supported yet" in `docs/manifest-spec.md`
+//! that are set to a non-default value.
 //!
 //! Security-relevant fields are decided elsewhere (authorization: `authorizers`; API keys:
 //! `usage_plans`; required parameters and validators: `validation`); the rules left here are
