@@ -9,7 +9,8 @@ fn observed_api() -> (String, String) {
     let api = rest_api(
         "observed",
         &format!(
-            r#"  resources:
+            r#"  displayName: Observed API
+  resources:
     - path: /ping
       methods:
         GET: {{integration: {ping}}}
@@ -83,11 +84,17 @@ async fn metrics_count_requests_errors_and_latency_per_api_stage_resource_and_me
         Some(3.0),
         "portico_latency_seconds should be a histogram\n{m}"
     );
-    assert!(
-        m.lines()
-            .any(|l| l.starts_with("portico_count{") && l.contains("api=\"")),
-        "portico_count should carry an api label\n{m}"
+    // The api label is the API's stable id, not its display name (which may change).
+    assert_eq!(
+        metric_sum(
+            &m,
+            "portico_count",
+            &[("api", "restapi/default/observed"), ("resource", "/ping")]
+        ),
+        Some(3.0),
+        "portico_count should carry the API's id as its api label\n{m}"
     );
+    assert!(!m.contains("Observed API"), "\n{m}");
     assert!(
         m.contains("portico_integration_latency_seconds"),
         "portico_integration_latency_seconds missing\n{m}"
@@ -122,6 +129,7 @@ async fn access_log_line_carries_the_request_id_returned_in_x_amzn_request_id() 
     assert_eq!(line["stage"], "dev", "{line}");
     assert_eq!(line["httpMethod"], "GET", "{line}");
     assert_eq!(line["resourcePath"], "/ping", "{line}");
+    assert_eq!(line["apiId"], "restapi/default/observed", "{line}");
 
     // A request id is unique per request.
     let r2 = c.get(&proxy.url("/dev/ping")).await;
