@@ -63,7 +63,7 @@ dependency_rules() {
 export CARGO_INCREMENTAL=0
 
 phase "tools" tools
-phase "dependency rules (STYLE.md A.1)" dependency_rules
+phase "dependency rules (docs/architecture.md)" dependency_rules
 phase "cargo fmt --check" cargo fmt --all -- --check
 phase "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
 # (Not `if phase ...`: bash ignores `set -e` inside a command that is an `if` condition.)
