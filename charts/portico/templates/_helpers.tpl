@@ -183,3 +183,42 @@ API keys), and Events (create, patch). Nothing else, no wildcards.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+Redis for the proxies' rate-limit and quota counters: "bundled", "secret", "url" or "" (none).
+Fails when the bundled Redis is combined with an external one.
+*/}}
+{{- define "portico.redisMode" -}}
+{{- $r := .Values.redis }}
+{{- if $r.bundled.enabled }}
+{{- if or $r.url $r.existingSecret.name }}
+{{- fail "redis.bundled.enabled cannot be combined with redis.url or redis.existingSecret.name: choose one Redis" }}
+{{- end }}
+{{- print "bundled" }}
+{{- else if $r.existingSecret.name }}
+{{- print "secret" }}
+{{- else if $r.url }}
+{{- print "url" }}
+{{- end }}
+{{- end }}
+
+{{/* The `--redis-url` value: the bundled Service's URL, the given URL, or the env reference for a Secret. */}}
+{{- define "portico.redisUrl" -}}
+{{- $mode := include "portico.redisMode" . }}
+{{- if eq $mode "bundled" }}
+{{- printf "redis://%s.%s.svc:%d" (include "portico.componentName" (list . "redis")) .Release.Namespace (int .Values.redis.bundled.port) }}
+{{- else if eq $mode "secret" }}
+{{- print "$(PORTICO_REDIS_URL)" }}
+{{- else if eq $mode "url" }}
+{{- .Values.redis.url }}
+{{- end }}
+{{- end }}
+
+{{/* The most proxy replicas that may run at once: the HPA's maximum, or the fixed count. */}}
+{{- define "portico.proxyMaxReplicas" -}}
+{{- if .Values.proxy.autoscaling.enabled }}
+{{- int .Values.proxy.autoscaling.maxReplicas }}
+{{- else }}
+{{- int .Values.proxy.replicas }}
+{{- end }}
+{{- end }}

@@ -42,6 +42,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "preStopSleepSeconds": 5,
         }
     },
+    "redis-bundled": {"redis": {"bundled": {"enabled": True}}},
+    "redis-url": {"redis": {"url": "redis://cache.shared.svc:6379/2", "failureMode": "closed"}, "proxy": {"autoscaling": {"maxReplicas": 4}}},
+    "redis-secret": {"redis": {"existingSecret": {"name": "portico-redis-url", "key": "uri"}}},
     "custom-names": {
         "gatewayConfig": {"configMapName": "edge-gateway"},
         "operator": {"leaderElection": {"leaseName": "edge-leader"}},
@@ -147,9 +150,11 @@ def test_lint_has_no_errors(name):
 
 
 def test_every_container_is_non_root_read_only_with_requests(variant):
-    _, _, docs = variant
+    _, values, docs = variant
     deployments = of_kind(docs, "Deployment")
-    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in deployments} == {"operator", "proxy"}
+    bundled = values.get("redis", {}).get("bundled", {}).get("enabled", False)
+    expected = {"operator", "proxy"} | ({"redis"} if bundled else set())
+    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in deployments} == expected
     for d in deployments:
         pod = d["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -165,6 +170,9 @@ def test_every_container_is_non_root_read_only_with_requests(variant):
             assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
             assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"], where
             assert c["resources"]["limits"]["memory"], where
+            if c["name"] == "redis":  # no HTTP: a TCP probe on its port
+                assert c["livenessProbe"]["tcpSocket"] == c["readinessProbe"]["tcpSocket"] == {"port": "redis"}, where
+                continue
             assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", where
             assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", where
 
@@ -317,7 +325,9 @@ def test_hpa_and_pdb_follow_values(variant):
         (hpa,) = hpas
         assert hpa["apiVersion"] == "autoscaling/v2"
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": proxy["metadata"]["name"]}
-        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+        autoscaling = proxy_values.get("autoscaling", {})
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (
+            autoscaling.get("minReplicas", 2), autoscaling.get("maxReplicas", 10))
         assert hpa["spec"]["metrics"] == [
             {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
         ]
@@ -510,11 +520,141 @@ def test_unknown_anti_affinity_preset_fails_to_render(chart):
         chart.render({"proxy": {"podAntiAffinity": "sometimes"}}, name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
-def test_notes_say_how_to_apply_the_example_and_call_it(chart):
+def test_notes_say_how_to_apply_the_example_and_call_both_stages(chart):
     text = notes(chart)
-    assert "kubectl apply -f examples/mobile-backend/\n" in text
+    # The example with its in-cluster backends (examples/mobile-backend/k8s/: Deployments,
+    # Services, the Stages and Authorizer pointed at them).
+    assert "kubectl apply -f examples/mobile-backend/ -f examples/mobile-backend/k8s/\n" in text
+    assert "deploy/mobile-backend-dev deploy/mobile-backend-prod" in text
     assert f"port-forward svc/{RELEASE}-proxy 8080:80" in text
-    assert "curl" in text
+    for stage in ("dev", "prod"):
+        assert f"http://$GATEWAY/{stage}/content/1" in text
+    assert "/dev/auth/login" in text and "x-api-key: $KEY" in text
+    # No stage is left pointing at 127.0.0.1, and there is nothing to patch by hand.
+    assert "127.0.0.1:900" not in text and "kubectl patch" not in text
+    repo = CHART_DIR.parent.parent
+    assert "example-mobile-key-0123456789abcdef" in (repo / "examples/mobile-backend/usage-plan.yaml").read_text()
+    assert (repo / "examples/mobile-backend/k8s/backend.yaml").is_file()
+
+
+# --- Redis (shared rate-limit counters) ----------------------------------------------------------
+
+
+def proxy_container(docs: list[dict]) -> dict:
+    return deployment(docs, "proxy")["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_expected_replicas_is_the_most_that_may_run(variant):
+    """The proxy warns at start-up from this number: the HPA's maximum, or the fixed count."""
+    _, values, docs = variant
+    proxy_values = values.get("proxy", {})
+    if proxy_values.get("autoscaling", {}).get("enabled", True):
+        want = proxy_values.get("autoscaling", {}).get("maxReplicas", 10)
+        assert one(docs, "HorizontalPodAutoscaler")["spec"]["maxReplicas"] == want
+    else:
+        want = proxy_values["replicas"]
+    assert arg_value(proxy_container(docs)["args"], "--expected-replicas") == str(want)
+
+
+def test_no_redis_by_default(chart):
+    docs = render(chart)
+    args = proxy_container(docs)["args"]
+    assert "--redis-url" not in args and "--redis-failure-mode" not in args
+    assert not [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "redis"]
+    assert "PORTICO_REDIS_URL" not in {e["name"] for e in proxy_container(docs)["env"]}
+
+
+def test_redis_url_is_passed_to_the_proxy(chart):
+    values = VARIANTS["redis-url"]
+    docs = render(chart, values)
+    args = proxy_container(docs)["args"]
+    assert arg_value(args, "--redis-url") == "redis://cache.shared.svc:6379/2"
+    assert arg_value(args, "--redis-failure-mode") == "closed"
+    assert arg_value(args, "--expected-replicas") == "4"
+    assert of_kind(docs, "NetworkPolicy") == []
+    assert "redis" not in {d["metadata"]["labels"].get("app.kubernetes.io/component") for d in docs}
+
+
+def test_redis_url_from_a_secret_stays_out_of_the_pod_spec(chart):
+    docs = render(chart, VARIANTS["redis-secret"])
+    c = proxy_container(docs)
+    # The kubelet expands $(PORTICO_REDIS_URL) in args from the container's environment.
+    assert arg_value(c["args"], "--redis-url") == "$(PORTICO_REDIS_URL)"
+    assert arg_value(c["args"], "--redis-failure-mode") == "open"
+    (env,) = [e for e in c["env"] if e["name"] == "PORTICO_REDIS_URL"]
+    assert env["valueFrom"] == {"secretKeyRef": {"name": "portico-redis-url", "key": "uri"}}
+
+
+def test_bundled_redis_is_rendered_and_wired(chart):
+    docs = render(chart, VARIANTS["redis-bundled"])
+    redis = deployment(docs, "redis")
+    assert redis["spec"]["replicas"] == 1, "two Redis replicas would each hold their own counters"
+    assert redis["spec"]["strategy"] == {"type": "Recreate"}
+    pod = redis["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == "redis:7-alpine"
+    assert c["command"] == ["redis-server"]
+    # In memory only: nothing is written to the read-only root filesystem.
+    assert c["args"][c["args"].index("--save") + 1] == "" and arg_value(c["args"], "--appendonly") == "no"
+    assert c["ports"] == [{"name": "redis", "containerPort": 6379, "protocol": "TCP"}]
+    assert pod["automountServiceAccountToken"] is False
+    svc = one(docs, "Service", "redis")
+    assert svc["metadata"]["name"] == f"{RELEASE}-redis"
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(6379, "redis")]
+    # The proxies point at the Service, by its cluster DNS name.
+    assert arg_value(proxy_container(docs)["args"], "--redis-url") == f"redis://{RELEASE}-redis.{NAMESPACE}.svc:6379"
+    # Only the proxy pods may connect.
+    (policy,) = of_kind(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == redis["spec"]["selector"]["matchLabels"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": deployment(docs, "proxy")["spec"]["selector"]["matchLabels"]}}]
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    assert of_kind(render(chart, {"redis": {"bundled": {"enabled": True, "networkPolicy": False}}}), "NetworkPolicy") == []
+
+
+def test_bundled_and_external_redis_together_fail_to_render(chart):
+    for external in ({"url": "redis://r:6379"}, {"existingSecret": {"name": "s"}}):
+        with pytest.raises(Exception, match="choose one Redis"):
+            chart.render({"redis": {"bundled": {"enabled": True}, **external}}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    with pytest.raises(Exception, match="redis.failureMode must be open or closed"):
+        chart.render({"redis": {"url": "redis://r:6379", "failureMode": "sometimes"}}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+@pytest.mark.parametrize(("values", "warned"), [
+    ({}, "10"),  # the default: HPA up to 10 replicas, no Redis
+    ({"proxy": {"autoscaling": {"enabled": False}, "replicas": 3}}, "3"),
+    ({"proxy": {"autoscaling": {"enabled": False}, "replicas": 1}}, None),
+    ({"proxy": {"autoscaling": {"minReplicas": 1, "maxReplicas": 1}}}, None),
+    (VARIANTS["redis-bundled"], None),
+    (VARIANTS["redis-url"], None),
+    (VARIANTS["redis-secret"], None),
+])
+def test_notes_warn_when_replicas_run_limits_without_redis(chart, values, warned):
+    text = notes(chart, values)
+    if warned:
+        assert f"WARNING: up to {warned} proxy replicas run without Redis" in text
+        assert f"admits up to {warned} times its limits" in text
+        assert "redis.bundled.enabled=true" in text and "redis.url=" in text
+    else:
+        assert "WARNING" not in text
+    if values.get("redis"):
+        assert "share their counters" in text
+        assert "cache.shared.svc" not in text  # a URL may carry a password: never printed
+
+
+def test_default_image_is_the_one_the_readme_builds_and_loads(chart):
+    """`portico:<appVersion>`, IfNotPresent: published nowhere, built and loaded by README's kind/k3d path."""
+    docs = render(chart)
+    app_version = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["appVersion"]
+    image = f"portico:{app_version}"
+    for component in ("operator", "proxy"):
+        c = deployment(docs, component)["spec"]["template"]["spec"]["containers"][0]
+        assert (c["image"], c["imagePullPolicy"]) == (image, "IfNotPresent")
+    readme = (CHART_DIR.parent.parent / "README.md").read_text()
+    assert f"docker build -t {image} ." in readme
+    assert f"kind load docker-image {image}" in readme and f"k3d image import {image}" in readme
+    dockerfile = (CHART_DIR.parent.parent / "Dockerfile").read_text()
+    assert "USER 65532:65532" in dockerfile
 
 
 # --- CRDs --------------------------------------------------------------------------------------
