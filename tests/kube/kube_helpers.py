@@ -19,8 +19,16 @@ PROXY = pathlib.Path(os.environ.get("PORTICO_PROXY_BIN", ROOT / "target/debug/po
 OPERATOR = pathlib.Path(os.environ.get("PORTICO_OPERATOR_BIN", ROOT / "target/debug/portico-operator"))
 
 
+# A wait's deadline only bounds how long a failure takes to show, so no wait gives up sooner
+# than this, whatever `timeout` a test names (the machine may be small and busy: a debug
+# build, kubectl and a Python API server on two cores).
+MIN_WAIT = 60
+
+
 def wait_for(what, timeout, fn, interval=0.05):
-    """Calls `fn` until it returns something truthy (returned) or `timeout` seconds pass."""
+    """Calls `fn` until it returns something truthy (returned) or `max(timeout, MIN_WAIT)`
+    seconds pass."""
+    timeout = max(timeout, MIN_WAIT)
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -34,8 +42,9 @@ def wait_for(what, timeout, fn, interval=0.05):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def http(method, url, body=None, timeout=2, headers=None):
-    """(status, text) of one request; HTTP errors are answers, not exceptions."""
+def http(method, url, body=None, timeout=30, headers=None):
+    """(status, text) of one request; HTTP errors are answers, not exceptions. The timeout
+    only bounds a hung request: a slow answer on a busy machine is still an answer."""
     data = body.encode() if isinstance(body, str) else body
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
@@ -47,7 +56,7 @@ def http(method, url, body=None, timeout=2, headers=None):
         return e.code, e.read().decode()
 
 
-def http_get(url, timeout=2, headers=None):
+def http_get(url, timeout=30, headers=None):
     return http("GET", url, timeout=timeout, headers=headers)
 
 
@@ -80,7 +89,7 @@ class Procs:
         self.procs.append((name, p))
         return p
 
-    def stop(self, p, timeout=10):
+    def stop(self, p, timeout=30):
         """SIGTERM, then SIGKILL after `timeout` s; returns the exit status."""
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
