@@ -537,6 +537,21 @@ def test_notes_say_how_to_apply_the_example_and_call_both_stages(chart):
     assert (repo / "examples/mobile-backend/k8s/backend.yaml").is_file()
 
 
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_example_k8s_manifests_match_the_kubernetes_schemas(kube_version):
+    """examples/mobile-backend/k8s/ (what the NOTES apply): the built-in objects validate strictly
+    (the kubectl suite's test server has no schemas; tests/kube/test_example_k8s.py checks the rest)."""
+    k8s = CHART_DIR.parent.parent / "examples/mobile-backend/k8s"
+    docs = [d for f in sorted(k8s.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    builtin = [d for d in docs if d["apiVersion"] in ("v1", "apps/v1")]
+    assert sorted(d["kind"] for d in builtin) == ["ConfigMap", "Deployment", "Deployment", "Service", "Service"]
+    for d in builtin:
+        try:
+            kubernetes_validate.validate(d, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{d['kind']} {d['metadata']['name']} invalid for Kubernetes {kube_version}: {e.message} at {list(e.path)}")
+
+
 # --- Redis (shared rate-limit counters) ----------------------------------------------------------
 
 
