@@ -264,6 +264,9 @@ fn without_consequence(message: &str) -> &str {
         "not served",
         "does not apply",
         "are refused",
+        "ignored",
+        "is off",
+        "is used",
     ];
     let mut m = message;
     while let Some((cause, clause)) = m.rsplit_once("; ") {
@@ -324,6 +327,14 @@ mod tests {
             (
                 "the usage plan is not served; its API keys are refused (403) on its stages",
                 "the usage plan is not served",
+            ),
+            (
+                "minimumCompressionSize -1 is outside 0..10485760; compression is off",
+                "minimumCompressionSize -1 is outside 0..10485760",
+            ),
+            (
+                "RestApi default/a is defined more than once; the first definition is used",
+                "RestApi default/a is defined more than once",
             ),
             // Not a consequence: kept whole.
             (

@@ -1,5 +1,6 @@
 //! `--kube-configmap NAMESPACE/NAME`: the GatewayConfig the operator publishes, read through
-//! the Kubernetes API (list + watch), without kube-client (the dependency rules in `docs/architecture.md`).
+//! the Kubernetes API (list + watch), without kube-client (the dependency rules in
+//! `docs/architecture.md`).
 //!
 //! ```text
 //!  config.rs     kubeconfig | in-cluster service account -> Settings (server, TLS, auth)
