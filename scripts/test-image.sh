@@ -175,7 +175,7 @@ base, admin = f"http://{addrs['listen']}", f"http://{addrs['admin']}"
 def call(method, url, body=None, headers=None):
     req = urllib.request.Request(url, data=body and json.dumps(body).encode(), method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=30) as r:  # bounds a hung request only
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()

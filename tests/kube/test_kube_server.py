@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from kube_helpers import run_kubectl, start_kube_server, write_kubeconfig
+from kube_helpers import MIN_WAIT, run_kubectl, start_kube_server, write_kubeconfig
 
 NS = "sel"
 
@@ -87,7 +87,7 @@ def test_bad_selectors_are_refused(api):
             query = urllib.parse.urlencode({**param, **watch})
             r = urllib.request.Request(f"{api['url']}/api/v1/namespaces/{NS}/secrets?{query}")
             with pytest.raises(urllib.error.HTTPError) as e:
-                urllib.request.urlopen(r, timeout=5)
+                urllib.request.urlopen(r, timeout=30)
             body = json.loads(e.value.read())
             assert (e.value.code, body["reason"]) == (400, "BadRequest") and message in body["message"], body
 
@@ -97,7 +97,8 @@ class Watch:
 
     def __init__(self, api, path, **params):
         query = urllib.parse.urlencode({"watch": "true", **params})
-        self.resp = urllib.request.urlopen(f"{api['url']}{path}?{query}", timeout=10)
+        # The timeout only bounds how long a missing event takes to show (MIN_WAIT, kube_helpers).
+        self.resp = urllib.request.urlopen(f"{api['url']}{path}?{query}", timeout=MIN_WAIT)
 
     def next(self):
         line = self.resp.readline()  # bounded by the socket timeout above
