@@ -1,7 +1,9 @@
 //! Hop-by-hop headers (RFC 9110 7.6.1): they describe one connection, not the message, so the
 //! gateway never passes them on: not the client's to a backend, not a backend's to the client.
 //! The backend client ([`crate::pool`]) drops them from responses as it parses the head; the
-//! pipeline strips requests with [`strip`].
+//! pipeline strips a client's request with [`strip`] as it enters, before any phase reads its
+//! headers or a mapping sets one (so a client's `Connection: x-user-id` cannot remove the
+//! caller id the gateway maps from a token), and again before forwarding (mapped headers).
 
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
@@ -22,6 +24,10 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Headers a `Connection` list cannot remove: the message's framing and target were read
+/// from them already, and removing them would leave the message without either.
+static FRAMING: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
 
 /// The bit of `name` in [`HOP_BY_HOP`], 0 when it is end-to-end.
 pub fn bit(name: &str) -> u16 {
@@ -68,6 +74,7 @@ pub fn strip(h: &mut HeaderMap) {
             }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes())
                 && bit(name.as_str()) == 0
+                && !FRAMING.contains(&name)
                 && h.contains_key(&name)
             {
                 listed.push(name);
@@ -123,6 +130,18 @@ mod tests {
         strip(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-b"));
+        // Host and Content-Length stay whatever Connection says.
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            "host, content-length, x-a".parse().unwrap(),
+        );
+        h.insert(header::HOST, "api.example".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "2".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        strip(&mut h);
+        assert_eq!(h.len(), 2);
+        assert!(h.contains_key(header::HOST) && h.contains_key(header::CONTENT_LENGTH));
         // Nothing hop-by-hop: untouched.
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, "*/*".parse().unwrap());

@@ -1437,7 +1437,9 @@ mod tests {
         let (addr, seen) = raw_backend(|m, _| m == "PUT").await;
         let pool = Pools::default().host(&addr);
         fill_pool(&pool, 5).await;
-        pool.send(request(Method::PUT, "x"), None).await.unwrap_err();
+        pool.send(request(Method::PUT, "x"), None)
+            .await
+            .unwrap_err();
         assert_eq!(seen.lock().unwrap().get("PUT"), Some(&2));
     }
 

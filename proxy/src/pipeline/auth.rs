@@ -122,8 +122,7 @@ pub async fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), Gate
             return Ok(());
         }
     };
-    let token = headers
-        .get(verifier.header.as_str())
+    let token = identity_header(headers, verifier.header.as_str())?
         .and_then(|v| v.to_str().ok())
         .map(strip_bearer)
         .filter(|t| !t.is_empty())
@@ -144,6 +143,20 @@ pub async fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), Gate
         ..Default::default()
     });
     Ok(())
+}
+
+/// The one value of an identity-source header. A request that sends the header twice is
+/// refused (401) rather than authorized by one value while the backend may read the other
+/// (an unsigned token behind a verified one).
+pub fn identity_header<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<Option<&'a http::HeaderValue>, GatewayError> {
+    let mut all = headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (Some(_), Some(_)) => Err(GatewayError::Unauthorized),
+        (first, _) => Ok(first),
+    }
 }
 
 fn strip_bearer(v: &str) -> &str {

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //!  handle(shared, conn, ctx, req)
+//!    check_host        exactly one Host (HTTP/1.1)                    (400)
+//!    hop_by_hop::strip the client's hop-by-hop headers, before any phase reads or sets one
 //!    route::apply      host + path -> stage, route, path parameters   (403/404 when none)
 //!    cors::preflight   OPTIONS + Origin + Access-Control-Request-Method on a resource
 //!                      without an explicit OPTIONS method             (204)
@@ -120,8 +122,13 @@ async fn run(
     shared: &Shared,
     conn: &ConnInfo,
     ctx: &mut RequestCtx,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
+    check_host(&req)?;
+    // The client's hop-by-hop headers (and those its `Connection` names) go before any phase
+    // reads the headers or maps its own into them: `Connection: x-user-id` cannot remove the
+    // caller id that a mapping sets later.
+    crate::hop_by_hop::strip(req.headers_mut());
     // Route first: the payload cap and the integration are per API / per route.
     let routed = route::apply(ctx);
     // Preflight right after routing (before validation, authorization and the integration),
@@ -223,6 +230,20 @@ async fn run(
     };
     let binary_types = &runtime.config.apis[runtime.stages[s].api].binary_media_types;
     transform::response(t, binary_types, &mut mapped.data, resp).await
+}
+
+/// RFC 9112 3.2: an HTTP/1.1 request carries exactly one `Host`; an HTTP/1.0 one at most
+/// one. A server answers 400 otherwise (stages are selected by host: two would make the
+/// choice depend on which one a component reads).
+fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(GatewayError::BadRequest("more than one Host header")),
+        (None, _) if req.version() == http::Version::HTTP_11 => {
+            Err(GatewayError::BadRequest("an HTTP/1.1 request without Host"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// True when routing found the resource but not the verb.

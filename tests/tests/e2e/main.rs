@@ -7,6 +7,7 @@
 mod auth;
 mod cors;
 mod example;
+mod hardening;
 mod integrations;
 mod lambda;
 mod lifecycle;

@@ -152,8 +152,7 @@ impl FunctionVerifier {
         let mut values = Vec::with_capacity(self.sources.len());
         for s in &self.sources {
             let v = if let Some(h) = s.strip_prefix("header:") {
-                headers
-                    .get(h)
+                super::identity_header(headers, h)?
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             } else if let Some(q) = s.strip_prefix("query:") {
