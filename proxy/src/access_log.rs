@@ -1,5 +1,7 @@
-//! Access log: one line per request for stages with an access log format, written to stdout
-//! by a dedicated thread so the request path never blocks on I/O.
+//! Access log: one line per request for stages with an access log format, and one in the
+//! gateway's own format ([`GATEWAY_FORMAT`]) for requests no stage took (unknown hosts and
+//! paths, a missing `Host`, heads that could not be parsed), written to stdout by a dedicated
+//! thread so the request path never blocks on I/O.
 //!
 //! ```text
 //!  respond::finish --try_send(RequestCtx)--> bounded channel --> writer thread
@@ -80,9 +82,31 @@ impl Drop for AccessLog {
     }
 }
 
-/// Renders the line for `ctx` under its stage's format (nothing when it has none).
+/// The line of a request no stage took.
+pub const GATEWAY_FORMAT: &str = concat!(
+    r#"{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","#,
+    r#""requestTime":"$context.requestTime","httpMethod":"$context.httpMethod","#,
+    r#""path":"$context.path","protocol":"$context.protocol","status":"$context.status","#,
+    r#""responseLength":"$context.responseLength","errorType":"$context.error.responseType","#,
+    r#""errorMessage":"$context.error.message"}"#
+);
+
+static GATEWAY_TEMPLATE: std::sync::LazyLock<crate::template::Template> =
+    std::sync::LazyLock::new(|| crate::template::Template::parse(GATEWAY_FORMAT));
+
+/// Whether `ctx` gets a line: its stage has a format, or no stage took it.
+pub fn wants_line(ctx: &RequestCtx) -> bool {
+    ctx.stage().is_none_or(|s| s.access_log.is_some())
+}
+
+/// Renders the line for `ctx` under its stage's format, or the gateway's when no stage took
+/// it (nothing when its stage has no format).
 pub fn render_line(ctx: &RequestCtx, out: &mut String) -> bool {
-    match ctx.stage().and_then(|s| s.access_log.as_ref()) {
+    let template = match ctx.stage() {
+        Some(s) => s.access_log.as_ref(),
+        None => Some(&*GATEWAY_TEMPLATE),
+    };
+    match template {
         Some(t) => {
             t.render(ctx, Mode::AccessLog, out);
             out.push('\n');

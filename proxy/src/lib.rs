@@ -18,6 +18,7 @@ pub mod admin;
 pub mod body;
 pub mod buffer;
 pub mod cli;
+pub mod client_io;
 pub mod hop_by_hop;
 pub mod metrics;
 pub mod pipeline;

@@ -12,6 +12,7 @@ use crate::access_log::AccessLog;
 use crate::admin::{self, Health};
 use crate::body::ClientBody;
 use crate::cli::{Cli, ServeArgs};
+use crate::client_io;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, ConnInfo, RequestCtx, Shared};
 use crate::pool::Pools;
@@ -206,6 +207,7 @@ pub fn spawn_connection(
         state: state.clone(),
         conn: ConnInfo::new(remote),
     });
+    let task_cs = cs.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let cs = cs.clone();
         async move {
@@ -215,12 +217,81 @@ pub fn spawn_connection(
             Ok::<_, Infallible>(pipeline::handle(&cs.shared, &cs.conn, ctx, req).await)
         }
     });
-    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+    let slot = client_io::Slot::default();
+    let io = TokioIo::new(client_io::ClientIo::new(stream, slot.clone()));
+    let conn = graceful.watch(http.serve_connection(io, svc));
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let result = conn.await;
+        if let Err(e) = &result {
             tracing::debug!(error = %e, "connection ended with an error");
         }
+        let unanswered = slot.lock().expect("slot lock").take();
+        if let Some(u) = unanswered {
+            let timed_out = result.as_ref().is_err_and(hyper::Error::is_timeout);
+            answer_unparsed(u, timed_out, &task_cs).await;
+        }
     });
+}
+
+/// Answers a connection hyper ended without the gateway's answer (see [`client_io`]): a head
+/// it could not parse (400, 414, 431), or a head still incomplete at the header timeout
+/// (408; a connection idle between requests is closed without one). The answer is the
+/// gateway response of no API, with a request id and an access-log line; then the socket is
+/// closed gently: the rest of what the client sends is read for a moment, so that the close
+/// does not reset the connection before the client has read the answer.
+async fn answer_unparsed(u: client_io::Unanswered, timed_out: bool, cs: &ConnState) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let err = match u.status {
+        Some(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE) => {
+            pipeline::GatewayError::RequestHeaderFieldsTooLarge
+        }
+        Some(http::StatusCode::URI_TOO_LONG) => pipeline::GatewayError::UriTooLong,
+        Some(_) => pipeline::GatewayError::BadRequest("a request head that cannot be parsed"),
+        None if timed_out && u.partial_head => {
+            pipeline::GatewayError::RequestTimeout("an incomplete request head".into())
+        }
+        None => return,
+    };
+    let mut ctx = RequestCtx::unparsed(cs.state.load_full(), cs.conn.remote.ip());
+    let resp = pipeline::respond::gateway_response(&mut ctx, err);
+    let resp = pipeline::respond::finish(&cs.shared, ctx, resp);
+    let (parts, body) = resp.into_parts();
+    let body = match body {
+        crate::body::ProxyBody::Full(Some(b)) => b,
+        _ => bytes::Bytes::new(),
+    };
+    let mut out = Vec::with_capacity(256 + body.len());
+    let reason = parts.status.canonical_reason().unwrap_or("");
+    out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_u16()).as_bytes());
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(&body);
+    let mut stream = u.stream;
+    let linger = async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 8192];
+        let mut seen = 0;
+        while seen < crate::body::LINGER_BYTES {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => seen += n as u64,
+            }
+        }
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(crate::body::LINGER_TIME, linger).await;
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener> {

@@ -166,6 +166,15 @@ impl RequestCtx {
         }
     }
 
+    /// A context for a request whose head could not be parsed (method and path unknown:
+    /// `-` in the access log).
+    pub fn unparsed(runtime: Arc<Runtime>, source_ip: IpAddr) -> Self {
+        let mut ctx = RequestCtx::new(runtime, source_ip, &Request::new(()));
+        ctx.http_method = Method::from_bytes(b"-").expect("- is a token");
+        ctx.normalised_path = Some("-".into());
+        ctx
+    }
+
     /// `$context.path`: the normalised request path (base path included).
     pub fn path(&self) -> &str {
         self.normalised_path

@@ -92,6 +92,9 @@ pub enum GatewayError {
     /// HTTP/1.1 request without `Host`, or with two).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A DEFAULT_4XX answered with 414: a request target longer than hyper accepts.
+    #[error("request target too long")]
+    UriTooLong,
     /// A DEFAULT_4XX answered with 408: the client sent its body too slowly
     /// ([`crate::body::BodyTimeouts`]).
     #[error("request timeout: {0}")]
@@ -142,7 +145,7 @@ impl GatewayError {
             E::WafFiltered => T::WafFiltered,
             E::RequestHeaderFieldsTooLarge => T::RequestHeaderFieldsTooLarge,
             E::BadGateway(_) | E::Overloaded(_) => T::Default5xx,
-            E::BadRequest(_) | E::RequestTimeout(_) => T::Default4xx,
+            E::BadRequest(_) | E::RequestTimeout(_) | E::UriTooLong => T::Default4xx,
         }
     }
 
@@ -156,6 +159,7 @@ impl GatewayError {
                 Some("User is not authorized to access this resource")
             }
             GatewayError::BadRequest(_) => Some("Bad Request"),
+            GatewayError::UriTooLong => Some("Request-URI Too Long"),
             GatewayError::RequestTimeout(_) => Some("Request Timeout"),
             GatewayError::Overloaded(_) => Some("Service Unavailable"),
             _ => None,
@@ -167,6 +171,7 @@ impl GatewayError {
         match self {
             GatewayError::BadGateway(_) => Some(http::StatusCode::BAD_GATEWAY),
             GatewayError::BadRequest(_) => Some(http::StatusCode::BAD_REQUEST),
+            GatewayError::UriTooLong => Some(http::StatusCode::URI_TOO_LONG),
             GatewayError::RequestTimeout(_) => Some(http::StatusCode::REQUEST_TIMEOUT),
             GatewayError::Overloaded(_) => Some(http::StatusCode::SERVICE_UNAVAILABLE),
             _ => None,

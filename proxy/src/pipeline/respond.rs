@@ -163,7 +163,7 @@ pub fn finish(
         (None, None) => &ctx.runtime.unmatched,
     };
     metrics.record(ctx.status, ctx.response_latency, ctx.integration_latency);
-    if ctx.stage().is_some_and(|s| s.access_log.is_some()) {
+    if crate::access_log::wants_line(&ctx) {
         shared.access_log.log(ctx);
     }
     resp

@@ -1,0 +1,249 @@
+//! The client connection's socket as hyper sees it, so that requests hyper cannot parse are
+//! answered in the gateway's shape rather than with hyper's bare status line.
+//!
+//! ```text
+//!  hyper http1 connection ──reads/writes──> ClientIo ──> TcpStream
+//!    parse error (400, 414, 431): hyper writes its own empty answer and ends the connection
+//!       ClientIo keeps that answer back (it is recognisable: a lone head with no request id)
+//!    head timeout with part of a head received (slowloris): hyper just ends the connection
+//!  connection ended -> ClientIo hands the socket back ([`Unanswered`]) -> the connection task
+//!    answers with the gateway response (request id, `x-amzn-ErrorType`, JSON body, 408 for
+//!    the timeout), writes an access-log line, and closes gently (see `server`)
+//! ```
+//!
+//! hyper writes a response of its own only after closing the connection's read side on a
+//! parse error, and only when no response of ours is being written, so a write it makes then
+//! is the last one on the connection. Were a write of ours ever taken for one (a body chunk
+//! that is exactly such a head), it is sent before anything else happens on the connection,
+//! unchanged.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A connection that ended without an answer the gateway should have given.
+#[derive(Debug)]
+pub struct Unanswered {
+    /// The client's socket, still open.
+    pub stream: TcpStream,
+    /// hyper's answer to an unparseable request that was kept back: 400, 414 or 431.
+    pub status: Option<http::StatusCode>,
+    /// Bytes arrived since the last response (a request head was under way).
+    pub partial_head: bool,
+}
+
+/// Where [`ClientIo`] leaves the socket when its connection ends unanswered.
+pub type Slot = Arc<Mutex<Option<Unanswered>>>;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct ClientIo {
+    stream: Option<TcpStream>,
+    /// hyper's own answer, kept back, and how much of it was sent (when released).
+    held: Option<(Vec<u8>, usize)>,
+    read_since_write: bool,
+    slot: Slot,
+}
+
+impl ClientIo {
+    /// Wraps an accepted socket; `slot` receives it if the connection ends unanswered.
+    pub fn new(stream: TcpStream, slot: Slot) -> Self {
+        ClientIo {
+            stream: Some(stream),
+            held: None,
+            read_since_write: false,
+            slot,
+        }
+    }
+
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(
+            self.stream
+                .as_mut()
+                .expect("the stream is taken only on drop"),
+        )
+    }
+
+    /// Sends a kept-back write after all (the connection went on, so it was not hyper's last).
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((bytes, sent)) = self.held.take() {
+            let stream = Pin::new(self.stream.as_mut().expect("stream"));
+            match stream.poll_write(cx, &bytes[sent..]) {
+                Poll::Ready(Ok(n)) if sent + n < bytes.len() => self.held = Some((bytes, sent + n)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.held = Some((bytes, sent));
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Keeps `buf` back if it is hyper's own answer to an unparseable request.
+    fn hold(&mut self, buf: &[u8]) -> bool {
+        if self.held.is_none() && hyper_error_status(buf).is_some() {
+            self.held = Some((buf.to_vec(), 0));
+            return true;
+        }
+        false
+    }
+}
+
+/// The status of `buf` when it is a response head hyper writes by itself for a request it
+/// could not parse: one whole head, a 400, 414 or 431, without the request id every response
+/// of the gateway carries.
+pub fn hyper_error_status(buf: &[u8]) -> Option<http::StatusCode> {
+    let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
+    let status = match rest.get(..4)? {
+        b"400 " => http::StatusCode::BAD_REQUEST,
+        b"414 " => http::StatusCode::URI_TOO_LONG,
+        b"431 " => http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        _ => return None,
+    };
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let lower = buf.to_ascii_lowercase();
+    (head_end + 4 == buf.len()
+        && !lower.windows(17).any(|w| w == b"x-amzn-requestid:")
+        && lower.windows(19).any(|w| w == b"content-length: 0\r\n"))
+    .then_some(status)
+}
+
+impl Drop for ClientIo {
+    fn drop(&mut self) {
+        let status = self
+            .held
+            .as_ref()
+            .filter(|(_, sent)| *sent == 0)
+            .and_then(|(b, _)| hyper_error_status(b));
+        if status.is_none() && !self.read_since_write {
+            return;
+        }
+        if let Some(stream) = self.stream.take() {
+            *self.slot.lock().expect("slot lock") = Some(Unanswered {
+                stream,
+                status,
+                partial_head: self.read_since_write,
+            });
+        }
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.held.is_some() {
+            ready!(this.poll_release(cx))?;
+        }
+        let before = buf.filled().len();
+        ready!(this.stream().poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            this.read_since_write = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.held.is_some() {
+            ready!(this.poll_release(cx))?;
+        } else if this.hold(buf) {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let n = ready!(this.stream().poll_write(cx, buf))?;
+        this.read_since_write = false;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.held.is_some() {
+            ready!(this.poll_release(cx))?;
+        } else if let [one] = bufs
+            && this.hold(one)
+        {
+            return Poll::Ready(Ok(one.len()));
+        }
+        let n = ready!(this.stream().poll_write_vectored(cx, bufs))?;
+        this.read_since_write = false;
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // A kept-back answer stays back: flushing is not the connection going on.
+        self.get_mut().stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.held.is_some() {
+            // The gateway's answer is still to be written on this socket.
+            return Poll::Ready(Ok(()));
+        }
+        this.stream().poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypers_own_answers_are_told_from_the_gateways() {
+        let ok = |s: &str| hyper_error_status(s.as_bytes()).map(|s| s.as_u16());
+        assert_eq!(
+            ok(
+                "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n"
+            ),
+            Some(431)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"),
+            Some(400)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n"),
+            Some(414)
+        );
+        // The gateway's own 400 carries its request id (and a body).
+        assert_eq!(
+            ok("HTTP/1.1 400 Bad Request\r\nx-amzn-requestid: 1\r\ncontent-length: 0\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            ok("HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n{}"),
+            None
+        );
+        assert_eq!(
+            ok("HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n"),
+            None
+        );
+        assert_eq!(ok("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"), None);
+        assert_eq!(
+            ok("HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n"),
+            None
+        );
+    }
+}
