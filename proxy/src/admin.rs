@@ -160,6 +160,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     usage: Usage,
+    header_timeout: std::time::Duration,
 ) {
     loop {
         let (stream, _) = match listener.accept().await {
@@ -176,7 +177,12 @@ pub async fn serve(
                 let (metrics, health, usage) = (metrics.clone(), health.clone(), usage.clone());
                 async move { Ok::<_, Infallible>(respond(&metrics, &health, &usage, &req).await) }
             });
+            // A connection that sends no complete head in time is closed, with the public
+            // listener's --client-header-timeout-seconds: an open admin connection costs as
+            // much as any other.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });

@@ -126,6 +126,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             state: state.clone(),
             limits,
         },
+        Duration::from_secs(args.client_header_timeout_seconds),
     ));
     pools.spawn_sweeper();
     source.spawn(

@@ -294,6 +294,22 @@ fn strip_base<'p>(base: &str, path: &'p str) -> Option<&'p str> {
     }
 }
 
+/// Whether `ANY` covers `m`: API Gateway's methods are DELETE, GET, HEAD, OPTIONS, PATCH,
+/// POST and PUT, and `ANY` stands for them. TRACE (which echoes the request, credentials
+/// included, to the caller) and CONNECT never reach a backend through `ANY`.
+fn any_covers(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::DELETE
+            | Method::HEAD
+            | Method::OPTIONS
+    )
+}
+
 /// Methods of one resource: exact verbs, then `ANY`.
 #[derive(Debug, Default)]
 struct Methods {
@@ -311,7 +327,7 @@ impl Methods {
             .iter()
             .find(|(k, _)| k == m)
             .map(|(_, r)| *r)
-            .or(self.any)
+            .or(self.any.filter(|_| any_covers(m)))
     }
 
     fn insert(&mut self, verb: &str, route: usize) {
@@ -584,6 +600,11 @@ pub(crate) mod tests {
         assert_eq!(find(&api, "DELETE", "/items").unwrap().0, "ANY /items");
         let t = RouteTable::build(&api);
         assert_eq!(t.find(&Method::GET, "/orders"), RouteOutcome::NoMethod);
+        // ANY is API Gateway's seven methods (AWS CDK `HttpMethod`: ANY, DELETE, GET, HEAD,
+        // OPTIONS, PATCH, POST, PUT), not TRACE or CONNECT (issue 9.8).
+        for m in [Method::TRACE, Method::CONNECT] {
+            assert_eq!(t.find(&m, "/items"), RouteOutcome::NoMethod);
+        }
         assert_eq!(t.find(&Method::GET, "/nope"), RouteOutcome::NotFound);
     }
 

@@ -415,7 +415,9 @@ async fn a_missing_or_doubled_host_is_a_400() {
         assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(req));
         assert_eq!(r.json()["message"], "Bad Request");
         assert_eq!(r.header("x-amzn-errortype"), "BadRequestException");
-        let line = proxy.access_log_line(&r.request_id(), REQUEST_TIMEOUT).await;
+        let line = proxy
+            .access_log_line(&r.request_id(), REQUEST_TIMEOUT)
+            .await;
         assert_eq!(line["status"], "400");
     }
     let r = raw_exchange(a, b"GET /dev/mock HTTP/1.0\r\n\r\n").await;
@@ -479,8 +481,17 @@ async fn unparseable_heads_get_gateway_responses_and_log_lines() {
         assert_eq!(line["errorType"], ty);
         assert_eq!(line["httpMethod"], "-");
     }
-    // Idle, no byte sent: closed after the timeout with nothing written.
+    // Idle, no byte sent: closed after the timeout with nothing written; on the admin
+    // listener too, which had no head timeout at all (issue 9.8).
     let mut idle = TcpStream::connect(addr(&proxy)).await.unwrap();
+    assert_eq!(read_all(&mut idle).await, "");
+    let admin = proxy.admin_url("");
+    let admin: SocketAddr = admin
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let mut idle = TcpStream::connect(admin).await.unwrap();
     assert_eq!(read_all(&mut idle).await, "");
     // A request that matched no stage is logged in the gateway's format too.
     let r = raw_exchange(
