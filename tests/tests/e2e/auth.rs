@@ -156,9 +156,22 @@ async fn jwt_authorizer_with_inline_keys_admits_valid_tokens_only() {
     assert_eq!(r.json(), json!({"message": "Unauthorized"}));
 
     // A valid token; claims reach $context.authorizer.*.
-    let r = get(&c, &proxy, Some(&key.sign(&claims()))).await;
+    let token = key.sign(&claims());
+    let r = get(&c, &proxy, Some(&token)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "ok");
+
+    // The valid token beside an unsigned one in a second Authorization header: 401, so that
+    // no backend can read the other one as verified (issue 9.5).
+    let bearer = format!("Bearer {token}");
+    let two = [
+        ("authorization", bearer.as_str()),
+        ("authorization", "Bearer forged"),
+    ];
+    let dup = c
+        .send(Method::GET, &proxy.url("/dev/profile"), &two, "")
+        .await;
+    assert_eq!(dup.status, 401, "{}", dup.text());
     let line = proxy
         .access_log_line(&r.request_id(), Duration::from_secs(10))
         .await;
