@@ -1,4 +1,5 @@
-//! `Authorizer` (later, whole kind): JWT, or a Lambda-style TOKEN / REQUEST function.
+//! `Authorizer`: JWT validation, or a Lambda-style TOKEN / REQUEST function; used by the
+//! methods and routes that name it in `authorizerRef`.
 
 // Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
@@ -50,7 +51,7 @@ pub struct AuthorizerSpec {
     /// Regular expression the token must match before the function is called (`TOKEN`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_validation_expression: Option<String>,
-    /// Seconds a result is cached (0 disables caching).
+    /// Seconds an answer is cached per identity, 0..3600 (default 300; 0 disables caching).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_ttl_in_seconds: Option<i64>,
     /// Whether the function answers the simple `{"isAuthorized": bool}` format.
@@ -82,7 +83,8 @@ pub struct JwtConfiguration {
     /// Accepted `aud` values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<String>,
-    /// Where to fetch the key set (fetched by the caller of compile, never by compile).
+    /// `http://` or `https://` URL the proxy fetches the key set from (never compile).
+    /// Exactly one of `jwks` and `jwksUri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
     /// Inline key set (JSON text).
@@ -100,7 +102,7 @@ pub struct AuthorizerStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions (`Accepted`).
+    /// Conditions (`Accepted`, `Ready`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -87,7 +87,8 @@ pub struct ThrottleSettings {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// Condition type: `Accepted`, `ResolvedRefs`, `Programmed` or `Ready`.
+    /// Condition type: `Accepted` (compiled; `False` with the first error's reason) or
+    /// `Ready` (the config containing the object is published to the proxies).
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.

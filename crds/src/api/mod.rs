@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  Stage --restApiRef--> RestApi --authorizerRef--> Authorizer
-//!    ^                                                  (later)
+//!    ^
 //!    +--stageRef-- UsagePlan <--usagePlanRefs-- ApiKey --valueFrom--> Secret
 //! ```
 //!

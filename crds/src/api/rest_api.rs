@@ -1,8 +1,8 @@
 //! `RestApi`: one API definition (REST resources and methods, or HTTP API route keys).
 //!
-//! Shapes follow `docs/manifest-spec.md` exactly. Fields marked "(later)" are accepted by the
-//! schema now and reported by `compile` (see `compile::not_supported` and the manifest
-//! reference's "Not supported yet").
+//! Shapes follow `docs/manifest-spec.md` exactly. Fields described as "not supported yet" are
+//! accepted by the schema and reported by `compile` with reason `NotYetSupported` (see
+//! `compile::not_supported` and the manifest reference's "Not supported yet").
 
 // Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
@@ -46,7 +46,8 @@ pub struct RestApiSpec {
     /// Free-form description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// `REST` (default), `HTTP` or `WEBSOCKET` (later).
+    /// `REST` (default), `HTTP`, or `WEBSOCKET` (not supported yet: an error, the API is not
+    /// served).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<ApiProtocol>,
     /// Largest request body accepted, in bytes (default 10 MiB).
@@ -60,7 +61,8 @@ pub struct RestApiSpec {
     /// sending `Accept-Encoding: gzip`; unset: no compression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_compression_size: Option<i64>,
-    /// `HEADER` (default, `x-api-key`) or `AUTHORIZER` (later).
+    /// `HEADER` (default, `x-api-key`) or `AUTHORIZER` (the `usageIdentifierKey` a TOKEN or
+    /// REQUEST authorizer answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_source: Option<ApiKeySource>,
     /// REST APIs: the resource paths (the resource tree, flattened) and their methods.
@@ -69,7 +71,8 @@ pub struct RestApiSpec {
     /// HTTP APIs: route keys and their integrations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<HttpRoute>,
-    /// (later) WebSocket APIs: expression selecting the route key, e.g. `$request.body.action`.
+    /// WebSocket APIs: expression selecting the route key, e.g. `$request.body.action`. Not
+    /// supported yet (a warning; ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_selection_expression: Option<String>,
     /// Gateway response overrides keyed by AWS type (`THROTTLED`, `DEFAULT_4XX`, ...).
@@ -90,7 +93,7 @@ pub struct RestApiSpec {
 }
 
 /// Kind of API: `REST` (default, resources and methods), `HTTP` (route keys) or
-/// `WEBSOCKET` (later).
+/// `WEBSOCKET` (not supported yet).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ApiProtocol {
     /// REST API (v1): resources and methods.
@@ -100,20 +103,20 @@ pub enum ApiProtocol {
     /// HTTP API (v2): route keys.
     #[serde(rename = "HTTP")]
     Http,
-    /// WebSocket API (later).
+    /// WebSocket API: not supported yet (an error; the API is not served).
     #[serde(rename = "WEBSOCKET")]
     WebSocket,
 }
 
 /// Where the API key of a request comes from: `HEADER` (default, `x-api-key`) or
-/// `AUTHORIZER` (later).
+/// `AUTHORIZER` (the authorizer's `usageIdentifierKey`).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ApiKeySource {
     /// The `x-api-key` header.
     #[default]
     #[serde(rename = "HEADER")]
     Header,
-    /// The authorizer's `usageIdentifierKey` (later).
+    /// The `usageIdentifierKey` a TOKEN or REQUEST authorizer answers.
     #[serde(rename = "AUTHORIZER")]
     Authorizer,
 }
@@ -129,21 +132,21 @@ pub struct RestResource {
     pub methods: BTreeMap<String, Method>,
 }
 
-/// How callers are authorized: `NONE` (default), or (later) `JWT`, `CUSTOM`,
-/// `COGNITO_USER_POOLS`.
+/// How callers are authorized: `NONE` (default), `JWT` or `COGNITO_USER_POOLS` (a JWT
+/// Authorizer), or `CUSTOM` (a TOKEN or REQUEST Authorizer).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AuthorizationType {
     /// Open to everyone (default).
     #[default]
     #[serde(rename = "NONE")]
     None,
-    /// (later) JWT authorizer.
+    /// A JWT Authorizer validates the caller's token.
     #[serde(rename = "JWT")]
     Jwt,
-    /// (later) Lambda-style TOKEN or REQUEST authorizer.
+    /// A Lambda-style TOKEN or REQUEST Authorizer decides.
     #[serde(rename = "CUSTOM")]
     Custom,
-    /// (later) Cognito user pool authorizer (JWT).
+    /// Cognito user pool tokens, validated by a JWT Authorizer.
     #[serde(rename = "COGNITO_USER_POOLS")]
     CognitoUserPools,
 }
@@ -152,13 +155,17 @@ pub enum AuthorizationType {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Method {
-    /// `NONE` (default), or (later) `JWT`, `CUSTOM`, `COGNITO_USER_POOLS`.
+    /// `NONE` (default), `JWT` or `COGNITO_USER_POOLS` (need a JWT Authorizer), or `CUSTOM`
+    /// (needs a TOKEN or REQUEST Authorizer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_type: Option<AuthorizationType>,
-    /// (later) The Authorizer object used by this method.
+    /// The Authorizer (same namespace) that checks callers of this method: required unless
+    /// `authorizationType` is `NONE`, and not allowed with `NONE`. A missing or invalid
+    /// Authorizer is an error: the method answers 500 rather than being served unprotected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorizer_ref: Option<LocalObjectReference>,
-    /// (later) OAuth scopes required by the method.
+    /// OAuth scopes (JWT Authorizers): the token must carry at least one of them, else 403;
+    /// ignored with a TOKEN or REQUEST Authorizer (a warning).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization_scopes: Vec<String>,
     /// Whether callers must present an API key of a usage plan of the stage (403 otherwise).
@@ -214,7 +221,7 @@ pub enum IntegrationType {
     /// Lambda proxy: a function's HTTP invoke endpoint (`uri`).
     #[serde(rename = "AWS_PROXY")]
     AwsProxy,
-    /// (later) AWS service integration.
+    /// AWS service integration: not supported yet (an error; the method answers 500).
     #[serde(rename = "AWS")]
     Aws,
 }
@@ -250,7 +257,8 @@ pub enum ContentHandling {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Integration {
-    /// `HTTP_PROXY`, `HTTP`, `MOCK`, `AWS_PROXY`, or (later) `AWS`.
+    /// `HTTP_PROXY`, `HTTP`, `MOCK`, `AWS_PROXY`, or `AWS` (not supported yet: an error, the
+    /// method answers 500).
     #[serde(rename = "type")]
     pub type_: IntegrationType,
     /// Endpoint URI (HTTP types); may use `${stageVariables.name}` and `{param}` placeholders.
@@ -280,10 +288,12 @@ pub struct Integration {
     /// (HTTP APIs: the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_format_version: Option<String>,
-    /// Integration request parameters (HTTP, MOCK), e.g.
+    /// Integration request parameters (HTTP, MOCK, HTTP_PROXY), e.g.
     /// `integration.request.header.x: method.request.path.id`; sources are
     /// `method.request.{path,querystring,header}.<name>`, `context.<name>`,
-    /// `stageVariables.<name>` and `'literal'`.
+    /// `stageVariables.<name>` and `'literal'`. Body and multi-value mappings are not
+    /// supported yet (an error; the method answers 500); on AWS_PROXY no mapping is (a
+    /// warning; ignored).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_parameters: BTreeMap<String, String>,
     /// Request mapping templates (VTL) by content type (HTTP, MOCK; ignored on HTTP_PROXY).
@@ -358,13 +368,17 @@ pub struct IntegrationResponse {
 pub struct HttpRoute {
     /// `"<METHOD> <path>"` with an HTTP verb or `ANY`, or `$default`.
     pub route_key: String,
-    /// `NONE` (default), or (later) `JWT`, `CUSTOM`, `COGNITO_USER_POOLS`.
+    /// `NONE` (default), `JWT` or `COGNITO_USER_POOLS` (need a JWT Authorizer), or `CUSTOM`
+    /// (needs a TOKEN or REQUEST Authorizer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_type: Option<AuthorizationType>,
-    /// (later) The Authorizer object used by this route.
+    /// The Authorizer (same namespace) that checks callers of this route: required unless
+    /// `authorizationType` is `NONE`, and not allowed with `NONE`. A missing or invalid
+    /// Authorizer is an error: the route answers 500 rather than being served unprotected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorizer_ref: Option<LocalObjectReference>,
-    /// (later) OAuth scopes required by the route.
+    /// OAuth scopes (JWT Authorizers): the token must carry at least one of them, else 403;
+    /// ignored with a TOKEN or REQUEST Authorizer (a warning).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization_scopes: Vec<String>,
     /// How the route reaches its backend.
@@ -455,7 +469,7 @@ pub struct RestApiStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions (`Accepted`, `ResolvedRefs`, `Programmed`).
+    /// Conditions (`Accepted`, `Ready`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -64,13 +64,14 @@ pub struct StageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleSettings>,
     /// Per-method settings keyed by `<resource path>/<METHOD>` (e.g. `/content/{id}/GET`);
-    /// `throttle` is enforced for every caller, the other settings are (later).
+    /// `throttle` is enforced for every caller; `cachingEnabled`, `cacheTtlInSeconds` and
+    /// `metricsEnabled` are not supported yet (a warning; ignored).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub method_settings: BTreeMap<String, MethodSetting>,
-    /// (later) Whether the stage has a response cache.
+    /// Whether the stage has a response cache: not supported yet (a warning when `true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_cluster_enabled: Option<bool>,
-    /// (later) Canary deployment settings.
+    /// Canary deployment settings: not supported yet (a warning when set; ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_settings: Option<CanarySettings>,
 }
@@ -87,25 +88,26 @@ pub struct AccessLogSettings {
     pub enabled: Option<bool>,
 }
 
-/// (later) Settings of one method (or `*/*`) in a stage.
+/// Settings of one method (or `*/*`) in a stage: `throttle` is enforced, the others are not
+/// supported yet.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MethodSetting {
     /// Method throttle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleSettings>,
-    /// Whether responses are cached.
+    /// Whether responses are cached: not supported yet (a warning; ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caching_enabled: Option<bool>,
-    /// Cache entry lifetime in seconds.
+    /// Cache entry lifetime in seconds: not supported yet (a warning; ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_ttl_in_seconds: Option<i64>,
-    /// Whether per-method metrics are recorded.
+    /// Whether per-method metrics are recorded: not supported yet (a warning; ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_enabled: Option<bool>,
 }
 
-/// (later) Canary settings of a stage.
+/// Canary settings of a stage: not supported yet (a warning; ignored).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanarySettings {
@@ -130,7 +132,7 @@ pub struct StageStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions (`Accepted`, `ResolvedRefs`, `Programmed`, `Ready`).
+    /// Conditions (`Accepted`, `Ready`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// URLs the stage is reachable at, e.g. `http://api.example.com/dev`.

@@ -95,7 +95,7 @@ pub struct UsagePlanStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions (`Accepted`, `ResolvedRefs`).
+    /// Conditions (`Accepted`, `Ready`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
