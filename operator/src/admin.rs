@@ -4,7 +4,7 @@
 //!
 //! Entry point: [`serve`].
 
-use crate::controller::State;
+use crate::context::State;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;

@@ -12,7 +12,7 @@
 //! Entry point: [`ensure_secrets`], run by the leader before `compile` so the snapshot holds
 //! every key's Secret.
 
-use crate::controller::Context;
+use crate::context::Context;
 use crate::{Error, Result};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as K8sSecret;

@@ -10,14 +10,14 @@
 //! ```
 //!
 //! Entry points: [`run`] (the `run` subcommand) and [`reconcile`] (one pass, tested against
-//! the mocked API server). [`Context`] holds the clients and metrics shared by a pass;
-//! [`State`] is what the admin server reports.
+//! the mocked API server). The [`Context`] a pass runs with, and the
+//! [`State`](crate::context::State) the admin server reports, live in [`crate::context`].
 
 use crate::api_key;
-use crate::events::EventSink;
+use crate::context::Context;
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::publish::{self, Limits, Published, Publisher};
+use crate::publish::{self, Limits, Published};
 use crate::snapshot::Stores;
 use crate::status::{self, Programmed};
 use crate::telemetry::{self, LogFormat};
@@ -35,7 +35,6 @@ use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -89,58 +88,6 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-}
-
-/// What the admin server reports.
-#[derive(Default)]
-pub struct State {
-    ready: AtomicBool,
-}
-
-impl State {
-    /// True once every watch has listed once.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    /// Marks the watches synced.
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Relaxed)
-    }
-}
-
-/// What a reconcile pass needs.
-pub struct Context {
-    /// Kubernetes client.
-    pub client: Client,
-    /// The ConfigMap publisher (remembers the last version).
-    pub publisher: Publisher,
-    /// Events on condition transitions.
-    pub events: EventSink,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Admin-visible state.
-    pub state: Arc<State>,
-}
-
-impl Context {
-    /// A context around `client`, publishing to `namespace/name`.
-    pub fn new(
-        client: Client,
-        namespace: &str,
-        name: &str,
-        limits: Limits,
-        metrics: Arc<Metrics>,
-        identity: Option<String>,
-    ) -> Self {
-        Self {
-            publisher: Publisher::new(client.clone(), namespace, name, limits),
-            events: EventSink::new(client.clone(), identity),
-            client,
-            metrics,
-            state: Arc::default(),
-        }
-    }
 }
 
 /// The current time as RFC 3339 with second precision (condition timestamps).

@@ -269,7 +269,7 @@ impl TestObject for ApiKey {
     }
 }
 
-impl crate::controller::Context {
+impl crate::context::Context {
     /// A context on a mocked client, publishing `portico-system/portico-gateway-config`.
     pub fn test(limits: crate::publish::Limits) -> (Self, ApiServerVerifier) {
         let (client, verifier) = ApiServerVerifier::new();
@@ -285,7 +285,7 @@ impl crate::controller::Context {
     }
 }
 
-/// The ConfigMap path used by [`crate::controller::Context::test`].
+/// The ConfigMap path used by [`crate::context::Context::test`].
 pub const CM_PATH: &str = "/api/v1/namespaces/portico-system/configmaps/portico-gateway-config";
 /// The server-side apply query kube writes.
 pub const APPLY_QUERY: &str = "?&force=true&fieldManager=portico-operator";

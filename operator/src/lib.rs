@@ -13,11 +13,14 @@
 //!                                                                    [status, events]
 //! ```
 //!
-//! Entry point: [`controller::run`]. `main.rs` only parses flags. [`admin`] serves
-//! `/metrics`, `/healthz` and `/readyz`; [`telemetry`] sets up logging.
+//! Entry point: [`controller::run`]. `main.rs` only parses flags. [`context`] holds what a
+//! pass runs with and what the admin server reports, so that no module imports the
+//! controller back. [`admin`] serves `/metrics`, `/healthz` and `/readyz`; [`telemetry`] sets
+//! up logging.
 
 pub mod admin;
 pub mod api_key;
+pub mod context;
 pub mod controller;
 pub mod events;
 pub mod leader;

@@ -15,7 +15,7 @@
 //! server-side apply on `/status` with field manager `portico-operator`.
 
 use crate::api_key::KeyStatus;
-use crate::controller::Context;
+use crate::context::Context;
 use crate::{MANAGER, Result, events};
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
