@@ -155,8 +155,12 @@ pub struct ClientBody {
     awaiting_continue: bool,
     /// The body reported its end (or an error): nothing left to drain.
     done: bool,
-    timeouts: BodyTimeouts,
-    clock: Option<Clock>,
+    /// [`BodyTimeouts`] in 8 bytes (idle in milliseconds, rate), and the clock, boxed and
+    /// made at the first read: a request moves through several futures, and a body without
+    /// bytes (most requests) should cost no more to move than before the timeouts were added.
+    idle_ms: u32,
+    min_rate: u32,
+    clock: Option<Box<Clock>>,
 }
 
 /// The progress of a body being read, for [`BodyTimeouts`].
@@ -185,7 +189,8 @@ impl ClientBody {
             done,
             inner: Some(b),
             awaiting_continue,
-            timeouts,
+            idle_ms: u32::try_from(timeouts.idle.as_millis()).unwrap_or(u32::MAX),
+            min_rate: u32::try_from(timeouts.min_rate).unwrap_or(u32::MAX),
             clock: None,
         })
     }
@@ -210,11 +215,13 @@ impl Body for ClientBody {
             return Poll::Ready(None);
         };
         let now = Instant::now();
-        let clock = this.clock.get_or_insert(Clock {
-            started: now,
-            last: now,
-            received: 0,
-            timer: None,
+        let clock = this.clock.get_or_insert_with(|| {
+            Box::new(Clock {
+                started: now,
+                last: now,
+                received: 0,
+                timer: None,
+            })
         });
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -229,9 +236,11 @@ impl Body for ClientBody {
                 Poll::Ready(end.map(|r| r.map_err(Into::into)))
             }
             Poll::Pending => {
-                let deadline = this
-                    .timeouts
-                    .deadline(clock.started, clock.last, clock.received);
+                let timeouts = BodyTimeouts {
+                    idle: Duration::from_millis(this.idle_ms.into()),
+                    min_rate: this.min_rate.into(),
+                };
+                let deadline = timeouts.deadline(clock.started, clock.last, clock.received);
                 let timer = clock
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

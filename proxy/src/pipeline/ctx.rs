@@ -92,6 +92,10 @@ pub struct RequestCtx {
     pub user_agent: Option<HeaderValue>,
     /// The Host header (`$context.domainName`).
     pub host: Option<HeaderValue>,
+    /// Why the request's `Host` makes it malformed (RFC 9112 3.2: an HTTP/1.1 request carries
+    /// exactly one; HTTP/1.0 at most one): answered 400 before routing, since stages are
+    /// selected by host and two would make the choice depend on which one is read.
+    pub bad_host: Option<&'static str>,
     /// Matched stage: index into `runtime.stages` / `config.stages`.
     pub stage: Option<usize>,
     /// Matched route: index into the stage's API's `routes`.
@@ -132,6 +136,8 @@ impl RequestCtx {
     /// A context for `req` arriving from `source_ip`, on `runtime`.
     pub fn new<B>(runtime: Arc<Runtime>, source_ip: IpAddr, req: &Request<B>) -> Self {
         let headers = req.headers();
+        let mut all_hosts = headers.get_all(http::header::HOST).iter();
+        let hosts = (all_hosts.next(), all_hosts.next());
         RequestCtx {
             runtime,
             request_id: RequestId::generate(),
@@ -143,11 +149,18 @@ impl RequestCtx {
             protocol: req.version(),
             source_ip,
             user_agent: headers.get(http::header::USER_AGENT).cloned(),
-            host: headers.get(http::header::HOST).cloned().or_else(|| {
+            host: hosts.0.cloned().or_else(|| {
                 req.uri()
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             }),
+            bad_host: match hosts {
+                (Some(_), Some(_)) => Some("more than one Host header"),
+                (None, _) if req.version() == Version::HTTP_11 => {
+                    Some("an HTTP/1.1 request without Host")
+                }
+                _ => None,
+            },
             stage: None,
             route: None,
             params: Vec::new(),
@@ -172,6 +185,7 @@ impl RequestCtx {
         let mut ctx = RequestCtx::new(runtime, source_ip, &Request::new(()));
         ctx.http_method = Method::from_bytes(b"-").expect("- is a token");
         ctx.normalised_path = Some("-".into());
+        ctx.bad_host = None;
         ctx
     }
 

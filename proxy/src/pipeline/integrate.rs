@@ -402,7 +402,10 @@ pub async fn call(
     parts.uri = if target.params.is_empty() {
         target.uri(ctx)?
     } else {
-        map_params(ctx, target, &route.param_names, &mut parts.headers)?
+        let uri = map_params(ctx, target, &route.param_names, &mut parts.headers)?;
+        // A mapping may name a hop-by-hop header; the client's went as the request entered.
+        hop_by_hop::strip(&mut parts.headers);
+        uri
     };
     forward(shared, conn, ctx, target, route.timeout, parts, body).await
 }
@@ -507,8 +510,9 @@ fn proxy_source(ctx: &RequestCtx, headers: &HeaderMap, src: &MappingSource) -> O
     }
 }
 
-/// Sends the request (`parts.uri` already set to the backend's origin form) to `target`:
-/// hop-by-hop headers stripped, Host and `X-Forwarded-*` set (written by the pool's head
+/// Sends the request (`parts.uri` already set to the backend's origin form; hop-by-hop headers
+/// already stripped, the client's as it entered, mapped ones after mapping) to `target`:
+/// Host and `X-Forwarded-*` set (written by the pool's head
 /// encoder: [`Forwarded`]), the response head awaited within `timeout`.
 pub async fn forward(
     shared: &Shared,
@@ -524,7 +528,6 @@ pub async fn forward(
     }
     parts.version = Version::HTTP_11;
     parts.extensions.clear();
-    hop_by_hop::strip(&mut parts.headers);
     let fwd = Forwarded {
         host: &target.host,
         client_ip: &conn.source_ip_header,

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  handle(shared, conn, ctx, req)
-//!    check_host        exactly one Host (HTTP/1.1)                    (400)
+//!    ctx.bad_host      exactly one Host (HTTP/1.1)                    (400)
 //!    hop_by_hop::strip the client's hop-by-hop headers, before any phase reads or sets one
 //!    route::apply      host + path -> stage, route, path parameters   (403/404 when none)
 //!    cors::preflight   OPTIONS + Origin + Access-Control-Request-Method on a resource
@@ -124,7 +124,9 @@ async fn run(
     ctx: &mut RequestCtx,
     mut req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
-    check_host(&req)?;
+    if let Some(why) = ctx.bad_host {
+        return Err(GatewayError::BadRequest(why));
+    }
     // The client's hop-by-hop headers (and those its `Connection` names) go before any phase
     // reads the headers or maps its own into them: `Connection: x-user-id` cannot remove the
     // caller id that a mapping sets later.
@@ -214,6 +216,8 @@ async fn run(
             let mut parts = parts;
             parts.uri = target.uri_mapped(ctx, &route.param_names, &mapped.path, &mapped.query)?;
             parts.headers = std::mem::take(&mut mapped.headers);
+            // A mapping may name a hop-by-hop header.
+            crate::hop_by_hop::strip(&mut parts.headers);
             let body = ProxyBody::full(std::mem::take(&mut mapped.body));
             integrate::forward(shared, conn, ctx, target, route.timeout, parts, body).await?
         }
@@ -230,20 +234,6 @@ async fn run(
     };
     let binary_types = &runtime.config.apis[runtime.stages[s].api].binary_media_types;
     transform::response(t, binary_types, &mut mapped.data, resp).await
-}
-
-/// RFC 9112 3.2: an HTTP/1.1 request carries exactly one `Host`; an HTTP/1.0 one at most
-/// one. A server answers 400 otherwise (stages are selected by host: two would make the
-/// choice depend on which one a component reads).
-fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
-    let mut hosts = req.headers().get_all(http::header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => Err(GatewayError::BadRequest("more than one Host header")),
-        (None, _) if req.version() == http::Version::HTTP_11 => {
-            Err(GatewayError::BadRequest("an HTTP/1.1 request without Host"))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// True when routing found the resource but not the verb.
