@@ -2,7 +2,7 @@
 # The one test command (README, and .ci/run calls exactly this). Installs what it needs,
 # checks the dependency rules, formatting and lints, then builds once (debug profile, one
 # shared target dir) and runs every test: unit, golden, CRD-staleness and end-to-end, the Helm
-# chart checks and the kubectl suite.
+# chart checks, the kubectl suite and the container image check.
 #
 # Every phase runs even when an earlier one failed (a lint error does not hide a failing
 # test); the summary at the end lists each phase, and the exit status is non-zero when any
@@ -82,6 +82,12 @@ if [ "$built" -eq 0 ]; then
     env PORTICO_BINS_BUILT=1 bash scripts/test-kube.sh
 else
   not_run "kubectl suite (tests/kube)" "it runs the binaries of the test build, which failed"
+fi
+if [ "$built" -eq 0 ]; then
+  phase "container image: FROM-scratch image of the test build's binaries, run under chroot as 65532 (podman)" \
+    env PORTICO_BINS_BUILT=1 PORTICO_IMAGE_CHECK_REQUIRED=1 bash scripts/test-image.sh
+else
+  not_run "container image check" "it packs the binaries of the test build, which failed"
 fi
 
 printf '\n==> summary\n' >&2
