@@ -251,7 +251,7 @@ async fn the_payload_cap_in_one_byte_chunks_costs_about_its_size() {
 
 /// Sends `head` and then `body` one byte every `every`, for at most `limit`, and returns the
 /// answer as soon as one arrives (the proxy answers while the client is still sending) and
-/// the time it took.
+/// the time it took; panics when none arrives within `limit` and 10 s.
 async fn trickle(
     proxy: &Proxy,
     head: &str,
@@ -286,10 +286,16 @@ async fn trickle(
         }
         String::from_utf8_lossy(&out).into_owned()
     };
-    let answer = tokio::select! {
-        a = reader => a,
-        _ = writer => unreachable!(),
+    let exchange = async {
+        tokio::select! {
+            a = reader => a,
+            _ = writer => unreachable!(),
+        }
     };
+    // Bounded: without a body timeout the proxy would wait for this client forever.
+    let answer = tokio::time::timeout(limit + Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {limit:?} of sending the body slowly"));
     (answer, started.elapsed())
 }
 
