@@ -306,3 +306,27 @@ async fn drain(mut body: Incoming) {
         Err(_) => tracing::debug!("stopped draining an unread request body (time)"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_must_keep_moving_and_keep_its_average_rate() {
+        let t = BodyTimeouts {
+            idle: Duration::from_secs(2),
+            min_rate: 100,
+        };
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // Nothing yet: the idle bound (the rate's grace is as long).
+        assert_eq!(t.deadline(t0, t0, 0), t0 + s(2));
+        // Bytes just arrived: idle from then, unless the rate runs out first. 300 bytes buy
+        // 3 s past the grace: the rate's deadline is t0 + 5 s.
+        assert_eq!(t.deadline(t0, t0 + s(1), 300), t0 + s(3));
+        assert_eq!(t.deadline(t0, t0 + s(4), 300), t0 + s(5));
+        // No minimum rate: idle only.
+        let idle_only = BodyTimeouts { min_rate: 0, ..t };
+        assert_eq!(idle_only.deadline(t0, t0 + s(60), 1), t0 + s(62));
+    }
+}
