@@ -297,6 +297,82 @@ impl RedisLimiter {
 mod tests {
     use super::*;
 
+    /// A `redis-server` of this test on a free port (the test command installs it).
+    struct Server(std::process::Child, u16);
+
+    impl Server {
+        fn start() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (apt-get install -y redis-server; scripts/test.sh does)");
+            Server(child, port)
+        }
+
+        fn signal(&self, sig: &str) {
+            let pid = self.0.id().to_string();
+            let ok = std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status();
+            assert!(ok.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.signal("-CONT");
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Issue 9.8, wired: a Redis that stops answering (SIGSTOP) costs three checks the
+    /// timeout; the fourth fails at once without asking; after `BREAKER_OPEN` Redis is asked
+    /// again. The clock is tokio's paused one, so no step depends on the machine's speed.
+    #[tokio::test]
+    async fn a_stopped_redis_is_not_asked_after_three_timeouts() {
+        let server = Server::start();
+        let url = format!("redis://127.0.0.1:{}", server.1);
+        let limiter = loop {
+            // Until it listens (bounded: a broken start fails here).
+            match tokio::time::timeout(Duration::from_secs(60), RedisLimiter::connect(&url)).await {
+                Ok(Ok(l)) if l.conn.load().is_some() => break l,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(_) => panic!("redis-server did not start within 60 s"),
+            }
+        };
+        let bucket = [Check {
+            id: "breaker-test".into(),
+            throttle: portico_config::Throttle {
+                rate_limit: 1000.0,
+                burst_limit: 1000,
+            },
+        }];
+        assert!(matches!(
+            limiter.check(&bucket, None).await,
+            Ok(Outcome::Allow { .. })
+        ));
+        server.signal("-STOP");
+        tokio::time::pause();
+        for i in 0..BREAKER_FAILURES {
+            let r = limiter.check(&bucket, None).await;
+            assert!(matches!(r, Err(RedisError::Timeout)), "check {i}: {r:?}");
+        }
+        let r = limiter.check(&bucket, None).await;
+        assert!(matches!(r, Err(RedisError::Unavailable)), "{r:?}");
+        tokio::time::advance(BREAKER_OPEN).await;
+        let r = limiter.check(&bucket, None).await;
+        assert!(matches!(r, Err(RedisError::Timeout)), "asked again: {r:?}");
+        let r = limiter.check(&bucket, None).await;
+        assert!(matches!(r, Err(RedisError::Unavailable)), "{r:?}");
+    }
+
     /// Issue 9.8: a Redis that stopped answering cost every metered request the 250 ms
     /// timeout. After three failed checks, Redis is not asked for a second; then it is
     /// asked again, and one more failure opens the breaker again at once.
