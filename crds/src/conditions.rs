@@ -2,9 +2,7 @@
 
 /// The object was compiled without errors (it may still carry warnings).
 pub const ACCEPTED: &str = "Accepted";
-/// Every reference of the object (RestApi, Authorizer, Secret, ...) resolved.
-pub const RESOLVED_REFS: &str = "ResolvedRefs";
-/// The compiled config that contains the object was published to the proxies.
-pub const PROGRAMMED: &str = "Programmed";
-/// A Stage is accepted, programmed and reachable (the `Ready` printer column).
+/// The object is served as written: it was accepted without errors and the GatewayConfig
+/// that contains it is published to the proxies (the `Ready` printer column). Written on every
+/// kind; false with the reason when the object has errors or the config could not be published.
 pub const READY: &str = "Ready";

@@ -10,9 +10,9 @@
 //!                    ── resolve_method ──> Some(RouteAuthorization) | None | Err(fail closed)
 //! ```
 //!
-//! Compile does no I/O: an inline `jwks` is parsed and checked here; a `jwksUri` (`http://`
-//! only for now) is passed on and fetched by the proxy. TOKEN / REQUEST: `functionUri`
-//! (`http://` only), identity sources, the validation regex (compiled here to check it) and the
+//! Compile does no I/O: an inline `jwks` is parsed and checked here; a `jwksUri` (`http://` or
+//! `https://`) is passed on and fetched by the proxy. TOKEN / REQUEST: `functionUri` (`http://`
+//! or `https://`), identity sources, the validation regex (compiled here to check it) and the
 //! result TTL (default 300, 0..=3600) are checked. JWT methods (`JWT`, `COGNITO_USER_POOLS`)
 //! need a JWT authorizer, `CUSTOM` methods a TOKEN / REQUEST one.
 
