@@ -8,7 +8,8 @@
 //! [`RequestCtx::api_key`]. Short-circuits with `InvalidApiKey` (403 `Forbidden`, as AWS)
 //! when the key is missing, unknown, disabled or in no plan of the stage.
 
-use super::{GatewayError, RequestCtx};
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
 use http::HeaderMap;
 use portico_config::{ApiKeySource, KeyHash};
 

@@ -26,7 +26,8 @@
 pub mod function;
 pub mod jwks;
 
-use super::{GatewayError, RequestCtx};
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;

@@ -11,8 +11,9 @@
 //! Writes `Content-Encoding: gzip` and `Vary: Accept-Encoding`; short-circuits with
 //! `IntegrationFailure` when the backend body fails while it is read.
 
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
 use super::transform::RESPONSE_CAP;
-use super::{GatewayError, RequestCtx};
 use crate::body::ProxyBody;
 use flate2::Compression;
 use flate2::write::GzEncoder;

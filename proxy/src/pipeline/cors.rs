@@ -9,7 +9,7 @@
 //! `pipeline::handle`. Reads the API's [`CorsPolicy`] (header values built once at `Runtime`
 //! build) and the request's `Origin`; never fails.
 
-use super::RequestCtx;
+use super::ctx::RequestCtx;
 use crate::body::ProxyBody;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};

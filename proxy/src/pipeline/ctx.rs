@@ -67,6 +67,45 @@ impl std::fmt::Debug for RequestId {
     }
 }
 
+/// Service-wide state shared by every request.
+pub struct Shared {
+    /// Access log writer.
+    pub access_log: crate::access_log::AccessLog,
+    /// `X-Forwarded-Port` (the public listener's port).
+    pub forwarded_port: HeaderValue,
+    /// Usage-plan and throttle counters (outside `Runtime`: reloads keep them).
+    pub limits: crate::usage_plan::Limits,
+    /// Per-key request and throttle counters.
+    pub key_metrics: crate::metrics::KeyMetrics,
+    /// What all buffered request bodies may hold together.
+    pub buffers: std::sync::Arc<crate::buffer::BufferBudget>,
+    /// How slowly a client may send its request body.
+    pub body_timeouts: crate::body::BodyTimeouts,
+}
+
+/// Per-connection values, computed once per accepted connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub remote: std::net::SocketAddr,
+    /// The client's IP as a header value (`X-Forwarded-For`).
+    pub source_ip_header: HeaderValue,
+    /// The integration timeout's timer, reused by the connection's requests.
+    pub timer: super::deadline::ConnTimer,
+}
+
+impl ConnInfo {
+    /// Values for a connection from `remote`.
+    pub fn new(remote: std::net::SocketAddr) -> Self {
+        ConnInfo {
+            remote,
+            source_ip_header: HeaderValue::from_str(&remote.ip().to_string())
+                .expect("an IP address is a valid header value"),
+            timer: super::deadline::ConnTimer::default(),
+        }
+    }
+}
+
 /// Per-request state (Pingora's `CTX`). Phases fill it in order; the access log and metrics
 /// read it at the end.
 pub struct RequestCtx {

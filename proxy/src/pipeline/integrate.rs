@@ -13,7 +13,8 @@
 //!  backend head --strip hop-by-hop--> response (body streamed both ways)
 //! ```
 
-use super::{ConnInfo, GatewayError, RequestCtx, Shared};
+use super::ctx::{ConnInfo, RequestCtx, Shared};
+use super::error::GatewayError;
 use crate::body::ProxyBody;
 use crate::hop_by_hop;
 use crate::pool::{Forwarded, HostPool, Pools};

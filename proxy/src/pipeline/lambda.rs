@@ -16,8 +16,9 @@
 //! `{"message": "Internal server error"}`, as AWS).
 
 use super::ctx::query_pairs;
+use super::ctx::{ConnInfo, RequestCtx, Shared};
+use super::error::GatewayError;
 use super::integrate::HttpTarget;
-use super::{ConnInfo, GatewayError, RequestCtx};
 use crate::body::ProxyBody;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -44,7 +45,7 @@ pub struct LambdaTarget {
 
 /// Invokes the function with the proxy event for this request and maps its result.
 pub async fn call(
-    shared: &super::Shared,
+    shared: &Shared,
     conn: &ConnInfo,
     ctx: &mut RequestCtx,
     target: &LambdaTarget,

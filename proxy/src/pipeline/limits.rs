@@ -9,7 +9,7 @@
 //! ([`crate::body::BodyTimeouts`]). (The request head limit, 431, is enforced by hyper:
 //! `--max-header-bytes`.)
 
-use super::GatewayError;
+use super::error::GatewayError;
 use crate::body::ClientBody;
 use crate::body::ProxyBody;
 use crate::buffer::{self, BufferBudget};

@@ -27,7 +27,8 @@
 //! ```
 //!
 //! Per-request state lives in one [`RequestCtx`]; service-wide state (backend client, access
-//! log writer) in [`Shared`]; per-connection values in [`ConnInfo`].
+//! log writer) in [`Shared`]; per-connection values in [`ConnInfo`]. All three are defined in
+//! `ctx` (below the phases, which use them), not here (above them).
 
 pub mod api_key;
 pub mod auth;
@@ -45,52 +46,11 @@ pub mod throttle;
 pub mod transform;
 pub mod validate;
 
-pub use ctx::{RequestCtx, RequestId};
+pub use ctx::{ConnInfo, RequestCtx, RequestId, Shared};
 pub use error::GatewayError;
 
-use crate::access_log::AccessLog;
 use crate::body::{ClientBody, ProxyBody};
-use http::{HeaderValue, Request, Response};
-use std::net::SocketAddr;
-
-/// Service-wide state shared by every request.
-pub struct Shared {
-    /// Access log writer.
-    pub access_log: AccessLog,
-    /// `X-Forwarded-Port` (the public listener's port).
-    pub forwarded_port: HeaderValue,
-    /// Usage-plan and throttle counters (outside `Runtime`: reloads keep them).
-    pub limits: crate::usage_plan::Limits,
-    /// Per-key request and throttle counters.
-    pub key_metrics: crate::metrics::KeyMetrics,
-    /// What all buffered request bodies may hold together.
-    pub buffers: std::sync::Arc<crate::buffer::BufferBudget>,
-    /// How slowly a client may send its request body.
-    pub body_timeouts: crate::body::BodyTimeouts,
-}
-
-/// Per-connection values, computed once per accepted connection.
-#[derive(Debug)]
-pub struct ConnInfo {
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// The client's IP as a header value (`X-Forwarded-For`).
-    pub source_ip_header: HeaderValue,
-    /// The integration timeout's timer, reused by the connection's requests.
-    pub timer: deadline::ConnTimer,
-}
-
-impl ConnInfo {
-    /// Values for a connection from `remote`.
-    pub fn new(remote: SocketAddr) -> Self {
-        ConnInfo {
-            remote,
-            source_ip_header: HeaderValue::from_str(&remote.ip().to_string())
-                .expect("an IP address is a valid header value"),
-            timer: deadline::ConnTimer::default(),
-        }
-    }
-}
+use http::{Request, Response};
 
 /// Runs one request through the pipeline. Never fails: errors become gateway responses.
 pub async fn handle(

@@ -7,7 +7,8 @@
 //! `$context.error.message`, `$context.requestId`, `$context.stage`,
 //! `$context.error.responseType`, ...) and logs the internal detail, which is never sent.
 
-use super::{GatewayError, RequestCtx, Shared};
+use super::ctx::{RequestCtx, Shared};
+use super::error::GatewayError;
 use crate::body::ProxyBody;
 use crate::template::{Mode, Template};
 use http::header::{self, HeaderName};

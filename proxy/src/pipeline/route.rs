@@ -18,7 +18,8 @@
 //! are dropped. Literal segments compare on this form; parameter values are kept in it, which
 //! is already a valid encoded segment for the backend URI.
 
-use super::{GatewayError, RequestCtx};
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
 use http::Method;
 use portico_config::{Api, Protocol, RouteMatch, Segment, Stage};
 use std::borrow::Cow;

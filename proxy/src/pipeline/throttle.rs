@@ -10,7 +10,8 @@
 //! (429 `Limit Exceeded`), both with `Retry-After`, or, when Redis is down and the failure
 //! mode is closed, `Default5xx` (500).
 
-use super::{GatewayError, RequestCtx};
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
 use crate::usage_plan::{Check, Limits, Outcome, plan_bucket_id, plan_quota_id};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::Arc;

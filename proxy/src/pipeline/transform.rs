@@ -26,8 +26,9 @@
 //! undeclared response), `IntegrationFailure` (backend body over the cap).
 //! Templates were parsed once when the `Runtime` was built ([`CompiledTransform::build`]).
 
+use super::ctx::RequestCtx;
 use super::ctx::query_pairs;
-use super::{GatewayError, RequestCtx};
+use super::error::GatewayError;
 use crate::body::ProxyBody;
 use crate::template::Var;
 use base64::Engine as _;

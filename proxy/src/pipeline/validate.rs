@@ -17,7 +17,8 @@
 //! ignored), else `$default`, else `application/json`'s. An empty body is validated as `{}`;
 //! a body that is not JSON fails with `[Invalid JSON: ...]`.
 
-use super::{GatewayError, RequestCtx};
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
 use http::HeaderMap;
 use http::request::Parts;
 use percent_encoding::percent_decode_str;

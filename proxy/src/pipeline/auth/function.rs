@@ -18,8 +18,9 @@
 //! resources match as in IAM.
 
 use super::AuthorizerOutput;
+use crate::pipeline::ctx::RequestCtx;
 use crate::pipeline::ctx::query_pairs;
-use crate::pipeline::{GatewayError, RequestCtx};
+use crate::pipeline::error::GatewayError;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full, Limited};
