@@ -119,6 +119,8 @@ pub async fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), Gate
             let out = f.authorize(ctx, headers).await.inspect_err(|e| {
                 tracing::debug!(authorizer = %auth.authorizer_id, error = %e, "authorizer refused");
             })?;
+            // API key source AUTHORIZER: the function's usageIdentifierKey is the key.
+            ctx.usage_identifier_key = out.usage_identifier_key.clone();
             ctx.authorizer = Some(out);
             return Ok(());
         }

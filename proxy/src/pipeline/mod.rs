@@ -9,7 +9,7 @@
 //!                      without an explicit OPTIONS method             (204)
 //!    auth::apply       JWT / TOKEN / REQUEST authorizer               (401/403/500)
 //!    api_key::apply    x-api-key (or usageIdentifierKey) -> key + plan (403 INVALID_API_KEY)
-//!    throttle::apply   plan bucket, stage bucket, quota                 (429)
+//!    throttle::meter   plan bucket, stage bucket, quota; key metrics   (429)
 //!    limits::read_body payload cap                                    (413)
 //!    validate::*       required parameters, body against its model   (400; body buffered
 //!                      only for routes that validate it)
@@ -113,24 +113,10 @@ async fn run(
     // Authorizers run right after routing, before API keys, throttling, validation and the
     // integration (AWS's order), and before the body is read.
     auth::apply(ctx, req.headers()).await?;
-    // API key source AUTHORIZER: the Lambda authorizer's usageIdentifierKey is the key.
-    ctx.usage_identifier_key = ctx
-        .authorizer
-        .as_ref()
-        .and_then(|a| a.usage_identifier_key.clone());
     // Key, then limits: plans meter keys; both before the body is read, so a refused
     // request costs no body transfer.
     api_key::apply(ctx, req.headers())?;
-    let limited = throttle::apply(&shared.limits, ctx).await;
-    if let Some(m) = ctx.api_key {
-        let rt = &ctx.runtime.config;
-        shared.key_metrics.record(
-            &rt.usage_plans[m.plan].id,
-            rt.api_keys[m.key].hash.key_id(),
-            limited.is_err(),
-        );
-    }
-    limited?;
+    throttle::meter(shared, ctx).await?;
     let (parts, body) = req.into_parts();
     let runtime = ctx.runtime.clone();
     let validation = match (ctx.stage(), ctx.route) {

@@ -99,6 +99,21 @@ fn checks(ctx: &RequestCtx) -> (Vec<Check>, Option<(Arc<str>, portico_config::Qu
     (buckets, quota)
 }
 
+/// The throttle phase: [`apply`], then the request and throttle counts of the request's API
+/// key (`portico_api_key_*`), refused or not.
+pub async fn meter(shared: &super::ctx::Shared, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    let limited = apply(&shared.limits, ctx).await;
+    if let Some(m) = ctx.api_key {
+        let rt = &ctx.runtime.config;
+        shared.key_metrics.record(
+            &rt.usage_plans[m.plan].id,
+            rt.api_keys[m.key].hash.key_id(),
+            limited.is_err(),
+        );
+    }
+    limited
+}
+
 /// Applies the limits of the request's key and stage.
 pub async fn apply(limits: &Limits, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
     let (buckets, quota) = checks(ctx);
