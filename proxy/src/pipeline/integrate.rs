@@ -15,6 +15,7 @@
 
 use super::ctx::{ConnInfo, RequestCtx, Shared};
 use super::error::GatewayError;
+use super::transform::{self, CompiledTransform};
 use crate::body::ProxyBody;
 use crate::hop_by_hop;
 use crate::pool::{Forwarded, HostPool, Pools};
@@ -386,10 +387,19 @@ pub async fn call(
     body: ProxyBody,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let runtime = ctx.runtime.clone();
-    let route = ctx
-        .route
-        .and_then(|r| ctx.stage.map(|s| &runtime.stages[s].routes[r]))
+    let (s, r) = ctx
+        .stage
+        .zip(ctx.route)
         .expect("integrate runs after a route matched");
+    let route = &runtime.stages[s].routes[r];
+    // Routes with mappings (HTTP, MOCK with a Transform) run the transform around the
+    // integration.
+    if let Some(t) = &runtime.apis[runtime.stages[s].api].transforms[r] {
+        let t = t
+            .as_ref()
+            .map_err(|reason| GatewayError::ApiConfigurationError(reason.to_string()))?;
+        return call_mapped(shared, conn, ctx, t, parts, body).await;
+    }
     let target = match &route.integration {
         CompiledIntegration::FailClosed(reason) => {
             return Err(GatewayError::ApiConfigurationError(reason.to_string()));
@@ -409,6 +419,50 @@ pub async fn call(
         uri
     };
     forward(shared, conn, ctx, target, route.timeout, parts, body).await
+}
+
+/// A route with mappings: the integration request (parameters, request template,
+/// passthrough: 400/415/500) after the cap and validation (the body it buffers is bounded by
+/// the cap) and before the backend sees anything, then the integration (HTTP or MOCK), then
+/// the integration response (selection, parameters, template, method response: 500).
+async fn call_mapped(
+    shared: &Shared,
+    conn: &ConnInfo,
+    ctx: &mut RequestCtx,
+    t: &CompiledTransform,
+    parts: Parts,
+    body: ProxyBody,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let runtime = ctx.runtime.clone();
+    let stage = &runtime.stages[ctx.stage.expect("a route matched")];
+    let route = &stage.routes[ctx.route.expect("a route matched")];
+    let binary_types = &runtime.config.apis[stage.api].binary_media_types;
+    let max = runtime.config.apis[stage.api].max_payload_bytes;
+    let is_mock = matches!(route.integration, CompiledIntegration::Mock(_));
+    let mut mapped =
+        transform::request(ctx, t, &parts.headers, body, max, &shared.buffers, is_mock).await?;
+    let resp = match &route.integration {
+        CompiledIntegration::Http(target) => {
+            let mut parts = parts;
+            parts.uri = target.uri_mapped(ctx, &route.param_names, &mapped.path, &mapped.query)?;
+            parts.headers = std::mem::take(&mut mapped.headers);
+            // A mapping may name a hop-by-hop header.
+            hop_by_hop::strip(&mut parts.headers);
+            let body = ProxyBody::full(std::mem::take(&mut mapped.body));
+            forward(shared, conn, ctx, target, route.timeout, parts, body).await?
+        }
+        CompiledIntegration::Mock(m) => m.response(mapped.mock_status)?,
+        // compile attaches mappings to HTTP and MOCK integrations only.
+        CompiledIntegration::Lambda(_) => {
+            return Err(GatewayError::ApiConfigurationError(
+                "mappings on an AWS_PROXY integration".to_string(),
+            ));
+        }
+        CompiledIntegration::FailClosed(reason) => {
+            return Err(GatewayError::ApiConfigurationError(reason.to_string()));
+        }
+    };
+    transform::response(t, binary_types, &mut mapped.data, resp).await
 }
 
 /// Applies an `HTTP_PROXY` route's parameter mappings to the streamed request: mapped headers

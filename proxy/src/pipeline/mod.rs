@@ -13,12 +13,12 @@
 //!    limits::read_body payload cap                                    (413)
 //!    validate::*       required parameters, body against its model   (400; body buffered
 //!                      only for routes that validate it)
-//!    routes with mappings (HTTP, MOCK with a Transform):
-//!      transform::request   params, request template, passthrough      (400/415/500)
-//!      integrate::forward | MockResponse                               (502/504)
-//!      transform::response  select, params, template, method response  (500)
-//!    other routes:
-//!    integrate::call   HTTP_PROXY | HTTP | MOCK | fail-closed         (500/502/504)
+//!    integrate::call   the one dispatch on the route's integration:
+//!      with mappings (HTTP, MOCK with a Transform):
+//!        transform::request   params, request template, passthrough    (400/415/500)
+//!        integrate::forward | MockResponse                             (502/504)
+//!        transform::response  select, params, template, method response (500)
+//!      HTTP_PROXY | HTTP | MOCK | fail-closed                          (500/502/504)
 //!      lambda::call    AWS_PROXY: proxy event 1.0/2.0 -> invoke -> result (502 malformed)
 //!    compress::apply   gzip above the API's minimumCompressionSize (Accept-Encoding: gzip)
 //!    respond::finish   x-amzn-RequestId, metrics, access log
@@ -104,7 +104,6 @@ async fn run(
         return Ok(resp);
     }
     routed?;
-    let max = ctx.api_config().map_or(u64::MAX, |a| a.max_payload_bytes);
     if let Some(integrate::CompiledIntegration::FailClosed(reason)) =
         ctx.stage_route().map(|r| &r.integration)
     {
@@ -119,6 +118,7 @@ async fn run(
     throttle::meter(shared, ctx).await?;
     let (parts, body) = req.into_parts();
     let runtime = ctx.runtime.clone();
+    let max = ctx.api_config().map_or(u64::MAX, |a| a.max_payload_bytes);
     let validation = match (ctx.stage(), ctx.route) {
         (Some(s), Some(r)) => runtime.apis[s.api].validation[r].as_ref(),
         _ => None,
@@ -137,49 +137,8 @@ async fn run(
         }
         _ => limits::read_body(&parts.headers, body, max, &shared.buffers).await?,
     };
-    // Routes with mappings (HTTP, MOCK with a Transform) run the transform phase around the
-    // integration: after the cap and validation (the body it buffers is bounded by the cap),
-    // before the backend sees anything (415 and template errors answer first).
-    let with_mappings = match (ctx.stage, ctx.route) {
-        (Some(s), Some(r)) => runtime.apis[runtime.stages[s].api].transforms[r]
-            .as_ref()
-            .map(|t| (s, r, t)),
-        _ => None,
-    };
-    let Some((s, r, t)) = with_mappings else {
-        // No mappings: pass-through, streamed both ways.
-        return integrate::call(shared, conn, ctx, parts, body).await;
-    };
-    let t = t
-        .as_ref()
-        .map_err(|reason| GatewayError::ApiConfigurationError(reason.to_string()))?;
-    let route = &runtime.stages[s].routes[r];
-    let is_mock = matches!(route.integration, integrate::CompiledIntegration::Mock(_));
-    let mut mapped =
-        transform::request(ctx, t, &parts.headers, body, max, &shared.buffers, is_mock).await?;
-    let resp = match &route.integration {
-        integrate::CompiledIntegration::Http(target) => {
-            let mut parts = parts;
-            parts.uri = target.uri_mapped(ctx, &route.param_names, &mapped.path, &mapped.query)?;
-            parts.headers = std::mem::take(&mut mapped.headers);
-            // A mapping may name a hop-by-hop header.
-            crate::hop_by_hop::strip(&mut parts.headers);
-            let body = ProxyBody::full(std::mem::take(&mut mapped.body));
-            integrate::forward(shared, conn, ctx, target, route.timeout, parts, body).await?
-        }
-        integrate::CompiledIntegration::Mock(m) => m.response(mapped.mock_status)?,
-        // compile attaches mappings to HTTP and MOCK integrations only.
-        integrate::CompiledIntegration::Lambda(_) => {
-            return Err(GatewayError::ApiConfigurationError(
-                "mappings on an AWS_PROXY integration".to_string(),
-            ));
-        }
-        integrate::CompiledIntegration::FailClosed(reason) => {
-            return Err(GatewayError::ApiConfigurationError(reason.to_string()));
-        }
-    };
-    let binary_types = &runtime.config.apis[runtime.stages[s].api].binary_media_types;
-    transform::response(t, binary_types, &mut mapped.data, resp).await
+    // One dispatch: pass-through (streamed both ways), or with mappings around it.
+    integrate::call(shared, conn, ctx, parts, body).await
 }
 
 /// True when routing found the resource but not the verb.
