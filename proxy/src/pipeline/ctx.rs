@@ -67,6 +67,31 @@ impl std::fmt::Debug for RequestId {
     }
 }
 
+/// What a request phase decides when it may answer by itself: go on to the next phase, or
+/// answer now (e.g. a CORS preflight). A refusal is the phase's `Err(GatewayError)`.
+pub enum Flow {
+    /// Go on.
+    Continue,
+    /// Answer with this response; no later phase runs (boxed: answering early is the rare
+    /// case, and `Continue` should cost a word).
+    Answer(Box<http::Response<crate::body::ProxyBody>>),
+}
+
+/// The entry checks: the request's `Host` (400 when it makes the request malformed), and the
+/// client's hop-by-hop headers (and those its `Connection` names), which go before any phase
+/// reads the headers or maps its own into them: `Connection: x-user-id` cannot remove the
+/// caller id that a mapping sets later.
+pub fn entry(
+    ctx: &RequestCtx,
+    headers: &mut http::HeaderMap,
+) -> Result<(), super::error::GatewayError> {
+    if let Some(why) = ctx.bad_host {
+        return Err(super::error::GatewayError::BadRequest(why));
+    }
+    crate::hop_by_hop::strip(headers);
+    Ok(())
+}
+
 /// Service-wide state shared by every request.
 pub struct Shared {
     /// Access log writer.

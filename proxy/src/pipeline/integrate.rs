@@ -378,6 +378,17 @@ impl HttpTarget {
 /// The client's protocol as `X-Forwarded-Proto` says it (the gateway listens on plain HTTP).
 const FORWARDED_PROTO: HeaderValue = HeaderValue::from_static("http");
 
+/// Refuses (500) a matched route whose integration cannot be served as configured
+/// (fail-closed), before any authorizer, key or limit runs.
+pub fn check_served(ctx: &RequestCtx) -> Result<(), GatewayError> {
+    match ctx.stage_route().map(|r| &r.integration) {
+        Some(CompiledIntegration::FailClosed(reason)) => {
+            Err(GatewayError::ApiConfigurationError(reason.to_string()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs the integration of the matched route.
 pub async fn call(
     shared: &Shared,

@@ -61,6 +61,35 @@ fn declared_length(headers: &HeaderMap, body: &ClientBody) -> Option<u64> {
     }
 }
 
+/// The body phase: the route's validator on the parameters (before the body, as AWS: a
+/// request missing both gets BAD_REQUEST_PARAMETERS), then the cap, which runs before the
+/// integration so that a backend never sees an over-limit body; only a route that validates
+/// its body buffers it (and checks it), the others stream.
+pub async fn phase(
+    shared: &super::ctx::Shared,
+    ctx: &mut super::ctx::RequestCtx,
+    parts: &http::request::Parts,
+    body: ClientBody,
+) -> Result<ProxyBody, GatewayError> {
+    let runtime = ctx.runtime.clone();
+    let max = ctx.api_config().map_or(u64::MAX, |a| a.max_payload_bytes);
+    let validation = match (ctx.stage(), ctx.route) {
+        (Some(s), Some(r)) => runtime.apis[s.api].validation[r].as_ref(),
+        _ => None,
+    };
+    if let Some(v) = validation {
+        super::validate::check_parameters(ctx, parts, v)?;
+    }
+    match validation {
+        Some(v) if v.validates_body() => {
+            let bytes = read_full(&parts.headers, body, max, &shared.buffers).await?;
+            super::validate::check_body(ctx, &parts.headers, &bytes, v)?;
+            Ok(ProxyBody::full(bytes))
+        }
+        _ => read_body(&parts.headers, body, max, &shared.buffers).await,
+    }
+}
+
 /// Applies the cap to `body` and returns what to forward.
 pub async fn read_body(
     headers: &HeaderMap,

@@ -164,6 +164,28 @@ pub fn decode_value(canonical: &str) -> Cow<'_, str> {
 /// Why a request whose resource exists but has no method for its verb is refused.
 pub const NO_METHOD: &str = "no method for this verb on the resource";
 
+/// Routing and the CORS preflight: [`apply`], then, right after it (before validation,
+/// authorization and the integration, as AWS), a preflight answer on a resource without an
+/// explicit OPTIONS method, which routing reports as no method for the verb, or as an ANY
+/// route. Then routing's own refusal, if any.
+pub fn phase(
+    ctx: &mut RequestCtx,
+    headers: &http::HeaderMap,
+) -> Result<super::ctx::Flow, GatewayError> {
+    let routed = apply(ctx);
+    let resource_exists = match &routed {
+        Ok(()) => true,
+        Err(
+            GatewayError::MissingAuthenticationToken(why) | GatewayError::ResourceNotFound(why),
+        ) => ctx.stage.is_some() && *why == NO_METHOD,
+        Err(_) => false,
+    };
+    if let Some(resp) = super::cors::preflight(ctx, headers, resource_exists) {
+        return Ok(super::ctx::Flow::Answer(Box::new(resp)));
+    }
+    routed.map(|()| super::ctx::Flow::Continue)
+}
+
 /// The route phase: fills `ctx.stage`, `ctx.route`, `ctx.params` (and
 /// `ctx.normalised_path` when normalising changed the path).
 pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
