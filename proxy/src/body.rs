@@ -149,7 +149,7 @@ pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 /// the first read, and its timer is allocated only when a read has to wait.
 #[derive(Debug)]
 pub struct ClientBody {
-    inner: Option<Incoming>,
+    inner: Option<Source>,
     /// `Expect: 100-continue` and never polled: the client waits for a go-ahead that an
     /// early answer replaces, so there is nothing in flight to drain.
     awaiting_continue: bool,
@@ -161,6 +161,15 @@ pub struct ClientBody {
     idle_ms: u32,
     min_rate: u32,
     clock: Option<Box<Clock>>,
+}
+
+/// Where a client body's bytes come from.
+#[derive(Debug)]
+enum Source {
+    /// The client connection (hyper).
+    Client(Incoming),
+    /// Given whole ([`ClientBody::given`]): a request made in process, e.g. by a test.
+    Given(Bytes),
 }
 
 /// The progress of a body being read, for [`BodyTimeouts`].
@@ -187,12 +196,25 @@ impl ClientBody {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         req.map(|b| ClientBody {
             done,
-            inner: Some(b),
+            inner: Some(Source::Client(b)),
             awaiting_continue,
             idle_ms: u32::try_from(timeouts.idle.as_millis()).unwrap_or(u32::MAX),
             min_rate: u32::try_from(timeouts.min_rate).unwrap_or(u32::MAX),
             clock: None,
         })
+    }
+
+    /// A body given whole, for a request that did not come from a client connection (the
+    /// pipeline called in process, as its tests do): no timeouts, nothing to drain.
+    pub fn given(bytes: Bytes) -> ClientBody {
+        ClientBody {
+            done: bytes.is_empty(),
+            inner: (!bytes.is_empty()).then_some(Source::Given(bytes)),
+            awaiting_continue: false,
+            idle_ms: u32::MAX,
+            min_rate: 0,
+            clock: None,
+        }
     }
 
     /// Whether dropping this body now leaves part of it unread on the connection.
@@ -211,8 +233,16 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         this.awaiting_continue = false;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
+        let inner = match this.inner.as_mut() {
+            None => return Poll::Ready(None),
+            Some(Source::Client(inner)) => inner,
+            Some(Source::Given(_)) => {
+                this.done = true;
+                let Some(Source::Given(b)) = this.inner.take() else {
+                    unreachable!("matched above")
+                };
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
         };
         let now = Instant::now();
         let clock = this.clock.get_or_insert_with(|| {
@@ -263,13 +293,20 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.inner.as_ref().is_none_or(Incoming::is_end_stream)
+        self.done
+            || match &self.inner {
+                None => true,
+                Some(Source::Client(i)) => i.is_end_stream(),
+                Some(Source::Given(_)) => false,
+            }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
+        match &self.inner {
+            None => SizeHint::with_exact(0),
+            Some(Source::Client(i)) => i.size_hint(),
+            Some(Source::Given(b)) => SizeHint::with_exact(b.len() as u64),
+        }
     }
 }
 
@@ -278,7 +315,8 @@ impl Drop for ClientBody {
         if !self.needs_drain() {
             return;
         }
-        let (Some(body), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current())
+        let (Some(Source::Client(body)), Ok(rt)) =
+            (self.inner.take(), tokio::runtime::Handle::try_current())
         else {
             return;
         };

@@ -112,6 +112,18 @@ impl std::io::Write for SharedBuf {
     }
 }
 
+/// Service-wide state for tests; access-log lines go to `log`.
+fn mk_shared(metrics: &Metrics, log: &Arc<Mutex<Vec<u8>>>, port: u16) -> Arc<Shared> {
+    Arc::new(Shared {
+        access_log: AccessLog::start(SharedBuf(log.clone()), metrics.access_log_dropped.clone()),
+        forwarded_port: port.into(),
+        limits: Default::default(),
+        key_metrics: metrics.keys.clone(),
+        buffers: crate::buffer::BufferBudget::new(1 << 30),
+        body_timeouts: Default::default(),
+    })
+}
+
 async fn start_proxy(config: GatewayConfig) -> Proxy {
     config.validate().unwrap();
     let metrics = Arc::new(Metrics::new());
@@ -122,14 +134,7 @@ async fn start_proxy(config: GatewayConfig) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let shared = Arc::new(Shared {
-        access_log: AccessLog::start(SharedBuf(log.clone()), metrics.access_log_dropped.clone()),
-        forwarded_port: addr.port().into(),
-        limits: Default::default(),
-        key_metrics: metrics.keys.clone(),
-        buffers: crate::buffer::BufferBudget::new(1 << 30),
-        body_timeouts: Default::default(),
-    });
+    let shared = mk_shared(&metrics, &log, addr.port());
     let graceful = Arc::new(GracefulShutdown::new());
     {
         let (shared, state, graceful) = (shared.clone(), state.clone(), graceful.clone());
@@ -596,4 +601,50 @@ fn fuzz_input(rng: &mut XorShift) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The pipeline called in process, without a socket (issue 11): a request in, the response
+/// out, with what the phases decided (routing, the unknown-route answer, the payload cap, a
+/// malformed request) and the request id on every answer.
+#[tokio::test]
+async fn the_pipeline_answers_without_a_socket() {
+    let mut config = mk_config(Protocol::Rest, vec![mk_route("ANY", "/m")]);
+    config.apis[0].max_payload_bytes = 4;
+    config.validate().unwrap();
+    let metrics = Metrics::new();
+    let runtime = Arc::new(Runtime::build(config, &metrics, &Pools::new()));
+    let shared = mk_shared(&metrics, &Arc::default(), 8080);
+    let conn = super::ConnInfo::new("192.0.2.7:50000".parse().unwrap());
+    let call = |method: &str, path: &str, host: Option<&str>, body: &'static str| {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(h) = host {
+            req = req.header("host", h);
+        }
+        let req = req
+            .body(crate::body::ClientBody::given(Bytes::from_static(
+                body.as_bytes(),
+            )))
+            .unwrap();
+        let ctx = super::RequestCtx::new(runtime.clone(), conn.remote.ip(), &req);
+        let (shared, conn) = (&shared, &conn);
+        async move {
+            let resp = super::handle(shared, conn, ctx, req).await;
+            assert!(resp.headers().contains_key("x-amzn-requestid"));
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    assert_eq!(
+        call("GET", "/dev/m", Some("api"), "").await,
+        (200, "ANY /m".into())
+    );
+    assert_eq!(call("POST", "/dev/m", Some("api"), "ok").await.0, 200);
+    assert_eq!(call("POST", "/dev/m", Some("api"), "12345").await.0, 413);
+    assert_eq!(call("GET", "/dev/nope", Some("api"), "").await.0, 403);
+    let (status, body) = call("GET", "/dev/m", None, "").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, r#"{"message":"Bad Request"}"#)
+    );
 }
