@@ -452,6 +452,12 @@ impl HostPool {
 }
 
 impl SendError {
+    /// True when no byte of the request left the gateway, so that even a non-idempotent
+    /// request can be sent again.
+    fn nothing_sent(&self) -> bool {
+        matches!(self, SendError::NotSent(_))
+    }
+
     /// The error a reused connection gives when the backend had closed it.
     fn is_stale_connection(&self) -> bool {
         match self {
@@ -465,14 +471,6 @@ impl SendError {
             ),
             _ => false,
         }
-    }
-}
-
-impl SendError {
-    /// True when no byte of the request left the gateway, so that even a non-idempotent
-    /// request can be sent again.
-    fn nothing_sent(&self) -> bool {
-        matches!(self, SendError::NotSent(_))
     }
 }
 

@@ -34,14 +34,10 @@ pub fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), GatewayErr
         .api_config()
         .map_or(ApiKeySource::Header, |a| a.api_key_source);
     let hash = match source {
-        ApiKeySource::Header => {
-            let mut keys = headers.get_all(X_API_KEY).iter();
-            match (keys.next(), keys.next()) {
-                // Two keys: which one is metered must not be the client's choice.
-                (Some(_), Some(_)) => return Err(GatewayError::InvalidApiKey),
-                (key, _) => key.map(|v| KeyHash::digest_of(v.as_bytes())),
-            }
-        }
+        // Two keys: which one is metered must not be the client's choice.
+        ApiKeySource::Header => super::ctx::one_value(headers, X_API_KEY)
+            .map_err(|_| GatewayError::InvalidApiKey)?
+            .map(|v| KeyHash::digest_of(v.as_bytes())),
         // Filled by the Lambda authorizer phase (usageIdentifierKey); until it runs, `None`.
         ApiKeySource::Authorizer => ctx
             .usage_identifier_key

@@ -155,11 +155,7 @@ pub fn identity_header<'a>(
     headers: &'a HeaderMap,
     name: &str,
 ) -> Result<Option<&'a http::HeaderValue>, GatewayError> {
-    let mut all = headers.get_all(name).iter();
-    match (all.next(), all.next()) {
-        (Some(_), Some(_)) => Err(GatewayError::Unauthorized),
-        (first, _) => Ok(first),
-    }
+    super::ctx::one_value(headers, name).map_err(|_| GatewayError::Unauthorized)
 }
 
 fn strip_bearer(v: &str) -> &str {

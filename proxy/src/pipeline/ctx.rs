@@ -77,6 +77,24 @@ pub enum Flow {
     Answer(Box<http::Response<crate::body::ProxyBody>>),
 }
 
+/// A header that must come at most once came twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentTwice;
+
+/// The value of a header that must come at most once (`Host`, an identity source,
+/// `x-api-key`): a request that sends two must not be judged by whichever one a component
+/// happens to read, so the caller refuses it.
+pub fn one_value(
+    headers: &http::HeaderMap,
+    name: impl http::header::AsHeaderName,
+) -> Result<Option<&HeaderValue>, SentTwice> {
+    let mut all = headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (Some(_), Some(_)) => Err(SentTwice),
+        (first, _) => Ok(first),
+    }
+}
+
 /// The entry checks: the request's `Host` (400 when it makes the request malformed), and the
 /// client's hop-by-hop headers (and those its `Connection` names), which go before any phase
 /// reads the headers or maps its own into them: `Connection: x-user-id` cannot remove the
@@ -200,8 +218,7 @@ impl RequestCtx {
     /// A context for `req` arriving from `source_ip`, on `runtime`.
     pub fn new<B>(runtime: Arc<Runtime>, source_ip: IpAddr, req: &Request<B>) -> Self {
         let headers = req.headers();
-        let mut all_hosts = headers.get_all(http::header::HOST).iter();
-        let hosts = (all_hosts.next(), all_hosts.next());
+        let host = one_value(headers, http::header::HOST);
         RequestCtx {
             runtime,
             request_id: RequestId::generate(),
@@ -213,17 +230,17 @@ impl RequestCtx {
             protocol: req.version(),
             source_ip,
             user_agent: headers.get(http::header::USER_AGENT).cloned(),
-            host: hosts.0.cloned().or_else(|| {
+            host: host.ok().flatten().cloned().or_else(|| {
                 req.uri()
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             }),
-            bad_host: match hosts {
-                (Some(_), Some(_)) => Some("more than one Host header"),
-                (None, _) if req.version() == Version::HTTP_11 => {
+            bad_host: match host {
+                Err(SentTwice) => Some("more than one Host header"),
+                Ok(None) if req.version() == Version::HTTP_11 => {
                     Some("an HTTP/1.1 request without Host")
                 }
-                _ => None,
+                Ok(_) => None,
             },
             stage: None,
             route: None,
