@@ -19,6 +19,7 @@ pub mod body;
 pub mod buffer;
 pub mod cli;
 pub mod client_io;
+pub mod drain;
 pub mod hop_by_hop;
 pub mod metrics;
 pub mod pipeline;

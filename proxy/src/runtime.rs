@@ -5,12 +5,16 @@
 //!  Runtime
 //!   ├─ config: Arc<GatewayConfig>      (indices below match config.apis / config.stages)
 //!   ├─ stage_table                     host + base path -> stage
-//!   ├─ apis[i]: route tree, gateway responses resolved under the API's overrides,
-//!   │           per route its mappings (VTL templates parsed once, here)
-//!   │           request validators (JSON Schema compiled once per model)
-//!   └─ stages[j]: per route of its API: compiled integration (stage variables substituted),
-//!                 timeout, metric handles; access log template
+//!   ├─ apis[i]: route tree, gateway responses resolved under the API's overrides, CORS
+//!   └─ stages[j]: access log template, metrics of unmatched requests, and its deployments
+//!        └─ deployments[0] (the primary; a canary is a second one): the API it serves, the
+//!           variables, and per route of that API a StageRoute: the integration compiled
+//!           with the variables substituted (mappings and templates parsed once, shared by
+//!           the stages of the API), request validation, timeout, metric handles
 //! ```
+//!
+//! A request reaches what it runs on through one [`RouteHandle`] (stage, deployment, route),
+//! set by routing and resolved by the accessors of `RequestCtx`.
 
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::cors::CorsPolicy;
@@ -71,33 +75,61 @@ pub struct CompiledApi {
     /// What an unmatched route answers (REST: MISSING_AUTHENTICATION_TOKEN, HTTP:
     /// RESOURCE_NOT_FOUND).
     pub no_route: GatewayResponseType,
-    /// Per route (same order as `api.routes`): its mappings with templates parsed once
-    /// here, or why they cannot be served (the route fails closed).
-    pub transforms: Vec<Option<Result<CompiledTransform, Arc<str>>>>,
-    /// Request validation per route (same order as `api.routes`); `None`: nothing checked.
-    pub validation: Vec<Option<RouteValidation>>,
     /// CORS policy, when the API has one.
     pub cors: Option<CorsPolicy>,
 }
 
+/// Per route of one API (same order as `api.routes`): its mappings (templates parsed), or
+/// why they cannot be served, and its request validation; shared by the API's stages.
+type PerApiRoutes = (
+    Vec<Option<Result<Arc<CompiledTransform>, Arc<str>>>>,
+    Vec<Option<Arc<RouteValidation>>>,
+);
+
 /// One stage's derived tables.
 #[derive(Debug)]
 pub struct CompiledStage {
-    /// Index of its API in `apis` / `config.apis`.
-    pub api: usize,
-    /// One per route of the API, same order as `api.routes`.
-    pub routes: Vec<StageRoute>,
+    /// What the stage serves, the primary first (the only one until a stage has a canary).
+    pub deployments: Vec<Deployment>,
     /// Metrics of requests on this stage that matched no route.
     pub unmatched: RouteMetrics,
     /// Access log format, when logging is on.
     pub access_log: Option<Template>,
 }
 
-/// One route as served by one stage.
+/// What a stage serves (AWS: a deployment): one API, the variables its integrations were
+/// compiled with, and that API's routes as this deployment runs them.
+#[derive(Debug)]
+pub struct Deployment {
+    /// Index of its API in `apis` / `config.apis`.
+    pub api: usize,
+    /// `stageVariables` of requests it serves.
+    pub variables: BTreeMap<String, String>,
+    /// One per route of the API, same order as `api.routes`.
+    pub routes: Vec<StageRoute>,
+}
+
+/// Where a request was routed: indices into one `Runtime` (stage, its deployment, and the
+/// route once one matched), so the request context carries one `Copy` value and resolves
+/// the rest through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteHandle {
+    /// Index into `stages` / `config.stages`.
+    pub stage: u32,
+    /// Index into the stage's `deployments`.
+    pub deployment: u32,
+    /// Index into the deployment's `routes` (its API's `routes`), when a route matched.
+    pub route: Option<u32>,
+}
+
+/// One route as served by one deployment.
 #[derive(Debug)]
 pub struct StageRoute {
-    /// The backend call.
-    pub integration: CompiledIntegration,
+    /// The integration, or why the route cannot be served as configured (it fails closed:
+    /// 500 API_CONFIGURATION_ERROR, decided by `integrate::served`).
+    pub integration: Result<CompiledIntegration, Arc<str>>,
+    /// Request validation; `None`: nothing checked (shared by the stages of the API).
+    pub validation: Option<Arc<RouteValidation>>,
     /// Integration timeout.
     pub timeout: Duration,
     /// Metric handles (labels resolved once, here).
@@ -107,6 +139,16 @@ pub struct StageRoute {
 }
 
 impl Runtime {
+    /// The deployment `h` names.
+    pub fn deployment(&self, h: RouteHandle) -> &Deployment {
+        &self.stages[h.stage as usize].deployments[h.deployment as usize]
+    }
+
+    /// The route `h` names, when it names one.
+    pub fn stage_route(&self, h: RouteHandle) -> Option<&StageRoute> {
+        Some(&self.deployment(h).routes[h.route? as usize])
+    }
+
     /// Derives the tables for `config` (assumed validated); backend pools come from `pools`
     /// so that connections survive reloads. Routes that cannot be served are
     /// logged and fail closed; nothing here fails.
@@ -128,24 +170,29 @@ impl Runtime {
                     Protocol::Rest => GatewayResponseType::MissingAuthenticationToken,
                     Protocol::Http | Protocol::WebSocket => GatewayResponseType::ResourceNotFound,
                 },
-                transforms: api
-                    .routes
-                    .iter()
-                    .map(|route| {
-                        route.transform.as_ref().map(|t| {
-                            CompiledTransform::build(t).map_err(|reason| {
-                                tracing::warn!(
-                                    route = %route.id,
-                                    %reason,
-                                    "route fails closed (answers 500 API_CONFIGURATION_ERROR)"
-                                );
-                                Arc::from(reason)
+                cors: api.cors.as_ref().map(CorsPolicy::build),
+            })
+            .collect();
+        // Per API, per route: what every stage of the API shares (mappings with their
+        // templates parsed, validators compiled), built once here.
+        let per_api: Vec<PerApiRoutes> = config
+            .apis
+            .iter()
+            .map(|api| {
+                let transforms =
+                    api.routes
+                        .iter()
+                        .map(|route| {
+                            route.transform.as_ref().map(|t| {
+                                CompiledTransform::build(t).map(Arc::new).map_err(Arc::from)
                             })
                         })
-                    })
-                    .collect(),
-                validation: validate::build(api),
-                cors: api.cors.as_ref().map(CorsPolicy::build),
+                        .collect();
+                let validation = validate::build(api)
+                    .into_iter()
+                    .map(|v| v.map(Arc::new))
+                    .collect();
+                (transforms, validation)
             })
             .collect();
         let stages = config
@@ -156,13 +203,21 @@ impl Runtime {
                     .get(stage.api_id.as_str())
                     .expect("validated: every stage names an existing api");
                 let api = &config.apis[api_idx];
+                let (transforms, validation) = &per_api[api_idx];
                 let routes = api
                     .routes
                     .iter()
-                    .map(|route| {
+                    .enumerate()
+                    .map(|(r, route)| {
                         let param_names = integrate::param_names(route);
-                        let integration = integrate::compile(route, stage, &param_names, pools);
-                        if let CompiledIntegration::FailClosed(reason) = &integration {
+                        let integration = integrate::compile(
+                            route,
+                            &stage.variables,
+                            &param_names,
+                            transforms[r].clone(),
+                            pools,
+                        );
+                        if let Err(reason) = &integration {
                             tracing::warn!(
                                 stage = %stage.id,
                                 route = %route.id,
@@ -172,6 +227,7 @@ impl Runtime {
                         }
                         StageRoute {
                             integration,
+                            validation: validation[r].clone(),
                             timeout: Duration::from_millis(route.timeout_ms),
                             metrics: metrics.route(
                                 &api.id,
@@ -184,8 +240,11 @@ impl Runtime {
                     })
                     .collect();
                 CompiledStage {
-                    api: api_idx,
-                    routes,
+                    deployments: vec![Deployment {
+                        api: api_idx,
+                        variables: stage.variables.clone(),
+                        routes,
+                    }],
                     unmatched: metrics.route(&api.id, &stage.name, "", ""),
                     access_log: stage
                         .access_log

@@ -5,7 +5,7 @@
 //!    load (errors: exit 1) -> Runtime -> ArcSwap
 //!    bind public + admin -> log addresses, write --ready-file
 //!    spawn: watcher, admin server; accept loop: one hyper http1 connection task each
-//!    signal -> /readyz 503, close listener, drain (GracefulShutdown, grace period), exit 0
+//!    signal -> /readyz 503, close listener, drain (`drain::Drain`, grace period), exit 0
 //! ```
 
 use crate::access_log::AccessLog;
@@ -13,8 +13,9 @@ use crate::admin::{self, Health};
 use crate::body::ClientBody;
 use crate::cli::{Cli, ServeArgs};
 use crate::client_io;
+use crate::drain::Drain;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, ConnInfo, RequestCtx, Shared};
+use crate::pipeline::{self, ConnInfo, Gateway, RequestCtx, Shared};
 use crate::pool::Pools;
 use crate::runtime::Runtime;
 use crate::source;
@@ -23,7 +24,6 @@ use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -56,13 +56,6 @@ pub fn run(cli: Cli) -> Result<()> {
     let result = rt.block_on(serve(args));
     rt.shutdown_timeout(Duration::from_secs(1));
     result
-}
-
-/// Everything a connection task needs, one `Arc` clone per request.
-struct ConnState {
-    shared: Arc<Shared>,
-    state: Arc<ArcSwap<Runtime>>,
-    conn: ConnInfo,
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
@@ -145,7 +138,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         args.max_header_bytes,
         Duration::from_secs(args.client_header_timeout_seconds),
     );
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -160,19 +153,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         };
-        spawn_connection(stream, remote, &shared, &state, &http, &graceful);
+        spawn_connection(stream, remote, &shared, &state, &http, &drain);
     }
 
     health.set_ready(false);
     drop(listener);
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     tracing::info!(
-        connections = graceful.count(),
+        connections = drain.count(),
         ?grace,
         "shutting down: draining in-flight requests"
     );
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("drained"),
+        _ = drain.shutdown() => tracing::info!("drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
     shared.access_log.flush(Duration::from_secs(2));
@@ -193,43 +186,57 @@ pub fn http_builder(max_header_bytes: usize, header_timeout: Duration) -> http1:
     http
 }
 
-/// Serves one accepted connection on its own task, watched by `graceful`.
+/// Serves one accepted connection on its own task, watching `drain`: once it is raised, the
+/// request in flight finishes and the connection closes (an idle one closes at once).
 pub fn spawn_connection(
     stream: TcpStream,
     remote: SocketAddr,
     shared: &Arc<Shared>,
     state: &Arc<ArcSwap<Runtime>>,
     http: &http1::Builder,
-    graceful: &GracefulShutdown,
+    drain: &Drain,
 ) {
     let _ = stream.set_nodelay(true);
-    let cs = Arc::new(ConnState {
+    let gateway = Arc::new(Gateway {
         shared: shared.clone(),
         state: state.clone(),
         conn: ConnInfo::new(remote),
     });
-    let task_cs = cs.clone();
+    let task_gw = gateway.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        let cs = cs.clone();
+        let gateway = gateway.clone();
         async move {
-            // The one load of the config for this request: it finishes on this snapshot.
-            let ctx = RequestCtx::new(cs.state.load_full(), cs.conn.remote.ip(), &req);
-            let req = ClientBody::from_request(req, cs.shared.body_timeouts);
-            Ok::<_, Infallible>(pipeline::handle(&cs.shared, &cs.conn, ctx, req).await)
+            let req = ClientBody::from_request(req, gateway.shared.body_timeouts);
+            Ok::<_, Infallible>(gateway.call(req).await)
         }
     });
     let slot = client_io::Slot::default();
     let io = TokioIo::new(client_io::ClientIo::new(stream, slot.clone()));
-    let conn = graceful.watch(http.serve_connection(io, svc));
+    // With upgrades: a response that switches protocols (101) hands the connection to
+    // whoever awaits `hyper::upgrade::on` for its request; nothing here answers 101 yet.
+    let conn = http.serve_connection(io, svc).with_upgrades();
+    let mut watch = drain.watch();
     tokio::spawn(async move {
-        let result = conn.await;
+        // The connection (and with it the socket wrapper that fills `slot`) is dropped at
+        // the end of this block, before the slot is read.
+        let result = {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => result,
+                () = watch.draining() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        };
+        drop(watch);
         if let Err(e) = &result {
             tracing::debug!(error = %e, "connection ended with an error");
         }
         let unanswered = slot.lock().expect("slot lock").take();
         if let Some(u) = unanswered {
             let timed_out = result.as_ref().is_err_and(hyper::Error::is_timeout);
-            answer_unparsed(u, timed_out, &task_cs).await;
+            answer_unparsed(u, timed_out, &task_gw).await;
         }
     });
 }
@@ -240,7 +247,7 @@ pub fn spawn_connection(
 /// gateway response of no API, with a request id and an access-log line; then the socket is
 /// closed gently: the rest of what the client sends is read for a moment, so that the close
 /// does not reset the connection before the client has read the answer.
-async fn answer_unparsed(u: client_io::Unanswered, timed_out: bool, cs: &ConnState) {
+async fn answer_unparsed(u: client_io::Unanswered, timed_out: bool, cs: &Gateway) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let err = match u.status {
         Some(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE) => {

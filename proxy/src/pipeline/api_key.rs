@@ -25,6 +25,12 @@ pub struct KeyMatch {
     pub plan: usize,
 }
 
+/// The API key phase: [`apply`] on the exchange.
+pub fn phase(ex: &mut super::ctx::Exchange<'_>) -> Result<super::ctx::Flow, GatewayError> {
+    apply(ex.ctx, &ex.head.headers)?;
+    Ok(super::ctx::Flow::Continue)
+}
+
 /// Checks the key of a method that requires one.
 pub fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), GatewayError> {
     if !ctx.route_config().is_some_and(|r| r.api_key_required) {

@@ -100,6 +100,12 @@ pub fn build(
     out
 }
 
+/// The authorizer phase: [`apply`] on the exchange.
+pub async fn phase(ex: &mut super::ctx::Exchange<'_>) -> Result<super::ctx::Flow, GatewayError> {
+    apply(ex.ctx, &ex.head.headers).await?;
+    Ok(super::ctx::Flow::Continue)
+}
+
 /// Runs the route's authorizer, if any. Reads the route and the request headers; sets
 /// `ctx.authorizer`; short-circuits with 401 UNAUTHORIZED or 403 ACCESS_DENIED.
 pub async fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), GatewayError> {

@@ -2,7 +2,8 @@
 //! values the access log renders. One per request, created at entry, moved to the access log
 //! writer at the end.
 
-use crate::runtime::{CompiledApi, CompiledStage, Runtime, StageRoute};
+use crate::body::ProxyBody;
+use crate::runtime::{CompiledApi, CompiledStage, Deployment, RouteHandle, Runtime, StageRoute};
 use http::{HeaderValue, Method, Request, Uri, Version};
 use portico_config::{Api, GatewayResponseType, Route, Stage};
 use std::borrow::Cow;
@@ -67,6 +68,26 @@ impl std::fmt::Debug for RequestId {
     }
 }
 
+/// One request in flight as the request phases see it: service-wide and per-connection
+/// state, the request's context, its head, and its body.
+///
+/// Every request phase is `phase(&mut Exchange) -> Result<Flow, GatewayError>` (async where
+/// it waits); the integration, last, turns the exchange into the response.
+pub struct Exchange<'a> {
+    /// Service-wide state.
+    pub shared: &'a Shared,
+    /// The connection the request came on.
+    pub conn: &'a ConnInfo,
+    /// Per-request state; the response phases and the access log read it after the request
+    /// phases.
+    pub ctx: &'a mut RequestCtx,
+    /// The request head (the client's hop-by-hop headers removed at entry).
+    pub head: http::request::Parts,
+    /// The client's body (`ProxyBody::Incoming`) until the limits phase reads it; then what
+    /// the integration sends (streamed, buffered, or empty).
+    pub body: ProxyBody,
+}
+
 /// What a request phase decides when it may answer by itself: go on to the next phase, or
 /// answer now (e.g. a CORS preflight). A refusal is the phase's `Err(GatewayError)`.
 pub enum Flow {
@@ -99,15 +120,12 @@ pub fn one_value(
 /// client's hop-by-hop headers (and those its `Connection` names), which go before any phase
 /// reads the headers or maps its own into them: `Connection: x-user-id` cannot remove the
 /// caller id that a mapping sets later.
-pub fn entry(
-    ctx: &RequestCtx,
-    headers: &mut http::HeaderMap,
-) -> Result<(), super::error::GatewayError> {
-    if let Some(why) = ctx.bad_host {
+pub fn entry(ex: &mut Exchange<'_>) -> Result<Flow, super::error::GatewayError> {
+    if let Some(why) = ex.ctx.bad_host {
         return Err(super::error::GatewayError::BadRequest(why));
     }
-    crate::hop_by_hop::strip(headers);
-    Ok(())
+    crate::hop_by_hop::strip(&mut ex.head.headers);
+    Ok(Flow::Continue)
 }
 
 /// Service-wide state shared by every request.
@@ -178,10 +196,8 @@ pub struct RequestCtx {
     /// exactly one; HTTP/1.0 at most one): answered 400 before routing, since stages are
     /// selected by host and two would make the choice depend on which one is read.
     pub bad_host: Option<&'static str>,
-    /// Matched stage: index into `runtime.stages` / `config.stages`.
-    pub stage: Option<usize>,
-    /// Matched route: index into the stage's API's `routes`.
-    pub route: Option<usize>,
+    /// Where routing got: stage, deployment, and route once matched (set by `route`).
+    pub handle: Option<RouteHandle>,
     /// Path parameter values (canonical, still percent-encoded) as ranges of [`Self::path`],
     /// in the order the route's template names them.
     pub params: Vec<Range<usize>>,
@@ -242,8 +258,7 @@ impl RequestCtx {
                 }
                 Ok(_) => None,
             },
-            stage: None,
-            route: None,
+            handle: None,
             params: Vec::new(),
             status: 0,
             response_length: None,
@@ -279,33 +294,39 @@ impl RequestCtx {
 
     /// The compiled stage, once routed.
     pub fn stage(&self) -> Option<&CompiledStage> {
-        self.stage.map(|i| &self.runtime.stages[i])
+        self.handle.map(|h| &self.runtime.stages[h.stage as usize])
     }
 
     /// The stage as configured, once routed.
     pub fn stage_config(&self) -> Option<&Stage> {
-        self.stage.map(|i| &self.runtime.config.stages[i])
+        self.handle
+            .map(|h| &self.runtime.config.stages[h.stage as usize])
     }
 
-    /// The compiled API of the stage, once routed.
+    /// The deployment serving the request, once routed.
+    pub fn deployment(&self) -> Option<&Deployment> {
+        self.handle.map(|h| self.runtime.deployment(h))
+    }
+
+    /// The compiled API of the deployment, once routed.
     pub fn api(&self) -> Option<&CompiledApi> {
-        self.stage().map(|s| &self.runtime.apis[s.api])
+        self.deployment().map(|d| &self.runtime.apis[d.api])
     }
 
     /// The API as configured, once routed.
     pub fn api_config(&self) -> Option<&Api> {
-        self.stage().map(|s| &self.runtime.config.apis[s.api])
+        self.deployment().map(|d| &self.runtime.config.apis[d.api])
     }
 
     /// The route as configured, once matched.
     pub fn route_config(&self) -> Option<&Route> {
-        self.route
-            .and_then(|r| self.api_config().map(|a| &a.routes[r]))
+        let r = self.handle?.route?;
+        self.api_config().map(|a| &a.routes[r as usize])
     }
 
-    /// The route compiled for this stage, once matched.
+    /// The route as the deployment serves it, once matched.
     pub fn stage_route(&self) -> Option<&StageRoute> {
-        self.route.and_then(|r| self.stage().map(|s| &s.routes[r]))
+        self.runtime.stage_route(self.handle?)
     }
 
     /// The `i`-th path parameter value, canonical (percent-encoded where needed).
@@ -326,9 +347,9 @@ impl RequestCtx {
             .map(|(i, n)| (&**n, super::route::decode_value(self.param(i))))
     }
 
-    /// `stageVariables`.
+    /// `stageVariables`: the deployment's.
     pub fn stage_variables(&self) -> Option<&BTreeMap<String, String>> {
-        self.stage_config().map(|s| &s.variables)
+        self.deployment().map(|d| &d.variables)
     }
 }
 

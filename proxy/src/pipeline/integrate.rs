@@ -13,33 +13,54 @@
 //!  backend head --strip hop-by-hop--> response (body streamed both ways)
 //! ```
 
-use super::ctx::{ConnInfo, RequestCtx, Shared};
+use super::ctx::{ConnInfo, Exchange, Flow, RequestCtx, Shared};
 use super::error::GatewayError;
 use super::transform::{self, CompiledTransform};
 use crate::body::ProxyBody;
 use crate::hop_by_hop;
 use crate::pool::{Forwarded, HostPool, Pools};
+use crate::runtime::StageRoute;
 use bytes::Bytes;
 use http::header::HeaderName;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use portico_config::{
-    Integration, MappingSource, MappingTarget, Route, RouteMatch, Segment, Stage,
-};
+use portico_config::{Integration, MappingSource, MappingTarget, Route, RouteMatch, Segment};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// An integration compiled for one (stage, route).
+/// An integration compiled for one (deployment, route). One that cannot be served is not
+/// one of these: the route holds the reason instead (see [`served`]).
 #[derive(Debug)]
 pub enum CompiledIntegration {
-    /// Forward to an HTTP endpoint.
+    /// Forward to an HTTP endpoint (`HTTP_PROXY`, or `HTTP` without mappings).
     Http(HttpTarget),
     /// Answer from config.
     Mock(MockResponse),
     /// Invoke a function (AWS_PROXY), see `lambda`.
     Lambda(Box<super::lambda::LambdaTarget>),
-    /// Answer 500 API_CONFIGURATION_ERROR; the reason is logged, never sent.
-    FailClosed(Arc<str>),
+    /// `HTTP` or `MOCK` with mappings: the integration request and response of
+    /// `transform` around the inner call.
+    Mapped(Box<Mapped>),
+}
+
+/// A route with mappings: its transform (templates parsed once per API route, shared by
+/// the stages) and what it wraps.
+#[derive(Debug)]
+pub struct Mapped {
+    /// The integration request and response.
+    pub transform: Arc<CompiledTransform>,
+    /// The call between them.
+    pub inner: MappedCall,
+}
+
+/// What a mapped route calls.
+#[derive(Debug)]
+pub enum MappedCall {
+    /// An HTTP endpoint, with the mapped request.
+    Http(HttpTarget),
+    /// A MOCK answer (a request template may pick its status).
+    Mock(MockResponse),
 }
 
 /// A MOCK response, ready to clone.
@@ -102,44 +123,68 @@ pub fn param_names(route: &Route) -> Vec<Arc<str>> {
     }
 }
 
-/// Compiles `route`'s integration for `stage`. Never fails: what cannot be served becomes
-/// [`CompiledIntegration::FailClosed`] with the reason.
+/// Compiles `route`'s integration with a deployment's stage `variables`, around the route's
+/// `transform` when it has mappings (built once per API route). `Err` is why the route
+/// cannot be served: it fails closed.
 pub fn compile(
     route: &Route,
-    stage: &Stage,
+    variables: &BTreeMap<String, String>,
+    params: &[Arc<str>],
+    transform: Option<Result<Arc<CompiledTransform>, Arc<str>>>,
+    pools: &Pools,
+) -> Result<CompiledIntegration, Arc<str>> {
+    if let Some(reason) = &route.fail_closed {
+        return Err(reason.as_str().into());
+    }
+    let plain = compile_plain(route, variables, params, pools).map_err(Arc::<str>::from)?;
+    let Some(transform) = transform else {
+        return Ok(plain);
+    };
+    let transform = transform?;
+    let inner = match plain {
+        CompiledIntegration::Http(t) => MappedCall::Http(t),
+        CompiledIntegration::Mock(m) => MappedCall::Mock(m),
+        // compile attaches mappings to HTTP and MOCK integrations only.
+        CompiledIntegration::Lambda(_) | CompiledIntegration::Mapped(_) => {
+            return Err("mappings on an AWS_PROXY integration".into());
+        }
+    };
+    Ok(CompiledIntegration::Mapped(Box::new(Mapped {
+        transform,
+        inner,
+    })))
+}
+
+/// The integration of a route without its mappings.
+fn compile_plain(
+    route: &Route,
+    variables: &BTreeMap<String, String>,
     params: &[Arc<str>],
     pools: &Pools,
-) -> CompiledIntegration {
-    if let Some(reason) = &route.fail_closed {
-        return CompiledIntegration::FailClosed(reason.as_str().into());
-    }
-    let result = match &route.integration {
+) -> Result<CompiledIntegration, String> {
+    match &route.integration {
         Integration::Mock(m) => compile_mock(m.status_code, &m.headers, &m.body),
-        Integration::HttpProxy(h) | Integration::Http(h) => compile_http(
-            &h.uri,
-            h.http_method.as_deref(),
-            &stage.variables,
-            params,
-            pools,
-        )
-        .and_then(|mut t| {
-            t.params = h
-                .request_parameters
-                .iter()
-                .map(|(k, v)| Ok((MappingTarget::parse(k)?, MappingSource::parse(v)?)))
-                .collect::<Result<_, String>>()?;
-            Ok(CompiledIntegration::Http(t))
-        }),
+        Integration::HttpProxy(h) | Integration::Http(h) => {
+            compile_http(&h.uri, h.http_method.as_deref(), variables, params, pools).and_then(
+                |mut t| {
+                    t.params = h
+                        .request_parameters
+                        .iter()
+                        .map(|(k, v)| Ok((MappingTarget::parse(k)?, MappingSource::parse(v)?)))
+                        .collect::<Result<_, String>>()?;
+                    Ok(CompiledIntegration::Http(t))
+                },
+            )
+        }
         Integration::AwsProxy(l) => {
-            compile_http(&l.uri, Some("POST"), &stage.variables, &[], pools).map(|http| {
+            compile_http(&l.uri, Some("POST"), variables, &[], pools).map(|http| {
                 CompiledIntegration::Lambda(Box::new(super::lambda::LambdaTarget {
                     http,
                     version: l.payload_format_version,
                 }))
             })
         }
-    };
-    result.unwrap_or_else(|reason| CompiledIntegration::FailClosed(reason.into()))
+    }
 }
 
 fn compile_mock(
@@ -378,46 +423,47 @@ impl HttpTarget {
 /// The client's protocol as `X-Forwarded-Proto` says it (the gateway listens on plain HTTP).
 const FORWARDED_PROTO: HeaderValue = HeaderValue::from_static("http");
 
-/// Refuses (500) a matched route whose integration cannot be served as configured
-/// (fail-closed), before any authorizer, key or limit runs.
-pub fn check_served(ctx: &RequestCtx) -> Result<(), GatewayError> {
-    match ctx.stage_route().map(|r| &r.integration) {
-        Some(CompiledIntegration::FailClosed(reason)) => {
-            Err(GatewayError::ApiConfigurationError(reason.to_string()))
-        }
-        _ => Ok(()),
-    }
+/// The integration of a matched route, or the refusal (500 API_CONFIGURATION_ERROR, the
+/// reason logged, never sent) when it cannot be served as configured. The one place that
+/// decides fail-closed: [`check_served`] asks it before any authorizer, key or limit runs,
+/// and [`call`] gets the integration from it.
+pub fn served(route: &StageRoute) -> Result<&CompiledIntegration, GatewayError> {
+    route
+        .integration
+        .as_ref()
+        .map_err(|reason| GatewayError::ApiConfigurationError(reason.to_string()))
 }
 
-/// Runs the integration of the matched route.
-pub async fn call(
-    shared: &Shared,
-    conn: &ConnInfo,
-    ctx: &mut RequestCtx,
-    mut parts: Parts,
-    body: ProxyBody,
-) -> Result<Response<ProxyBody>, GatewayError> {
-    let runtime = ctx.runtime.clone();
-    let (s, r) = ctx
-        .stage
-        .zip(ctx.route)
-        .expect("integrate runs after a route matched");
-    let route = &runtime.stages[s].routes[r];
-    // Routes with mappings (HTTP, MOCK with a Transform) run the transform around the
-    // integration.
-    if let Some(t) = &runtime.apis[runtime.stages[s].api].transforms[r] {
-        let t = t
-            .as_ref()
-            .map_err(|reason| GatewayError::ApiConfigurationError(reason.to_string()))?;
-        return call_mapped(shared, conn, ctx, t, parts, body).await;
+/// The fail-closed phase: refuses a matched route that cannot be served (see [`served`]).
+pub fn check_served(ex: &mut Exchange<'_>) -> Result<Flow, GatewayError> {
+    if let Some(route) = ex.ctx.stage_route() {
+        served(route)?;
     }
-    let target = match &route.integration {
-        CompiledIntegration::FailClosed(reason) => {
-            return Err(GatewayError::ApiConfigurationError(reason.to_string()));
-        }
+    Ok(Flow::Continue)
+}
+
+/// The integration phase, last: the one dispatch on the matched route's integration. It
+/// consumes the exchange (head and body) and gives the response.
+pub async fn call(ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError> {
+    let Exchange {
+        shared,
+        conn,
+        ctx,
+        head: mut parts,
+        body,
+    } = ex;
+    let runtime = ctx.runtime.clone();
+    let route = ctx
+        .handle
+        .and_then(|h| runtime.stage_route(h))
+        .expect("integrate runs after a route matched");
+    let target = match served(route)? {
         CompiledIntegration::Mock(m) => return m.response(None),
         CompiledIntegration::Lambda(l) => {
             return super::lambda::call(shared, conn, ctx, l, route.timeout, parts, body).await;
+        }
+        CompiledIntegration::Mapped(m) => {
+            return call_mapped(shared, conn, ctx, route, m, parts, body).await;
         }
         CompiledIntegration::Http(t) => t,
     };
@@ -434,26 +480,28 @@ pub async fn call(
 
 /// A route with mappings: the integration request (parameters, request template,
 /// passthrough: 400/415/500) after the cap and validation (the body it buffers is bounded by
-/// the cap) and before the backend sees anything, then the integration (HTTP or MOCK), then
+/// the cap) and before the backend sees anything, then the inner call (HTTP or MOCK), then
 /// the integration response (selection, parameters, template, method response: 500).
 async fn call_mapped(
     shared: &Shared,
     conn: &ConnInfo,
     ctx: &mut RequestCtx,
-    t: &CompiledTransform,
+    route: &StageRoute,
+    m: &Mapped,
     parts: Parts,
     body: ProxyBody,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let runtime = ctx.runtime.clone();
-    let stage = &runtime.stages[ctx.stage.expect("a route matched")];
-    let route = &stage.routes[ctx.route.expect("a route matched")];
-    let binary_types = &runtime.config.apis[stage.api].binary_media_types;
-    let max = runtime.config.apis[stage.api].max_payload_bytes;
-    let is_mock = matches!(route.integration, CompiledIntegration::Mock(_));
+    let api = ctx.deployment().map(|d| d.api).expect("a route matched");
+    let api = &runtime.config.apis[api];
+    let binary_types = &api.binary_media_types;
+    let max = api.max_payload_bytes;
+    let is_mock = matches!(m.inner, MappedCall::Mock(_));
+    let t = &*m.transform;
     let mut mapped =
         transform::request(ctx, t, &parts.headers, body, max, &shared.buffers, is_mock).await?;
-    let resp = match &route.integration {
-        CompiledIntegration::Http(target) => {
+    let resp = match &m.inner {
+        MappedCall::Http(target) => {
             let mut parts = parts;
             parts.uri = target.uri_mapped(ctx, &route.param_names, &mapped.path, &mapped.query)?;
             parts.headers = std::mem::take(&mut mapped.headers);
@@ -462,16 +510,7 @@ async fn call_mapped(
             let body = ProxyBody::full(std::mem::take(&mut mapped.body));
             forward(shared, conn, ctx, target, route.timeout, parts, body).await?
         }
-        CompiledIntegration::Mock(m) => m.response(mapped.mock_status)?,
-        // compile attaches mappings to HTTP and MOCK integrations only.
-        CompiledIntegration::Lambda(_) => {
-            return Err(GatewayError::ApiConfigurationError(
-                "mappings on an AWS_PROXY integration".to_string(),
-            ));
-        }
-        CompiledIntegration::FailClosed(reason) => {
-            return Err(GatewayError::ApiConfigurationError(reason.to_string()));
-        }
+        MappedCall::Mock(m) => m.response(mapped.mock_status)?,
     };
     transform::response(t, binary_types, &mut mapped.data, resp).await
 }
@@ -646,7 +685,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::route::tests::{mk_route, mk_stage};
+    use crate::pipeline::route::tests::mk_route;
     use portico_config::HttpIntegration;
 
     fn http_route(path: &str, uri: &str) -> Route {
@@ -661,15 +700,19 @@ mod tests {
 
     fn target(path: &str, uri: &str, vars: &[(&str, &str)]) -> Result<HttpTarget, Arc<str>> {
         let route = http_route(path, uri);
-        let mut stage = mk_stage("stage/default/dev", "/dev", &[]);
-        stage.variables = vars
+        let variables = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        match compile(&route, &stage, &param_names(&route), &Pools::default()) {
+        match compile(
+            &route,
+            &variables,
+            &param_names(&route),
+            None,
+            &Pools::default(),
+        )? {
             CompiledIntegration::Http(t) => Ok(t),
-            CompiledIntegration::FailClosed(r) => Err(r),
-            CompiledIntegration::Mock(_) | CompiledIntegration::Lambda(_) => unreachable!(),
+            other => panic!("an HTTP_PROXY route compiled to {other:?}"),
         }
     }
 

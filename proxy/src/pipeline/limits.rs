@@ -9,6 +9,7 @@
 //! ([`crate::body::BodyTimeouts`]). (The request head limit, 431, is enforced by hyper:
 //! `--max-header-bytes`.)
 
+use super::ctx::{Exchange, Flow};
 use super::error::GatewayError;
 use crate::body::ClientBody;
 use crate::body::ProxyBody;
@@ -65,29 +66,28 @@ fn declared_length(headers: &HeaderMap, body: &ClientBody) -> Option<u64> {
 /// request missing both gets BAD_REQUEST_PARAMETERS), then the cap, which runs before the
 /// integration so that a backend never sees an over-limit body; only a route that validates
 /// its body buffers it (and checks it), the others stream.
-pub async fn phase(
-    shared: &super::ctx::Shared,
-    ctx: &mut super::ctx::RequestCtx,
-    parts: &http::request::Parts,
-    body: ClientBody,
-) -> Result<ProxyBody, GatewayError> {
-    let runtime = ctx.runtime.clone();
-    let max = ctx.api_config().map_or(u64::MAX, |a| a.max_payload_bytes);
-    let validation = match (ctx.stage(), ctx.route) {
-        (Some(s), Some(r)) => runtime.apis[s.api].validation[r].as_ref(),
-        _ => None,
+pub async fn phase(ex: &mut Exchange<'_>) -> Result<Flow, GatewayError> {
+    // The client's body, read once, here.
+    let ProxyBody::Incoming(body) = std::mem::replace(&mut ex.body, ProxyBody::Empty) else {
+        unreachable!("no phase before limits reads the body")
     };
-    if let Some(v) = validation {
-        super::validate::check_parameters(ctx, parts, v)?;
+    let ctx = &mut *ex.ctx;
+    let max = ctx.api_config().map_or(u64::MAX, |a| a.max_payload_bytes);
+    let validation = ctx.stage_route().and_then(|r| r.validation.clone());
+    if let Some(v) = &validation {
+        super::validate::check_parameters(ctx, &ex.head, v)?;
     }
-    match validation {
+    let headers = &ex.head.headers;
+    let budget = &ex.shared.buffers;
+    ex.body = match validation {
         Some(v) if v.validates_body() => {
-            let bytes = read_full(&parts.headers, body, max, &shared.buffers).await?;
-            super::validate::check_body(ctx, &parts.headers, &bytes, v)?;
-            Ok(ProxyBody::full(bytes))
+            let bytes = read_full(headers, body, max, budget).await?;
+            super::validate::check_body(ctx, headers, &bytes, &v)?;
+            ProxyBody::full(bytes)
         }
-        _ => read_body(&parts.headers, body, max, &shared.buffers).await,
-    }
+        _ => read_body(headers, body, max, budget).await?,
+    };
+    Ok(Flow::Continue)
 }
 
 /// Applies the cap to `body` and returns what to forward.

@@ -48,13 +48,37 @@ pub mod throttle;
 pub mod transform;
 pub mod validate;
 
-pub use ctx::{ConnInfo, Flow, RequestCtx, RequestId, Shared};
+pub use ctx::{ConnInfo, Exchange, Flow, RequestCtx, RequestId, Shared};
 pub use error::GatewayError;
 
 use crate::body::{ClientBody, ProxyBody};
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
 use http::{Request, Response};
+use std::sync::Arc;
 
-/// Runs one request through the pipeline. Never fails: errors become gateway responses.
+/// The pipeline as a service: one per connection, called once per request. The server calls
+/// it with each request hyper parses; tests call it with requests built in process
+/// ([`ClientBody::given`]), no socket involved.
+pub struct Gateway {
+    /// Service-wide state.
+    pub shared: Arc<Shared>,
+    /// The current config; each request loads it once and finishes on that snapshot.
+    pub state: Arc<ArcSwap<Runtime>>,
+    /// The connection's values.
+    pub conn: ConnInfo,
+}
+
+impl Gateway {
+    /// Answers one request. Never fails: errors become gateway responses.
+    pub async fn call(&self, req: Request<ClientBody>) -> Response<ProxyBody> {
+        let ctx = RequestCtx::new(self.state.load_full(), self.conn.remote.ip(), &req);
+        handle(&self.shared, &self.conn, ctx, req).await
+    }
+}
+
+/// Runs one request through the pipeline: the request phases ([`run`]), then, on both
+/// endings (the integration's response or a gateway response), the response phases.
 pub async fn handle(
     shared: &Shared,
     conn: &ConnInfo,
@@ -65,10 +89,19 @@ pub async fn handle(
     let gzip = ctx.runtime.compression && compress::accepts_gzip(req.headers());
     // Kept for CORS: run consumes the request.
     let origin = req.headers().get(http::header::ORIGIN).cloned();
-    let resp = match run(shared, conn, &mut ctx, req).await {
+    let (head, body) = req.into_parts();
+    let ex = Exchange {
+        shared,
+        conn,
+        ctx: &mut ctx,
+        head,
+        body: ProxyBody::Incoming(body),
+    };
+    let resp = match run(ex).await {
         Ok(resp) => resp,
         Err(err) => respond::gateway_response(&mut ctx, err),
     };
+    // Response phases.
     let mut resp = match compress::apply(&ctx, gzip, resp).await {
         Ok(resp) => resp,
         Err(err) => respond::gateway_response(&mut ctx, err),
@@ -80,31 +113,32 @@ pub async fn handle(
     respond::finish(shared, ctx, resp)
 }
 
-async fn run(
-    shared: &Shared,
-    conn: &ConnInfo,
-    ctx: &mut RequestCtx,
-    req: Request<ClientBody>,
-) -> Result<Response<ProxyBody>, GatewayError> {
-    let (mut parts, body) = req.into_parts();
+/// The request phases in order, each entered once: a phase refuses (`Err`), answers
+/// (`Flow::Answer`) or lets the next one run; the integration, last, gives the response.
+async fn run(mut ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError> {
+    macro_rules! phase {
+        ($step:expr) => {
+            if let Flow::Answer(resp) = $step? {
+                return Ok(*resp);
+            }
+        };
+    }
     // Host, and the client's hop-by-hop headers, before any phase reads or sets a header.
-    ctx::entry(ctx, &mut parts.headers)?;
+    phase!(ctx::entry(&mut ex));
     // Route first: the payload cap and the integration are per API / per route. A CORS
     // preflight may answer here.
-    if let Flow::Answer(resp) = route::phase(ctx, &parts.headers)? {
-        return Ok(*resp);
-    }
-    integrate::check_served(ctx)?;
+    phase!(route::phase(&mut ex));
+    phase!(integrate::check_served(&mut ex));
     // Authorizers right after routing, before API keys, throttling, validation and the
     // integration (AWS's order); key, then limits (plans meter keys). All before the body is
     // read, so a refused request costs no body transfer.
-    auth::apply(ctx, &parts.headers).await?;
-    api_key::apply(ctx, &parts.headers)?;
-    throttle::meter(shared, ctx).await?;
+    phase!(auth::phase(&mut ex).await);
+    phase!(api_key::phase(&mut ex));
+    phase!(throttle::meter(&mut ex).await);
     // Parameters and body against the route's validator, and the payload cap.
-    let body = limits::phase(shared, ctx, &parts, body).await?;
-    // One dispatch: pass-through (streamed both ways), or with mappings around it.
-    integrate::call(shared, conn, ctx, parts, body).await
+    phase!(limits::phase(&mut ex).await);
+    // One dispatch: pass-through (streamed both ways), mapped, MOCK or Lambda.
+    integrate::call(ex).await
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Route phase: request path and host -> stage -> route (+ path parameters).
 //!
-//! Runs first. Reads the request's path and `Host`; writes `ctx.stage`, `ctx.route` and the
-//! path parameters. Short-circuits with `MissingAuthenticationToken` (REST: no stage, no
+//! Runs first. Reads the request's path and `Host`; writes `ctx.handle` (stage, deployment,
+//! route) and the path parameters. Short-circuits with `MissingAuthenticationToken` (REST: no stage, no
 //! resource, or no method on the resource) or `ResourceNotFound` (HTTP APIs).
 //!
 //! Everything here is a pure function over tables built once per `Runtime`:
@@ -20,6 +20,7 @@
 
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
+use crate::runtime::RouteHandle;
 use http::Method;
 use portico_config::{Api, Protocol, RouteMatch, Segment, Stage};
 use std::borrow::Cow;
@@ -168,26 +169,24 @@ pub const NO_METHOD: &str = "no method for this verb on the resource";
 /// authorization and the integration, as AWS), a preflight answer on a resource without an
 /// explicit OPTIONS method, which routing reports as no method for the verb, or as an ANY
 /// route. Then routing's own refusal, if any.
-pub fn phase(
-    ctx: &mut RequestCtx,
-    headers: &http::HeaderMap,
-) -> Result<super::ctx::Flow, GatewayError> {
+pub fn phase(ex: &mut super::ctx::Exchange<'_>) -> Result<super::ctx::Flow, GatewayError> {
+    let ctx = &mut *ex.ctx;
     let routed = apply(ctx);
     let resource_exists = match &routed {
         Ok(()) => true,
         Err(
             GatewayError::MissingAuthenticationToken(why) | GatewayError::ResourceNotFound(why),
-        ) => ctx.stage.is_some() && *why == NO_METHOD,
+        ) => ctx.handle.is_some() && *why == NO_METHOD,
         Err(_) => false,
     };
-    if let Some(resp) = super::cors::preflight(ctx, headers, resource_exists) {
+    if let Some(resp) = super::cors::preflight(ctx, &ex.head.headers, resource_exists) {
         return Ok(super::ctx::Flow::Answer(Box::new(resp)));
     }
     routed.map(|()| super::ctx::Flow::Continue)
 }
 
-/// The route phase: fills `ctx.stage`, `ctx.route`, `ctx.params` (and
-/// `ctx.normalised_path` when normalising changed the path).
+/// Routing: fills `ctx.handle` (the stage's primary deployment; the route when one matches),
+/// `ctx.params` (and `ctx.normalised_path` when normalising changed the path).
 pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
     let runtime = ctx.runtime.clone();
     let norm = normalise_path(ctx.uri.path());
@@ -198,8 +197,19 @@ pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
         .map(normalise_host);
     let selected = runtime.stage_table.select(host.as_deref(), &norm);
     let outcome = selected.map(|(stage, rest)| {
-        let api = &runtime.apis[runtime.stages[stage].api];
-        (stage, api.no_route, api.routes.find(&ctx.http_method, rest))
+        // The primary deployment: a stage serves from one until it has a canary.
+        let deployment = 0;
+        let api = &runtime.apis[runtime.stages[stage].deployments[deployment].api];
+        let handle = RouteHandle {
+            stage: stage as u32,
+            deployment: deployment as u32,
+            route: None,
+        };
+        (
+            handle,
+            api.no_route,
+            api.routes.find(&ctx.http_method, rest),
+        )
     });
     let base = norm.as_ptr() as usize;
     let result = match outcome {
@@ -207,11 +217,14 @@ pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
             runtime.no_stage,
             "no stage serves this host and path",
         )),
-        Some((stage, no_route, outcome)) => {
-            ctx.stage = Some(stage);
+        Some((handle, no_route, outcome)) => {
+            ctx.handle = Some(handle);
             match outcome {
                 RouteOutcome::Matched { route, params } => {
-                    ctx.route = Some(route);
+                    ctx.handle = Some(RouteHandle {
+                        route: Some(route as u32),
+                        ..handle
+                    });
                     ctx.params = params
                         .iter()
                         .map(|p| {

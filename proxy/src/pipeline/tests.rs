@@ -4,6 +4,7 @@
 use super::Shared;
 use super::route::tests::{mk_api, mk_route, mk_stage};
 use crate::access_log::AccessLog;
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::pool::Pools;
 use crate::runtime::Runtime;
@@ -15,7 +16,6 @@ use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
 use portico_config::{
     AccessLog as AccessLogSettings, GatewayConfig, GatewayResponseOverride, GatewayResponseType,
     HttpIntegration, Integration, Protocol, SCHEMA_VERSION,
@@ -96,7 +96,7 @@ struct Proxy {
     pools: Arc<Pools>,
     log: Arc<Mutex<Vec<u8>>>,
     shared: Arc<Shared>,
-    _graceful: Arc<GracefulShutdown>,
+    _graceful: Arc<Drain>,
 }
 
 #[derive(Clone)]
@@ -135,7 +135,7 @@ async fn start_proxy(config: GatewayConfig) -> Proxy {
     let addr = listener.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let shared = mk_shared(&metrics, &log, addr.port());
-    let graceful = Arc::new(GracefulShutdown::new());
+    let graceful = Arc::new(Drain::new());
     {
         let (shared, state, graceful) = (shared.clone(), state.clone(), graceful.clone());
         tokio::spawn(async move {
@@ -613,8 +613,11 @@ async fn the_pipeline_answers_without_a_socket() {
     config.validate().unwrap();
     let metrics = Metrics::new();
     let runtime = Arc::new(Runtime::build(config, &metrics, &Pools::new()));
-    let shared = mk_shared(&metrics, &Arc::default(), 8080);
-    let conn = super::ConnInfo::new("192.0.2.7:50000".parse().unwrap());
+    let gateway = super::Gateway {
+        shared: mk_shared(&metrics, &Arc::default(), 8080),
+        state: Arc::new(ArcSwap::new(runtime)),
+        conn: super::ConnInfo::new("192.0.2.7:50000".parse().unwrap()),
+    };
     let call = |method: &str, path: &str, host: Option<&str>, body: &'static str| {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(h) = host {
@@ -625,10 +628,9 @@ async fn the_pipeline_answers_without_a_socket() {
                 body.as_bytes(),
             )))
             .unwrap();
-        let ctx = super::RequestCtx::new(runtime.clone(), conn.remote.ip(), &req);
-        let (shared, conn) = (&shared, &conn);
+        let gateway = &gateway;
         async move {
-            let resp = super::handle(shared, conn, ctx, req).await;
+            let resp = gateway.call(req).await;
             assert!(resp.headers().contains_key("x-amzn-requestid"));
             let status = resp.status().as_u16();
             let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -646,5 +648,24 @@ async fn the_pipeline_answers_without_a_socket() {
     assert_eq!(
         (status, body.as_str()),
         (400, r#"{"message":"Bad Request"}"#)
+    );
+
+    // A reload: the service's next request runs on the new config, where /m fails closed
+    // (decided once, before the integration) and /ok is served.
+    let mut broken = mk_route("GET", "/m");
+    broken.fail_closed = Some("spec.resources[0]: no backend".into());
+    let config = mk_config(Protocol::Rest, vec![broken, mk_route("GET", "/ok")]);
+    config.validate().unwrap();
+    gateway
+        .state
+        .store(Arc::new(Runtime::build(config, &metrics, &Pools::new())));
+    let (status, body) = call("GET", "/dev/m", Some("api"), "").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (500, r#"{"message":"Internal server error"}"#)
+    );
+    assert_eq!(
+        call("GET", "/dev/ok", Some("api"), "").await,
+        (200, "GET /ok".into())
     );
 }

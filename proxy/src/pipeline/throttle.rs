@@ -50,8 +50,11 @@ impl RateLimitHeaders {
 fn checks(ctx: &RequestCtx) -> (Vec<Check>, Option<(Arc<str>, portico_config::Quota)>) {
     let rt = &ctx.runtime;
     let cfg = &rt.config;
-    let (Some(s), Some(stage), Some(route)) = (ctx.stage, ctx.stage_config(), ctx.route_config())
-    else {
+    let (Some(s), Some(stage), Some(route)) = (
+        ctx.handle.map(|h| h.stage as usize),
+        ctx.stage_config(),
+        ctx.route_config(),
+    ) else {
         return (Vec::new(), None);
     };
     let (stage_id, route_id) = (stage.id.as_str(), route.id.as_str());
@@ -101,7 +104,8 @@ fn checks(ctx: &RequestCtx) -> (Vec<Check>, Option<(Arc<str>, portico_config::Qu
 
 /// The throttle phase: [`apply`], then the request and throttle counts of the request's API
 /// key (`portico_api_key_*`), refused or not.
-pub async fn meter(shared: &super::ctx::Shared, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+pub async fn meter(ex: &mut super::ctx::Exchange<'_>) -> Result<super::ctx::Flow, GatewayError> {
+    let (shared, ctx) = (ex.shared, &mut *ex.ctx);
     let limited = apply(&shared.limits, ctx).await;
     if let Some(m) = ctx.api_key {
         let rt = &ctx.runtime.config;
@@ -111,7 +115,7 @@ pub async fn meter(shared: &super::ctx::Shared, ctx: &mut RequestCtx) -> Result<
             limited.is_err(),
         );
     }
-    limited
+    limited.map(|()| super::ctx::Flow::Continue)
 }
 
 /// Applies the limits of the request's key and stage.
