@@ -1,190 +1,14 @@
-//! `$context.*` templates: parsed once (at `Runtime` build), rendered per request.
+//! `$context.*` templates: parsed once (at `Runtime` build), rendered per request. The
+//! values come from [`crate::context`].
 //!
 //! Used by the access log ([`Mode::AccessLog`]: values JSON-escaped, missing values `-`, as
 //! AWS) and by gateway response bodies ([`Mode::GatewayResponse`]: values raw, missing values
 //! empty; `$context.error.messageString` is the JSON-quoted message).
 //! Entry points: [`Template::parse`], [`Template::render`].
 
+use crate::context::{Var, write_authorizer};
 use crate::pipeline::RequestCtx;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// A `$context` variable this build knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Var {
-    /// `requestId`, `extendedRequestId`.
-    RequestId,
-    /// `stage`.
-    Stage,
-    /// `apiId`: the API's stable id (`restapi/<namespace>/<name>`), not its display name.
-    ApiId,
-    /// `resourcePath`.
-    ResourcePath,
-    /// `resourceId` (the route's stable id).
-    ResourceId,
-    /// `routeKey`.
-    RouteKey,
-    /// `httpMethod`.
-    HttpMethod,
-    /// `path` (the normalised request path, base path included).
-    Path,
-    /// `protocol`, e.g. `HTTP/1.1`.
-    Protocol,
-    /// `identity.sourceIp`.
-    SourceIp,
-    /// `identity.userAgent`.
-    UserAgent,
-    /// `requestTime` (CLF: `25/Nov/2026:09:35:27 +0000`).
-    RequestTime,
-    /// `requestTimeEpoch` (milliseconds).
-    RequestTimeEpoch,
-    /// `status`.
-    Status,
-    /// `responseLength`.
-    ResponseLength,
-    /// `responseLatency` (milliseconds).
-    ResponseLatency,
-    /// `integrationLatency`, `integration.latency` (milliseconds).
-    IntegrationLatency,
-    /// `integrationStatus`, `integration.status`.
-    IntegrationStatus,
-    /// `error.message`.
-    ErrorMessage,
-    /// `error.messageString` (JSON-quoted message).
-    ErrorMessageString,
-    /// `error.responseType`.
-    ErrorResponseType,
-    /// `error.validationErrorString` (what request validation found; raw).
-    ValidationErrorString,
-    /// `domainName` (the Host header).
-    DomainName,
-}
-
-impl Var {
-    /// Looks up a variable by its name after `$context.`.
-    pub fn from_name(name: &str) -> Option<Var> {
-        Some(match name {
-            "requestId" | "extendedRequestId" => Var::RequestId,
-            "stage" => Var::Stage,
-            "apiId" => Var::ApiId,
-            "resourcePath" => Var::ResourcePath,
-            "resourceId" => Var::ResourceId,
-            "routeKey" => Var::RouteKey,
-            "httpMethod" => Var::HttpMethod,
-            "path" => Var::Path,
-            "protocol" => Var::Protocol,
-            "identity.sourceIp" => Var::SourceIp,
-            "identity.userAgent" => Var::UserAgent,
-            "requestTime" => Var::RequestTime,
-            "requestTimeEpoch" => Var::RequestTimeEpoch,
-            "status" => Var::Status,
-            "responseLength" => Var::ResponseLength,
-            "responseLatency" => Var::ResponseLatency,
-            "integrationLatency" | "integration.latency" => Var::IntegrationLatency,
-            "integrationStatus" | "integration.status" => Var::IntegrationStatus,
-            "error.message" => Var::ErrorMessage,
-            "error.messageString" => Var::ErrorMessageString,
-            "error.responseType" => Var::ErrorResponseType,
-            "error.validationErrorString" => Var::ValidationErrorString,
-            "domainName" => Var::DomainName,
-            _ => return None,
-        })
-    }
-
-    /// Writes the raw value; false when the request has none.
-    pub fn write(self, ctx: &RequestCtx, out: &mut String) -> bool {
-        let start = out.len();
-        match self {
-            Var::RequestId => out.push_str(ctx.request_id.as_str()),
-            Var::Stage => out.push_str(ctx.stage_config().map_or("", |s| s.name.as_str())),
-            Var::ApiId => out.push_str(ctx.api_config().map_or("", |a| a.id.as_str())),
-            Var::ResourcePath => {
-                out.push_str(ctx.route_config().map_or("", |r| r.resource_path.as_str()))
-            }
-            Var::ResourceId => out.push_str(ctx.route_config().map_or("", |r| r.id.as_str())),
-            Var::RouteKey => out.push_str(ctx.route_config().map_or("", |r| r.route_key.as_str())),
-            Var::HttpMethod => out.push_str(ctx.http_method.as_str()),
-            Var::Path => out.push_str(ctx.path()),
-            Var::Protocol => out.push_str(match ctx.protocol {
-                http::Version::HTTP_09 => "HTTP/0.9",
-                http::Version::HTTP_10 => "HTTP/1.0",
-                http::Version::HTTP_2 => "HTTP/2.0",
-                http::Version::HTTP_3 => "HTTP/3.0",
-                _ => "HTTP/1.1",
-            }),
-            Var::SourceIp => {
-                let _ = write!(out, "{}", ctx.source_ip);
-            }
-            Var::UserAgent => {
-                if let Some(ua) = &ctx.user_agent {
-                    out.push_str(&String::from_utf8_lossy(ua.as_bytes()));
-                }
-            }
-            Var::RequestTime => write_clf_time(ctx.request_time, out),
-            Var::RequestTimeEpoch => {
-                let ms = ctx
-                    .request_time
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis());
-                let _ = write!(out, "{ms}");
-            }
-            Var::Status => {
-                if ctx.status != 0 {
-                    let _ = write!(out, "{}", ctx.status);
-                }
-            }
-            Var::ResponseLength => {
-                if let Some(n) = ctx.response_length {
-                    let _ = write!(out, "{n}");
-                }
-            }
-            Var::ResponseLatency => {
-                let _ = write!(out, "{}", ctx.response_latency.as_millis());
-            }
-            Var::IntegrationLatency => {
-                if let Some(d) = ctx.integration_latency {
-                    let _ = write!(out, "{}", d.as_millis());
-                }
-            }
-            Var::IntegrationStatus => {
-                if let Some(s) = ctx.integration_status {
-                    let _ = write!(out, "{s}");
-                }
-            }
-            Var::ErrorMessage => {
-                if let Some(t) = ctx.error {
-                    out.push_str(ctx.error_message.as_deref().unwrap_or(t.default_message()));
-                }
-            }
-            Var::ErrorMessageString => {
-                if let Some(t) = ctx.error {
-                    out.push('"');
-                    json_escape_into(
-                        ctx.error_message.as_deref().unwrap_or(t.default_message()),
-                        out,
-                    );
-                    out.push('"');
-                }
-            }
-            Var::ValidationErrorString => {
-                if let Some(v) = &ctx.validation_error {
-                    out.push_str(v);
-                }
-            }
-            Var::ErrorResponseType => {
-                if let Some(t) = ctx.error {
-                    out.push_str(t.as_str());
-                }
-            }
-            Var::DomainName => {
-                if let Some(h) = &ctx.host {
-                    out.push_str(&String::from_utf8_lossy(h.as_bytes()));
-                }
-            }
-        }
-        out.len() > start
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {
@@ -194,46 +18,6 @@ enum Piece {
     Unknown,
     /// `$context.authorizer.<key>`: `principalId` or `claims.<name>` (set by the auth phase).
     Authorizer(Box<str>),
-}
-
-/// The raw value of `$context.<name>` (a parameter mapping's `context.<name>`, including
-/// `authorizer.principalId`, `authorizer.claims.<name>` and `authorizer.<key>`); `None` when
-/// the name is unknown or the request has no value.
-pub fn context_value(ctx: &RequestCtx, name: &str) -> Option<String> {
-    let mut out = String::new();
-    let found = match name.strip_prefix("authorizer.") {
-        Some(key) => write_authorizer(ctx, key, &mut out),
-        None => Var::from_name(name)?.write(ctx, &mut out),
-    };
-    found.then_some(out)
-}
-
-/// Writes `$context.authorizer.<key>`; false when the request has no such value.
-fn write_authorizer(ctx: &RequestCtx, key: &str, out: &mut String) -> bool {
-    let Some(a) = &ctx.authorizer else {
-        return false;
-    };
-    if key == "principalId" {
-        return a.principal_id.as_deref().is_some_and(|p| {
-            out.push_str(p);
-            !p.is_empty()
-        });
-    }
-    let v = match key.strip_prefix("claims.") {
-        Some(n) => a.claims.get(n),
-        None => a.context.get(key),
-    };
-    let Some(v) = v else {
-        return false;
-    };
-    let start = out.len();
-    match v {
-        serde_json::Value::String(s) => out.push_str(s),
-        other => {
-            let _ = write!(out, "{other}");
-        }
-    }
-    out.len() > start
 }
 
 /// How to render values.
@@ -358,37 +142,9 @@ pub fn json_escape_into(s: &str, out: &mut String) {
     }
 }
 
-/// Appends `t` in Common Log Format, UTC: `25/Nov/2026:09:35:27 +0000`.
-pub fn write_clf_time(t: SystemTime, out: &mut String) {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, sod) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let _ = write!(
-        out,
-        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(m - 1) as usize],
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn parses_variables_literals_and_unknowns() {
@@ -418,19 +174,6 @@ mod tests {
                 Piece::Var(Var::ErrorMessageString)
             ]
         );
-    }
-
-    #[test]
-    fn clf_time_matches_aws_format() {
-        let mut s = String::new();
-        write_clf_time(UNIX_EPOCH + Duration::from_secs(1_795_599_327), &mut s);
-        assert_eq!(s, "25/Nov/2026:09:35:27 +0000");
-        s.clear();
-        write_clf_time(UNIX_EPOCH, &mut s);
-        assert_eq!(s, "01/Jan/1970:00:00:00 +0000");
-        s.clear();
-        write_clf_time(UNIX_EPOCH + Duration::from_secs(951_782_400), &mut s);
-        assert_eq!(s, "29/Feb/2000:00:00:00 +0000");
     }
 
     #[test]

@@ -609,7 +609,7 @@ fn proxy_source(ctx: &RequestCtx, headers: &HeaderMap, src: &MappingSource) -> O
             )
         }
         MappingSource::StageVariable(n) => ctx.stage_variables()?.get(n).cloned(),
-        MappingSource::Context(name) => crate::template::context_value(ctx, name),
+        MappingSource::Context(name) => crate::context::value(ctx, name),
         // Response mappings only (refused by compile for requests).
         MappingSource::IntegrationHeader(_) | MappingSource::IntegrationBody => None,
     }

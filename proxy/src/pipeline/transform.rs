@@ -30,7 +30,6 @@ use super::ctx::RequestCtx;
 use super::ctx::query_pairs;
 use super::error::GatewayError;
 use crate::body::ProxyBody;
-use crate::template::Var;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -163,73 +162,6 @@ fn media_type(v: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// `$context` for templates and `context.*` mappings.
-pub fn context_json(ctx: &RequestCtx) -> serde_json::Map<String, serde_json::Value> {
-    const NAMES: [&str; 14] = [
-        "requestId",
-        "extendedRequestId",
-        "stage",
-        "apiId",
-        "resourcePath",
-        "resourceId",
-        "routeKey",
-        "httpMethod",
-        "path",
-        "protocol",
-        "domainName",
-        "requestTime",
-        "identity.sourceIp",
-        "identity.userAgent",
-    ];
-    let mut map = serde_json::Map::new();
-    let mut put = |name: &str, v: serde_json::Value| match name.split_once('.') {
-        Some((parent, child)) => {
-            let entry = map
-                .entry(parent)
-                .or_insert_with(|| serde_json::Value::Object(Default::default()));
-            if let serde_json::Value::Object(o) = entry {
-                o.insert(child.to_string(), v);
-            }
-        }
-        None => {
-            map.insert(name.to_string(), v);
-        }
-    };
-    for name in NAMES {
-        let mut s = String::new();
-        if let Some(var) = Var::from_name(name) {
-            var.write(ctx, &mut s);
-        }
-        put(name, serde_json::Value::String(s));
-    }
-    let mut epoch = String::new();
-    if let Some(var) = Var::from_name("requestTimeEpoch") {
-        var.write(ctx, &mut epoch);
-    }
-    put(
-        "requestTimeEpoch",
-        epoch
-            .parse::<u64>()
-            .map_or(serde_json::Value::Null, serde_json::Value::from),
-    );
-    // `$context.authorizer.*`: the function's context keys, `principalId`, and a JWT's
-    // `claims`.
-    if let Some(a) = &ctx.authorizer {
-        let mut o = a.context.clone();
-        if let Some(p) = &a.principal_id {
-            o.insert("principalId".into(), serde_json::Value::String(p.clone()));
-        }
-        if !a.claims.is_empty() {
-            o.insert(
-                "claims".into(),
-                serde_json::Value::Object((*a.claims).clone()),
-            );
-        }
-        map.insert("authorizer".into(), serde_json::Value::Object(o));
-    }
-    map
-}
-
 /// Decoded query parameters of the request (the first value of each name).
 fn query_params(query: Option<&str>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -341,7 +273,7 @@ pub async fn request(
             .collect(),
         query_params: query_params(ctx.uri.query()),
         headers: header_map(headers),
-        context: context_json(ctx),
+        context: crate::context::json(ctx),
         stage_variables: ctx.stage_variables().cloned().unwrap_or_default(),
     };
 

@@ -203,7 +203,7 @@ impl FunctionVerifier {
         let event = if self.token {
             json!({"type": "TOKEN", "authorizationToken": values[0], "methodArn": arn})
         } else {
-            request_event(ctx, headers, values, arn, query)
+            crate::events::authorizer_request(ctx, headers, values, arn, query)
         };
         let req = http::Request::post(self.uri.as_str())
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -245,66 +245,6 @@ impl FunctionVerifier {
         parse_outcome(&json, self.simple)
             .map_err(|m| GatewayError::AuthorizerConfigurationError(format!("{}: {m}", self.id)))
     }
-}
-
-fn request_event(
-    ctx: &RequestCtx,
-    headers: &HeaderMap,
-    values: &[String],
-    arn: &str,
-    query: Vec<(String, String)>,
-) -> Value {
-    let mut hdrs = Map::new();
-    for (k, v) in headers {
-        if let Ok(v) = v.to_str() {
-            hdrs.insert(k.as_str().to_string(), Value::String(v.to_string()));
-        }
-    }
-    let qs: Map<String, Value> = query
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    let path_params: Map<String, Value> = ctx
-        .path_parameters()
-        .map(|(k, v)| (k.to_string(), Value::String(v.into_owned())))
-        .collect();
-    let stage_vars: Map<String, Value> = ctx
-        .stage_variables()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let resource = ctx.route_config().map_or("", |r| r.resource_path.as_str());
-    let stage = ctx.stage_config().map_or("", |s| s.name.as_str());
-    let api = ctx.api_config().map_or("", |a| a.name.as_str());
-    json!({
-        "type": "REQUEST",
-        "methodArn": arn,
-        "routeArn": arn,
-        "identitySource": values,
-        "resource": resource,
-        "path": ctx.path(),
-        "httpMethod": ctx.http_method.as_str(),
-        "headers": hdrs,
-        "queryStringParameters": qs,
-        "pathParameters": path_params,
-        "stageVariables": stage_vars,
-        "requestContext": {
-            "path": ctx.path(),
-            "stage": stage,
-            "requestId": ctx.request_id.as_str(),
-            "resourcePath": resource,
-            "httpMethod": ctx.http_method.as_str(),
-            "apiId": api,
-            "accountId": ACCOUNT,
-            "identity": {
-                "sourceIp": ctx.source_ip.to_string(),
-                "userAgent": ctx.user_agent.as_ref().and_then(|u| u.to_str().ok()),
-            },
-        },
-    })
 }
 
 /// `arn:aws:execute-api:{REGION}:{ACCOUNT}:{apiId}/{stage}/{METHOD}/{path after base path}`.
