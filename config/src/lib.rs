@@ -15,6 +15,7 @@
 //! invariants), [`Diagnostic`] (what compile reports), [`gateway_response`] (AWS response
 //! types and their defaults), [`path`] (path templates), [`model`] (request-model validators).
 
+pub mod backend_uri;
 pub mod diagnostic;
 pub mod document;
 pub mod gateway_response;
@@ -22,6 +23,7 @@ pub mod model;
 pub mod path;
 pub mod transform;
 
+pub use backend_uri::{BackendUri, UriPiece, resolve_stage_variables};
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use document::*;
 pub use gateway_response::{GatewayResponseOverride, GatewayResponseType};

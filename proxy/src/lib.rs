@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod runtime;
 pub mod server;
+pub mod shared_state;
 pub mod source;
 pub mod telemetry;
 pub mod template;

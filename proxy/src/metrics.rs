@@ -37,8 +37,12 @@ pub struct Metrics {
     pub source_up: IntGauge,
     /// `portico_api_key_requests_total{plan,key_id}` and `portico_api_key_throttled_total`.
     pub keys: KeyMetrics,
-    /// `portico_ratelimit_redis_errors_total`: checks Redis gave no answer to.
+    /// `portico_ratelimit_redis_errors_total`: rate-limit checks Redis gave no answer to
+    /// (the older name of `portico_shared_state_errors_total{user="ratelimit"}`).
     pub redis_errors: IntCounter,
+    /// `portico_shared_state_errors_total{user}`: commands the shared store gave no answer
+    /// to, per user of the shared state.
+    pub shared_state_errors: prometheus::IntCounterVec,
 }
 
 /// Per-key series; `key_id` is the first 8 hex digits of the key's SHA-256, never the key.
@@ -216,8 +220,20 @@ impl Metrics {
         registry
             .register(Box::new(redis_errors.clone()))
             .expect("registered once");
+        let shared_state_errors = prometheus::IntCounterVec::new(
+            Opts::new(
+                "portico_shared_state_errors_total",
+                "Commands the shared store (Redis) gave no answer to, per user of the shared state (the failure mode decided).",
+            ),
+            &["user"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(shared_state_errors.clone()))
+            .expect("registered once");
         Metrics {
             redis_errors,
+            shared_state_errors,
             keys,
             registry,
             count,

@@ -88,19 +88,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let listen = listener.local_addr()?;
     let admin = admin_listener.local_addr()?;
 
-    let limits = crate::usage_plan::Limits {
-        redis: match &args.redis_url {
-            Some(url) => Some(
-                crate::usage_plan::redis::RedisLimiter::connect(url)
-                    .await
-                    .map_err(|e| std::io::Error::other(format!("--redis-url: {e}")))?,
-            ),
-            None => None,
-        },
-        fail_closed: args.redis_failure_mode == crate::cli::RedisFailureMode::Closed,
-        redis_errors: metrics.redis_errors.clone(),
-        ..Default::default()
+    // The shared-state layer: one Redis handle and failure rule for every user of it.
+    let store = match &args.redis_url {
+        Some(url) => Some(
+            crate::shared_state::RedisStore::connect(url)
+                .await
+                .map_err(|e| std::io::Error::other(format!("--redis-url: {e}")))?,
+        ),
+        None => None,
     };
+    let shared_state = crate::shared_state::SharedState::new(
+        store,
+        match args.redis_failure_mode {
+            crate::cli::RedisFailureMode::Closed => crate::shared_state::FailureMode::Closed,
+            crate::cli::RedisFailureMode::Open => crate::shared_state::FailureMode::Open,
+        },
+        metrics.shared_state_errors.clone(),
+        metrics.redis_errors.clone(),
+    );
+    let limits = crate::usage_plan::Limits::new(shared_state);
     let shared = Arc::new(Shared {
         access_log: AccessLog::stdout(metrics.access_log_dropped.clone()),
         forwarded_port: listen.port().into(),

@@ -333,12 +333,10 @@ impl Limiter {
 pub struct Limits {
     /// In-process counters (also what `/usage` reads without Redis).
     pub local: Arc<Limiter>,
-    /// Redis counters, when configured.
+    /// Redis counters, when the shared state has a store.
     pub redis: Option<Arc<redis::RedisLimiter>>,
-    /// `--redis-failure-mode closed`: refuse (500) when Redis gives no answer.
-    pub fail_closed: bool,
-    /// `portico_ratelimit_redis_errors_total`.
-    pub redis_errors: prometheus::IntCounter,
+    /// The shared-state layer: its failure rule decides when Redis gives no answer.
+    pub shared: crate::shared_state::SharedState,
 }
 
 impl Default for Limits {
@@ -347,16 +345,24 @@ impl Default for Limits {
         Limits {
             local: Arc::default(),
             redis: None,
-            fail_closed: false,
-            redis_errors: prometheus::IntCounter::new("unregistered", "unregistered")
-                .expect("valid metric"),
+            shared: crate::shared_state::SharedState::default(),
         }
     }
 }
 
 impl Limits {
+    /// The counters of `shared`: in Redis when it has a store, else in process.
+    pub fn new(shared: crate::shared_state::SharedState) -> Self {
+        Limits {
+            local: Arc::default(),
+            redis: shared.redis.clone().map(redis::RedisLimiter::new),
+            shared,
+        }
+    }
+
     /// Runs the checks where the counters live. `Err` only when Redis gave no answer and the
-    /// failure mode is closed; open admits (and counts and logs the error).
+    /// failure mode refuses; otherwise such a request is admitted unchecked (counted and
+    /// logged by the shared-state layer).
     pub async fn check(
         &self,
         buckets: &[Check],
@@ -367,15 +373,10 @@ impl Limits {
         };
         match r.check(buckets, quota).await {
             Ok(o) => Ok(o),
-            Err(e) => {
-                self.redis_errors.inc();
-                tracing::warn!(error = %e, fail_closed = self.fail_closed, "rate-limit counters unavailable");
-                if self.fail_closed {
-                    Err(e)
-                } else {
-                    Ok(Outcome::Unchecked)
-                }
-            }
+            Err(e) => match self.shared.failed(crate::shared_state::User::RateLimit, &e) {
+                crate::shared_state::Failure::Refuse => Err(e),
+                crate::shared_state::Failure::Proceed => Ok(Outcome::Unchecked),
+            },
         }
     }
 }

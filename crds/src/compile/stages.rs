@@ -9,7 +9,10 @@ use super::apis::CompiledApis;
 use super::normalise::{Inputs, StageInput};
 use super::{Diags, is_variable_name};
 use crate::reasons;
-use portico_config::{PathTemplate, Segment, Stage};
+use portico_config::{
+    BackendUri, Integration, PathTemplate, Route, RouteMatch, Segment, Stage,
+    resolve_stage_variables,
+};
 use std::collections::BTreeMap;
 
 /// Longest stage variable value accepted (AWS's limit).
@@ -207,6 +210,41 @@ fn compile_stage(
             ok = false;
         }
     }
+    // Each integration uri as this stage serves it (its variables' values substituted):
+    // a value that makes one unusable drops the stage here, with the method and the reason,
+    // instead of failing that method closed in the proxy.
+    if ok {
+        for route in &api.api.routes {
+            if route.fail_closed.is_some() {
+                continue;
+            }
+            let Some(template) = route_uri(&route.integration) else {
+                continue;
+            };
+            let used = uri_variables(template);
+            if used.is_empty() {
+                continue;
+            }
+            let checked = resolve_stage_variables(template, &s.spec.variables)
+                .and_then(|uri| BackendUri::parse(&uri, &route_params(route)).map(drop));
+            if let Err(e) = checked {
+                let field = match used.as_slice() {
+                    [one] => format!("spec.variables.{one}"),
+                    _ => "spec.variables".to_string(),
+                };
+                diags.error(
+                    obj,
+                    field,
+                    reasons::INVALID_STAGE_VARIABLE,
+                    format!(
+                        "with this stage's variables, the integration uri of {} in {} is unusable: {e}; this stage is not served",
+                        route.route_key, s.api
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
     ok.then(|| Stage {
         id: s.id.clone(),
         source: obj.clone(),
@@ -220,6 +258,45 @@ fn compile_stage(
         throttle: None,
         method_throttles: BTreeMap::new(),
     })
+}
+
+/// The backend uri of an integration that calls one.
+fn route_uri(integration: &Integration) -> Option<&str> {
+    match integration {
+        Integration::HttpProxy(h) | Integration::Http(h) => Some(&h.uri),
+        Integration::AwsProxy(l) => Some(&l.uri),
+        Integration::Mock(_) => None,
+    }
+}
+
+/// The stage variables a uri names, in order, each once.
+fn uri_variables(uri: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    let mut rest = uri;
+    while let Some(pos) = rest.find("${stageVariables.") {
+        let after = &rest[pos + "${stageVariables.".len()..];
+        let Some(end) = after.find('}') else { break };
+        if !out.contains(&&after[..end]) {
+            out.push(&after[..end]);
+        }
+        rest = &after[end + 1..];
+    }
+    out
+}
+
+/// A route's path parameter names in template order (`{proxy+}` is `proxy`).
+fn route_params(route: &Route) -> Vec<&str> {
+    match &route.matcher {
+        RouteMatch::Path(t) => t
+            .segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Param(n) | Segment::Greedy(n) => Some(n.as_str()),
+                Segment::Literal(_) => None,
+            })
+            .collect(),
+        RouteMatch::Default => Vec::new(),
+    }
 }
 
 /// `"/"` -> `""`, `"/dev/"` -> `"/dev"`; segments must be non-empty literals (no `.`/`..`).

@@ -24,7 +24,10 @@ use bytes::Bytes;
 use http::header::HeaderName;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use portico_config::{Integration, MappingSource, MappingTarget, Route, RouteMatch, Segment};
+use portico_config::{
+    BackendUri, Integration, MappingSource, MappingTarget, Route, RouteMatch, Segment,
+    resolve_stage_variables,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -86,12 +89,6 @@ impl MockResponse {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum UriPiece {
-    Lit(Box<str>),
-    Param(usize),
-}
-
 /// A backend endpoint with its path split into pieces.
 #[derive(Debug)]
 pub struct HttpTarget {
@@ -99,8 +96,7 @@ pub struct HttpTarget {
     pub(crate) pool: Arc<HostPool>,
     /// The Host header to send.
     pub(crate) host: HeaderValue,
-    path: Vec<UriPiece>,
-    query: Option<Box<str>>,
+    uri: BackendUri,
     /// The origin-form URI when it has no parameters (cloned, not rebuilt, per request).
     fixed: Option<Uri>,
     method: Option<Method>,
@@ -208,132 +204,44 @@ fn compile_mock(
     }))
 }
 
-/// Substitutes `${stageVariables.name}`; an undefined variable is an error.
-pub fn substitute_stage_variables(
-    uri: &str,
-    vars: &std::collections::BTreeMap<String, String>,
-) -> Result<String, String> {
-    const OPEN: &str = "${stageVariables.";
-    let mut out = String::with_capacity(uri.len());
-    let mut rest = uri;
-    while let Some(pos) = rest.find(OPEN) {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + OPEN.len()..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unterminated ${{stageVariables.…}} in {uri:?}"))?;
-        let name = &after[..end];
-        let value = vars
-            .get(name)
-            .ok_or_else(|| format!("stage variable {name:?} is not defined on this stage"))?;
-        out.push_str(value);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 fn compile_http(
     template: &str,
     method: Option<&str>,
-    vars: &std::collections::BTreeMap<String, String>,
+    vars: &BTreeMap<String, String>,
     params: &[Arc<str>],
     pools: &Pools,
 ) -> Result<HttpTarget, String> {
-    let uri = substitute_stage_variables(template, vars)?;
-    let (scheme, rest) = uri
-        .split_once("://")
-        .ok_or_else(|| format!("integration uri {uri:?} has no scheme"))?;
-    let tls = match scheme.to_ascii_lowercase().as_str() {
-        "http" => false,
-        "https" => true,
-        other => {
-            return Err(format!(
-                "integration uri {uri:?}: unsupported scheme {other:?}"
-            ));
-        }
-    };
-    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
-    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..auth_end];
-    if authority.is_empty() || authority.contains(['{', '}', '@']) {
-        return Err(format!("integration uri {uri:?} has an invalid host"));
-    }
-    let (path, query) = match rest[auth_end..].split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (&rest[auth_end..], None),
-    };
-    let path = if path.is_empty() { "/" } else { path };
-    let mut pieces = Vec::new();
-    let mut lit = String::new();
-    let mut p = path;
-    while let Some(open) = p.find('{') {
-        lit.push_str(&p[..open]);
-        let close = p[open..]
-            .find('}')
-            .ok_or_else(|| format!("integration uri {uri:?}: unterminated {{"))?;
-        let name = &p[open + 1..open + close];
-        let name = name.strip_suffix('+').unwrap_or(name);
-        let idx = params.iter().position(|n| &**n == name).ok_or_else(|| {
-            format!("integration uri {uri:?} names unknown path parameter {name:?}")
-        })?;
-        if !lit.is_empty() {
-            pieces.push(UriPiece::Lit(std::mem::take(&mut lit).into()));
-        }
-        pieces.push(UriPiece::Param(idx));
-        p = &p[open + close + 1..];
-    }
-    lit.push_str(p);
-    if !lit.is_empty() {
-        pieces.push(UriPiece::Lit(lit.into()));
-    }
+    let uri = resolve_stage_variables(template, vars)?;
+    let parsed = BackendUri::parse(&uri, params)?;
     let method = method
         .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| format!("httpMethod {m:?}: {e}")))
         .transpose()?;
+    let authority = parsed.authority.as_str();
     let host = HeaderValue::from_str(authority).map_err(|e| format!("host {authority:?}: {e}"))?;
-    let pool = if tls {
+    let pool = if parsed.tls {
         pools
             .host_tls(authority)
             .map_err(|e| format!("integration uri {uri:?}: {e}"))?
     } else {
         pools.host(authority)
     };
-    let mut target = HttpTarget {
+    // A URI without parameters is kept whole (cloned, not rebuilt, per request).
+    let fixed = (!parsed.has_params()).then(|| {
+        Uri::try_from(parsed.origin_form(|_| "", None)).expect("checked by BackendUri::parse")
+    });
+    Ok(HttpTarget {
         pool,
         host,
-        path: pieces,
-        query: query.filter(|q| !q.is_empty()).map(Into::into),
-        fixed: None,
+        uri: parsed,
+        fixed,
         method,
         params: Vec::new(),
-    };
-    // Check the shape once with placeholder values; keep the whole URI when it is fixed.
-    let sample = target.build(&|_| "x", None);
-    let parsed = Uri::try_from(sample).map_err(|e| format!("integration uri {uri:?}: {e}"))?;
-    if !target.path.iter().any(|p| matches!(p, UriPiece::Param(_))) {
-        target.fixed = Some(parsed);
-    }
-    Ok(target)
+    })
 }
 
 impl HttpTarget {
     fn build<'a>(&self, param: &dyn Fn(usize) -> &'a str, req_query: Option<&str>) -> String {
-        let mut s = String::with_capacity(64);
-        for p in &self.path {
-            match p {
-                UriPiece::Lit(l) => s.push_str(l),
-                UriPiece::Param(i) => s.push_str(param(*i)),
-            }
-        }
-        let mut sep = '?';
-        for q in [self.query.as_deref(), req_query].into_iter().flatten() {
-            if !q.is_empty() {
-                s.push(sep);
-                s.push_str(q);
-                sep = '&';
-            }
-        }
-        s
+        self.uri.origin_form(param, req_query)
     }
 
     /// The backend URI of a mapped integration request: path parameters from `path` (by

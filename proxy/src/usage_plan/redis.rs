@@ -1,4 +1,5 @@
-//! Counters in Redis (`--redis-url`), shared by every replica.
+//! Counters in Redis (`--redis-url`), shared by every replica: the first user of the
+//! shared-state layer ([`crate::shared_state`]: connection, timeout, breaker, failure rule).
 //!
 //! One Lua script per request does every check at once (the key's bucket, the stage's bucket,
 //! the key's quota): it reads them all, refuses without spending anything when one is empty,
@@ -11,54 +12,10 @@
 //! bound as one process), plus nothing: the local cache only refuses, never admits.
 
 use super::{Check, Outcome};
-use arc_swap::ArcSwapOption;
-use redis::aio::ConnectionManager;
+use crate::shared_state::{RedisStore, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Longest wait for Redis before the failure mode applies.
-const TIMEOUT: Duration = Duration::from_millis(250);
-/// Consecutive failed checks after which Redis is not asked for [`BREAKER_OPEN`].
-const BREAKER_FAILURES: u32 = 3;
-/// How long the failure mode applies without asking Redis once it kept failing; then checks
-/// go to Redis again, and one more failure opens the breaker again.
-const BREAKER_OPEN: Duration = Duration::from_secs(1);
-
-/// A circuit breaker: during an outage the failure mode applies at once instead of after
-/// [`TIMEOUT`] on every metered request (a Redis that stopped answering added 250 ms each).
-#[derive(Debug, Default)]
-struct Breaker {
-    state: Mutex<(u32, Option<tokio::time::Instant>)>,
-}
-
-impl Breaker {
-    /// Whether Redis may be asked now.
-    fn allows(&self, now: tokio::time::Instant) -> bool {
-        let mut s = self.state.lock().expect("never poisoned");
-        match s.1 {
-            Some(until) if now < until => false,
-            Some(_) => {
-                s.1 = None;
-                true
-            }
-            None => true,
-        }
-    }
-
-    /// Records how a check that went to Redis ended.
-    fn record(&self, ok: bool, now: tokio::time::Instant) {
-        let mut s = self.state.lock().expect("never poisoned");
-        if ok {
-            *s = (0, None);
-        } else {
-            s.0 = s.0.saturating_add(1);
-            if s.0 >= BREAKER_FAILURES {
-                s.1 = Some(now + BREAKER_OPEN);
-            }
-        }
-    }
-}
 
 const SCRIPT: &str = r#"
 -- KEYS: nb bucket keys, then (if ARGV[2] == 1) the quota key and its "seen" marker.
@@ -113,11 +70,10 @@ return {1, first[1], first[2], remaining}
 
 /// Counters in Redis, with a local cache of refusals.
 pub struct RedisLimiter {
-    conn: Arc<ArcSwapOption<ConnectionManager>>,
+    store: Arc<RedisStore>,
     script: redis::Script,
     /// Counter id -> refused until (tokio clock), so blocked callers cost no round trip.
     blocked: Mutex<HashMap<String, tokio::time::Instant>>,
-    breaker: Breaker,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -127,60 +83,16 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 /// Why a Redis check gave no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum RedisError {
-    /// Not connected yet (or reconnecting).
-    #[error("not connected to redis")]
-    NotConnected,
-    /// No answer within the timeout.
-    #[error("redis did not answer within {TIMEOUT:?}")]
-    Timeout,
-    /// Redis answered with an error or the connection failed.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Not asked: the last checks failed ([`Breaker`]).
-    #[error("redis not asked for {BREAKER_OPEN:?} after {BREAKER_FAILURES} failed checks")]
-    Unavailable,
-}
+pub type RedisError = StoreError;
 
 impl RedisLimiter {
-    /// Connects: one attempt (at most 2 s) before returning, so a proxy that reports ready
-    /// with Redis up is connected; then, if that failed, retries every second in the
-    /// background while serving under the failure mode.
-    pub async fn connect(url: &str) -> Result<Arc<Self>, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let conn: Arc<ArcSwapOption<ConnectionManager>> = Arc::default();
-        let first = tokio::time::timeout(Duration::from_secs(2), client.get_connection_manager());
-        match first.await {
-            Ok(Ok(c)) => {
-                conn.store(Some(Arc::new(c)));
-                tracing::info!("connected to redis for rate-limit counters");
-            }
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".to_string(),
-                };
-                tracing::warn!(error = %why, "cannot connect to redis; retrying every second");
-                let slot = conn.clone();
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        if let Ok(c) = client.get_connection_manager().await {
-                            slot.store(Some(Arc::new(c)));
-                            tracing::info!("connected to redis for rate-limit counters");
-                            return;
-                        }
-                    }
-                });
-            }
-        }
-        Ok(Arc::new(RedisLimiter {
-            conn,
+    /// The counters, on the shared `store`.
+    pub fn new(store: Arc<RedisStore>) -> Arc<Self> {
+        Arc::new(RedisLimiter {
+            store,
             script: redis::Script::new(SCRIPT),
             blocked: Mutex::default(),
-            breaker: Breaker::default(),
-        }))
+        })
     }
 
     /// `(used, remaining)` of the quota `id` at `unix`, read from Redis.
@@ -190,18 +102,17 @@ impl RedisLimiter {
         q: portico_config::Quota,
         unix: i64,
     ) -> Result<(u64, u64), RedisError> {
-        let Some(conn) = self.conn.load_full() else {
-            return Err(RedisError::NotConnected);
-        };
-        let mut conn = (*conn).clone();
         let (start, _) = super::period_bounds(q.period, unix);
         let mut cmd = redis::cmd("MGET");
         cmd.arg(format!("portico:q:{id}:{start}"))
             .arg(format!("portico:qseen:{id}"));
-        let fut = cmd.query_async::<(Option<u64>, Option<u64>)>(&mut conn);
-        let (used, seen) = tokio::time::timeout(TIMEOUT, fut)
-            .await
-            .map_err(|_| RedisError::Timeout)??;
+        let (used, seen) = self
+            .store
+            .run(|mut conn| async move {
+                cmd.query_async::<(Option<u64>, Option<u64>)>(&mut conn)
+                    .await
+            })
+            .await?;
         let used = used.unwrap_or(if seen.is_some() { 0 } else { q.offset });
         Ok((used, q.limit.saturating_sub(used)))
     }
@@ -232,10 +143,6 @@ impl RedisLimiter {
                 });
             }
         }
-        let Some(conn) = self.conn.load_full() else {
-            return Err(RedisError::NotConnected);
-        };
-        let mut conn = (*conn).clone();
         let mut inv = self.script.prepare_invoke();
         for b in buckets {
             inv.key(format!("portico:b:{}", b.id));
@@ -257,13 +164,10 @@ impl RedisLimiter {
                 .arg(q.offset)
                 .arg((window_end - unix).max(1) + 60);
         }
-        if !self.breaker.allows(now) {
-            return Err(RedisError::Unavailable);
-        }
-        let reply = tokio::time::timeout(TIMEOUT, inv.invoke_async::<Vec<i64>>(&mut conn)).await;
-        self.breaker
-            .record(matches!(reply, Ok(Ok(_))), tokio::time::Instant::now());
-        let reply: Vec<i64> = reply.map_err(|_| RedisError::Timeout)??;
+        let reply: Vec<i64> = self
+            .store
+            .run(|mut conn| async move { inv.invoke_async::<Vec<i64>>(&mut conn).await })
+            .await?;
         let get = |i: usize| reply.get(i).copied().unwrap_or(0);
         let nb = buckets.len();
         if get(0) == 1 {
@@ -296,6 +200,7 @@ impl RedisLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared_state::{BREAKER_FAILURES, BREAKER_OPEN};
 
     /// A `redis-server` of this test on a free port (the test command installs it).
     struct Server(std::process::Child, u16);
@@ -341,8 +246,8 @@ mod tests {
         let url = format!("redis://127.0.0.1:{}", server.1);
         let limiter = loop {
             // Until it listens (bounded: a broken start fails here).
-            match tokio::time::timeout(Duration::from_secs(60), RedisLimiter::connect(&url)).await {
-                Ok(Ok(l)) if l.conn.load().is_some() => break l,
+            match tokio::time::timeout(Duration::from_secs(60), RedisStore::connect(&url)).await {
+                Ok(Ok(store)) if store.is_connected() => break RedisLimiter::new(store),
                 Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(_) => panic!("redis-server did not start within 60 s"),
             }
@@ -371,33 +276,5 @@ mod tests {
         assert!(matches!(r, Err(RedisError::Timeout)), "asked again: {r:?}");
         let r = limiter.check(&bucket, None).await;
         assert!(matches!(r, Err(RedisError::Unavailable)), "{r:?}");
-    }
-
-    /// Issue 9.8: a Redis that stopped answering cost every metered request the 250 ms
-    /// timeout. After three failed checks, Redis is not asked for a second; then it is
-    /// asked again, and one more failure opens the breaker again at once.
-    #[test]
-    fn the_breaker_opens_after_failures_and_retries_after_a_while() {
-        let b = Breaker::default();
-        let t0 = tokio::time::Instant::now();
-        for i in 0..BREAKER_FAILURES {
-            assert!(b.allows(t0), "failure {i}");
-            b.record(false, t0);
-        }
-        assert!(!b.allows(t0));
-        assert!(!b.allows(t0 + BREAKER_OPEN - Duration::from_millis(1)));
-        let later = t0 + BREAKER_OPEN;
-        assert!(b.allows(later));
-        b.record(false, later);
-        assert!(!b.allows(later), "one more failure reopens it");
-        // A success closes it for good.
-        let after = later + BREAKER_OPEN;
-        assert!(b.allows(after));
-        b.record(true, after);
-        b.record(false, after);
-        assert!(
-            b.allows(after),
-            "one failure after a success does not open it"
-        );
     }
 }
