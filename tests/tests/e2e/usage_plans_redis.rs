@@ -117,6 +117,11 @@ async fn three_proxies_sharing_redis_admit_no_more_than_the_bucket_allows() {
             metric_sum(&text, "portico_ratelimit_redis_errors_total", &[]),
             Some(0.0)
         );
+        assert_eq!(
+            metric_sum(&text, "portico_shared_state_errors_total", &[]),
+            None,
+            "no shared-state user saw a failure"
+        );
         assert!(metric_sum(&text, "portico_api_key_requests_total", &[]).unwrap_or(0.0) > 0.0);
     }
 }
@@ -193,7 +198,16 @@ async fn without_redis_fail_open_admits_and_counts_and_fail_closed_answers_500()
     assert_eq!(r.status, 200, "{}", r.text());
     let text = open.metrics(&c).await;
     assert!(metric_sum(&text, "portico_ratelimit_redis_errors_total", &[]).unwrap() >= 1.0);
-    assert!(open.logs().contains("rate-limit counters unavailable"));
+    assert!(
+        metric_sum(
+            &text,
+            "portico_shared_state_errors_total",
+            &[("user", "ratelimit")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(open.logs().contains("shared state unavailable"));
 
     let closed = start_proxy(&["--redis-url", &url, "--redis-failure-mode", "closed"]).await;
     let r = c
