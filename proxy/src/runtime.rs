@@ -118,6 +118,9 @@ pub struct RouteHandle {
     pub stage: u32,
     /// Index into the stage's `deployments`.
     pub deployment: u32,
+    /// Index into `apis` / `config.apis`: the deployment's API (kept here so that the API
+    /// and its routes, read by most phases, are one index away).
+    pub api: u32,
     /// Index into the deployment's `routes` (its API's `routes`), when a route matched.
     pub route: Option<u32>,
 }
@@ -140,11 +143,13 @@ pub struct StageRoute {
 
 impl Runtime {
     /// The deployment `h` names.
+    #[inline]
     pub fn deployment(&self, h: RouteHandle) -> &Deployment {
         &self.stages[h.stage as usize].deployments[h.deployment as usize]
     }
 
     /// The route `h` names, when it names one.
+    #[inline]
     pub fn stage_route(&self, h: RouteHandle) -> Option<&StageRoute> {
         Some(&self.deployment(h).routes[h.route? as usize])
     }

@@ -228,6 +228,9 @@ pub fn spawn_connection(
         let result = {
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
+                // The connection first, and no random branch order: this is polled on every
+                // wake-up of the connection's task.
+                biased;
                 result = conn.as_mut() => result,
                 () = watch.draining() => {
                     conn.as_mut().graceful_shutdown();

@@ -293,11 +293,13 @@ impl RequestCtx {
     }
 
     /// The compiled stage, once routed.
+    #[inline]
     pub fn stage(&self) -> Option<&CompiledStage> {
         self.handle.map(|h| &self.runtime.stages[h.stage as usize])
     }
 
     /// The stage as configured, once routed.
+    #[inline]
     pub fn stage_config(&self) -> Option<&Stage> {
         self.handle
             .map(|h| &self.runtime.config.stages[h.stage as usize])
@@ -309,22 +311,27 @@ impl RequestCtx {
     }
 
     /// The compiled API of the deployment, once routed.
+    #[inline]
     pub fn api(&self) -> Option<&CompiledApi> {
-        self.deployment().map(|d| &self.runtime.apis[d.api])
+        self.handle.map(|h| &self.runtime.apis[h.api as usize])
     }
 
     /// The API as configured, once routed.
+    #[inline]
     pub fn api_config(&self) -> Option<&Api> {
-        self.deployment().map(|d| &self.runtime.config.apis[d.api])
+        self.handle
+            .map(|h| &self.runtime.config.apis[h.api as usize])
     }
 
     /// The route as configured, once matched.
+    #[inline]
     pub fn route_config(&self) -> Option<&Route> {
-        let r = self.handle?.route?;
-        self.api_config().map(|a| &a.routes[r as usize])
+        let h = self.handle?;
+        Some(&self.runtime.config.apis[h.api as usize].routes[h.route? as usize])
     }
 
     /// The route as the deployment serves it, once matched.
+    #[inline]
     pub fn stage_route(&self) -> Option<&StageRoute> {
         self.runtime.stage_route(self.handle?)
     }

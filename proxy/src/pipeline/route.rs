@@ -199,10 +199,12 @@ pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
     let outcome = selected.map(|(stage, rest)| {
         // The primary deployment: a stage serves from one until it has a canary.
         let deployment = 0;
-        let api = &runtime.apis[runtime.stages[stage].deployments[deployment].api];
+        let api_index = runtime.stages[stage].deployments[deployment].api;
+        let api = &runtime.apis[api_index];
         let handle = RouteHandle {
             stage: stage as u32,
             deployment: deployment as u32,
+            api: api_index as u32,
             route: None,
         };
         (
