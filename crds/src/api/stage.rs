@@ -42,10 +42,12 @@ pub struct StageSpec {
     /// The RestApi this stage serves; another namespace's only when it allows references
     /// from this one (annotation `portico.dev/allow-references-from`).
     pub rest_api_ref: ObjectReference,
-    /// Stage name (`$context.stage`), `[A-Za-z0-9_-]+`; defaults to `metadata.name`.
+    /// Stage name (`$context.stage`), `[A-Za-z0-9_-]+`, or `$default` for an HTTP API (served
+    /// at the root); defaults to `metadata.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_name: Option<String>,
-    /// Base path the API is served under; defaults to `/<stageName>`; `/` is the root.
+    /// Base path the API is served under; defaults to `/<stageName>` (`/` for `$default`); `/`
+    /// is the root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_path: Option<String>,
     /// Hostnames the stage answers on; empty means any host.

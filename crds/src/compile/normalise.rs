@@ -231,7 +231,11 @@ pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs
                     .spec
                     .base_path
                     .clone()
-                    .unwrap_or_else(|| format!("/{stage_name}")),
+                    .unwrap_or_else(|| match stage_name.as_str() {
+                        // An HTTP API's `$default` stage is served at the root.
+                        super::stages::DEFAULT_STAGE => "/".to_string(),
+                        name => format!("/{name}"),
+                    }),
                 stage_name,
                 created: o.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 access_log: access_log.map(|format| AccessLog { format }),

@@ -10,10 +10,13 @@ use super::normalise::{Inputs, StageInput};
 use super::{Diags, is_variable_name};
 use crate::reasons;
 use portico_config::{
-    BackendUri, Integration, PathTemplate, Route, RouteMatch, Segment, Stage,
+    BackendUri, Integration, PathTemplate, Protocol, Route, RouteMatch, Segment, Stage,
     resolve_stage_variables,
 };
 use std::collections::BTreeMap;
+
+/// The HTTP API stage served at the root.
+pub(crate) const DEFAULT_STAGE: &str = "$default";
 
 /// Longest stage variable value accepted (AWS's limit).
 pub(crate) const MAX_VARIABLE_VALUE_CHARS: usize = 512;
@@ -134,17 +137,35 @@ fn compile_stage(
         return None;
     };
     let mut ok = true;
-    if s.stage_name.is_empty()
-        || !s
-            .stage_name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    // `$default`: an HTTP API's stage served at the root (AWS: "a $default stage that is served
+    // from the base of your API's URL", developer guide, "Working with stages for HTTP APIs").
+    let default_stage = s.stage_name == DEFAULT_STAGE;
+    if default_stage && api.api.protocol != Protocol::Http {
+        diags.error(
+            obj,
+            "spec.stageName",
+            reasons::INVALID_STAGE_NAME,
+            format!(
+                "stage name {DEFAULT_STAGE} is for HTTP APIs (protocol: HTTP); {} is a REST API",
+                s.api
+            ),
+        );
+        ok = false;
+    } else if !default_stage
+        && (s.stage_name.is_empty()
+            || !s
+                .stage_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
     {
         diags.error(
             obj,
             "spec.stageName",
             reasons::INVALID_STAGE_NAME,
-            format!("stage name {:?} must match [A-Za-z0-9_-]+", s.stage_name),
+            format!(
+                "stage name {:?} must match [A-Za-z0-9_-]+ (or be {DEFAULT_STAGE} on an HTTP API)",
+                s.stage_name
+            ),
         );
         ok = false;
     }

@@ -81,20 +81,31 @@ impl GatewayResponses {
     }
 }
 
-/// AWS's `x-amzn-ErrorType` values.
-fn error_type(ty: GatewayResponseType) -> &'static str {
+/// AWS's `x-amzn-ErrorType` values. Recorded AWS answers for: MISSING_AUTHENTICATION_TOKEN
+/// (brain-power/Brain-Power-Amazon-Fidgetology#29), QUOTA_EXCEEDED `LimitExceededException`
+/// (massif-press/compcon#2237), REQUEST_TOO_LARGE `BadRequestException`
+/// (koki-develop/lgtm-generator#10), INVALID_SIGNATURE `InvalidSignatureException`
+/// (rpgreen/apigateway-generic-java-sdk#11), INTEGRATION_FAILURE (DataBiosphere/azul#3886),
+/// and, validated against AWS in LocalStack's gateway-response tests, THROTTLED, UNAUTHORIZED,
+/// INVALID_API_KEY, BAD_REQUEST_*, UNSUPPORTED_MEDIA_TYPE (`BadRequestException`) and
+/// INTEGRATION_TIMEOUT. The others are Portico's choice (docs/manifest-spec.md).
+pub fn error_type(ty: GatewayResponseType) -> &'static str {
     use GatewayResponseType as T;
     match ty {
         T::MissingAuthenticationToken => "MissingAuthenticationTokenException",
         T::AccessDenied => "AccessDeniedException",
         T::InvalidApiKey | T::WafFiltered => "ForbiddenException",
-        T::Throttled | T::QuotaExceeded => "TooManyRequestsException",
+        T::Throttled => "TooManyRequestsException",
+        T::QuotaExceeded => "LimitExceededException",
         T::Unauthorized => "UnauthorizedException",
         T::ResourceNotFound => "NotFoundException",
-        T::RequestTooLarge => "RequestEntityTooLargeException",
-        T::BadRequestBody | T::BadRequestParameters | T::Default4xx => "BadRequestException",
-        T::UnsupportedMediaType => "UnsupportedMediaTypeException",
-        T::ExpiredToken | T::InvalidSignature => "ForbiddenException",
+        T::RequestTooLarge
+        | T::BadRequestBody
+        | T::BadRequestParameters
+        | T::UnsupportedMediaType
+        | T::Default4xx => "BadRequestException",
+        T::InvalidSignature => "InvalidSignatureException",
+        T::ExpiredToken => "ForbiddenException",
         T::RequestHeaderFieldsTooLarge => "BadRequestException",
         T::IntegrationTimeout | T::IntegrationFailure => "InternalServerErrorException",
         T::AuthorizerConfigurationError => "AuthorizerConfigurationException",

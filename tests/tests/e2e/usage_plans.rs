@@ -199,6 +199,10 @@ async fn a_spent_quota_answers_429_limit_exceeded_until_the_period_ends() {
     let r = call(&c, &p, Method::GET, "/metered/content", Some(QUOTA)).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.json(), serde_json::json!({"message": "Limit Exceeded"}));
+    // A spent quota is LimitExceededException on AWS, a spent bucket TooManyRequestsException
+    // (recorded: massif-press/compcon#2237, "responds with 429 Notable Header:
+    // LimitExceededException").
+    assert_eq!(r.header("x-amzn-errortype"), "LimitExceededException");
     let retry: u64 = r.header("retry-after").parse().unwrap();
     assert!((1..=86_400).contains(&retry), "Retry-After {retry}");
 
