@@ -129,8 +129,13 @@ pub struct ServeArgs {
     /// (jwksUri, functionUri), besides the bundled Mozilla roots (e.g. a private PKI's root).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The account id in Lambda events (`requestContext.accountId`) and authorizer method
+    /// ARNs: twelve digits, as AWS account ids are.
+    #[arg(long, value_name = "ID", default_value = crate::context::DEFAULT_ACCOUNT_ID, value_parser = parse_account_id)]
+    pub account_id: String,
     /// When Redis cannot be reached: `open` admits the request (counted in
-    /// `portico_ratelimit_redis_errors_total`, logged), `closed` answers 500 DEFAULT_5XX.
+    /// `portico_shared_state_errors_total{user="ratelimit"}`, logged), `closed` answers 500
+    /// DEFAULT_5XX.
     #[arg(long, value_enum, default_value = "open")]
     pub redis_failure_mode: RedisFailureMode,
     /// How many replicas of this proxy may run at once (the Helm chart passes its replica count,
@@ -174,6 +179,14 @@ pub enum RedisFailureMode {
     Open,
     /// Refuse with 500 DEFAULT_5XX.
     Closed,
+}
+
+fn parse_account_id(s: &str) -> Result<String, String> {
+    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not twelve digits"))
+    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,8 @@ pub enum Var {
     ValidationErrorString,
     /// `domainName` (the Host header).
     DomainName,
+    /// `xrayTraceId`: the root of the request's `X-Amzn-Trace-Id`.
+    XrayTraceId,
 }
 
 impl Var {
@@ -96,6 +98,7 @@ impl Var {
             "error.responseType" => Var::ErrorResponseType,
             "error.validationErrorString" => Var::ValidationErrorString,
             "domainName" => Var::DomainName,
+            "xrayTraceId" => Var::XrayTraceId,
             _ => return None,
         })
     }
@@ -185,6 +188,7 @@ impl Var {
                     out.push_str(t.as_str());
                 }
             }
+            Var::XrayTraceId => out.push_str(ctx.trace_id.root()),
             Var::DomainName => {
                 if let Some(h) = &ctx.host {
                     out.push_str(&String::from_utf8_lossy(h.as_bytes()));
@@ -300,6 +304,29 @@ pub fn json(ctx: &RequestCtx) -> Map<String, Value> {
         map.insert("authorizer".into(), serde_json::Value::Object(o));
     }
     map
+}
+
+static ACCOUNT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The account id events and method ARNs carry (`requestContext.accountId`,
+/// `arn:aws:execute-api:<region>:<account>:...`): `--account-id`, by default `000000000000`.
+pub fn account_id() -> &'static str {
+    ACCOUNT_ID.get().map_or(DEFAULT_ACCOUNT_ID, String::as_str)
+}
+
+/// The account id without `--account-id`.
+pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
+
+/// Sets [`account_id`] for the process (once, at startup; later calls are ignored).
+pub fn set_account_id(id: String) {
+    let _ = ACCOUNT_ID.set(id);
+}
+
+/// `requestContext.deploymentId`: the first 10 hex digits of the served config's content
+/// hash (a deployment is a config version here).
+pub fn deployment_id(ctx: &RequestCtx) -> &str {
+    let v = ctx.runtime.version.as_str();
+    &v[..v.len().min(10)]
 }
 
 /// The value of `var` as text (empty when the request has none).

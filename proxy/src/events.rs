@@ -1,5 +1,6 @@
 //! The events Portico sends to functions, one function per format, each built from the
-//! request's `$context` values ([`crate::context`]) and its head:
+//! request's `$context` values ([`crate::context`]) and its head, as AWS builds them (the
+//! field-by-field comparison is in docs/manifest-spec.md, "Lambda compatibility"):
 //!
 //! ```text
 //!  proxy_v1            Lambda proxy integration, payload format 1.0 (REST APIs; HTTP APIs
@@ -11,115 +12,342 @@
 //! A new format (WebSocket's) is one more function here.
 
 use crate::context::{
-    self, Var, api_name, domain, epoch_ms, header_text, path_parameters, protocol, request_time,
-    stage_relative_path, stage_variables, text,
+    self, Var, api_name, domain, epoch_ms, header_text, protocol, request_time, stage_variables,
+    text,
 };
-use crate::pipeline::ctx::{RequestCtx, query_pairs};
+use crate::pipeline::ctx::{RequestCtx, X_AMZN_TRACE_ID, query_pairs};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header;
+use portico_config::{Protocol, RouteMatch, Segment};
 use serde_json::{Map, Value, json};
 
-use crate::pipeline::auth::function::ACCOUNT;
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PORT: &str = "x-forwarded-port";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
-fn header_str(v: &http::HeaderValue) -> String {
-    header_text(v).into_owned()
+/// `content-type` -> `Content-Type`: the spelling REST events give header names. AWS keeps
+/// the client's own spelling; hyper does not expose it, and this is what HTTP/1.1 clients
+/// (curl, browsers, Go, Python) send for the common headers.
+fn title_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        out.push(if upper { c.to_ascii_uppercase() } else { c });
+        upper = c == '-';
+    }
+    out
 }
 
-/// The body as the event carries it: text, or base64 when it is not UTF-8.
-fn event_body(body: &Bytes) -> (Value, bool) {
-    if body.is_empty() {
-        return (Value::Null, false);
+/// The request headers as the events carry them, in order, names lower case: the client's
+/// (its hop-by-hop ones went at entry) less those the gateway sets, then the gateway's
+/// `X-Forwarded-For` (the client's values, then its address), `X-Forwarded-Port`,
+/// `X-Forwarded-Proto` and `X-Amzn-Trace-Id`, as AWS adds them. REST events leave out
+/// `Content-Length`; HTTP API events always carry it (`0` without a body), as recorded on AWS.
+fn event_headers(ctx: &RequestCtx, headers: &HeaderMap, body_len: usize) -> Vec<(String, String)> {
+    let rest = is_rest(ctx);
+    let mut out = Vec::with_capacity(headers.len() + 5);
+    let mut forwarded_for = Vec::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if n == X_FORWARDED_FOR {
+            forwarded_for.push(header_text(value).into_owned());
+        } else if !(n == X_FORWARDED_PORT
+            || n == X_FORWARDED_PROTO
+            || *name == X_AMZN_TRACE_ID
+            || *name == header::CONTENT_LENGTH)
+        {
+            out.push((n.to_string(), header_text(value).into_owned()));
+        }
     }
-    match std::str::from_utf8(body) {
-        Ok(s) => (Value::String(s.to_string()), false),
-        Err(_) => (Value::String(BASE64.encode(body)), true),
+    if !rest {
+        out.push(("content-length".into(), body_len.to_string()));
     }
+    forwarded_for.push(text(ctx, Var::SourceIp));
+    out.push((X_FORWARDED_FOR.into(), forwarded_for.join(", ")));
+    out.push((
+        X_FORWARDED_PORT.into(),
+        header_text(&ctx.forwarded_port).into_owned(),
+    ));
+    out.push((X_FORWARDED_PROTO.into(), "http".into()));
+    out.push((
+        X_AMZN_TRACE_ID.as_str().into(),
+        header_text(ctx.trace_id.header_value()).into_owned(),
+    ));
+    out
 }
 
-/// The payload format 1.0 event (REST APIs, and HTTP APIs that ask for it).
-pub fn proxy_v1(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
+/// `headers` (the last value of each name) and `multiValueHeaders` (all), names Title-Case
+/// (or as they are: lower case).
+fn v1_headers(pairs: &[(String, String)], title: bool) -> (Value, Value) {
     let mut single = Map::new();
     let mut multi: Map<String, Value> = Map::new();
-    for (name, value) in headers {
-        let v = header_str(value);
-        single.insert(name.as_str().to_string(), Value::String(v.clone()));
+    for (name, value) in pairs {
+        let name = if title {
+            title_case(name)
+        } else {
+            name.clone()
+        };
+        single.insert(name.clone(), Value::String(value.clone()));
         multi
-            .entry(name.as_str().to_string())
+            .entry(name)
+            .or_insert_with(|| Value::Array(Vec::new()))
+            .as_array_mut()
+            .expect("inserted as an array")
+            .push(Value::String(value.clone()));
+    }
+    (Value::Object(single), Value::Object(multi))
+}
+
+/// `queryStringParameters` (last value) and `multiValueQueryStringParameters`, decoded;
+/// both `null` without a query.
+fn v1_query(ctx: &RequestCtx) -> (Value, Value) {
+    let pairs = query_pairs(ctx.uri.query().unwrap_or(""));
+    if pairs.is_empty() {
+        return (Value::Null, Value::Null);
+    }
+    let mut q = Map::new();
+    let mut mq: Map<String, Value> = Map::new();
+    for (k, v) in pairs {
+        q.insert(k.clone(), Value::String(v.clone()));
+        mq.entry(k)
             .or_insert_with(|| Value::Array(Vec::new()))
             .as_array_mut()
             .expect("inserted as an array")
             .push(Value::String(v));
     }
-    let pairs = query_pairs(ctx.uri.query().unwrap_or(""));
-    let (query, multi_query) = if pairs.is_empty() {
-        (Value::Null, Value::Null)
-    } else {
-        let mut q = Map::new();
-        let mut mq: Map<String, Value> = Map::new();
-        for (k, v) in pairs {
-            q.insert(k.clone(), Value::String(v.clone()));
-            mq.entry(k)
-                .or_insert_with(|| Value::Array(Vec::new()))
-                .as_array_mut()
-                .expect("inserted as an array")
-                .push(Value::String(v));
-        }
-        (Value::Object(q), Value::Object(mq))
+    (Value::Object(q), Value::Object(mq))
+}
+
+fn is_rest(ctx: &RequestCtx) -> bool {
+    ctx.api_config()
+        .is_none_or(|a| a.protocol == Protocol::Rest)
+}
+
+/// The body as the event carries it, and `isBase64Encoded`: base64 when its `Content-Type`
+/// is binary (REST: one of the API's `binaryMediaTypes`; HTTP APIs, which have none:
+/// `application/octet-stream`, `image/*`, `audio/*`, `video/*`) or when it is not UTF-8.
+fn event_body(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> (Value, bool) {
+    if body.is_empty() {
+        return (Value::Null, false);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let binary = !content_type.is_empty()
+        && match ctx.api_config() {
+            Some(a) if a.protocol == Protocol::Rest => {
+                portico_config::is_binary_media_type(&a.binary_media_types, content_type)
+            }
+            _ => portico_config::is_binary_media_type(
+                &[
+                    "application/octet-stream".into(),
+                    "image/*".into(),
+                    "audio/*".into(),
+                    "video/*".into(),
+                ],
+                content_type,
+            ),
+        };
+    match std::str::from_utf8(body) {
+        Ok(s) if !binary => (Value::String(s.to_string()), false),
+        _ => (Value::String(BASE64.encode(body)), true),
+    }
+}
+
+/// The request path with a run of leading slashes as one (`requestContext.path` of REST
+/// events: AWS keeps the path as sent otherwise, `//` and escapes included).
+fn raw_path(ctx: &RequestCtx) -> String {
+    let p = ctx.uri.path();
+    format!("/{}", p.trim_start_matches('/'))
+}
+
+/// A REST event's `path` (after the stage's base path, leading slashes as one, the rest as
+/// sent) and `pathParameters` (as sent, not decoded), as recorded on AWS (LocalStack's
+/// `test_lambda_aws_proxy_integration` snapshots). When the path has dot segments (which
+/// routing resolved) the raw path cannot be lined up with the route: the canonical values
+/// are used.
+fn rest_path_and_params(ctx: &RequestCtx) -> (String, Option<Map<String, Value>>) {
+    let raw = raw_path(ctx);
+    let base_segments = ctx.stage_config().map_or(0, |s| {
+        s.base_path.split('/').filter(|s| !s.is_empty()).count()
+    });
+    // The raw path after the base path's segments.
+    let mut rest = raw.as_str();
+    for _ in 0..base_segments {
+        rest = rest.trim_start_matches('/');
+        rest = rest.find('/').map_or("", |i| &rest[i..]);
+    }
+    let rest = rest.trim_start_matches('/');
+    let path = format!("/{rest}");
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let dotted = segments.iter().any(|s| {
+        let d = s.replace("%2e", ".").replace("%2E", ".");
+        d == "." || d == ".."
+    });
+    let template = match ctx.route_config().map(|r| &r.matcher) {
+        Some(RouteMatch::Path(t)) => &t.segments,
+        _ => return (path, None),
     };
+    if template.is_empty() {
+        return (path, None);
+    }
+    if dotted {
+        return (path, context::path_parameters(ctx));
+    }
+    let mut params = Map::new();
+    for (i, seg) in template.iter().enumerate() {
+        match seg {
+            Segment::Literal(_) => {}
+            Segment::Param(n) => {
+                if let Some(v) = segments.get(i) {
+                    params.insert(n.clone(), Value::String((*v).to_string()));
+                }
+            }
+            Segment::Greedy(n) => {
+                // From the i-th segment to the end, inner `//` kept, a trailing `/` not.
+                let mut tail = rest;
+                for _ in 0..i {
+                    tail = tail.trim_start_matches('/');
+                    tail = tail.find('/').map_or("", |j| &tail[j..]);
+                }
+                let v = tail.trim_start_matches('/').trim_end_matches('/');
+                params.insert(n.clone(), Value::String(v.to_string()));
+            }
+        }
+    }
+    (path, (!params.is_empty()).then_some(params))
+}
+
+/// `requestContext.accountId`, `deploymentId` and `identity` values of the 1.0 formats.
+fn identity(ctx: &RequestCtx, headers: &HeaderMap) -> Value {
+    let mut id = json!({
+        "cognitoIdentityPoolId": null,
+        "accountId": null,
+        "cognitoIdentityId": null,
+        "caller": null,
+        "sourceIp": text(ctx, Var::SourceIp),
+        "principalOrgId": null,
+        "accessKey": null,
+        "cognitoAuthenticationType": null,
+        "cognitoAuthenticationProvider": null,
+        "userArn": null,
+        "userAgent": context::user_agent(ctx),
+        "user": null
+    });
+    // The API key the request was metered on, as AWS adds it (`apiKey`, `apiKeyId`).
+    if let Some(m) = ctx.api_key {
+        let key = headers
+            .get("x-api-key")
+            .map(|v| header_text(v).into_owned())
+            .or_else(|| ctx.usage_identifier_key.clone());
+        let o = id.as_object_mut().expect("built as an object");
+        o.insert("apiKey".into(), json!(key));
+        o.insert(
+            "apiKeyId".into(),
+            json!(ctx.runtime.config.api_keys[m.key].hash.key_id()),
+        );
+    }
+    id
+}
+
+/// `requestContext.authorizer` of the 1.0 formats, when the route has an authorizer: the
+/// function's `context` keys and `principalId`, or a JWT's `claims` (and, on HTTP APIs,
+/// `scopes`).
+fn authorizer_v1(ctx: &RequestCtx) -> Option<Value> {
+    let a = ctx.authorizer.as_ref()?;
+    let mut o = a.context.clone();
+    if let Some(p) = &a.principal_id
+        && a.claims.is_empty()
+    {
+        o.insert("principalId".into(), Value::String(p.clone()));
+    }
+    if !a.claims.is_empty() {
+        o.insert("claims".into(), Value::Object((*a.claims).clone()));
+        if !is_rest(ctx) {
+            o.insert("scopes".into(), scopes(&a.claims));
+        }
+    }
+    Some(Value::Object(o))
+}
+
+/// A token's scopes (`scope`, space-separated, or `scp`, a list); `null` without.
+fn scopes(claims: &Map<String, Value>) -> Value {
+    match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) => s.split_whitespace().map(|s| json!(s)).collect(),
+        (_, Some(Value::Array(a))) => Value::Array(a.clone()),
+        _ => Value::Null,
+    }
+}
+
+/// `requestContext` of the 1.0 formats (the proxy event and the REST REQUEST authorizer).
+fn request_context_v1(ctx: &RequestCtx, headers: &HeaderMap) -> Value {
     let (domain_name, domain_prefix) = domain(ctx);
     let route = ctx.route_config();
     let resource = route.map_or("", |r| r.resource_path.as_str());
-    let (body, is_base64) = event_body(body);
+    let mut rc = json!({
+        "accountId": context::account_id(),
+        "apiId": api_name(ctx),
+        "deploymentId": context::deployment_id(ctx),
+        "domainName": domain_name,
+        "domainPrefix": domain_prefix,
+        "extendedRequestId": text(ctx, Var::RequestId),
+        "httpMethod": text(ctx, Var::HttpMethod),
+        "identity": identity(ctx, headers),
+        "path": raw_path(ctx),
+        "protocol": protocol(ctx),
+        "requestId": text(ctx, Var::RequestId),
+        "requestTime": request_time(ctx),
+        "requestTimeEpoch": epoch_ms(ctx),
+        "resourceId": route.map(|r| r.id.as_str()),
+        "resourcePath": resource,
+        "stage": text(ctx, Var::Stage),
+    });
+    if let Some(a) = authorizer_v1(ctx) {
+        rc.as_object_mut()
+            .expect("built as an object")
+            .insert("authorizer".into(), a);
+    }
+    rc
+}
+
+/// The payload format 1.0 event (REST APIs, and HTTP APIs that ask for it).
+pub fn proxy_v1(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
+    let pairs = event_headers(ctx, headers, body.len());
+    let (single, multi) = v1_headers(&pairs, true);
+    let (query, multi_query) = v1_query(ctx);
+    let rest = is_rest(ctx);
+    // REST: the path and parameters as sent; HTTP APIs (recorded on AWS): `path` as sent,
+    // `pathParameters` decoded.
+    let (path, params) = if rest {
+        rest_path_and_params(ctx)
+    } else {
+        (
+            context::stage_relative_path(ctx),
+            context::path_parameters(ctx),
+        )
+    };
+    let resource = ctx.route_config().map_or("", |r| r.resource_path.as_str());
+    let (body, is_base64) = event_body(ctx, headers, body);
     let mut event = json!({
         "resource": resource,
-        "path": stage_relative_path(ctx),
+        "path": path,
         "httpMethod": text(ctx, Var::HttpMethod),
-        "headers": if single.is_empty() { Value::Null } else { Value::Object(single) },
-        "multiValueHeaders": if multi.is_empty() { Value::Null } else { Value::Object(multi) },
+        "headers": single,
+        "multiValueHeaders": multi,
         "queryStringParameters": query,
         "multiValueQueryStringParameters": multi_query,
-        "pathParameters": path_parameters(ctx),
+        "pathParameters": params,
         "stageVariables": stage_variables(ctx),
-        "requestContext": {
-            "resourceId": route.map(|r| r.id.as_str()),
-            "resourcePath": resource,
-            "httpMethod": text(ctx, Var::HttpMethod),
-            "extendedRequestId": text(ctx, Var::RequestId),
-            "requestTime": request_time(ctx),
-            "path": ctx.path(),
-            "protocol": protocol(ctx),
-            "stage": text(ctx, Var::Stage),
-            "domainPrefix": domain_prefix,
-            "requestTimeEpoch": epoch_ms(ctx),
-            "requestId": text(ctx, Var::RequestId),
-            "identity": {
-                "cognitoIdentityPoolId": null,
-                "accountId": null,
-                "cognitoIdentityId": null,
-                "caller": null,
-                "sourceIp": text(ctx, Var::SourceIp),
-                "principalOrgId": null,
-                "accessKey": null,
-                "cognitoAuthenticationType": null,
-                "cognitoAuthenticationProvider": null,
-                "userArn": null,
-                "userAgent": context::user_agent(ctx),
-                "user": null
-            },
-            "domainName": domain_name,
-            "apiId": api_name(ctx),
-        },
+        "requestContext": request_context_v1(ctx, headers),
         "body": body,
         "isBase64Encoded": is_base64,
     });
     // HTTP APIs label format 1.0 events; REST APIs' events have no version.
-    if ctx
-        .api_config()
-        .is_some_and(|a| a.protocol == portico_config::Protocol::Http)
-    {
+    if !rest {
         event
             .as_object_mut()
             .expect("built as an object")
@@ -132,9 +360,8 @@ pub fn proxy_v1(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
 pub fn proxy_v2(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
     let mut hs: Map<String, Value> = Map::new();
     let mut cookies = Vec::new();
-    for (name, value) in headers {
-        let v = header_str(value);
-        if name == header::COOKIE {
+    for (name, v) in event_headers(ctx, headers, body.len()) {
+        if name == header::COOKIE.as_str() {
             cookies.extend(
                 v.split(';')
                     .map(str::trim)
@@ -143,13 +370,13 @@ pub fn proxy_v2(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
             );
             continue;
         }
-        match hs.get_mut(name.as_str()) {
+        match hs.get_mut(&name) {
             Some(Value::String(prev)) => {
                 prev.push(',');
                 prev.push_str(&v);
             }
             _ => {
-                hs.insert(name.as_str().to_string(), Value::String(v));
+                hs.insert(name, Value::String(v));
             }
         }
     }
@@ -166,21 +393,26 @@ pub fn proxy_v2(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
             }
         }
     }
+    // HTTP APIs give the path decoded (recorded on AWS: `%20` as a space).
+    let path = percent_encoding::percent_decode_str(&raw_path(ctx))
+        .decode_utf8_lossy()
+        .into_owned();
     let (domain_name, domain_prefix) = domain(ctx);
     let route_key = ctx.route_config().map_or("", |r| r.route_key.as_str());
     let mut event = json!({
         "version": "2.0",
         "routeKey": route_key,
-        "rawPath": ctx.path(),
+        "rawPath": path,
         "rawQueryString": raw_query,
         "headers": hs,
         "requestContext": {
+            "accountId": context::account_id(),
             "apiId": api_name(ctx),
             "domainName": domain_name,
             "domainPrefix": domain_prefix,
             "http": {
                 "method": text(ctx, Var::HttpMethod),
-                "path": ctx.path(),
+                "path": path,
                 "protocol": protocol(ctx),
                 "sourceIp": text(ctx, Var::SourceIp),
                 "userAgent": context::user_agent(ctx).unwrap_or_default(),
@@ -194,6 +426,18 @@ pub fn proxy_v2(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
         "isBase64Encoded": false,
     });
     let obj = event.as_object_mut().expect("built as an object");
+    // `authorizer`: `{"lambda": context}` or `{"jwt": {"claims", "scopes"}}`.
+    if let Some(a) = &ctx.authorizer {
+        let v = if a.claims.is_empty() {
+            json!({"lambda": a.context})
+        } else {
+            json!({"jwt": {"claims": *a.claims, "scopes": scopes(&a.claims)}})
+        };
+        obj["requestContext"]
+            .as_object_mut()
+            .expect("built as an object")
+            .insert("authorizer".into(), v);
+    }
     // 2.0 leaves out what the request does not have.
     if !cookies.is_empty() {
         obj.insert("cookies".into(), Value::Array(cookies));
@@ -201,13 +445,13 @@ pub fn proxy_v2(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
     if !query.is_empty() {
         obj.insert("queryStringParameters".into(), Value::Object(query));
     }
-    if let Some(p) = path_parameters(ctx) {
+    if let Some(p) = context::path_parameters(ctx) {
         obj.insert("pathParameters".into(), Value::Object(p));
     }
     if let Some(v) = stage_variables(ctx) {
         obj.insert("stageVariables".into(), Value::Object(v));
     }
-    let (body, is_base64) = event_body(body);
+    let (body, is_base64) = event_body(ctx, headers, body);
     if !body.is_null() {
         obj.insert("body".into(), body);
         obj.insert("isBase64Encoded".into(), Value::Bool(is_base64));
@@ -215,55 +459,52 @@ pub fn proxy_v2(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
     event
 }
 
-/// The REQUEST authorizer event (`methodArn`, identity sources, request values).
+/// The REQUEST authorizer event. REST APIs: as AWS documents it ("Input to a Lambda
+/// authorizer", REQUEST type): `type`, `methodArn`, `resource`, `path`, `httpMethod`,
+/// `headers`, `multiValueHeaders`, `queryStringParameters`, `multiValueQueryStringParameters`,
+/// `pathParameters`, `stageVariables` and the proxy event's `requestContext`. HTTP APIs also
+/// get `routeArn` and `identitySource` (the identity source values), as their format 2.0
+/// carries them.
 pub fn authorizer_request(
     ctx: &RequestCtx,
     headers: &HeaderMap,
     values: &[String],
     arn: &str,
-    query: Vec<(String, String)>,
 ) -> Value {
-    let mut hdrs = Map::new();
-    for (k, v) in headers {
-        if let Ok(v) = v.to_str() {
-            hdrs.insert(k.as_str().to_string(), Value::String(v.to_string()));
-        }
-    }
-    let qs: Map<String, Value> = query
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    let path_params = path_parameters(ctx).unwrap_or_default();
-    let stage_vars = stage_variables(ctx).unwrap_or_default();
+    let pairs = event_headers(ctx, headers, 0);
+    // HTTP APIs give authorizers lower-case names ("Working with AWS Lambda authorizers for
+    // HTTP APIs": format 2.0, and the developer guide's header note for HTTP APIs).
+    let (single, multi) = v1_headers(&pairs, is_rest(ctx));
+    let (query, multi_query) = v1_query(ctx);
+    let (path, params) = if is_rest(ctx) {
+        rest_path_and_params(ctx)
+    } else {
+        (
+            context::stage_relative_path(ctx),
+            context::path_parameters(ctx),
+        )
+    };
     let resource = ctx.route_config().map_or("", |r| r.resource_path.as_str());
-    let stage = text(ctx, Var::Stage);
-    let api = api_name(ctx);
-    json!({
+    let mut event = json!({
         "type": "REQUEST",
         "methodArn": arn,
-        "routeArn": arn,
-        "identitySource": values,
         "resource": resource,
-        "path": ctx.path(),
+        "path": path,
         "httpMethod": text(ctx, Var::HttpMethod),
-        "headers": hdrs,
-        "queryStringParameters": qs,
-        "pathParameters": path_params,
-        "stageVariables": stage_vars,
-        "requestContext": {
-            "path": ctx.path(),
-            "stage": stage,
-            "requestId": text(ctx, Var::RequestId),
-            "resourcePath": resource,
-            "httpMethod": text(ctx, Var::HttpMethod),
-            "apiId": api,
-            "accountId": ACCOUNT,
-            "identity": {
-                "sourceIp": text(ctx, Var::SourceIp),
-                "userAgent": context::user_agent(ctx),
-            },
-        },
-    })
+        "headers": single,
+        "multiValueHeaders": multi,
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": multi_query,
+        "pathParameters": params.unwrap_or_default(),
+        "stageVariables": stage_variables(ctx),
+        "requestContext": request_context_v1(ctx, headers),
+    });
+    if !is_rest(ctx) {
+        let o = event.as_object_mut().expect("built as an object");
+        o.insert("routeArn".into(), json!(arn));
+        o.insert("identitySource".into(), json!(values));
+    }
+    event
 }
 
 #[cfg(test)]

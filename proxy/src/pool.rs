@@ -561,7 +561,8 @@ fn encode_head(
         } else if !(name == header::HOST
             || name == header::EXPECT
             || name == X_FORWARDED_PROTO
-            || name == X_FORWARDED_PORT)
+            || name == X_FORWARDED_PORT
+            || name == X_AMZN_TRACE_ID)
         {
             line(&mut out, name, value.as_bytes());
         }
@@ -577,11 +578,13 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
     line(&mut out, &X_FORWARDED_PROTO, fwd.proto.as_bytes());
     line(&mut out, &X_FORWARDED_PORT, fwd.port.as_bytes());
+    line(&mut out, &X_AMZN_TRACE_ID, fwd.trace.as_bytes());
     out.extend_from_slice(b"\r\n");
     out
 }
 
-/// The gateway's own headers on a forwarded client request: `Host` and `X-Forwarded-*`.
+/// The gateway's own headers on a forwarded client request: `Host`, `X-Forwarded-*` and
+/// `X-Amzn-Trace-Id`.
 ///
 /// The head encoder writes them instead of the request's headers of those names (and drops
 /// `Expect`: the gateway, not the backend, answers the client's `100-continue`), rather than
@@ -598,11 +601,14 @@ pub struct Forwarded<'a> {
     pub proto: &'a HeaderValue,
     /// `X-Forwarded-Port`.
     pub port: &'a HeaderValue,
+    /// `X-Amzn-Trace-Id` (the client's when valid, else the gateway's).
+    pub trace: &'a HeaderValue,
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_AMZN_TRACE_ID: HeaderName = crate::pipeline::ctx::X_AMZN_TRACE_ID;
 
 /// A parsed response head, with what the connection needs to know about it.
 #[derive(Debug)]
@@ -1305,6 +1311,7 @@ mod tests {
             client_ip: &v("10.1.2.3"),
             proto: &v("http"),
             port: &v("8080"),
+            trace: &v("Root=1-5759e988-bd862e3fe1be46a994272793"),
         };
         let encode = |h: &HeaderMap| {
             String::from_utf8(encode_head(
@@ -1321,9 +1328,11 @@ mod tests {
             encode(&h),
             "GET /x HTTP/1.1\r\nhost: backend:9000\r\naccept: */*\r\n\
              x-forwarded-for: 10.1.2.3\r\nx-forwarded-proto: http\r\n\
-             x-forwarded-port: 8080\r\n\r\n"
+             x-forwarded-port: 8080\r\n\
+             x-amzn-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793\r\n\r\n"
         );
-        // The client's Host, Expect and X-Forwarded-Proto/Port never pass; its
+        // The client's Host, Expect, X-Forwarded-Proto/Port and X-Amzn-Trace-Id (the caller
+        // passes the one to send: the client's when valid) never pass; its
         // X-Forwarded-For values (every line of them) come first.
         h.insert(header::HOST, v("spoofed"));
         h.insert(header::EXPECT, v("100-continue"));
@@ -1331,11 +1340,13 @@ mod tests {
         h.append(X_FORWARDED_FOR, v("2.2.2.2, 3.3.3.3"));
         h.insert(X_FORWARDED_PROTO, v("https"));
         h.insert(X_FORWARDED_PORT, v("443"));
+        h.insert(X_AMZN_TRACE_ID, v("Root=forged"));
         assert_eq!(
             encode(&h),
             "GET /x HTTP/1.1\r\nhost: backend:9000\r\naccept: */*\r\n\
              x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3\r\n\
-             x-forwarded-proto: http\r\nx-forwarded-port: 8080\r\n\r\n"
+             x-forwarded-proto: http\r\nx-forwarded-port: 8080\r\n\
+             x-amzn-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793\r\n\r\n"
         );
     }
 

@@ -21,6 +21,7 @@ use crate::runtime::Runtime;
 use crate::source;
 use crate::{Error, Result};
 use arc_swap::ArcSwap;
+use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -68,6 +69,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         let roots = crate::tls::parse_certs("PEM", &pem).map_err(|e| ca_error(e.to_string()))?;
         crate::tls::init_outbound(roots).map_err(|e| ca_error(e.to_string()))?;
     }
+    crate::context::set_account_id(args.account_id.clone());
     let source = source::Configured::from_args(&args)?;
     let metrics = Arc::new(Metrics::new());
     let loaded = source.initial().await.inspect_err(source::log_load_error)?;
@@ -109,7 +111,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let limits = crate::usage_plan::Limits::new(shared_state);
     let shared = Arc::new(Shared {
         access_log: AccessLog::stdout(metrics.access_log_dropped.clone()),
-        forwarded_port: listen.port().into(),
+        // Static: a clone per request is a copy, not a reference count all workers share.
+        forwarded_port: HeaderValue::from_static(Box::leak(
+            listen.port().to_string().into_boxed_str(),
+        )),
         limits: limits.clone(),
         key_metrics: metrics.keys.clone(),
         buffers: crate::buffer::BufferBudget::new(args.max_buffered_request_bytes),

@@ -14,6 +14,10 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+/// `X-Amzn-Trace-Id`.
+pub const X_AMZN_TRACE_ID: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-amzn-trace-id");
+
 /// A request id: a random UUID v4 in its 36-character hyphenated form.
 #[derive(Clone, Copy)]
 pub struct RequestId([u8; 36]);
@@ -65,6 +69,67 @@ impl std::fmt::Display for RequestId {
 impl std::fmt::Debug for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// `X-Amzn-Trace-Id`: the client's, when it carries a valid X-Ray root
+/// (`Root=1-<8 hex>-<24 hex>`), else one the gateway makes (`Root=1-<epoch seconds, 8 hex>-<96
+/// random bits, 24 hex>`), as API Gateway does ("adds a tracing header to incoming HTTP
+/// requests that don't already have one", AWS X-Ray developer guide, "Amazon API Gateway
+/// active tracing support"). Sent to every integration; `$context.xrayTraceId` is its root.
+#[derive(Clone, Debug)]
+pub struct TraceId(HeaderValue);
+
+/// `Root=1-` + 8 + `-` + 24.
+const TRACE_ROOT_LEN: usize = 40;
+
+impl TraceId {
+    /// The client's header when valid, else a new one for a request that arrived at `now`.
+    pub fn of(client: Option<&HeaderValue>, now: SystemTime) -> Self {
+        if let Some(v) = client.filter(|v| Self::root_of(v.as_bytes()).is_some()) {
+            return TraceId(v.clone());
+        }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; TRACE_ROOT_LEN];
+        buf[..7].copy_from_slice(b"Root=1-");
+        let secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()) as u32;
+        for (i, b) in buf[7..15].iter_mut().enumerate() {
+            *b = HEX[((secs >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        buf[15] = b'-';
+        let (a, c) = (next_u64(), next_u64());
+        for (i, b) in buf[16..40].iter_mut().enumerate() {
+            let nibble = if i < 16 {
+                a >> (60 - 4 * i)
+            } else {
+                c >> (60 - 4 * (i - 16))
+            };
+            *b = HEX[(nibble & 0xf) as usize];
+        }
+        TraceId(HeaderValue::from_bytes(&buf).expect("ASCII"))
+    }
+
+    /// The trace id in `v` (`1-xxxxxxxx-xxxxxxxxxxxxxxxxxxxxxxxx`), when `v` has a valid
+    /// `Root=` field.
+    fn root_of(v: &[u8]) -> Option<&str> {
+        let v = std::str::from_utf8(v).ok()?;
+        let root = v.split(';').find_map(|f| f.trim().strip_prefix("Root="))?;
+        let b = root.as_bytes();
+        let hex = |s: &[u8]| s.iter().all(u8::is_ascii_hexdigit);
+        (b.len() == 35 && b.starts_with(b"1-") && b[10] == b'-' && hex(&b[2..10]) && hex(&b[11..]))
+            .then_some(root)
+    }
+
+    /// The header value to send.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    /// `$context.xrayTraceId`: the root trace id.
+    pub fn root(&self) -> &str {
+        Self::root_of(self.0.as_bytes()).expect("checked when made")
     }
 }
 
@@ -228,6 +293,10 @@ pub struct RequestCtx {
     pub rate_limit: Option<super::throttle::RateLimitHeaders>,
     /// `$context.authorizer.*`: set by the auth phase when the route has an authorizer.
     pub authorizer: Option<super::auth::AuthorizerOutput>,
+    /// `X-Amzn-Trace-Id` sent to integrations; `$context.xrayTraceId`.
+    pub trace_id: TraceId,
+    /// The public listener's port (`X-Forwarded-Port` in events); set by the service.
+    pub forwarded_port: HeaderValue,
 }
 
 impl RequestCtx {
@@ -235,11 +304,14 @@ impl RequestCtx {
     pub fn new<B>(runtime: Arc<Runtime>, source_ip: IpAddr, req: &Request<B>) -> Self {
         let headers = req.headers();
         let host = one_value(headers, http::header::HOST);
+        let request_time = SystemTime::now();
         RequestCtx {
             runtime,
             request_id: RequestId::generate(),
             start: Instant::now(),
-            request_time: SystemTime::now(),
+            trace_id: TraceId::of(headers.get(X_AMZN_TRACE_ID), request_time),
+            forwarded_port: HeaderValue::from_static("80"),
+            request_time,
             http_method: req.method().clone(),
             uri: req.uri().clone(),
             normalised_path: None,
@@ -381,6 +453,37 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// X-Ray's form (AWS X-Ray developer guide, "Tracing header": `Root=1-5759e988-
+    /// bd862e3fe1be46a994272793`: version 1, epoch seconds in 8 hex digits, 96 bits in 24): a
+    /// valid client header is kept whole, anything else is replaced by a new root.
+    #[test]
+    fn trace_ids_keep_a_valid_client_root_and_make_one_otherwise() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(0x5759_e988);
+        let made = TraceId::of(None, t);
+        let v = made.header_value().to_str().unwrap();
+        assert_eq!(v.len(), 40);
+        assert!(v.starts_with("Root=1-5759e988-"), "{v}");
+        assert_eq!(made.root(), &v[5..]);
+        assert_ne!(TraceId::of(None, t).root(), made.root(), "random part");
+        let client = HeaderValue::from_static(
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        );
+        let kept = TraceId::of(Some(&client), t);
+        assert_eq!(kept.header_value(), &client);
+        assert_eq!(kept.root(), "1-5759e988-bd862e3fe1be46a994272793");
+        for bad in [
+            "Root=1-xyz",
+            "Root=2-5759e988-bd862e3fe1be46a994272793",
+            "Sampled=1",
+            "",
+        ] {
+            let v = HeaderValue::from_str(bad).unwrap();
+            let t2 = TraceId::of(Some(&v), t);
+            assert_ne!(t2.header_value(), &v, "{bad:?} replaced");
+            assert!(t2.root().starts_with("1-5759e988-"));
+        }
+    }
 
     #[test]
     fn request_ids_are_distinct_v4_uuids() {

@@ -88,6 +88,10 @@ pub enum GatewayError {
     /// result (AWS: 502 `{"message": "Internal server error"}`).
     #[error("bad gateway: {0}")]
     BadGateway(String),
+    /// An HTTP API's function failed or returned a malformed result (AWS: 500
+    /// `{"message":"Internal Server Error"}`; LocalStack's AWS-validated HTTP API tests).
+    #[error("function error: {0}")]
+    HttpApiFunctionError(String),
     /// A DEFAULT_4XX answered with 400: the request itself is malformed (RFC 9112 3.2: an
     /// HTTP/1.1 request without `Host`, or with two).
     #[error("bad request: {0}")]
@@ -144,7 +148,7 @@ impl GatewayError {
             E::UnsupportedMediaType => T::UnsupportedMediaType,
             E::WafFiltered => T::WafFiltered,
             E::RequestHeaderFieldsTooLarge => T::RequestHeaderFieldsTooLarge,
-            E::BadGateway(_) | E::Overloaded(_) => T::Default5xx,
+            E::BadGateway(_) | E::Overloaded(_) | E::HttpApiFunctionError(_) => T::Default5xx,
             E::BadRequest(_) | E::RequestTimeout(_) | E::UriTooLong => T::Default4xx,
         }
     }
@@ -162,6 +166,7 @@ impl GatewayError {
             GatewayError::UriTooLong => Some("Request-URI Too Long"),
             GatewayError::RequestTimeout(_) => Some("Request Timeout"),
             GatewayError::Overloaded(_) => Some("Service Unavailable"),
+            GatewayError::HttpApiFunctionError(_) => Some("Internal Server Error"),
             _ => None,
         }
     }
@@ -174,6 +179,7 @@ impl GatewayError {
             GatewayError::UriTooLong => Some(http::StatusCode::URI_TOO_LONG),
             GatewayError::RequestTimeout(_) => Some(http::StatusCode::REQUEST_TIMEOUT),
             GatewayError::Overloaded(_) => Some(http::StatusCode::SERVICE_UNAVAILABLE),
+            GatewayError::HttpApiFunctionError(_) => Some(http::StatusCode::INTERNAL_SERVER_ERROR),
             _ => None,
         }
     }
@@ -250,6 +256,11 @@ mod tests {
                 GatewayError::Overloaded(String::new()),
                 GatewayResponseType::Default5xx,
                 503,
+            ),
+            (
+                GatewayError::HttpApiFunctionError(String::new()),
+                GatewayResponseType::Default5xx,
+                500,
             ),
         ] {
             assert_eq!(e.response_type(), ty);

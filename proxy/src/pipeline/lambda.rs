@@ -52,7 +52,13 @@ pub async fn call(
     parts: Parts,
     body: ProxyBody,
 ) -> Result<Response<ProxyBody>, GatewayError> {
-    let max = ctx.api_config().map_or(u64::MAX, |a| a.max_payload_bytes);
+    let api = ctx.api_config().expect("a route matched");
+    let max = api.max_payload_bytes;
+    let rules = ResultRules {
+        version: target.version,
+        rest: api.protocol == portico_config::Protocol::Rest,
+        binary: accepts_binary(&parts.headers, &api.binary_media_types),
+    };
     let body = crate::buffer::collect(body, None, max, &shared.buffers).await?;
     let event = match target.version {
         PayloadFormatVersion::V1 => crate::events::proxy_v1(ctx, &parts.headers, &body),
@@ -99,47 +105,101 @@ pub async fn call(
     };
     ctx.integration_status = Some(head.status.as_u16());
     if let Some(kind) = head.headers.get(X_AMZ_FUNCTION_ERROR) {
-        return Err(GatewayError::BadGateway(format!(
+        return Err(rules.error(format!(
             "function error {:?}: {}",
             kind,
             String::from_utf8_lossy(&result[..result.len().min(512)])
         )));
     }
     if !head.status.is_success() {
-        return Err(GatewayError::BadGateway(format!(
-            "invoke endpoint answered {}",
-            head.status
-        )));
+        return Err(rules.error(format!("invoke endpoint answered {}", head.status)));
     }
-    map_result(target.version, &result).map_err(GatewayError::BadGateway)
+    map_result(rules, &result).map_err(|why| rules.error(why))
 }
 
-/// Maps the function's result to the response; `Err` is why it is malformed (-> 502).
-pub fn map_result(
-    version: PayloadFormatVersion,
-    result: &[u8],
-) -> Result<Response<ProxyBody>, String> {
-    let value: Value = serde_json::from_slice(result)
-        .map_err(|e| format!("the function's result is not JSON: {e}"))?;
-    let obj = match (&value, version) {
-        (Value::Object(o), _) if o.contains_key("statusCode") => o,
-        (Value::Object(_), PayloadFormatVersion::V1) => {
-            return Err("the result has no statusCode".into());
+/// Whether the client's first `Accept` media type is one of `binary_types` (AWS: "API Gateway
+/// uses the first Accept header from clients to determine if a response should return binary
+/// media", developer guide, "Return binary media from a Lambda proxy integration").
+fn accepts_binary(headers: &HeaderMap, binary_types: &[String]) -> bool {
+    let first = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|t| t.split(';').next().unwrap_or("").trim())
+        .unwrap_or("");
+    !first.is_empty() && portico_config::is_binary_media_type(binary_types, first)
+}
+
+/// How a function's result is read: the payload format, and what the API is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResultRules {
+    /// Payload format 1.0 or 2.0.
+    pub version: PayloadFormatVersion,
+    /// A REST API (else an HTTP API).
+    pub rest: bool,
+    /// REST: whether an `isBase64Encoded` body is decoded, i.e. whether the client's first
+    /// `Accept` type is one of the API's `binaryMediaTypes` (else the client gets the base64
+    /// text). HTTP APIs always decode.
+    pub binary: bool,
+}
+
+impl ResultRules {
+    /// The error a malformed result or a failed function answers: REST 502 `Internal server
+    /// error`, HTTP APIs 500 `Internal Server Error`.
+    pub fn error(&self, why: String) -> GatewayError {
+        if self.rest {
+            GatewayError::BadGateway(why)
+        } else {
+            GatewayError::HttpApiFunctionError(why)
         }
-        (_, PayloadFormatVersion::V1) => return Err("the result is not a JSON object".into()),
-        // 2.0: a bare value (or an object without statusCode) is a 200 JSON body.
-        (_, PayloadFormatVersion::V2) => {
-            let mut resp = Response::new(ProxyBody::full(Bytes::copy_from_slice(result)));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            return Ok(resp);
-        }
+    }
+}
+
+/// Maps the function's result to the response; `Err` is why it is malformed. As AWS reads
+/// results (sources: the developer guide, "Output format of a Lambda function for proxy
+/// integration" and "Working with AWS Lambda proxy integrations for HTTP APIs"; and answers
+/// recorded on AWS in LocalStack's `test_aws_proxy_response_payload_format_validation` tests
+/// and in aws-lambda-dotnet's test tool suites):
+///
+/// - REST, 1.0: a JSON object of `statusCode`, `headers`, `multiValueHeaders`, `body`,
+///   `isBase64Encoded`; another field, or an empty object, is malformed; no `statusCode` is
+///   200. No `Content-Type`: `application/json`.
+/// - HTTP APIs, 1.0: the same fields, others ignored; no `statusCode` is malformed. No
+///   `Content-Type`: `text/plain; charset=utf-8`.
+/// - HTTP APIs, 2.0: an object with `statusCode` is read as above (plus `cookies`); an
+///   object with `errorMessage` (a function that threw) is an error; a JSON string is the
+///   body (unquoted), unless it looks like an object and is not JSON; any other JSON value,
+///   or a result that is not JSON, is a 200 `application/json` body as returned.
+/// - `headers` and `multiValueHeaders` together: every value of both, a pair given in both
+///   once.
+pub fn map_result(rules: ResultRules, result: &[u8]) -> Result<Response<ProxyBody>, String> {
+    let v2 = rules.version == PayloadFormatVersion::V2;
+    let value: Value = match serde_json::from_slice(result) {
+        Ok(v) => v,
+        Err(_) if v2 => return Ok(inferred(Bytes::copy_from_slice(result))),
+        Err(e) => return Err(format!("the function's result is not JSON: {e}")),
     };
-    // 1.0 is strict about the fields (AWS answers 502 for others); 2.0 reads what it knows
-    // (no multiValueHeaders there) and ignores the rest.
-    if version == PayloadFormatVersion::V1 {
+    let obj = match value {
+        Value::Object(o) if o.contains_key("statusCode") => o,
+        Value::Object(o) if v2 && o.contains_key("errorMessage") => {
+            return Err(format!("the function failed: {}", o["errorMessage"]));
+        }
+        Value::String(s) if v2 => {
+            if s.trim_start().starts_with('{') && serde_json::from_str::<Value>(&s).is_err() {
+                return Err(
+                    "the result is a string that looks like an object but is not JSON".into(),
+                );
+            }
+            return Ok(inferred(Bytes::from(s)));
+        }
+        _ if v2 => return Ok(inferred(Bytes::copy_from_slice(result))),
+        Value::Object(o) if rules.rest && !o.is_empty() => o,
+        Value::Object(_) => return Err("the result has no statusCode".into()),
+        _ => return Err("the result is not a JSON object".into()),
+    };
+    // REST is strict about the fields (AWS answers 502 for others); HTTP APIs read what they
+    // know and ignore the rest.
+    if rules.rest {
         const ALLOWED: [&str; 5] = [
             "statusCode",
             "headers",
@@ -151,12 +211,15 @@ pub fn map_result(
             return Err(format!("the result has an unexpected field {k:?}"));
         }
     }
-    let status = obj["statusCode"]
-        .as_u64()
-        .or_else(|| obj["statusCode"].as_str().and_then(|s| s.parse().ok()))
-        .and_then(|s| u16::try_from(s).ok())
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or_else(|| format!("statusCode {} is not a status code", obj["statusCode"]))?;
+    let status = match obj.get("statusCode") {
+        None => StatusCode::OK,
+        Some(code) => code
+            .as_u64()
+            .or_else(|| code.as_str().and_then(|s| s.parse().ok()))
+            .and_then(|s| u16::try_from(s).ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or_else(|| format!("statusCode {code} is not a status code"))?,
+    };
     let mut headers = HeaderMap::new();
     let scalar = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
@@ -164,21 +227,27 @@ pub fn map_result(
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     };
-    let put = |headers: &mut HeaderMap, k: &str, v: &Value, append: bool| {
+    let pair = |k: &str, v: &Value| {
         let v = scalar(v).ok_or_else(|| format!("header {k:?} has a non-scalar value"))?;
         let name =
             HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name {k:?}"))?;
         let value = HeaderValue::from_str(&v).map_err(|_| format!("bad value for {k:?}"))?;
-        if append {
-            headers.append(name, value);
-        } else {
-            headers.insert(name, value);
-        }
-        Ok::<_, String>(())
+        Ok::<_, String>((name, value))
     };
-    let multi = match version {
-        PayloadFormatVersion::V1 => obj.get("multiValueHeaders"),
-        PayloadFormatVersion::V2 => None,
+    match obj.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let (name, value) = pair(k, v)?;
+                headers.append(name, value);
+            }
+        }
+        Some(_) => return Err("headers is not an object".into()),
+    }
+    let multi = if v2 {
+        None
+    } else {
+        obj.get("multiValueHeaders")
     };
     match multi {
         None | Some(Value::Null) => {}
@@ -188,30 +257,23 @@ pub fn map_result(
                     .as_array()
                     .ok_or_else(|| format!("multiValueHeaders {k:?} is not an array"))?;
                 for v in vs {
-                    put(&mut headers, k, v, true)?;
+                    let (name, value) = pair(k, v)?;
+                    // A pair given in `headers` too appears once.
+                    if !headers.get_all(&name).iter().any(|have| have == value) {
+                        headers.append(name, value);
+                    }
                 }
             }
         }
         Some(_) => return Err("multiValueHeaders is not an object".into()),
     }
-    match obj.get("headers") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                put(&mut headers, k, v, false)?;
-            }
-        }
-        Some(_) => return Err("headers is not an object".into()),
-    }
-    let cookies = match version {
-        PayloadFormatVersion::V1 => None,
-        PayloadFormatVersion::V2 => obj.get("cookies"),
-    };
+    let cookies = if v2 { obj.get("cookies") } else { None };
     match cookies {
         None | Some(Value::Null) => {}
         Some(Value::Array(cs)) => {
             for c in cs {
-                put(&mut headers, "set-cookie", c, true)?;
+                let (name, value) = pair("set-cookie", c)?;
+                headers.append(name, value);
             }
         }
         Some(_) => return Err("cookies is not an array".into()),
@@ -223,9 +285,10 @@ pub fn map_result(
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err("isBase64Encoded is not a boolean".into()),
     };
+    let decode = is_base64 && (!rules.rest || rules.binary);
     let body = match obj.get("body") {
         None | Some(Value::Null) => Bytes::new(),
-        Some(Value::String(s)) if is_base64 => BASE64
+        Some(Value::String(s)) if decode => BASE64
             .decode(s)
             .map(Bytes::from)
             .map_err(|e| format!("body is not valid base64: {e}"))?,
@@ -235,13 +298,27 @@ pub fn map_result(
     if !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+            HeaderValue::from_static(if rules.rest {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            }),
         );
     }
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
+}
+
+/// A 2.0 result without `statusCode`: 200, `application/json`, the body as given.
+fn inferred(body: Bytes) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 #[cfg(test)]

@@ -72,7 +72,8 @@ pub struct Gateway {
 impl Gateway {
     /// Answers one request. Never fails: errors become gateway responses.
     pub async fn call(&self, req: Request<ClientBody>) -> Response<ProxyBody> {
-        let ctx = RequestCtx::new(self.state.load_full(), self.conn.remote.ip(), &req);
+        let mut ctx = RequestCtx::new(self.state.load_full(), self.conn.remote.ip(), &req);
+        ctx.forwarded_port = self.shared.forwarded_port.clone();
         handle(&self.shared, &self.conn, ctx, req).await
     }
 }

@@ -382,6 +382,9 @@ impl FunctionServer {
                         events.lock().unwrap().push(event.clone());
                         let token = event["authorizationToken"]
                             .as_str()
+                            // REST events spell names as clients do (Title-Case here),
+                            // HTTP API ones in lower case.
+                            .or_else(|| event["headers"]["Authorization"].as_str())
                             .or_else(|| event["headers"]["authorization"].as_str())
                             .unwrap_or_default()
                             .to_string();

@@ -943,3 +943,73 @@ async fn a_tls_connection_the_backend_closed_while_idle_is_not_reused() {
         front.close_connections().await;
     }
 }
+
+/// `X-Amzn-Trace-Id`: "API Gateway adds a tracing header to incoming HTTP requests that don't
+/// already have one" (AWS X-Ray developer guide, "Amazon API Gateway active tracing
+/// support"), in X-Ray's `Root=1-<8 hex epoch seconds>-<24 hex>` form; a client's valid one is
+/// kept. `$context.xrayTraceId` is its root.
+#[tokio::test]
+async fn integrations_get_a_trace_id_and_the_access_log_has_its_root() {
+    let be = Backend::start("traced").await;
+    let api = rest_api(
+        "traced",
+        &format!(
+            "  resources:\n    - path: /t\n      methods:\n        GET: {{integration: {}}}\n",
+            http_proxy(&format!("http://{}/t", be.host_port()))
+        ),
+    );
+    let st = stage(
+        "traced-dev",
+        "traced",
+        "  stageName: dev\n  accessLogSettings:\n    format: '{\"requestId\":\"$context.requestId\",\"trace\":\"$context.xrayTraceId\"}'\n",
+    );
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+    let c = Client::new();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let r = c.send(Method::GET, &proxy.url("/dev/t"), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = be.received()[0].header("x-amzn-trace-id").to_string();
+    let root = sent.strip_prefix("Root=").expect("a Root= field");
+    let parts: Vec<&str> = root.split('-').collect();
+    assert_eq!(parts.len(), 3, "{sent}");
+    assert_eq!(parts[0], "1");
+    let secs = u64::from_str_radix(parts[1], 16).expect("8 hex digits");
+    assert_eq!(parts[1].len(), 8);
+    assert!(secs >= before.saturating_sub(1), "{secs} < {before}");
+    assert_eq!(parts[2].len(), 24);
+    assert!(parts[2].bytes().all(|b| b.is_ascii_hexdigit()));
+    let line = proxy
+        .access_log_line(&r.request_id(), Duration::from_secs(10))
+        .await;
+    assert_eq!(line["trace"], root);
+
+    // A client's valid header is kept whole; a malformed one is replaced.
+    let client = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+    let r = c
+        .send(
+            Method::GET,
+            &proxy.url("/dev/t"),
+            &[("x-amzn-trace-id", client)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(be.received()[1].header("x-amzn-trace-id"), client);
+    let r = c
+        .send(
+            Method::GET,
+            &proxy.url("/dev/t"),
+            &[("x-amzn-trace-id", "Root=forged")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let replaced = be.received()[2].header("x-amzn-trace-id").to_string();
+    assert!(
+        replaced.starts_with("Root=1-") && replaced.len() == 40,
+        "{replaced}"
+    );
+}

@@ -29,6 +29,23 @@ async fn start_function() -> SocketAddr {
                 } else {
                     match event["body"].as_str() {
                         Some("malformed") => "this is not json".into(),
+                        // Both header maps (AWS merges them).
+                        Some("merge") => json!({
+                            "statusCode": 200,
+                            "headers": {"Combined-Header": "single-value"},
+                            "multiValueHeaders": {"Combined-Header": ["multi-value1", "multi-value2"]},
+                        })
+                        .to_string(),
+                        // A base64 body (decoded only for a client that accepts binary).
+                        Some("b64") => json!({
+                            "statusCode": 200,
+                            "headers": {"content-type": "image/png"},
+                            "isBase64Encoded": true,
+                            "body": "aGk=",
+                        })
+                        .to_string(),
+                        // No statusCode (REST: 200).
+                        Some("no-status") => json!({"headers": {"x-only": "headers"}}).to_string(),
                         Some("error") => {
                             resp = resp.header("X-Amz-Function-Error", "Unhandled");
                             r#"{"errorMessage": "boom", "errorType": "Error"}"#.into()
@@ -58,7 +75,8 @@ async fn rest_api_sends_a_1_0_event_and_maps_the_result() {
     let api = rest_api(
         "fn",
         &format!(
-            r#"  resources:
+            r#"  binaryMediaTypes: [image/png]
+  resources:
     - path: /items/{{id}}
       methods:
         POST: {{integration: {{type: AWS_PROXY, uri: "http://{f}"}}}}
@@ -98,8 +116,18 @@ async fn rest_api_sends_a_1_0_event_and_maps_the_result() {
     assert_eq!(e["resource"], "/items/{id}");
     assert_eq!(e["path"], "/items/42");
     assert_eq!(e["httpMethod"], "POST");
-    assert_eq!(e["headers"]["x-h"], "v");
-    assert_eq!(e["multiValueHeaders"]["x-h"], json!(["v"]));
+    // Header names as HTTP/1.1 clients spell them (AWS keeps the client's spelling), the
+    // gateway's X-Forwarded-* and X-Amzn-Trace-Id added, Content-Length left out (recorded
+    // REST events: LocalStack test_apigateway_lambda.snapshot.json).
+    let h = &e["headers"];
+    assert_eq!(h["X-H"], "v");
+    assert_eq!(e["multiValueHeaders"]["X-H"], json!(["v"]));
+    assert_eq!(h["X-Forwarded-For"], "127.0.0.1");
+    assert_eq!(h["X-Forwarded-Proto"], "http");
+    assert_eq!(h["X-Forwarded-Port"], proxy.listen.port().to_string());
+    let trace = h["X-Amzn-Trace-Id"].as_str().unwrap();
+    assert!(trace.starts_with("Root=1-") && trace.len() == 40, "{trace}");
+    assert!(h.get("Content-Length").is_none() && h.get("content-length").is_none());
     assert_eq!(e["queryStringParameters"], json!({"a": "2", "b": "x y"}));
     assert_eq!(
         e["multiValueQueryStringParameters"],
@@ -116,6 +144,8 @@ async fn rest_api_sends_a_1_0_event_and_maps_the_result() {
     assert_eq!(rc["path"], "/dev/items/42");
     assert_eq!(rc["protocol"], "HTTP/1.1");
     assert_eq!(rc["apiId"], "fn");
+    assert_eq!(rc["accountId"], "000000000000");
+    assert_eq!(rc["deploymentId"].as_str().unwrap().len(), 10);
     assert_eq!(rc["identity"]["sourceIp"], "127.0.0.1");
     assert_eq!(rc["identity"]["userAgent"], "e2e");
     assert_eq!(rc["requestId"], r.request_id());
@@ -134,6 +164,41 @@ async fn rest_api_sends_a_1_0_event_and_maps_the_result() {
     assert_eq!(r.status, 201);
     assert_eq!(r.json()["body"], "/wAB");
     assert_eq!(r.json()["isBase64Encoded"], true);
+
+    // Results as AWS maps them: both header maps merged; a base64 body decoded only for a
+    // client whose first Accept type is binary; no statusCode is 200 (sources in
+    // proxy/src/pipeline/lambda/tests.rs).
+    let r = c
+        .send(Method::POST, &proxy.url("/dev/items/1"), &[], "merge")
+        .await;
+    let all: Vec<_> = r.headers.get_all("combined-header").iter().collect();
+    assert_eq!(all, ["single-value", "multi-value1", "multi-value2"]);
+    let r = c
+        .send(Method::POST, &proxy.url("/dev/items/1"), &[], "b64")
+        .await;
+    assert_eq!(r.text(), "aGk=");
+    let r = c
+        .send(
+            Method::POST,
+            &proxy.url("/dev/items/1"),
+            &[("accept", "image/png")],
+            "b64",
+        )
+        .await;
+    assert_eq!(r.text(), "hi");
+    let r = c
+        .send(Method::POST, &proxy.url("/dev/items/1"), &[], "no-status")
+        .await;
+    assert_eq!((r.status.as_u16(), r.header("x-only")), (200, "headers"));
+    // A path as sent: a trailing slash, an escape (recorded REST events keep both).
+    let r = c
+        .send(Method::POST, &proxy.url("/dev/items/a%2Bb/"), &[], "x")
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["path"], "/items/a%2Bb/");
+    assert_eq!(e["requestContext"]["path"], "/dev/items/a%2Bb/");
+    assert_eq!(e["pathParameters"], json!({"id": "a%2Bb"}));
 
     // Malformed result and function error: 502 {"message": "Internal server error"}.
     for body in ["malformed", "error"] {
@@ -198,8 +263,11 @@ async fn http_api_sends_a_2_0_event() {
     assert_eq!(r.json()["httpMethod"], "POST");
     assert_eq!(r.json()["version"], "1.0");
 
+    // HTTP APIs answer a malformed result 500 {"message":"Internal Server Error"} (LocalStack's
+    // AWS-validated TestHttpApiAwsProxyIntegration; aws-lambda-dotnet V1_HandlesZeroStatusCode).
     let r = c
         .send(Method::POST, &proxy.url("/dev/v1"), &[], "malformed")
         .await;
-    assert_eq!(r.status, 502);
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json(), json!({"message": "Internal Server Error"}));
 }

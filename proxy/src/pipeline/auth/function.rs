@@ -13,7 +13,8 @@
 //!        └─> Outcome ── cache ──> evaluate(method ARN): Deny wins -> 403; Allow -> ok; else 403
 //! ```
 //!
-//! Method ARNs are `arn:aws:execute-api:{REGION}:{ACCOUNT}:{apiId}/{stage}/{METHOD}/{path}`
+//! Method ARNs are `arn:aws:execute-api:{REGION}:{account}:{apiId}/{stage}/{METHOD}/{path}`
+//! (`account`: `--account-id`)
 //! with the request path after the stage's base path; `*` and `?` wildcards in policy
 //! resources match as in IAM.
 
@@ -37,8 +38,7 @@ use tokio::time::Instant;
 
 /// Region in method ARNs.
 pub const REGION: &str = "portico";
-/// Account id in method ARNs.
-pub const ACCOUNT: &str = "000000000000";
+
 /// Longest an authorizer call may take (then 500 AUTHORIZER_FAILURE).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -182,7 +182,7 @@ impl FunctionVerifier {
         let outcome = match cacheable.then(|| self.cache.get(&key)).flatten() {
             Some(o) => o,
             None => {
-                let o = Arc::new(self.call(ctx, headers, &values, &arn, query).await?);
+                let o = Arc::new(self.call(ctx, headers, &values, &arn).await?);
                 if cacheable {
                     self.cache.put(key, self.ttl, o.clone());
                 }
@@ -198,12 +198,11 @@ impl FunctionVerifier {
         headers: &HeaderMap,
         values: &[String],
         arn: &str,
-        query: Vec<(String, String)>,
     ) -> Result<Outcome, GatewayError> {
         let event = if self.token {
             json!({"type": "TOKEN", "authorizationToken": values[0], "methodArn": arn})
         } else {
-            crate::events::authorizer_request(ctx, headers, values, arn, query)
+            crate::events::authorizer_request(ctx, headers, values, arn)
         };
         let req = http::Request::post(self.uri.as_str())
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -254,7 +253,8 @@ pub fn method_arn(ctx: &RequestCtx) -> String {
     let path = ctx.path();
     let rel = path.strip_prefix(base).unwrap_or(path);
     format!(
-        "arn:aws:execute-api:{REGION}:{ACCOUNT}:{}/{}/{}/{}",
+        "arn:aws:execute-api:{REGION}:{}:{}/{}/{}/{}",
+        crate::context::account_id(),
         ctx.api_config().map_or("", |a| a.name.as_str()),
         stage.map_or("", |s| s.name.as_str()),
         ctx.http_method.as_str(),
