@@ -67,14 +67,11 @@ fn event_headers(ctx: &RequestCtx, headers: &HeaderMap, body_len: usize) -> Vec<
     }
     forwarded_for.push(text(ctx, Var::SourceIp));
     out.push((X_FORWARDED_FOR.into(), forwarded_for.join(", ")));
-    out.push((
-        X_FORWARDED_PORT.into(),
-        header_text(&ctx.forwarded_port).into_owned(),
-    ));
+    out.push((X_FORWARDED_PORT.into(), ctx.forwarded_port.to_string()));
     out.push((X_FORWARDED_PROTO.into(), "http".into()));
     out.push((
         X_AMZN_TRACE_ID.as_str().into(),
-        header_text(ctx.trace_id.header_value()).into_owned(),
+        ctx.trace_id.as_str().into(),
     ));
     out
 }

@@ -578,7 +578,7 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
     line(&mut out, &X_FORWARDED_PROTO, fwd.proto.as_bytes());
     line(&mut out, &X_FORWARDED_PORT, fwd.port.as_bytes());
-    line(&mut out, &X_AMZN_TRACE_ID, fwd.trace.as_bytes());
+    line(&mut out, &X_AMZN_TRACE_ID, fwd.trace);
     out.extend_from_slice(b"\r\n");
     out
 }
@@ -602,7 +602,7 @@ pub struct Forwarded<'a> {
     /// `X-Forwarded-Port`.
     pub port: &'a HeaderValue,
     /// `X-Amzn-Trace-Id` (the client's when valid, else the gateway's).
-    pub trace: &'a HeaderValue,
+    pub trace: &'a [u8],
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -1311,7 +1311,7 @@ mod tests {
             client_ip: &v("10.1.2.3"),
             proto: &v("http"),
             port: &v("8080"),
-            trace: &v("Root=1-5759e988-bd862e3fe1be46a994272793"),
+            trace: b"Root=1-5759e988-bd862e3fe1be46a994272793",
         };
         let encode = |h: &HeaderMap| {
             String::from_utf8(encode_head(

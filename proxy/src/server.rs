@@ -21,7 +21,6 @@ use crate::runtime::Runtime;
 use crate::source;
 use crate::{Error, Result};
 use arc_swap::ArcSwap;
-use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -112,9 +111,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let shared = Arc::new(Shared {
         access_log: AccessLog::stdout(metrics.access_log_dropped.clone()),
         // Static: a clone per request is a copy, not a reference count all workers share.
-        forwarded_port: HeaderValue::from_static(Box::leak(
-            listen.port().to_string().into_boxed_str(),
-        )),
+        forwarded_port: listen.port().into(),
+        listen_port: listen.port(),
         limits: limits.clone(),
         key_metrics: metrics.keys.clone(),
         buffers: crate::buffer::BufferBudget::new(args.max_buffered_request_bytes),

@@ -185,64 +185,63 @@ pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs
         })
         .collect();
 
-    let stages =
-        sorted_unique("Stage", &snapshot.stages, |o| &o.metadata, diags)
-            .into_iter()
-            .map(|(obj, o)| {
-                let stage_name = o
-                    .spec
-                    .stage_name
-                    .clone()
-                    .unwrap_or_else(|| obj.name.clone());
-                let access_log = match &o.spec.access_log_settings {
-                    Some(s) if s.enabled == Some(false) => None,
-                    Some(s) => match s.format.as_deref() {
-                        Some("") => {
-                            diags.warn(
-                                &obj,
-                                "spec.accessLogSettings.format",
-                                reasons::INVALID_ACCESS_LOG,
-                                "empty access log format; the default format is used",
-                            );
-                            Some(DEFAULT_ACCESS_LOG_FORMAT.to_string())
-                        }
-                        Some(f) => Some(f.to_string()),
-                        None => Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
-                    },
+    let stages = sorted_unique("Stage", &snapshot.stages, |o| &o.metadata, diags)
+        .into_iter()
+        .map(|(obj, o)| {
+            let stage_name = o
+                .spec
+                .stage_name
+                .clone()
+                .unwrap_or_else(|| obj.name.clone());
+            let access_log = match &o.spec.access_log_settings {
+                Some(s) if s.enabled == Some(false) => None,
+                Some(s) => match s.format.as_deref() {
+                    Some("") => {
+                        diags.warn(
+                            &obj,
+                            "spec.accessLogSettings.format",
+                            reasons::INVALID_ACCESS_LOG,
+                            "empty access log format; the default format is used",
+                        );
+                        Some(DEFAULT_ACCESS_LOG_FORMAT.to_string())
+                    }
+                    Some(f) => Some(f.to_string()),
                     None => Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
-                };
-                let api_ns = o
-                    .spec
-                    .rest_api_ref
-                    .namespace
-                    .clone()
-                    .filter(|ns| !ns.is_empty())
-                    .unwrap_or_else(|| obj.namespace.clone());
-                let api = ObjectRef::new("RestApi", api_ns, &o.spec.rest_api_ref.name);
-                StageInput {
-                    id: stage_id(&obj.namespace, &obj.name),
-                    api_ref_permitted: permitted(
-                        &snapshot.rest_apis,
-                        |a| &a.metadata,
-                        &api,
-                        &obj.namespace,
-                    ),
-                    api,
-                    base_path: o.spec.base_path.clone().unwrap_or_else(|| {
-                        match stage_name.as_str() {
-                            // An HTTP API's `$default` stage is served at the root.
-                            super::stages::DEFAULT_STAGE => "/".to_string(),
-                            name => format!("/{name}"),
-                        }
-                    }),
-                    stage_name,
-                    created: o.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                    access_log: access_log.map(|format| AccessLog { format }),
-                    spec: &o.spec,
-                    obj,
-                }
-            })
-            .collect();
+                },
+                None => Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
+            };
+            let api_ns = o
+                .spec
+                .rest_api_ref
+                .namespace
+                .clone()
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or_else(|| obj.namespace.clone());
+            let api = ObjectRef::new("RestApi", api_ns, &o.spec.rest_api_ref.name);
+            StageInput {
+                id: stage_id(&obj.namespace, &obj.name),
+                api_ref_permitted: permitted(
+                    &snapshot.rest_apis,
+                    |a| &a.metadata,
+                    &api,
+                    &obj.namespace,
+                ),
+                api,
+                base_path: o.spec.base_path.clone().unwrap_or_else(|| {
+                    match stage_name.as_str() {
+                        // An HTTP API's `$default` stage is served at the root.
+                        super::stages::DEFAULT_STAGE => "/".to_string(),
+                        name => format!("/{name}"),
+                    }
+                }),
+                stage_name,
+                created: o.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                access_log: access_log.map(|format| AccessLog { format }),
+                spec: &o.spec,
+                obj,
+            }
+        })
+        .collect();
 
     check_later_references(snapshot, diags);
     let authorizers = sorted_unique("Authorizer", &snapshot.authorizers, |o| &o.metadata, diags);

@@ -78,37 +78,51 @@ impl std::fmt::Debug for RequestId {
 /// requests that don't already have one", AWS X-Ray developer guide, "Amazon API Gateway
 /// active tracing support"). Sent to every integration; `$context.xrayTraceId` is its root.
 #[derive(Clone, Debug)]
-pub struct TraceId(HeaderValue);
+pub enum TraceId {
+    /// The client's header (its `Root=` field valid).
+    Client(HeaderValue),
+    /// The gateway's: `Root=1-<8 hex>-<24 hex>`.
+    Made([u8; TRACE_ROOT_LEN]),
+}
 
 /// `Root=1-` + 8 + `-` + 24.
 const TRACE_ROOT_LEN: usize = 40;
+
+/// A byte's two lower-case hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
 
 impl TraceId {
     /// The client's header when valid, else a new one for a request that arrived at `now`.
     pub fn of(client: Option<&HeaderValue>, now: SystemTime) -> Self {
         if let Some(v) = client.filter(|v| Self::root_of(v.as_bytes()).is_some()) {
-            return TraceId(v.clone());
+            return TraceId::Client(v.clone());
         }
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut buf = [0u8; TRACE_ROOT_LEN];
-        buf[..7].copy_from_slice(b"Root=1-");
         let secs = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()) as u32;
-        for (i, b) in buf[7..15].iter_mut().enumerate() {
-            *b = HEX[((secs >> (28 - 4 * i)) & 0xf) as usize];
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(&secs.to_be_bytes());
+        raw[4..12].copy_from_slice(&next_u64().to_le_bytes());
+        raw[12..].copy_from_slice(&next_u64().to_le_bytes()[..4]);
+        let mut hex = [0u8; 32];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(raw) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
         }
+        let mut buf = [0u8; TRACE_ROOT_LEN];
+        buf[..7].copy_from_slice(b"Root=1-");
+        buf[7..15].copy_from_slice(&hex[..8]);
         buf[15] = b'-';
-        let (a, c) = (next_u64(), next_u64());
-        for (i, b) in buf[16..40].iter_mut().enumerate() {
-            let nibble = if i < 16 {
-                a >> (60 - 4 * i)
-            } else {
-                c >> (60 - 4 * (i - 16))
-            };
-            *b = HEX[(nibble & 0xf) as usize];
-        }
-        TraceId(HeaderValue::from_bytes(&buf).expect("ASCII"))
+        buf[16..].copy_from_slice(&hex[8..]);
+        TraceId::Made(buf)
     }
 
     /// The trace id in `v` (`1-xxxxxxxx-xxxxxxxxxxxxxxxxxxxxxxxx`), when `v` has a valid
@@ -123,13 +137,21 @@ impl TraceId {
     }
 
     /// The header value to send.
-    pub fn header_value(&self) -> &HeaderValue {
-        &self.0
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            TraceId::Client(v) => v.as_bytes(),
+            TraceId::Made(b) => b,
+        }
+    }
+
+    /// The header value to send, as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("checked or made ASCII")
     }
 
     /// `$context.xrayTraceId`: the root trace id.
     pub fn root(&self) -> &str {
-        Self::root_of(self.0.as_bytes()).expect("checked when made")
+        Self::root_of(self.as_bytes()).expect("checked when made")
     }
 }
 
@@ -199,6 +221,8 @@ pub struct Shared {
     pub access_log: crate::access_log::AccessLog,
     /// `X-Forwarded-Port` (the public listener's port).
     pub forwarded_port: HeaderValue,
+    /// The public listener's port, as a number.
+    pub listen_port: u16,
     /// Usage-plan and throttle counters (outside `Runtime`: reloads keep them).
     pub limits: crate::usage_plan::Limits,
     /// Per-key request and throttle counters.
@@ -296,7 +320,7 @@ pub struct RequestCtx {
     /// `X-Amzn-Trace-Id` sent to integrations; `$context.xrayTraceId`.
     pub trace_id: TraceId,
     /// The public listener's port (`X-Forwarded-Port` in events); set by the service.
-    pub forwarded_port: HeaderValue,
+    pub forwarded_port: u16,
 }
 
 impl RequestCtx {
@@ -309,8 +333,14 @@ impl RequestCtx {
             runtime,
             request_id: RequestId::generate(),
             start: Instant::now(),
-            trace_id: TraceId::of(headers.get(X_AMZN_TRACE_ID), request_time),
-            forwarded_port: HeaderValue::from_static("80"),
+            // A scan, not a hash lookup: a request has few headers, and this one is rare.
+            trace_id: TraceId::of(
+                headers
+                    .iter()
+                    .find_map(|(n, v)| (*n == X_AMZN_TRACE_ID).then_some(v)),
+                request_time,
+            ),
+            forwarded_port: 80,
             request_time,
             http_method: req.method().clone(),
             uri: req.uri().clone(),
@@ -461,7 +491,7 @@ mod tests {
     fn trace_ids_keep_a_valid_client_root_and_make_one_otherwise() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(0x5759_e988);
         let made = TraceId::of(None, t);
-        let v = made.header_value().to_str().unwrap();
+        let v = made.as_str();
         assert_eq!(v.len(), 40);
         assert!(v.starts_with("Root=1-5759e988-"), "{v}");
         assert_eq!(made.root(), &v[5..]);
@@ -470,7 +500,7 @@ mod tests {
             "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
         );
         let kept = TraceId::of(Some(&client), t);
-        assert_eq!(kept.header_value(), &client);
+        assert_eq!(kept.as_bytes(), client.as_bytes());
         assert_eq!(kept.root(), "1-5759e988-bd862e3fe1be46a994272793");
         for bad in [
             "Root=1-xyz",
@@ -480,7 +510,7 @@ mod tests {
         ] {
             let v = HeaderValue::from_str(bad).unwrap();
             let t2 = TraceId::of(Some(&v), t);
-            assert_ne!(t2.header_value(), &v, "{bad:?} replaced");
+            assert_ne!(t2.as_bytes(), v.as_bytes(), "{bad:?} replaced");
             assert!(t2.root().starts_with("1-5759e988-"));
         }
     }

@@ -546,7 +546,7 @@ pub async fn forward(
         client_ip: &conn.source_ip_header,
         proto: &FORWARDED_PROTO,
         port: &shared.forwarded_port,
-        trace: ctx.trace_id.header_value(),
+        trace: ctx.trace_id.as_bytes(),
     };
 
     let started = Instant::now();

@@ -73,7 +73,7 @@ impl Gateway {
     /// Answers one request. Never fails: errors become gateway responses.
     pub async fn call(&self, req: Request<ClientBody>) -> Response<ProxyBody> {
         let mut ctx = RequestCtx::new(self.state.load_full(), self.conn.remote.ip(), &req);
-        ctx.forwarded_port = self.shared.forwarded_port.clone();
+        ctx.forwarded_port = self.shared.listen_port;
         handle(&self.shared, &self.conn, ctx, req).await
     }
 }

@@ -117,6 +117,7 @@ fn mk_shared(metrics: &Metrics, log: &Arc<Mutex<Vec<u8>>>, port: u16) -> Arc<Sha
     Arc::new(Shared {
         access_log: AccessLog::start(SharedBuf(log.clone()), metrics.access_log_dropped.clone()),
         forwarded_port: port.into(),
+        listen_port: port,
         limits: Default::default(),
         key_metrics: metrics.keys.clone(),
         buffers: crate::buffer::BufferBudget::new(1 << 30),
