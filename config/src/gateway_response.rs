@@ -151,10 +151,14 @@ pub fn resolve(
         headers.extend(o.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     ResolvedGatewayResponse {
-        // The class default may change the body and headers, but a specific type keeps its own
-        // status unless overridden specifically (AWS applies DEFAULT_* status only to types
-        // without their own status; every type here has one).
-        status: specific.and_then(|o| o.status_code).unwrap_or(status),
+        // "Changing the status code of this fallback gateway response changes the status codes
+        // of all other 4XX responses to the new value" (AWS developer guide, "Gateway response
+        // types", DEFAULT_4XX; likewise DEFAULT_5XX): a type's own override first, then its
+        // class default's, then its built-in status.
+        status: specific
+            .and_then(|o| o.status_code)
+            .or_else(|| general.and_then(|o| o.status_code))
+            .unwrap_or(status),
         headers,
         body_template: specific
             .and_then(|o| o.body_template.clone())
@@ -223,5 +227,18 @@ mod tests {
         assert_eq!(timeout.status, 504);
         assert_eq!(timeout.body_template, DEFAULT_BODY_TEMPLATE);
         assert!(timeout.headers.is_empty());
+
+        // A class default's status reaches every type of the class without a status of its
+        // own (AWS developer guide, "Gateway response types": DEFAULT_4XX "changes the status
+        // codes of all other 4XX responses to the new value").
+        overrides.get_mut(&Default4xx).unwrap().status_code = Some(418);
+        assert_eq!(resolve(Unauthorized, &overrides).status, 418);
+        assert_eq!(resolve(Default4xx, &overrides).status, 418);
+        assert_eq!(resolve(Throttled, &overrides).status, 503, "its own wins");
+        assert_eq!(
+            resolve(IntegrationTimeout, &overrides).status,
+            504,
+            "other class"
+        );
     }
 }

@@ -170,7 +170,7 @@ impl Runtime {
             .iter()
             .map(|api| CompiledApi {
                 routes: RouteTable::build(api),
-                responses: GatewayResponses::build(&api.gateway_responses),
+                responses: GatewayResponses::build(&api.gateway_responses, api.protocol),
                 no_route: match api.protocol {
                     Protocol::Rest => GatewayResponseType::MissingAuthenticationToken,
                     Protocol::Http | Protocol::WebSocket => GatewayResponseType::ResourceNotFound,
@@ -310,7 +310,7 @@ impl Runtime {
                 &pools.authorizer_results,
             ),
             stage_table: StageTable::new(&config.stages),
-            default_responses: GatewayResponses::build(&BTreeMap::new()),
+            default_responses: GatewayResponses::build(&BTreeMap::new(), Protocol::Rest),
             unmatched: metrics.route("", "", "", ""),
             no_stage: if all_http {
                 GatewayResponseType::ResourceNotFound

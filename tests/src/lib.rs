@@ -659,7 +659,11 @@ impl Response {
 
     /// The `x-amzn-RequestId` header; panics when absent or empty.
     pub fn request_id(&self) -> String {
-        let id = self.header("x-amzn-requestid");
+        // REST APIs: x-amzn-RequestId; HTTP APIs: apigw-requestid.
+        let id = match self.header("x-amzn-requestid") {
+            "" => self.header("apigw-requestid"),
+            id => id,
+        };
         assert!(
             !id.is_empty(),
             "response {} has no x-amzn-RequestId header: {:?}",

@@ -88,6 +88,11 @@ pub enum GatewayError {
     /// result (AWS: 502 `{"message": "Internal server error"}`).
     #[error("bad gateway: {0}")]
     BadGateway(String),
+    /// A REST API's function failed (`X-Amz-Function-Error`) or its invoke endpoint refused:
+    /// INTEGRATION_FAILURE answered 502 (AWS logs `INTEGRATION_FAILURE` with status 502 for
+    /// a Lambda customer function error: DataBiosphere/azul#6624, #3886).
+    #[error("function failed: {0}")]
+    FunctionFailure(String),
     /// An HTTP API's function failed or returned a malformed result (AWS: 500
     /// `{"message":"Internal Server Error"}`; LocalStack's AWS-validated HTTP API tests).
     #[error("function error: {0}")]
@@ -149,6 +154,7 @@ impl GatewayError {
             E::WafFiltered => T::WafFiltered,
             E::RequestHeaderFieldsTooLarge => T::RequestHeaderFieldsTooLarge,
             E::BadGateway(_) | E::Overloaded(_) | E::HttpApiFunctionError(_) => T::Default5xx,
+            E::FunctionFailure(_) => T::IntegrationFailure,
             E::BadRequest(_) | E::RequestTimeout(_) | E::UriTooLong => T::Default4xx,
         }
     }
@@ -180,6 +186,7 @@ impl GatewayError {
             GatewayError::RequestTimeout(_) => Some(http::StatusCode::REQUEST_TIMEOUT),
             GatewayError::Overloaded(_) => Some(http::StatusCode::SERVICE_UNAVAILABLE),
             GatewayError::HttpApiFunctionError(_) => Some(http::StatusCode::INTERNAL_SERVER_ERROR),
+            GatewayError::FunctionFailure(_) => Some(http::StatusCode::BAD_GATEWAY),
             _ => None,
         }
     }
@@ -267,6 +274,16 @@ mod tests {
             assert_eq!(e.status_override().map(|s| s.as_u16()), Some(status));
             assert!(e.message().is_some());
         }
+        // A REST function's failure is INTEGRATION_FAILURE answered 502.
+        let failed = GatewayError::FunctionFailure(String::new());
+        assert_eq!(
+            failed.response_type(),
+            GatewayResponseType::IntegrationFailure
+        );
+        assert_eq!(
+            failed.status_override(),
+            Some(http::StatusCode::BAD_GATEWAY)
+        );
         // So does a policy's denial (ACCESS_DENIED), which differs by message.
         for explicit in [true, false] {
             let denied = GatewayError::PolicyDenied { explicit };

@@ -105,14 +105,14 @@ pub async fn call(
     };
     ctx.integration_status = Some(head.status.as_u16());
     if let Some(kind) = head.headers.get(X_AMZ_FUNCTION_ERROR) {
-        return Err(rules.error(format!(
+        return Err(rules.failure(format!(
             "function error {:?}: {}",
             kind,
             String::from_utf8_lossy(&result[..result.len().min(512)])
         )));
     }
     if !head.status.is_success() {
-        return Err(rules.error(format!("invoke endpoint answered {}", head.status)));
+        return Err(rules.failure(format!("invoke endpoint answered {}", head.status)));
     }
     map_result(rules, &result).map_err(|why| rules.error(why))
 }
@@ -144,6 +144,16 @@ pub struct ResultRules {
 }
 
 impl ResultRules {
+    /// The error a failed function (or a refusing invoke endpoint) answers: REST
+    /// INTEGRATION_FAILURE 502, HTTP APIs 500 `Internal Server Error`.
+    pub fn failure(&self, why: String) -> GatewayError {
+        if self.rest {
+            GatewayError::FunctionFailure(why)
+        } else {
+            GatewayError::HttpApiFunctionError(why)
+        }
+    }
+
     /// The error a malformed result or a failed function answers: REST 502 `Internal server
     /// error`, HTTP APIs 500 `Internal Server Error`.
     pub fn error(&self, why: String) -> GatewayError {

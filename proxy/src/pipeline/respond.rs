@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 
 /// `x-amzn-RequestId`, on every response.
 pub const X_AMZN_REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+/// The request id header of HTTP APIs.
+pub const APIGW_REQUEST_ID: HeaderName = HeaderName::from_static("apigw-requestid");
 /// `x-amzn-ErrorType`, on gateway responses.
 pub const X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
 
@@ -37,7 +39,10 @@ pub struct GatewayResponses(Vec<ResolvedResponse>);
 
 impl GatewayResponses {
     /// Resolves every type under `overrides` (invalid override headers are logged and skipped).
-    pub fn build(overrides: &BTreeMap<GatewayResponseType, GatewayResponseOverride>) -> Self {
+    pub fn build(
+        overrides: &BTreeMap<GatewayResponseType, GatewayResponseOverride>,
+        protocol: portico_config::Protocol,
+    ) -> Self {
         let all = GatewayResponseType::ALL
             .iter()
             .map(|&ty| {
@@ -47,7 +52,11 @@ impl GatewayResponses {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 );
-                headers.insert(X_AMZN_ERROR_TYPE, HeaderValue::from_static(error_type(ty)));
+                // REST APIs name the error type; AWS's HTTP APIs send no `x-amzn-ErrorType`
+                // (recorded HTTP API error responses: aws-lambda-dotnet's snapshots).
+                if protocol != portico_config::Protocol::Http {
+                    headers.insert(X_AMZN_ERROR_TYPE, HeaderValue::from_static(error_type(ty)));
+                }
                 for (k, v) in &r.headers {
                     match (
                         HeaderName::from_bytes(k.as_bytes()),
@@ -158,8 +167,14 @@ pub fn finish(
     mut ctx: RequestCtx,
     mut resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
+    // HTTP APIs name the request id `apigw-requestid` (recorded AWS HTTP API responses:
+    // aws-lambda-dotnet's test tool snapshots); REST APIs `x-amzn-RequestId`.
+    let id_header = match ctx.api_config() {
+        Some(a) if a.protocol == portico_config::Protocol::Http => APIGW_REQUEST_ID,
+        _ => X_AMZN_REQUEST_ID,
+    };
     resp.headers_mut()
-        .insert(X_AMZN_REQUEST_ID, ctx.request_id.header_value());
+        .insert(id_header, ctx.request_id.header_value());
     ctx.status = resp.status().as_u16();
     // The body's exact size is known for buffered bodies and for backend bodies with a
     // Content-Length (hyper checks it), and is cheaper than parsing the header again.

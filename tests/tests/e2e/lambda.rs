@@ -207,6 +207,18 @@ async fn rest_api_sends_a_1_0_event_and_maps_the_result() {
             .await;
         assert_eq!(r.status, 502, "{body}: {}", r.text());
         assert_eq!(r.json(), json!({"message": "Internal server error"}));
+        // A function error is INTEGRATION_FAILURE (answered 502, as AWS logs a Lambda
+        // customer function error: DataBiosphere/azul#6624); a malformed result DEFAULT_5XX.
+        let line = proxy
+            .access_log_line(&r.request_id(), std::time::Duration::from_secs(10))
+            .await;
+        let want = if body == "error" {
+            "INTEGRATION_FAILURE"
+        } else {
+            "DEFAULT_5XX"
+        };
+        assert_eq!(line["errorType"], want, "{line}");
+        assert_eq!(r.header("x-amzn-errortype"), "InternalServerErrorException");
     }
 }
 
@@ -270,4 +282,10 @@ async fn http_api_sends_a_2_0_event() {
         .await;
     assert_eq!(r.status, 500);
     assert_eq!(r.json(), json!({"message": "Internal Server Error"}));
+    // HTTP APIs name the request id apigw-requestid and send no x-amzn-ErrorType (recorded
+    // HTTP API error responses: aws-lambda-dotnet test tool snapshots, headers Date,
+    // Connection, Apigw-Requestid, Content-Type, Content-Length).
+    assert!(!r.header("apigw-requestid").is_empty());
+    assert_eq!(r.header("x-amzn-requestid"), "");
+    assert_eq!(r.header("x-amzn-errortype"), "");
 }
