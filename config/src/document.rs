@@ -224,6 +224,9 @@ pub struct FunctionAuthorizer {
     /// The function answers `{"isAuthorized": bool, "context": {}}` instead of a policy.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub simple_responses: bool,
+    /// REQUEST authorizers of HTTP APIs: the event format (unset: `2.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_format_version: Option<PayloadFormatVersion>,
 }
 
 /// JWT authorizer settings.

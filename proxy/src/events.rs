@@ -21,7 +21,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header;
-use portico_config::{Protocol, RouteMatch, Segment};
+use portico_config::{PayloadFormatVersion, Protocol, RouteMatch, Segment};
 use serde_json::{Map, Value, json};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -456,24 +456,40 @@ pub fn proxy_v2(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
     event
 }
 
-/// The REQUEST authorizer event. REST APIs: as AWS documents it ("Input to a Lambda
-/// authorizer", REQUEST type): `type`, `methodArn`, `resource`, `path`, `httpMethod`,
-/// `headers`, `multiValueHeaders`, `queryStringParameters`, `multiValueQueryStringParameters`,
-/// `pathParameters`, `stageVariables` and the proxy event's `requestContext`. HTTP APIs also
-/// get `routeArn` and `identitySource` (the identity source values), as their format 2.0
-/// carries them.
+/// The REQUEST authorizer event ("Input to a Lambda authorizer"; for HTTP APIs "Working with
+/// AWS Lambda authorizers for HTTP APIs"):
+///
+/// - REST APIs: `type`, `methodArn`, `resource`, `path`, `httpMethod`, `headers`,
+///   `multiValueHeaders`, `queryStringParameters`, `multiValueQueryStringParameters`,
+///   `pathParameters`, `stageVariables` and the proxy event's `requestContext`.
+/// - HTTP APIs, format 2.0 (the default): the 2.0 proxy event's fields without the body,
+///   plus `type`, `routeArn` and `identitySource` (a list).
+/// - HTTP APIs, format 1.0: the REST fields (header names in lower case) plus `version`,
+///   and `identitySource` and `authorizationToken`: the identity source values joined with
+///   `,`.
 pub fn authorizer_request(
     ctx: &RequestCtx,
     headers: &HeaderMap,
     values: &[String],
     arn: &str,
+    version: Option<PayloadFormatVersion>,
 ) -> Value {
+    let rest = is_rest(ctx);
+    if !rest && version != Some(PayloadFormatVersion::V1) {
+        let mut event = proxy_v2(ctx, headers, &Bytes::new());
+        let o = event.as_object_mut().expect("built as an object");
+        o.remove("isBase64Encoded");
+        // A 2.0 event never has `body`; nor `content-length` of a body it does not carry.
+        o.insert("type".into(), json!("REQUEST"));
+        o.insert("routeArn".into(), json!(arn));
+        o.insert("identitySource".into(), json!(values));
+        return event;
+    }
     let pairs = event_headers(ctx, headers, 0);
-    // HTTP APIs give authorizers lower-case names ("Working with AWS Lambda authorizers for
-    // HTTP APIs": format 2.0, and the developer guide's header note for HTTP APIs).
-    let (single, multi) = v1_headers(&pairs, is_rest(ctx));
+    // HTTP APIs give authorizers lower-case names.
+    let (single, multi) = v1_headers(&pairs, rest);
     let (query, multi_query) = v1_query(ctx);
-    let (path, params) = if is_rest(ctx) {
+    let (path, params) = if rest {
         rest_path_and_params(ctx)
     } else {
         (
@@ -496,10 +512,12 @@ pub fn authorizer_request(
         "stageVariables": stage_variables(ctx),
         "requestContext": request_context_v1(ctx, headers),
     });
-    if !is_rest(ctx) {
+    if !rest {
         let o = event.as_object_mut().expect("built as an object");
-        o.insert("routeArn".into(), json!(arn));
-        o.insert("identitySource".into(), json!(values));
+        let joined = values.join(",");
+        o.insert("version".into(), json!("1.0"));
+        o.insert("identitySource".into(), json!(joined));
+        o.insert("authorizationToken".into(), json!(joined));
     }
     event
 }

@@ -54,9 +54,15 @@ pub struct AuthorizerSpec {
     /// Seconds an answer is cached per identity, 0..3600 (default 300; 0 disables caching).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_ttl_in_seconds: Option<i64>,
-    /// Whether the function answers the simple `{"isAuthorized": bool}` format.
+    /// Whether the function answers the simple `{"isAuthorized": bool}` format (HTTP APIs,
+    /// payload format `2.0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_simple_responses: Option<bool>,
+    /// `REQUEST` authorizers of HTTP APIs: the event format, `"1.0"` or `"2.0"` (default
+    /// `"2.0"`), as AWS's `authorizerPayloadFormatVersion`. REST APIs always get the REST
+    /// event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorizer_payload_format_version: Option<String>,
 }
 
 /// Kind of authorizer.

@@ -24,7 +24,8 @@ use crate::reasons;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portico_config::{
-    Authorizer, FunctionAuthorizer, Jwk, JwtAuthorizer, ObjectRef, RouteAuthorization,
+    Authorizer, FunctionAuthorizer, Jwk, JwtAuthorizer, ObjectRef, PayloadFormatVersion,
+    RouteAuthorization,
 };
 use std::collections::BTreeMap;
 
@@ -119,6 +120,10 @@ fn compile_one(
         (
             "spec.enableSimpleResponses",
             spec.enable_simple_responses.is_some(),
+        ),
+        (
+            "spec.authorizerPayloadFormatVersion",
+            spec.authorizer_payload_format_version.is_some(),
         ),
     ] {
         if set {
@@ -269,11 +274,41 @@ fn compile_function(
             "spec.jwt applies to JWT authorizers only; ignored",
         );
     }
+    let payload_format_version = match spec.authorizer_payload_format_version.as_deref() {
+        None => None,
+        Some("1.0") if spec.enable_simple_responses == Some(true) => {
+            invalid(
+                "spec.enableSimpleResponses",
+                "simple responses need authorizerPayloadFormatVersion \"2.0\" (as on AWS)".into(),
+                diags,
+            );
+            None
+        }
+        Some("1.0") => Some(PayloadFormatVersion::V1),
+        Some("2.0") => Some(PayloadFormatVersion::V2),
+        Some(v) => {
+            invalid(
+                "spec.authorizerPayloadFormatVersion",
+                format!("authorizerPayloadFormatVersion {v:?} is not \"1.0\" or \"2.0\""),
+                diags,
+            );
+            None
+        }
+    };
+    if token && payload_format_version.is_some() {
+        diags.warn(
+            obj,
+            "spec.authorizerPayloadFormatVersion",
+            reasons::INVALID_AUTHORIZER,
+            "TOKEN authorizers have one event format; authorizerPayloadFormatVersion is ignored",
+        );
+    }
     errors.extend(fail_nys);
     if !errors.is_empty() {
         return Err(errors.join("; "));
     }
     let f = FunctionAuthorizer {
+        payload_format_version: if token { None } else { payload_format_version },
         source: obj.clone(),
         function_uri,
         identity_sources: sources,

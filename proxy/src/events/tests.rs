@@ -357,7 +357,7 @@ fn a_2_0_event_has_the_recorded_shape_and_values() {
 #[test]
 fn a_rest_request_authorizer_event_has_the_documented_shape() {
     let (ctx, headers) = mk_ctx(Protocol::Rest, "GET", "/request", "/dev/request?q=1");
-    let e = authorizer_request(&ctx, &headers, &["v".into()], "arn:x");
+    let e = authorizer_request(&ctx, &headers, &["v".into()], "arn:x", None);
     assert_eq!(
         keys(&e),
         BTreeSet::from([
@@ -380,10 +380,63 @@ fn a_rest_request_authorizer_event_has_the_documented_shape() {
     assert_eq!(e["queryStringParameters"], json!({"q": "1"}));
     assert_eq!(e["headers"]["Host"], "api.example.com");
     assert_eq!(e["requestContext"]["accountId"], "000000000000");
-    let (ctx, headers) = mk_ctx(Protocol::Http, "GET", "/request", "/dev/request");
-    let e = authorizer_request(&ctx, &headers, &["v".into()], "arn:x");
-    assert_eq!(e["routeArn"], "arn:x");
-    assert_eq!(e["identitySource"], json!(["v"]));
+}
+
+/// HTTP API authorizer events, as the developer guide ("Working with AWS Lambda authorizers
+/// for HTTP APIs") and aws-lambda-go's `apigw-v2-custom-authorizer-v2-request.json` /
+/// `-v1-request.json` show them: 2.0 is the 2.0 proxy event without a body, with `type`,
+/// `routeArn` and `identitySource` as a list; 1.0 the REST shape with `version`, and
+/// `identitySource` and `authorizationToken` joined with commas.
+#[test]
+fn http_api_request_authorizer_events_have_both_documented_formats() {
+    let (ctx, headers) = mk_ctx(Protocol::Http, "GET", "/request", "/dev/request?q=1");
+    let values = ["user1".to_string(), "123".to_string()];
+    for v2 in [
+        authorizer_request(&ctx, &headers, &values, "arn:x", None),
+        authorizer_request(
+            &ctx,
+            &headers,
+            &values,
+            "arn:x",
+            Some(PayloadFormatVersion::V2),
+        ),
+    ] {
+        assert_eq!(
+            keys(&v2),
+            BTreeSet::from([
+                "version",
+                "type",
+                "routeArn",
+                "identitySource",
+                "routeKey",
+                "rawPath",
+                "rawQueryString",
+                "cookies",
+                "headers",
+                "queryStringParameters",
+                "requestContext",
+                "stageVariables",
+            ])
+        );
+        assert_eq!(v2["version"], "2.0");
+        assert_eq!(v2["type"], "REQUEST");
+        assert_eq!(v2["identitySource"], json!(["user1", "123"]));
+        assert_eq!(v2["headers"]["host"], "api.example.com");
+    }
+    let v1 = authorizer_request(
+        &ctx,
+        &headers,
+        &values,
+        "arn:x",
+        Some(PayloadFormatVersion::V1),
+    );
+    assert_eq!(v1["version"], "1.0");
+    assert_eq!(v1["identitySource"], "user1,123");
+    assert_eq!(v1["authorizationToken"], "user1,123");
+    assert_eq!(v1["methodArn"], "arn:x");
+    assert!(v1.get("routeArn").is_none());
+    assert_eq!(v1["headers"]["host"], "api.example.com");
+    assert_eq!(v1["queryStringParameters"], json!({"q": "1"}));
 }
 
 #[test]

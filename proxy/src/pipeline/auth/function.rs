@@ -114,6 +114,8 @@ pub struct FunctionVerifier {
     regex: Option<regex::Regex>,
     ttl: Duration,
     simple: bool,
+    /// REQUEST on HTTP APIs: the event format.
+    version: Option<portico_config::PayloadFormatVersion>,
     cache: Arc<ResultCache>,
 }
 
@@ -139,6 +141,7 @@ impl FunctionVerifier {
             }),
             ttl: Duration::from_secs(u64::from(f.result_ttl_seconds)),
             simple: f.simple_responses,
+            version: f.payload_format_version,
             cache,
         }
     }
@@ -202,7 +205,7 @@ impl FunctionVerifier {
         let event = if self.token {
             json!({"type": "TOKEN", "authorizationToken": values[0], "methodArn": arn})
         } else {
-            crate::events::authorizer_request(ctx, headers, values, arn)
+            crate::events::authorizer_request(ctx, headers, values, arn, self.version)
         };
         let req = http::Request::post(self.uri.as_str())
             .header(http::header::CONTENT_TYPE, "application/json")
