@@ -46,6 +46,51 @@ pub struct ClientIo {
     held: Option<(Vec<u8>, usize)>,
     read_since_write: bool,
     slot: Slot,
+    /// When the config has functions that get the request's headers (Lambda events), the
+    /// raw head of the request that follows each response, for the client's spelling of
+    /// header names (hyper keeps only lower-case names).
+    capture: Option<HeadCapture>,
+}
+
+/// The raw request head last read after a response (or at the connection's start): what
+/// [`ClientIo`] publishes for the connection's requests to take.
+pub type RawHead = Arc<Mutex<Option<bytes::Bytes>>>;
+
+/// The head under way and where it goes once complete.
+#[derive(Debug)]
+struct HeadCapture {
+    buf: Vec<u8>,
+    /// Still looking for the head's end.
+    open: bool,
+    out: RawHead,
+}
+
+/// The longest head captured (larger ones are not: the names fall back to Title-Case).
+const MAX_CAPTURED_HEAD: usize = 64 * 1024;
+
+impl HeadCapture {
+    /// Starts a head (the first read after a response).
+    fn start(&mut self) {
+        self.buf.clear();
+        self.open = true;
+    }
+
+    /// Adds bytes read; publishes the head once its end (`CRLF CRLF`) is seen.
+    fn feed(&mut self, bytes: &[u8]) {
+        if !self.open {
+            return;
+        }
+        let from = self.buf.len().saturating_sub(3);
+        self.buf.extend_from_slice(bytes);
+        if let Some(end) = self.buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            let end = from + end + 4;
+            *self.out.lock().expect("head lock") =
+                Some(bytes::Bytes::copy_from_slice(&self.buf[..end]));
+            self.open = false;
+        } else if self.buf.len() > MAX_CAPTURED_HEAD {
+            self.open = false;
+        }
+    }
 }
 
 impl ClientIo {
@@ -56,7 +101,18 @@ impl ClientIo {
             held: None,
             read_since_write: false,
             slot,
+            capture: None,
         }
+    }
+
+    /// Also captures each request's raw head into `out` (see [`RawHead`]).
+    pub fn capturing_heads(mut self, out: RawHead) -> Self {
+        self.capture = Some(HeadCapture {
+            buf: Vec::new(),
+            open: false,
+            out,
+        });
+        self
     }
 
     fn stream(&mut self) -> Pin<&mut TcpStream> {
@@ -146,6 +202,12 @@ impl AsyncRead for ClientIo {
         let before = buf.filled().len();
         ready!(this.stream().poll_read(cx, buf))?;
         if buf.filled().len() > before {
+            if let Some(c) = &mut this.capture {
+                if !this.read_since_write {
+                    c.start();
+                }
+                c.feed(&buf.filled()[before..]);
+            }
             this.read_since_write = true;
         }
         Poll::Ready(Ok(()))
@@ -209,6 +271,28 @@ impl AsyncWrite for ClientIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_is_captured_across_reads_and_published_once_complete() {
+        let out = RawHead::default();
+        let mut c = HeadCapture {
+            buf: Vec::new(),
+            open: false,
+            out: out.clone(),
+        };
+        c.start();
+        c.feed(b"GET / HTTP/1.1\r\nX-Mixed-Case: 1\r");
+        assert!(out.lock().unwrap().is_none());
+        c.feed(b"\n\r\nbody bytes\r\n\r\n");
+        assert_eq!(
+            out.lock().unwrap().as_deref(),
+            Some(&b"GET / HTTP/1.1\r\nX-Mixed-Case: 1\r\n\r\n"[..])
+        );
+        // The body that followed is not a head.
+        *out.lock().unwrap() = None;
+        c.feed(b"POST /x HTTP/1.1\r\n\r\n");
+        assert!(out.lock().unwrap().is_none());
+    }
 
     #[test]
     fn hypers_own_answers_are_told_from_the_gateways() {

@@ -76,16 +76,53 @@ fn event_headers(ctx: &RequestCtx, headers: &HeaderMap, body_len: usize) -> Vec<
     out
 }
 
-/// `headers` (the last value of each name) and `multiValueHeaders` (all), names Title-Case
-/// (or as they are: lower case).
-fn v1_headers(pairs: &[(String, String)], title: bool) -> (Value, Value) {
+/// The client's spelling of each header name (lower case -> as sent), from the request's raw
+/// head when the connection captured it and it is this request's (same method and target).
+fn spellings(ctx: &RequestCtx) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let Some(raw) = ctx
+        .raw_head
+        .as_deref()
+        .and_then(|r| std::str::from_utf8(r).ok())
+    else {
+        return out;
+    };
+    let mut lines = raw.split("\r\n");
+    let mut request_line = lines.next().unwrap_or("").split(' ');
+    let target = ctx
+        .uri
+        .path_and_query()
+        .map_or_else(|| ctx.uri.to_string(), |p| p.as_str().to_string());
+    if request_line.next() != Some(ctx.http_method.as_str())
+        || request_line.next() != Some(target.as_str())
+    {
+        return out;
+    }
+    for line in lines {
+        if let Some((name, _)) = line.split_once(':') {
+            out.entry(name.to_ascii_lowercase())
+                .or_insert_with(|| name.to_string());
+        }
+    }
+    out
+}
+
+/// `headers` (the last value of each name) and `multiValueHeaders` (all); names as the
+/// client spelled them when known (AWS keeps the client's spelling: `tEsT-HEADeR`), else
+/// Title-Case; or, `title` false, as they are (lower case).
+fn v1_headers(ctx: &RequestCtx, pairs: &[(String, String)], title: bool) -> (Value, Value) {
     let mut single = Map::new();
     let mut multi: Map<String, Value> = Map::new();
+    let spelled = if title {
+        spellings(ctx)
+    } else {
+        Default::default()
+    };
     for (name, value) in pairs {
-        let name = if title {
-            title_case(name)
-        } else {
-            name.clone()
+        let name = match spelled.get(name) {
+            Some(s) => s.clone(),
+            None if title => title_case(name),
+            None => name.clone(),
         };
         single.insert(name.clone(), Value::String(value.clone()));
         multi
@@ -314,7 +351,7 @@ fn request_context_v1(ctx: &RequestCtx, headers: &HeaderMap) -> Value {
 /// The payload format 1.0 event (REST APIs, and HTTP APIs that ask for it).
 pub fn proxy_v1(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
     let pairs = event_headers(ctx, headers, body.len());
-    let (single, multi) = v1_headers(&pairs, true);
+    let (single, multi) = v1_headers(ctx, &pairs, true);
     let (query, multi_query) = v1_query(ctx);
     let rest = is_rest(ctx);
     // REST: the path and parameters as sent; HTTP APIs (recorded on AWS): `path` as sent,
@@ -487,7 +524,7 @@ pub fn authorizer_request(
     }
     let pairs = event_headers(ctx, headers, 0);
     // HTTP APIs give authorizers lower-case names.
-    let (single, multi) = v1_headers(&pairs, rest);
+    let (single, multi) = v1_headers(ctx, &pairs, rest);
     let (query, multi_query) = v1_query(ctx);
     let (path, params) = if rest {
         rest_path_and_params(ctx)

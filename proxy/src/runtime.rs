@@ -63,6 +63,10 @@ pub struct Runtime {
     pub key_plans: Vec<Vec<(usize, Arc<str>)>>,
     /// Per stage (index into `config.stages`): the counter id of its stage-wide bucket.
     pub stage_bucket_ids: Vec<Arc<str>>,
+    /// Whether some function gets request headers in a REST-style event (a 1.0 Lambda proxy
+    /// event, a REQUEST authorizer), whose names keep the client's spelling: connections
+    /// then capture their raw request heads.
+    pub header_spelling: bool,
 }
 
 /// One API's derived tables.
@@ -296,7 +300,17 @@ impl Runtime {
             .iter()
             .map(|s| Arc::from(s.id.as_str()))
             .collect();
+        let header_spelling = config.apis.iter().any(|a| {
+            a.routes.iter().any(|r| {
+                matches!(&r.integration, portico_config::Integration::AwsProxy(l)
+                    if l.payload_format_version == portico_config::PayloadFormatVersion::V1)
+            }) || a
+                .authorizers
+                .values()
+                .any(|z| matches!(z, portico_config::Authorizer::Request(_)))
+        });
         Runtime {
+            header_spelling,
             compression: config
                 .apis
                 .iter()

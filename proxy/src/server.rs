@@ -206,10 +206,16 @@ pub fn spawn_connection(
     drain: &Drain,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut conn = ConnInfo::new(remote);
+    // Raw heads only where a function gets the client's header spellings.
+    if state.load().header_spelling {
+        conn.raw_head = Some(client_io::RawHead::default());
+    }
+    let raw_head = conn.raw_head.clone();
     let gateway = Arc::new(Gateway {
         shared: shared.clone(),
         state: state.clone(),
-        conn: ConnInfo::new(remote),
+        conn,
     });
     let task_gw = gateway.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
@@ -220,7 +226,11 @@ pub fn spawn_connection(
         }
     });
     let slot = client_io::Slot::default();
-    let io = TokioIo::new(client_io::ClientIo::new(stream, slot.clone()));
+    let mut client = client_io::ClientIo::new(stream, slot.clone());
+    if let Some(raw) = raw_head {
+        client = client.capturing_heads(raw);
+    }
+    let io = TokioIo::new(client);
     // With upgrades: a response that switches protocols (101) hands the connection to
     // whoever awaits `hyper::upgrade::on` for its request; nothing here answers 101 yet.
     let conn = http.serve_connection(io, svc).with_upgrades();

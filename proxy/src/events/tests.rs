@@ -439,6 +439,38 @@ fn http_api_request_authorizer_events_have_both_documented_formats() {
     assert_eq!(v1["queryStringParameters"], json!({"q": "1"}));
 }
 
+/// AWS keeps the client's spelling of header names in REST events (recorded:
+/// `"tEsT-HEADeR": "aValUE"`, LocalStack test_apigateway_lambda.snapshot.json). The proxy
+/// reads it from the request's raw head when the connection captured it, and only when that
+/// head is this request's (same method and target); else Title-Case.
+#[test]
+fn rest_events_keep_the_clients_spelling_of_header_names() {
+    let (mut ctx, headers) = mk_ctx_with(
+        Protocol::Rest,
+        "GET",
+        "/f",
+        "/dev/f?a=1",
+        &[("test-header", "aValUE")],
+    );
+    ctx.raw_head = Some(Bytes::from_static(
+        b"GET /dev/f?a=1 HTTP/1.1\r\nHOST: api.example.com\r\ntEsT-HEADeR: aValUE\r\nx-multi: a\r\n\r\n",
+    ));
+    let e = proxy_v1(&ctx, &headers, &Bytes::new());
+    assert_eq!(e["headers"]["tEsT-HEADeR"], "aValUE");
+    assert_eq!(e["headers"]["HOST"], "api.example.com");
+    assert_eq!(e["multiValueHeaders"]["x-multi"], json!(["a", "b"]));
+    assert_eq!(
+        e["headers"]["User-Agent"], "agent",
+        "not in the raw head: Title-Case"
+    );
+    // Another request's head is not used.
+    ctx.raw_head = Some(Bytes::from_static(
+        b"GET /dev/other HTTP/1.1\r\ntEsT-HEADeR: x\r\n\r\n",
+    ));
+    let e = proxy_v1(&ctx, &headers, &Bytes::new());
+    assert_eq!(e["headers"]["Test-Header"], "aValUE");
+}
+
 #[test]
 fn names_are_title_cased_per_dash_separated_word() {
     assert_eq!(title_case("x-amzn-trace-id"), "X-Amzn-Trace-Id");

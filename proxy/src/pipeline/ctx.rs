@@ -242,6 +242,8 @@ pub struct ConnInfo {
     pub source_ip_header: HeaderValue,
     /// The integration timeout's timer, reused by the connection's requests.
     pub timer: super::deadline::ConnTimer,
+    /// Raw request heads, when the connection captures them (see `client_io::RawHead`).
+    pub raw_head: Option<crate::client_io::RawHead>,
 }
 
 impl ConnInfo {
@@ -252,6 +254,7 @@ impl ConnInfo {
             source_ip_header: HeaderValue::from_str(&remote.ip().to_string())
                 .expect("an IP address is a valid header value"),
             timer: super::deadline::ConnTimer::default(),
+            raw_head: None,
         }
     }
 }
@@ -321,6 +324,9 @@ pub struct RequestCtx {
     pub trace_id: TraceId,
     /// The public listener's port (`X-Forwarded-Port` in events); set by the service.
     pub forwarded_port: u16,
+    /// The request's raw head, when the connection captured it: the client's spelling of
+    /// header names for REST-style events.
+    pub raw_head: Option<bytes::Bytes>,
 }
 
 impl RequestCtx {
@@ -341,6 +347,7 @@ impl RequestCtx {
                 request_time,
             ),
             forwarded_port: 80,
+            raw_head: None,
             request_time,
             http_method: req.method().clone(),
             uri: req.uri().clone(),

@@ -74,6 +74,9 @@ impl Gateway {
     pub async fn call(&self, req: Request<ClientBody>) -> Response<ProxyBody> {
         let mut ctx = RequestCtx::new(self.state.load_full(), self.conn.remote.ip(), &req);
         ctx.forwarded_port = self.shared.listen_port;
+        if let Some(raw) = &self.conn.raw_head {
+            ctx.raw_head = raw.lock().expect("head lock").take();
+        }
         handle(&self.shared, &self.conn, ctx, req).await
     }
 }

@@ -116,12 +116,12 @@ async fn rest_api_sends_a_1_0_event_and_maps_the_result() {
     assert_eq!(e["resource"], "/items/{id}");
     assert_eq!(e["path"], "/items/42");
     assert_eq!(e["httpMethod"], "POST");
-    // Header names as HTTP/1.1 clients spell them (AWS keeps the client's spelling), the
-    // gateway's X-Forwarded-* and X-Amzn-Trace-Id added, Content-Length left out (recorded
-    // REST events: LocalStack test_apigateway_lambda.snapshot.json).
+    // Header names as the client spelled them (this client sends lower case), the gateway's
+    // X-Forwarded-* and X-Amzn-Trace-Id added, Content-Length left out (recorded REST
+    // events: LocalStack test_apigateway_lambda.snapshot.json).
     let h = &e["headers"];
-    assert_eq!(h["X-H"], "v");
-    assert_eq!(e["multiValueHeaders"]["X-H"], json!(["v"]));
+    assert_eq!(h["x-h"], "v");
+    assert_eq!(e["multiValueHeaders"]["x-h"], json!(["v"]));
     assert_eq!(h["X-Forwarded-For"], "127.0.0.1");
     assert_eq!(h["X-Forwarded-Proto"], "http");
     assert_eq!(h["X-Forwarded-Port"], proxy.listen.port().to_string());
@@ -190,6 +190,20 @@ async fn rest_api_sends_a_1_0_event_and_maps_the_result() {
         .send(Method::POST, &proxy.url("/dev/items/1"), &[], "no-status")
         .await;
     assert_eq!((r.status.as_u16(), r.header("x-only")), (200, "headers"));
+    // A client that spells names its own way gets them back so (recorded on AWS:
+    // `"tEsT-HEADeR": "aValUE"`).
+    let out = portico_e2e::raw_exchange(
+        proxy.listen,
+        b"POST /dev/items/9 HTTP/1.1\r\nHost: api\r\ntEsT-HEADeR: aValUE\r\n\
+          Content-Length: 1\r\nConnection: close\r\n\r\nx",
+    )
+    .await;
+    assert_eq!(out.status, 201, "{}", out.text());
+    let e = out.json();
+    assert_eq!(e["headers"]["tEsT-HEADeR"], "aValUE", "{e}");
+    assert_eq!(e["headers"]["Host"], "api");
+    assert_eq!(e["headers"]["X-Forwarded-Proto"], "http");
+
     // A path as sent: a trailing slash, an escape (recorded REST events keep both).
     let r = c
         .send(Method::POST, &proxy.url("/dev/items/a%2Bb/"), &[], "x")
