@@ -13,6 +13,7 @@
 use crate::pipeline::RequestCtx;
 use crate::template::json_escape_into;
 use http::HeaderValue;
+use portico_config::GatewayResponseType;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -170,6 +171,28 @@ impl Var {
             }
             Var::ErrorMessageString => {
                 if let Some(t) = ctx.error {
+                    // AWS's messageString of these types starts with a space, so the default
+                    // body is `{"message": "Endpoint request timed out"}` (recorded bodies:
+                    // ks888/LambStatus#36; `{"message": "Request Too Long"}`, 31 bytes:
+                    // koki-develop/lgtm-generator#10; a Lambda failure's `{"message":
+                    // "Internal server error"}`, 36 bytes: aws-lambda-dotnet test cases, for a
+                    // function's failure only;
+                    // and the access log value `" "Endpoint request timed out""`:
+                    // DataBiosphere/azul#6284). Others have none (`{"message":"Missing
+                    // Authentication Token"}`, 42 bytes).
+                    let lambda = || {
+                        ctx.route_config().is_some_and(|r| {
+                            matches!(r.integration, portico_config::Integration::AwsProxy(_))
+                        })
+                    };
+                    if matches!(
+                        t,
+                        GatewayResponseType::IntegrationTimeout
+                            | GatewayResponseType::RequestTooLarge
+                    ) || (t == GatewayResponseType::IntegrationFailure && lambda())
+                    {
+                        out.push(' ');
+                    }
                     out.push('"');
                     json_escape_into(
                         ctx.error_message.as_deref().unwrap_or(t.default_message()),

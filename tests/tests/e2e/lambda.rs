@@ -232,6 +232,14 @@ async fn rest_api_sends_a_1_0_event_and_maps_the_result() {
             "DEFAULT_5XX"
         };
         assert_eq!(line["errorType"], want, "{line}");
+        // The bytes AWS sends for a function's failure (36, a space after the colon:
+        // aws-lambda-dotnet V1_HandlesZeroStatusCode); the malformed result's template has none.
+        let bytes = if body == "error" {
+            r#"{"message": "Internal server error"}"#
+        } else {
+            r#"{"message":"Internal server error"}"#
+        };
+        assert_eq!(r.text(), bytes);
         assert_eq!(r.header("x-amzn-errortype"), "InternalServerErrorException");
     }
 }
