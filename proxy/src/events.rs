@@ -256,6 +256,19 @@ fn rest_path_and_params(ctx: &RequestCtx) -> (String, Option<Map<String, Value>>
     (path, (!params.is_empty()).then_some(params))
 }
 
+/// `path` and `pathParameters` of the 1.0 formats: REST as sent ([`rest_path_and_params`]);
+/// HTTP APIs (recorded on AWS) the path after the base path and the parameters decoded.
+fn v1_path_and_params(ctx: &RequestCtx) -> (String, Option<Map<String, Value>>) {
+    if is_rest(ctx) {
+        rest_path_and_params(ctx)
+    } else {
+        (
+            context::stage_relative_path(ctx),
+            context::path_parameters(ctx),
+        )
+    }
+}
+
 /// `requestContext.accountId`, `deploymentId` and `identity` values of the 1.0 formats.
 fn identity(ctx: &RequestCtx, headers: &HeaderMap) -> Value {
     let mut id = json!({
@@ -354,16 +367,7 @@ pub fn proxy_v1(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
     let (single, multi) = v1_headers(ctx, &pairs, true);
     let (query, multi_query) = v1_query(ctx);
     let rest = is_rest(ctx);
-    // REST: the path and parameters as sent; HTTP APIs (recorded on AWS): `path` as sent,
-    // `pathParameters` decoded.
-    let (path, params) = if rest {
-        rest_path_and_params(ctx)
-    } else {
-        (
-            context::stage_relative_path(ctx),
-            context::path_parameters(ctx),
-        )
-    };
+    let (path, params) = v1_path_and_params(ctx);
     let resource = ctx.route_config().map_or("", |r| r.resource_path.as_str());
     let (body, is_base64) = event_body(ctx, headers, body);
     let mut event = json!({
@@ -526,14 +530,7 @@ pub fn authorizer_request(
     // HTTP APIs give authorizers lower-case names.
     let (single, multi) = v1_headers(ctx, &pairs, rest);
     let (query, multi_query) = v1_query(ctx);
-    let (path, params) = if rest {
-        rest_path_and_params(ctx)
-    } else {
-        (
-            context::stage_relative_path(ctx),
-            context::path_parameters(ctx),
-        )
-    };
+    let (path, params) = v1_path_and_params(ctx);
     let resource = ctx.route_config().map_or("", |r| r.resource_path.as_str());
     let mut event = json!({
         "type": "REQUEST",
