@@ -428,7 +428,30 @@ pub struct Stage {
     /// Per-method throttles for every caller, keyed by route id (`methodSettings`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub method_throttles: BTreeMap<String, Throttle>,
+    /// A canary: a share of the stage's requests served by another API version and/or with
+    /// other stage variables (`canarySettings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
 }
+
+/// A stage's canary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Canary {
+    /// Id of the [`Api`] the canary serves (the stage's own when only variables differ).
+    pub api_id: String,
+    /// Share of the stage's requests, in percent (0.0..=100.0).
+    pub percent_traffic: f64,
+    /// The canary's stage variables: the stage's with the overrides on top.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+    /// `useStageCache` (honoured by the response cache).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_stage_cache: bool,
+}
+
+// The percentage is validated finite, so equality is reflexive.
+impl Eq for Canary {}
 
 /// Access log settings of a stage.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -702,6 +725,20 @@ impl GatewayConfig {
             if !stage_ids.insert(s.id.as_str()) {
                 return bad(format!("duplicate stage id {}", s.id));
             }
+            if let Some(c) = &s.canary {
+                if !api_ids.contains(c.api_id.as_str()) {
+                    return bad(format!(
+                        "stage {}'s canary serves unknown api {}",
+                        s.id, c.api_id
+                    ));
+                }
+                if !(c.percent_traffic.is_finite() && (0.0..=100.0).contains(&c.percent_traffic)) {
+                    return bad(format!(
+                        "stage {}'s canary percentTraffic {} is not within 0..100",
+                        s.id, c.percent_traffic
+                    ));
+                }
+            }
             if !api_ids.contains(s.api_id.as_str()) {
                 return bad(format!("stage {} serves unknown api {}", s.id, s.api_id));
             }
@@ -860,6 +897,7 @@ mod tests {
                 access_log: None,
                 throttle: None,
                 method_throttles: BTreeMap::new(),
+                canary: None,
             }],
             ..GatewayConfig::empty()
         }

@@ -28,6 +28,9 @@ pub const INVALID_INTEGRATION: &str = "InvalidIntegration";
 pub const UNKNOWN_PATH_PARAMETER: &str = "UnknownPathParameter";
 /// A stage variable name or value (or a `${stageVariables.x}` reference) is invalid.
 pub const INVALID_STAGE_VARIABLE: &str = "InvalidStageVariable";
+/// `canarySettings` cannot be served (percentage, API, overrides): the canary is dropped,
+/// the stage's API keeps all of its traffic.
+pub const INVALID_CANARY: &str = "InvalidCanary";
 /// A method uses `${stageVariables.x}` but a stage serving it does not define `x`.
 pub const UNDEFINED_STAGE_VARIABLE: &str = "UndefinedStageVariable";
 /// An integration timeout is outside 1..300000 ms.

@@ -70,6 +70,8 @@ pub enum Var {
     DomainName,
     /// `xrayTraceId`: the root of the request's `X-Amzn-Trace-Id`.
     XrayTraceId,
+    /// `isCanaryRequest`: `true` when the stage's canary served the request.
+    IsCanaryRequest,
 }
 
 impl Var {
@@ -100,6 +102,7 @@ impl Var {
             "error.validationErrorString" => Var::ValidationErrorString,
             "domainName" => Var::DomainName,
             "xrayTraceId" => Var::XrayTraceId,
+            "isCanaryRequest" => Var::IsCanaryRequest,
             _ => return None,
         })
     }
@@ -212,6 +215,7 @@ impl Var {
                 }
             }
             Var::XrayTraceId => out.push_str(ctx.trace_id.root()),
+            Var::IsCanaryRequest => out.push_str(if is_canary(ctx) { "true" } else { "false" }),
             Var::DomainName => {
                 if let Some(h) = &ctx.host {
                     out.push_str(&String::from_utf8_lossy(h.as_bytes()));
@@ -311,6 +315,7 @@ pub fn json(ctx: &RequestCtx) -> Map<String, Value> {
             .parse::<u64>()
             .map_or(serde_json::Value::Null, serde_json::Value::from),
     );
+    put("isCanaryRequest", serde_json::Value::Bool(is_canary(ctx)));
     // `$context.authorizer.*`: the function's context keys, `principalId`, and a JWT's
     // `claims`.
     if let Some(a) = &ctx.authorizer {
@@ -350,6 +355,11 @@ pub fn set_account_id(id: String) {
 pub fn deployment_id(ctx: &RequestCtx) -> &str {
     let v = ctx.runtime.version.as_str();
     &v[..v.len().min(10)]
+}
+
+/// Whether the stage's canary serves the request.
+pub fn is_canary(ctx: &RequestCtx) -> bool {
+    ctx.handle.is_some_and(|h| h.deployment > 0)
 }
 
 /// The value of `var` as text (empty when the request has none).

@@ -93,8 +93,10 @@ type PerApiRoutes = (
 /// One stage's derived tables.
 #[derive(Debug)]
 pub struct CompiledStage {
-    /// What the stage serves, the primary first (the only one until a stage has a canary).
+    /// What the stage serves: the primary, then the canary when the stage has one.
     pub deployments: Vec<Deployment>,
+    /// The canary's share of requests, in millionths (0 without a canary).
+    pub canary_ppm: u32,
     /// Metrics of requests on this stage that matched no route.
     pub unmatched: RouteMetrics,
     /// Access log format, when logging is on.
@@ -211,50 +213,63 @@ impl Runtime {
                 let api_idx = *index
                     .get(stage.api_id.as_str())
                     .expect("validated: every stage names an existing api");
-                let api = &config.apis[api_idx];
-                let (transforms, validation) = &per_api[api_idx];
-                let routes = api
-                    .routes
-                    .iter()
-                    .enumerate()
-                    .map(|(r, route)| {
-                        let param_names = integrate::param_names(route);
-                        let integration = integrate::compile(
-                            route,
-                            &stage.variables,
-                            &param_names,
-                            transforms[r].clone(),
-                            pools,
-                        );
-                        if let Err(reason) = &integration {
-                            tracing::warn!(
-                                stage = %stage.id,
-                                route = %route.id,
-                                %reason,
-                                "route fails closed (answers 500 API_CONFIGURATION_ERROR)"
+                let deploy = |api_idx: usize, variables: &BTreeMap<String, String>| {
+                    let api = &config.apis[api_idx];
+                    let (transforms, validation) = &per_api[api_idx];
+                    let routes = api
+                        .routes
+                        .iter()
+                        .enumerate()
+                        .map(|(r, route)| {
+                            let param_names = integrate::param_names(route);
+                            let integration = integrate::compile(
+                                route,
+                                variables,
+                                &param_names,
+                                transforms[r].clone(),
+                                pools,
                             );
-                        }
-                        StageRoute {
-                            integration,
-                            validation: validation[r].clone(),
-                            timeout: Duration::from_millis(route.timeout_ms),
-                            metrics: metrics.route(
-                                &api.id,
-                                &stage.name,
-                                &route.resource_path,
-                                &route.http_method,
-                            ),
-                            param_names,
-                        }
-                    })
-                    .collect();
-                CompiledStage {
-                    deployments: vec![Deployment {
+                            if let Err(reason) = &integration {
+                                tracing::warn!(
+                                    stage = %stage.id,
+                                    route = %route.id,
+                                    %reason,
+                                    "route fails closed (answers 500 API_CONFIGURATION_ERROR)"
+                                );
+                            }
+                            StageRoute {
+                                integration,
+                                validation: validation[r].clone(),
+                                timeout: Duration::from_millis(route.timeout_ms),
+                                metrics: metrics.route(
+                                    &api.id,
+                                    &stage.name,
+                                    &route.resource_path,
+                                    &route.http_method,
+                                ),
+                                param_names,
+                            }
+                        })
+                        .collect();
+                    Deployment {
                         api: api_idx,
-                        variables: stage.variables.clone(),
+                        variables: variables.clone(),
                         routes,
-                    }],
-                    unmatched: metrics.route(&api.id, &stage.name, "", ""),
+                    }
+                };
+                let mut deployments = vec![deploy(api_idx, &stage.variables)];
+                let mut canary_ppm = 0;
+                if let Some(c) = &stage.canary {
+                    let canary_idx = *index
+                        .get(c.api_id.as_str())
+                        .expect("validated: a canary names an existing api");
+                    deployments.push(deploy(canary_idx, &c.variables));
+                    canary_ppm = (c.percent_traffic * 10_000.0).round() as u32;
+                }
+                CompiledStage {
+                    deployments,
+                    canary_ppm,
+                    unmatched: metrics.route(&config.apis[api_idx].id, &stage.name, "", ""),
                     access_log: stage
                         .access_log
                         .as_ref()

@@ -73,7 +73,8 @@ pub struct StageSpec {
     /// Whether the stage has a response cache: not supported yet (a warning when `true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_cluster_enabled: Option<bool>,
-    /// Canary deployment settings: not supported yet (a warning when set; ignored).
+    /// A canary release: a share of the stage's requests served by another RestApi (or the
+    /// same one with other stage variables).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_settings: Option<CanarySettings>,
 }
@@ -113,16 +114,19 @@ pub struct MethodSetting {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanarySettings {
-    /// Percentage of requests (0..100) sent to the canary.
+    /// Percentage of requests (0.0..100.0, decimals allowed) sent to the canary, drawn per
+    /// request; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent_traffic: Option<f64>,
-    /// Stage variables overridden for canary requests.
+    /// Stage variables overridden for canary requests (each must be a variable of the
+    /// stage).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stage_variable_overrides: BTreeMap<String, String>,
-    /// Whether canary requests use the stage cache.
+    /// Whether canary requests use the stage cache (for the response cache).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_stage_cache: Option<bool>,
-    /// The RestApi the canary serves; defaults to the stage's own.
+    /// The RestApi the canary serves (same namespace and protocol); defaults to the stage's
+    /// own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest_api_ref: Option<LocalObjectReference>,
 }

@@ -278,6 +278,7 @@ mod tests {
                     }),
                     throttle: None,
                     method_throttles: Default::default(),
+                    canary: None,
                 }],
                 ..GatewayConfig::empty()
             }

@@ -55,7 +55,6 @@ pub(crate) fn objects(inputs: &Inputs<'_>, diags: &mut Diags) {
             "spec.cacheClusterEnabled",
             s.cache_cluster_enabled == Some(true),
         );
-        later("spec.canarySettings", s.canary_settings.is_some());
     }
 }
 

@@ -10,8 +10,8 @@ use super::normalise::{Inputs, StageInput};
 use super::{Diags, is_variable_name};
 use crate::reasons;
 use portico_config::{
-    BackendUri, Integration, PathTemplate, Protocol, Route, RouteMatch, Segment, Stage,
-    resolve_stage_variables,
+    Api, BackendUri, Canary, Integration, PathTemplate, Protocol, Route, RouteMatch, Segment,
+    Stage, resolve_stage_variables,
 };
 use std::collections::BTreeMap;
 
@@ -234,38 +234,27 @@ fn compile_stage(
     // Each integration uri as this stage serves it (its variables' values substituted):
     // a value that makes one unusable drops the stage here, with the method and the reason,
     // instead of failing that method closed in the proxy.
-    if ok {
-        for route in &api.api.routes {
-            if route.fail_closed.is_some() {
-                continue;
-            }
-            let Some(template) = route_uri(&route.integration) else {
-                continue;
-            };
-            let used = uri_variables(template);
-            if used.is_empty() {
-                continue;
-            }
-            let checked = resolve_stage_variables(template, &s.spec.variables)
-                .and_then(|uri| BackendUri::parse(&uri, &route_params(route)).map(drop));
-            if let Err(e) = checked {
-                let field = match used.as_slice() {
-                    [one] => format!("spec.variables.{one}"),
-                    _ => "spec.variables".to_string(),
-                };
-                diags.error(
-                    obj,
-                    field,
-                    reasons::INVALID_STAGE_VARIABLE,
-                    format!(
-                        "with this stage's variables, the integration uri of {} in {} is unusable: {e}; this stage is not served",
-                        route.route_key, s.api
-                    ),
-                );
-                ok = false;
-            }
-        }
+    if ok && let Some((used, route_key, e)) = unusable_uri(&api.api, &s.spec.variables) {
+        let field = match used.as_slice() {
+            [one] => format!("spec.variables.{one}"),
+            _ => "spec.variables".to_string(),
+        };
+        diags.error(
+            obj,
+            field,
+            reasons::INVALID_STAGE_VARIABLE,
+            format!(
+                "with this stage's variables, the integration uri of {route_key} in {} is unusable: {e}; this stage is not served",
+                s.api
+            ),
+        );
+        ok = false;
     }
+    let canary = if ok {
+        compile_canary(s, known, apis, api, diags)
+    } else {
+        None
+    };
     ok.then(|| Stage {
         id: s.id.clone(),
         source: obj.clone(),
@@ -278,6 +267,169 @@ fn compile_stage(
         // Filled by the `usage_plans` phase, which needs the compiled API's routes.
         throttle: None,
         method_throttles: BTreeMap::new(),
+        canary,
+    })
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Rest => "REST",
+        Protocol::Http => "HTTP",
+        Protocol::WebSocket => "WebSocket",
+    }
+}
+
+/// The first integration uri of `api` that `vars` make unusable: the variables it uses, its
+/// route key, and why.
+fn unusable_uri(
+    api: &Api,
+    vars: &BTreeMap<String, String>,
+) -> Option<(Vec<String>, String, String)> {
+    for route in &api.routes {
+        if route.fail_closed.is_some() {
+            continue;
+        }
+        let Some(template) = route_uri(&route.integration) else {
+            continue;
+        };
+        let used = uri_variables(template);
+        if used.is_empty() {
+            continue;
+        }
+        let checked = resolve_stage_variables(template, vars)
+            .and_then(|uri| BackendUri::parse(&uri, &route_params(route)).map(drop));
+        if let Err(e) = checked {
+            return Some((
+                used.into_iter().map(str::to_string).collect(),
+                route.route_key.clone(),
+                e,
+            ));
+        }
+    }
+    None
+}
+
+/// `spec.canarySettings`: the canary's API (the stage's own unless `restApiRef` names
+/// another of the same protocol), share and variables (the stage's with the overrides on
+/// top). What is wrong is an error on the Stage and drops the canary only: the base keeps
+/// serving, and the canary's share goes to the base.
+fn compile_canary(
+    s: &StageInput<'_>,
+    known: &BTreeMap<&str, &super::apis::CompiledApi>,
+    apis: &CompiledApis,
+    base: &super::apis::CompiledApi,
+    diags: &mut Diags,
+) -> Option<Canary> {
+    let c = s.spec.canary_settings.as_ref()?;
+    let obj = &s.obj;
+    let error = |diags: &mut Diags, field: &str, msg: String| {
+        diags.error(
+            obj,
+            format!("spec.canarySettings{field}"),
+            reasons::INVALID_CANARY,
+            format!("{msg}; the canary is not served (its share goes to the stage's API)"),
+        );
+    };
+    let percent = c.percent_traffic.unwrap_or(0.0);
+    if !(percent.is_finite() && (0.0..=100.0).contains(&percent)) {
+        error(
+            diags,
+            ".percentTraffic",
+            format!("percentTraffic {percent} is not within 0.0..100.0"),
+        );
+        return None;
+    }
+    let api = match &c.rest_api_ref {
+        None => base,
+        Some(r) => {
+            let id = super::api_id(&obj.namespace, &r.name);
+            let Some(api) = known.get(id.as_str()) else {
+                let why = if apis.dropped.contains(&id) {
+                    "is not served (see its diagnostics)"
+                } else {
+                    "does not exist"
+                };
+                error(
+                    diags,
+                    ".restApiRef.name",
+                    format!("RestApi {}/{} {why}", obj.namespace, r.name),
+                );
+                return None;
+            };
+            if api.api.protocol != base.api.protocol {
+                error(
+                    diags,
+                    ".restApiRef.name",
+                    format!(
+                        "RestApi {}/{} is a {} API but the stage's is a {} API",
+                        obj.namespace,
+                        r.name,
+                        protocol_name(api.api.protocol),
+                        protocol_name(base.api.protocol)
+                    ),
+                );
+                return None;
+            }
+            api
+        }
+    };
+    let mut variables = s.spec.variables.clone();
+    for (name, value) in &c.stage_variable_overrides {
+        if !s.spec.variables.contains_key(name) {
+            error(
+                diags,
+                &format!(".stageVariableOverrides.{name}"),
+                format!(
+                    "{name} is not a variable of this stage (spec.variables); an override replaces one"
+                ),
+            );
+            return None;
+        }
+        if value.chars().count() > MAX_VARIABLE_VALUE_CHARS {
+            error(
+                diags,
+                &format!(".stageVariableOverrides.{name}"),
+                format!("the value is longer than {MAX_VARIABLE_VALUE_CHARS} characters"),
+            );
+            return None;
+        }
+        variables.insert(name.clone(), value.clone());
+    }
+    if let Some((name, user)) = api
+        .stage_variables
+        .iter()
+        .find(|(name, _)| !variables.contains_key(*name))
+    {
+        error(
+            diags,
+            ".restApiRef.name",
+            format!(
+                "the canary's API uses stage variable {name} in {user}, which the stage does not define"
+            ),
+        );
+        return None;
+    }
+    if let Some((used, route_key, e)) = unusable_uri(&api.api, &variables) {
+        let field = match used.as_slice() {
+            [one] if c.stage_variable_overrides.contains_key(one) => {
+                format!(".stageVariableOverrides.{one}")
+            }
+            _ => ".stageVariableOverrides".to_string(),
+        };
+        error(
+            diags,
+            &field,
+            format!(
+                "with the canary's variables, the integration uri of {route_key} is unusable: {e}"
+            ),
+        );
+        return None;
+    }
+    Some(Canary {
+        api_id: api.api.id.clone(),
+        percent_traffic: percent,
+        variables,
+        use_stage_cache: c.use_stage_cache == Some(true),
     })
 }
 

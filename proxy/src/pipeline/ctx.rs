@@ -27,7 +27,8 @@ thread_local! {
     static RNG: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0 | 1);
 }
 
-fn next_u64() -> u64 {
+/// A random number from the per-thread generator (not for secrets).
+pub fn next_u64() -> u64 {
     RNG.with(|s| {
         let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
         s.set(x);

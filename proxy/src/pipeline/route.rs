@@ -197,9 +197,11 @@ pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
         .map(normalise_host);
     let selected = runtime.stage_table.select(host.as_deref(), &norm);
     let outcome = selected.map(|(stage, rest)| {
-        // The primary deployment: a stage serves from one until it has a canary.
-        let deployment = 0;
-        let api_index = runtime.stages[stage].deployments[deployment].api;
+        // The canary's share of requests, drawn per request (AWS: "chosen at random"), the
+        // rest the primary's.
+        let st = &runtime.stages[stage];
+        let deployment = usize::from(st.canary_ppm > 0 && canary_draw() < st.canary_ppm);
+        let api_index = st.deployments[deployment].api;
         let api = &runtime.apis[api_index];
         let handle = RouteHandle {
             stage: stage as u32,
@@ -247,6 +249,11 @@ pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
         ctx.normalised_path = Some(p.into());
     }
     result
+}
+
+/// A uniform draw in 0..1_000_000 (millionths, the unit of `CompiledStage::canary_ppm`).
+fn canary_draw() -> u32 {
+    (super::ctx::next_u64() % 1_000_000) as u32
 }
 
 /// Host header value -> lower-case host without port or trailing dot.
@@ -767,6 +774,7 @@ pub(crate) mod tests {
             access_log: None,
             throttle: None,
             method_throttles: BTreeMap::new(),
+            canary: None,
         }
     }
 

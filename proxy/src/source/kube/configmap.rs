@@ -179,6 +179,7 @@ pub(crate) mod tests {
             access_log: None,
             throttle: None,
             method_throttles: BTreeMap::new(),
+            canary: None,
         });
         let cases = [
             (cm(&[], &[]), "neither"),
