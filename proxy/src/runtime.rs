@@ -213,57 +213,61 @@ impl Runtime {
                 let api_idx = *index
                     .get(stage.api_id.as_str())
                     .expect("validated: every stage names an existing api");
-                let deploy = |api_idx: usize, variables: &BTreeMap<String, String>| {
-                    let api = &config.apis[api_idx];
-                    let (transforms, validation) = &per_api[api_idx];
-                    let routes = api
-                        .routes
-                        .iter()
-                        .enumerate()
-                        .map(|(r, route)| {
-                            let param_names = integrate::param_names(route);
-                            let integration = integrate::compile(
-                                route,
-                                variables,
-                                &param_names,
-                                transforms[r].clone(),
-                                pools,
-                            );
-                            if let Err(reason) = &integration {
-                                tracing::warn!(
-                                    stage = %stage.id,
-                                    route = %route.id,
-                                    %reason,
-                                    "route fails closed (answers 500 API_CONFIGURATION_ERROR)"
+                // A canary's metrics carry the stage label `<stage>/Canary`, as AWS names the
+                // canary's CloudWatch stage dimension, so one query compares both sides.
+                let canary_stage = format!("{}/Canary", stage.name);
+                let deploy =
+                    |api_idx: usize, variables: &BTreeMap<String, String>, metrics_stage: &str| {
+                        let api = &config.apis[api_idx];
+                        let (transforms, validation) = &per_api[api_idx];
+                        let routes = api
+                            .routes
+                            .iter()
+                            .enumerate()
+                            .map(|(r, route)| {
+                                let param_names = integrate::param_names(route);
+                                let integration = integrate::compile(
+                                    route,
+                                    variables,
+                                    &param_names,
+                                    transforms[r].clone(),
+                                    pools,
                                 );
-                            }
-                            StageRoute {
-                                integration,
-                                validation: validation[r].clone(),
-                                timeout: Duration::from_millis(route.timeout_ms),
-                                metrics: metrics.route(
-                                    &api.id,
-                                    &stage.name,
-                                    &route.resource_path,
-                                    &route.http_method,
-                                ),
-                                param_names,
-                            }
-                        })
-                        .collect();
-                    Deployment {
-                        api: api_idx,
-                        variables: variables.clone(),
-                        routes,
-                    }
-                };
-                let mut deployments = vec![deploy(api_idx, &stage.variables)];
+                                if let Err(reason) = &integration {
+                                    tracing::warn!(
+                                        stage = %stage.id,
+                                        route = %route.id,
+                                        %reason,
+                                        "route fails closed (answers 500 API_CONFIGURATION_ERROR)"
+                                    );
+                                }
+                                StageRoute {
+                                    integration,
+                                    validation: validation[r].clone(),
+                                    timeout: Duration::from_millis(route.timeout_ms),
+                                    metrics: metrics.route(
+                                        &api.id,
+                                        metrics_stage,
+                                        &route.resource_path,
+                                        &route.http_method,
+                                    ),
+                                    param_names,
+                                }
+                            })
+                            .collect();
+                        Deployment {
+                            api: api_idx,
+                            variables: variables.clone(),
+                            routes,
+                        }
+                    };
+                let mut deployments = vec![deploy(api_idx, &stage.variables, &stage.name)];
                 let mut canary_ppm = 0;
                 if let Some(c) = &stage.canary {
                     let canary_idx = *index
                         .get(c.api_id.as_str())
                         .expect("validated: a canary names an existing api");
-                    deployments.push(deploy(canary_idx, &c.variables));
+                    deployments.push(deploy(canary_idx, &c.variables, &canary_stage));
                     canary_ppm = (c.percent_traffic * 10_000.0).round() as u32;
                 }
                 CompiledStage {

@@ -66,6 +66,15 @@ async fn ten_percent_of_requests_reach_the_canary_with_its_variables() {
         .access_log_line(&canary_id.unwrap(), Duration::from_secs(10))
         .await;
     assert_eq!(line["canary"], "true", "{line}");
+    // Metrics tell the sides apart by the stage label, `prod/Canary` for the canary (AWS's
+    // canary stage dimension), so one query compares them:
+    // sum by (stage) (rate(portico_5xx_error{stage=~"prod(/Canary)?"}[5m])).
+    let text = proxy.metrics(&Client::new()).await;
+    let count = |stage: &str| {
+        portico_e2e::metric_sum(&text, "portico_count", &[("stage", stage)]).unwrap_or(0.0)
+    };
+    assert_eq!(count("prod/Canary") as usize, to_canary);
+    assert_eq!(count("prod") as usize, TOTAL - to_canary);
 }
 
 /// A canary on another RestApi (a new version): its own resources answer canary requests;
