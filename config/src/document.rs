@@ -448,6 +448,37 @@ pub struct Canary {
     /// `useStageCache` (honoured by the response cache).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub use_stage_cache: bool,
+    /// Sticky assignment: what identifies a caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<CanarySticky>,
+    /// Forced assignment: a header and whether it needs an authorizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_header: Option<CanaryForceHeader>,
+}
+
+/// What identifies a caller for sticky canary assignment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "by", content = "name")]
+pub enum CanarySticky {
+    /// The client's address.
+    SourceIp,
+    /// The `x-api-key` header's value.
+    ApiKey,
+    /// A request header (lower-case name).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+}
+
+/// The header that forces the canary (`always`) or the base (`never`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryForceHeader {
+    /// Lower-case header name.
+    pub name: String,
+    /// Honoured only on methods with an authorizer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_authorizer: bool,
 }
 
 // The percentage is validated finite, so equality is reflexive.

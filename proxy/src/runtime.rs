@@ -97,6 +97,10 @@ pub struct CompiledStage {
     pub deployments: Vec<Deployment>,
     /// The canary's share of requests, in millionths (0 without a canary).
     pub canary_ppm: u32,
+    /// Sticky assignment: what identifies a caller (else a draw per request).
+    pub canary_sticky: Option<portico_config::CanarySticky>,
+    /// Forced assignment: the header that picks the side.
+    pub canary_force: Option<portico_config::CanaryForceHeader>,
     /// Metrics of requests on this stage that matched no route.
     pub unmatched: RouteMetrics,
     /// Access log format, when logging is on.
@@ -263,16 +267,21 @@ impl Runtime {
                     };
                 let mut deployments = vec![deploy(api_idx, &stage.variables, &stage.name)];
                 let mut canary_ppm = 0;
+                let (mut canary_sticky, mut canary_force) = (None, None);
                 if let Some(c) = &stage.canary {
                     let canary_idx = *index
                         .get(c.api_id.as_str())
                         .expect("validated: a canary names an existing api");
                     deployments.push(deploy(canary_idx, &c.variables, &canary_stage));
                     canary_ppm = (c.percent_traffic * 10_000.0).round() as u32;
+                    canary_sticky = c.sticky.clone();
+                    canary_force = c.force_header.clone();
                 }
                 CompiledStage {
                     deployments,
                     canary_ppm,
+                    canary_sticky,
+                    canary_force,
                     unmatched: metrics.route(&config.apis[api_idx].id, &stage.name, "", ""),
                     access_log: stage
                         .access_log

@@ -129,6 +129,36 @@ pub struct CanarySettings {
     /// own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest_api_ref: Option<LocalObjectReference>,
+    /// Sticky assignment (past AWS): a hash of the caller picks the side, so a caller stays on
+    /// one side, and raising `percentTraffic` only moves callers from the base to the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stickiness: Option<CanaryStickiness>,
+    /// Forced assignment for testing (past AWS): a request header whose value `always` or
+    /// `never` picks the side regardless of the percentage. Off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_header: Option<CanaryForceHeader>,
+}
+
+/// What identifies a caller for sticky canary assignment.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryStickiness {
+    /// `sourceIp`, `apiKey` (the `x-api-key` header), `header` or `cookie` (named by `name`).
+    pub by: String,
+    /// The header or cookie name (`by: header` / `cookie`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The header that forces a request to one side.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryForceHeader {
+    /// Header name, e.g. `x-portico-canary`; values `always` (canary) or `never` (base).
+    pub name: String,
+    /// Honour it only on methods that have an authorizer (the caller must pass it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_authorizer: Option<bool>,
 }
 
 /// Observed state of a `Stage`, written by the operator.

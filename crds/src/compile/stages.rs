@@ -10,8 +10,8 @@ use super::normalise::{Inputs, StageInput};
 use super::{Diags, is_variable_name};
 use crate::reasons;
 use portico_config::{
-    Api, BackendUri, Canary, Integration, PathTemplate, Protocol, Route, RouteMatch, Segment,
-    Stage, resolve_stage_variables,
+    Api, BackendUri, Canary, CanaryForceHeader, CanarySticky, Integration, PathTemplate, Protocol,
+    Route, RouteMatch, Segment, Stage, resolve_stage_variables,
 };
 use std::collections::BTreeMap;
 
@@ -271,6 +271,13 @@ fn compile_stage(
     })
 }
 
+/// An HTTP token (RFC 9110 5.6.2): what a header (or cookie) name may be.
+fn http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 fn protocol_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Rest => "REST",
@@ -425,11 +432,57 @@ fn compile_canary(
         );
         return None;
     }
+    let sticky = match &c.stickiness {
+        None => None,
+        Some(st) => {
+            let named = |kind: &str| match st.name.as_deref().map(str::trim) {
+                Some(n) if !n.is_empty() && http_token(n) => Ok(n.to_ascii_lowercase()),
+                _ => Err(format!(
+                    "stickiness by {kind} needs a name (a header or cookie name)"
+                )),
+            };
+            let sticky = match st.by.as_str() {
+                "sourceIp" => Ok(CanarySticky::SourceIp),
+                "apiKey" => Ok(CanarySticky::ApiKey),
+                "header" => named("header").map(CanarySticky::Header),
+                "cookie" => {
+                    named("cookie").map(|n| CanarySticky::Cookie(st.name.clone().unwrap_or(n)))
+                }
+                other => Err(format!(
+                    "stickiness by {other:?}: use sourceIp, apiKey, header or cookie"
+                )),
+            };
+            match sticky {
+                Ok(s) => Some(s),
+                Err(msg) => {
+                    error(diags, ".stickiness", msg);
+                    return None;
+                }
+            }
+        }
+    };
+    let force_header = match &c.force_header {
+        None => None,
+        Some(f) if http_token(f.name.trim()) => Some(CanaryForceHeader {
+            name: f.name.trim().to_ascii_lowercase(),
+            require_authorizer: f.require_authorizer == Some(true),
+        }),
+        Some(f) => {
+            error(
+                diags,
+                ".forceHeader.name",
+                format!("{:?} is not a header name", f.name),
+            );
+            return None;
+        }
+    };
     Some(Canary {
         api_id: api.api.id.clone(),
         percent_traffic: percent,
         variables,
         use_stage_cache: c.use_stage_cache == Some(true),
+        sticky,
+        force_header,
     })
 }
 

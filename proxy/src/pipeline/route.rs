@@ -171,7 +171,7 @@ pub const NO_METHOD: &str = "no method for this verb on the resource";
 /// route. Then routing's own refusal, if any.
 pub fn phase(ex: &mut super::ctx::Exchange<'_>) -> Result<super::ctx::Flow, GatewayError> {
     let ctx = &mut *ex.ctx;
-    let routed = apply(ctx);
+    let routed = route(ctx, &ex.head.headers);
     let resource_exists = match &routed {
         Ok(()) => true,
         Err(
@@ -188,6 +188,11 @@ pub fn phase(ex: &mut super::ctx::Exchange<'_>) -> Result<super::ctx::Flow, Gate
 /// Routing: fills `ctx.handle` (the stage's primary deployment; the route when one matches),
 /// `ctx.params` (and `ctx.normalised_path` when normalising changed the path).
 pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    route(ctx, &http::HeaderMap::new())
+}
+
+/// [`apply`] with the request's headers (a canary's sticky or forced assignment reads them).
+pub fn route(ctx: &mut RequestCtx, headers: &http::HeaderMap) -> Result<(), GatewayError> {
     let runtime = ctx.runtime.clone();
     let norm = normalise_path(ctx.uri.path());
     let host = ctx
@@ -197,10 +202,14 @@ pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
         .map(normalise_host);
     let selected = runtime.stage_table.select(host.as_deref(), &norm);
     let outcome = selected.map(|(stage, rest)| {
-        // The canary's share of requests, drawn per request (AWS: "chosen at random"), the
-        // rest the primary's.
+        // With a canary: its share of requests (see `pick_deployment`), the rest the
+        // primary's.
         let st = &runtime.stages[stage];
-        let deployment = usize::from(st.canary_ppm > 0 && canary_draw() < st.canary_ppm);
+        let deployment = if st.deployments.len() > 1 {
+            pick_deployment(&runtime, st, ctx, headers, rest)
+        } else {
+            0
+        };
         let api_index = st.deployments[deployment].api;
         let api = &runtime.apis[api_index];
         let handle = RouteHandle {
@@ -254,6 +263,86 @@ pub fn apply(ctx: &mut RequestCtx) -> Result<(), GatewayError> {
 /// A uniform draw in 0..1_000_000 (millionths, the unit of `CompiledStage::canary_ppm`).
 fn canary_draw() -> u32 {
     (super::ctx::next_u64() % 1_000_000) as u32
+}
+
+/// Which deployment of a stage with a canary serves the request (1: the canary):
+///
+/// 1. the force header (`always` / `never`), when the stage has one, and, if it requires an
+///    authorizer, only when the method it reaches on that side has one (the caller must pass
+///    it);
+/// 2. sticky: a stable hash of the caller in 0..1_000_000 against the share, so a caller
+///    stays on one side and a larger share only moves callers to the canary;
+/// 3. else a draw per request, as AWS.
+fn pick_deployment(
+    runtime: &crate::runtime::Runtime,
+    st: &crate::runtime::CompiledStage,
+    ctx: &RequestCtx,
+    headers: &http::HeaderMap,
+    rest: &str,
+) -> usize {
+    if let Some(f) = &st.canary_force {
+        let forced = match headers.get(f.name.as_str()).map(|v| v.as_bytes()) {
+            Some(b"always") => Some(1),
+            Some(b"never") => Some(0),
+            _ => None,
+        };
+        if let Some(d) = forced {
+            let api = st.deployments[d].api;
+            let allowed = !f.require_authorizer
+                || match runtime.apis[api].routes.find(&ctx.http_method, rest) {
+                    RouteOutcome::Matched { route, .. } => runtime.config.apis[api].routes[route]
+                        .authorization
+                        .is_some(),
+                    _ => false,
+                };
+            if allowed {
+                return d;
+            }
+        }
+    }
+    let point = match &st.canary_sticky {
+        None => canary_draw(),
+        Some(by) => match sticky_key(by, ctx, headers) {
+            Some(key) => (stable_hash(&key) % 1_000_000) as u32,
+            // No key (no such header, cookie or API key): a draw.
+            None => canary_draw(),
+        },
+    };
+    usize::from(point < st.canary_ppm)
+}
+
+/// The caller's identity for sticky assignment.
+fn sticky_key(
+    by: &portico_config::CanarySticky,
+    ctx: &RequestCtx,
+    headers: &http::HeaderMap,
+) -> Option<Vec<u8>> {
+    use portico_config::CanarySticky as S;
+    match by {
+        S::SourceIp => Some(ctx.source_ip.to_string().into_bytes()),
+        S::ApiKey => headers.get("x-api-key").map(|v| v.as_bytes().to_vec()),
+        S::Header(name) => headers.get(name.as_str()).map(|v| v.as_bytes().to_vec()),
+        S::Cookie(name) => headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then(|| v.as_bytes().to_vec())
+            }),
+    }
+}
+
+/// FNV-1a, 64 bits, with its high bits folded down: the same on every replica and across
+/// restarts (sticky assignment must not depend on a per-process seed).
+fn stable_hash(key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^ (h >> 29)
 }
 
 /// Host header value -> lower-case host without port or trailing dot.

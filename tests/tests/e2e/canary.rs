@@ -4,7 +4,7 @@
 
 use http::Method;
 use portico_e2e::yaml::{http_proxy, rest_api, stage};
-use portico_e2e::{Backend, Client, Proxy};
+use portico_e2e::{Backend, Client, Proxy, eventually};
 use std::time::Duration;
 
 /// 10% to the canary over 20,000 requests lands within 8.5-11.5% (a binomial share's
@@ -103,5 +103,141 @@ async fn a_canary_on_another_rest_api_serves_its_own_routes() {
             let r = c.get(&proxy.url("/prod/v")).await;
             assert_eq!((r.status.as_u16(), r.text()), (200, want.to_string()));
         }
+    }
+}
+
+fn versions() -> (String, String) {
+    let v = |name: &str, body: &str| {
+        rest_api(
+            name,
+            &format!(
+                "  resources:\n    - path: /v\n      methods:\n        GET: {{integration: {{type: MOCK, mockResponse: {{statusCode: 200, body: {body}}}}}}}\n"
+            ),
+        )
+    };
+    (v("app", "v1"), v("app-v2", "v2"))
+}
+
+fn canary_stage(settings: &str) -> String {
+    stage(
+        "app-prod",
+        "app",
+        &format!(
+            "  stageName: prod\n  canarySettings: {{restApiRef: {{name: app-v2}}, {settings}}}\n"
+        ),
+    )
+}
+
+/// Sticky assignment (past AWS): each of 200 callers (named by a header) stays on one side
+/// over repeated calls, and raising the share from 10% to 50% only moves callers from the
+/// base to the canary, never back (a threshold on a stable hash, not a new draw).
+#[tokio::test]
+async fn sticky_callers_stay_on_their_side_and_a_larger_share_only_adds_canary_callers() {
+    let (v1, v2) = versions();
+    let st = |p: u32| {
+        canary_stage(&format!(
+            "percentTraffic: {p}, stickiness: {{by: header, name: x-user}}"
+        ))
+    };
+    let proxy = Proxy::start(&[("v1.yaml", &v1), ("v2.yaml", &v2), ("stage.yaml", &st(10))]).await;
+    let c = Client::new();
+    let url = proxy.url("/prod/v");
+    let side = |user: usize| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let r = c
+                .send(Method::GET, &url, &[("x-user", &format!("u{user}"))], "")
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.text()
+        }
+    };
+    let mut before = Vec::new();
+    for user in 0..200 {
+        let first = side(user).await;
+        for _ in 0..2 {
+            assert_eq!(side(user).await, first, "caller u{user} changed sides");
+        }
+        before.push(first);
+    }
+    let canary_before = before.iter().filter(|s| *s == "v2").count();
+    assert!(
+        canary_before < 200,
+        "at 10% not every caller is on the canary"
+    );
+
+    proxy.write_manifest("stage.yaml", &st(50));
+    // Some base caller moves once the new share is served (each base caller moves with
+    // probability 4/9, so with about 180 of them one does).
+    eventually(
+        "the 50% share is served",
+        Duration::from_secs(60),
+        || async {
+            for user in 0..200 {
+                if before[user] == "v1" && side(user).await == "v2" {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await;
+    for (user, was) in before.iter().enumerate() {
+        let now = side(user).await;
+        if was == "v2" {
+            assert_eq!(now, "v2", "canary caller u{user} moved back to the base");
+        }
+    }
+}
+
+/// Forced assignment (past AWS): the configured header picks the side regardless of the
+/// share; with `requireAuthorizer` it is ignored on a method without an authorizer.
+#[tokio::test]
+async fn the_force_header_picks_the_side() {
+    let (v1, v2) = versions();
+    let st = |p: u32, require: bool| {
+        canary_stage(&format!(
+            "percentTraffic: {p}, forceHeader: {{name: X-Portico-Canary, requireAuthorizer: {require}}}"
+        ))
+    };
+    let proxy = Proxy::start(&[
+        ("v1.yaml", &v1),
+        ("v2.yaml", &v2),
+        ("stage.yaml", &st(0, false)),
+    ])
+    .await;
+    let c = Client::new();
+    let url = proxy.url("/prod/v");
+    let get = |force: Option<&'static str>| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let headers: Vec<(&str, &str)> =
+                force.map(|f| ("x-portico-canary", f)).into_iter().collect();
+            c.send(Method::GET, &url, &headers, "").await.text()
+        }
+    };
+    for _ in 0..20 {
+        assert_eq!(get(None).await, "v1");
+        assert_eq!(get(Some("always")).await, "v2");
+    }
+    proxy.write_manifest("stage.yaml", &st(100, false));
+    eventually("100% is served", Duration::from_secs(60), || async {
+        (get(None).await == "v2").then_some(())
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(Some("never")).await, "v1");
+        assert_eq!(get(Some("garbage")).await, "v2");
+    }
+    // requireAuthorizer: the canary's method has none, so the header is not honoured.
+    proxy.write_manifest("stage.yaml", &st(0, true));
+    eventually(
+        "0% with requireAuthorizer is served",
+        Duration::from_secs(60),
+        || async { (get(None).await == "v1").then_some(()) },
+    )
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(Some("always")).await, "v1");
     }
 }
