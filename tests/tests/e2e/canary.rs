@@ -173,8 +173,8 @@ async fn sticky_callers_stay_on_their_side_and_a_larger_share_only_adds_canary_c
         "the 50% share is served",
         Duration::from_secs(60),
         || async {
-            for user in 0..200 {
-                if before[user] == "v1" && side(user).await == "v2" {
+            for (user, was) in before.iter().enumerate() {
+                if was == "v1" && side(user).await == "v2" {
                     return Some(());
                 }
             }
