@@ -27,6 +27,16 @@ use std::collections::BTreeMap;
     printcolumn(name = "BasePath", type_ = "string", json_path = ".spec.basePath"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.invokeUrls[0]"),
     printcolumn(
+        name = "Canary",
+        type_ = "string",
+        json_path = ".spec.canarySettings.restApiRef.name"
+    ),
+    printcolumn(
+        name = "Canary%",
+        type_ = "number",
+        json_path = ".spec.canarySettings.percentTraffic"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"

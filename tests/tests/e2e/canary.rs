@@ -241,3 +241,45 @@ async fn the_force_header_picks_the_side() {
         assert_eq!(get(Some("always")).await, "v1");
     }
 }
+
+/// A change of the share is a config swap: no request fails while it is changed 50 times
+/// under load (8 clients), and both sides answer.
+#[tokio::test]
+async fn changing_the_share_fifty_times_under_load_fails_no_request() {
+    let (v1, v2) = versions();
+    let st = |p: u32| canary_stage(&format!("percentTraffic: {p}"));
+    let proxy = Proxy::start(&[("v1.yaml", &v1), ("v2.yaml", &v2), ("stage.yaml", &st(50))]).await;
+    let url = proxy.url("/prod/v");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (c, url, stop) = (Client::new(), url.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut failed, mut v1, mut v2) = (Vec::new(), 0usize, 0usize);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = c.get(&url).await;
+                match (r.status.as_u16(), r.text().as_str()) {
+                    (200, "v1") => v1 += 1,
+                    (200, "v2") => v2 += 1,
+                    (status, body) => failed.push(format!("{status} {body}")),
+                }
+            }
+            (failed, v1, v2)
+        }));
+    }
+    for i in 0..50u32 {
+        proxy.write_manifest("stage.yaml", &st((i * 37) % 101));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // Let the last change land while the clients still run.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut v1, mut v2) = (0, 0);
+    for c in clients {
+        let (failed, a, b) = c.await.unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        v1 += a;
+        v2 += b;
+    }
+    assert!(v1 > 0 && v2 > 0, "both sides answered: {v1} v1, {v2} v2");
+}
