@@ -208,7 +208,9 @@ fn printer_columns_make_kubectl_get_useful() {
     assert_eq!(cols("RestApi"), ["Protocol", "Accepted", "Age"]);
     assert_eq!(
         cols("Stage"),
-        ["API", "Stage", "BasePath", "URL", "Ready", "Age"]
+        [
+            "API", "Stage", "BasePath", "URL", "Canary", "Canary%", "Ready", "Age"
+        ]
     );
 }
 
