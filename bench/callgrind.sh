@@ -4,6 +4,7 @@
 # --workers 1, 2 s of wrk -c32 to warm up, counters zeroed, then DURATION s of wrk, dumped.
 #
 #   bench/callgrind.sh [BIN] [DURATION]        # BIN: target/release/portico-proxy
+#   CG_PATH=/canary/items bench/callgrind.sh   # another route of bench/portico-bench.yaml
 #   callgrind_annotate --inclusive=yes bench/results/callgrind.out.*   # where it goes
 #
 # Uses 127.0.0.1 ports 19280 (backend), 19283 and 19293; needs valgrind, nginx, wrk, curl.
@@ -36,10 +37,10 @@ P=$!
 PIDS+=($P)
 for _ in $(seq 300); do [ -s "$W/ready" ] && break; sleep 0.2; done
 [ -s "$W/ready" ] || { cat "$W/portico.log" >&2; exit 1; }
-curl -sf http://127.0.0.1:19283/bench/items >/dev/null
-wrk -t1 -c32 -d2s http://127.0.0.1:19283/bench/items >/dev/null
+curl -sf http://127.0.0.1:19283${CG_PATH:-/bench/items} >/dev/null
+wrk -t1 -c32 -d2s http://127.0.0.1:19283${CG_PATH:-/bench/items} >/dev/null
 callgrind_control -z "$P" >/dev/null
-wrk -t1 -c32 -d"${DUR}s" http://127.0.0.1:19283/bench/items >"$W/wrk.txt"
+wrk -t1 -c32 -d"${DUR}s" http://127.0.0.1:19283${CG_PATH:-/bench/items} >"$W/wrk.txt"
 callgrind_control -d "$P" >/dev/null
 REQ="$(awk '/requests in/ {print $1}' "$W/wrk.txt")"
 F="$(ls -t "$CG_OUT".* | head -1)"

@@ -7,6 +7,7 @@
 #   TARGETS="direct nginx haproxy" bench/run.sh     # a subset (no portico build)
 #
 # Targets: direct (the backend), nginx, haproxy, portico (the plain REST HTTP_PROXY path) and
+# portico-canary (the same process and route on a stage with a 10% canary: the split's cost),
 # portico-auth (the same portico process, the same route behind a JWT authorizer, an API key,
 # its usage plan's token bucket and a stage throttle: see bench/portico-bench.yaml).
 #
@@ -179,7 +180,13 @@ cpu_ticks() { # pids... -> utime+stime summed, in clock ticks
 
 # Per target: the request path and headers wrk and curl send.
 AUTH_KEY="bench-key-0123456789abcdef0123456789"
-target_path() { if [ "$1" = portico-auth ]; then echo /secure/items; else echo "$REQ_PATH"; fi; }
+target_path() {
+  case "$1" in
+    portico-auth) echo /secure/items ;;
+    portico-canary) echo /canary/items ;;
+    *) echo "$REQ_PATH" ;;
+  esac
+}
 target_headers() { # name -> one "Header: value" per line
   if [ "$1" = portico-auth ]; then
     printf 'Authorization: Bearer %s\nx-api-key: %s\n' "$AUTH_TOKEN" "$AUTH_KEY"
@@ -207,7 +214,7 @@ run_wrk() { # name port -> prints "rps p50_us p99_us cpu_us_per_req errors reque
     direct) pids=() ;;
     nginx) pids=($(tree_pids "$NGINX_PID")) ;;
     haproxy) pids=($(tree_pids "$HAPROXY_PID")) ;;
-    portico|portico-auth) pids=("$PORTICO_PID") ;;
+    portico|portico-auth|portico-canary) pids=("$PORTICO_PID") ;;
   esac
   mapfile -d '' hdrs < <(header_args -H "$name")
   before="$(cpu_ticks "${pids[@]}")"
@@ -237,9 +244,9 @@ install_tools
 CLK_TCK="$(getconf CLK_TCK)"
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, backend + wrk on CPU 1)"
 
-read -ra TARGETS <<<"${TARGETS:-direct nginx haproxy portico portico-auth}"
+read -ra TARGETS <<<"${TARGETS:-direct nginx haproxy portico portico-auth portico-canary}"
 has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
-has_portico() { has_target portico || has_target portico-auth; }
+has_portico() { has_target portico || has_target portico-auth || has_target portico-canary; }
 
 if has_target portico-auth; then
   # A token for the bench authorizer, signed RS256 with the example's key by the example's
@@ -287,7 +294,7 @@ if has_portico; then
   [ -s "$WORK/portico.ready" ] || { cat "$WORK/portico.log" >&2; die "portico-proxy not ready"; }
 fi
 
-declare -A PORT=([direct]=$PORT_BACKEND [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY [portico]=$PORT_PORTICO [portico-auth]=$PORT_PORTICO)
+declare -A PORT=([direct]=$PORT_BACKEND [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY [portico]=$PORT_PORTICO [portico-auth]=$PORT_PORTICO [portico-canary]=$PORT_PORTICO)
 for t in "${TARGETS[@]}"; do check_target "$t" "${PORT[$t]}"; done
 
 log "warm-up ${WARMUP}s each"
