@@ -139,6 +139,18 @@ pub enum RouteMatch {
     Default,
 }
 
+impl RouteMatch {
+    /// Path parameter names in template order (none for `$default`); see
+    /// [`PathTemplate::param_names`].
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        let t = match self {
+            RouteMatch::Path(t) => Some(t),
+            RouteMatch::Default => None,
+        };
+        t.into_iter().flat_map(PathTemplate::param_names)
+    }
+}
+
 /// One method on one resource (REST) or one route key (HTTP).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -123,6 +123,15 @@ impl PathTemplate {
         Ok(Self { segments })
     }
 
+    /// Path parameter names in template order (a greedy `{proxy+}` is `proxy`): the names an
+    /// integration uri may use as `{name}`.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Param(n) | Segment::Greedy(n) => Some(n.as_str()),
+            Segment::Literal(_) => None,
+        })
+    }
+
     /// Shape key used to detect duplicate routes: parameter names do not matter, so
     /// `/a/{x}` and `/a/{y}` collide, as they do in AWS.
     pub fn shape(&self) -> String {

@@ -121,28 +121,18 @@ impl Var {
             Var::RouteKey => out.push_str(ctx.route_config().map_or("", |r| r.route_key.as_str())),
             Var::HttpMethod => out.push_str(ctx.http_method.as_str()),
             Var::Path => out.push_str(ctx.path()),
-            Var::Protocol => out.push_str(match ctx.protocol {
-                http::Version::HTTP_09 => "HTTP/0.9",
-                http::Version::HTTP_10 => "HTTP/1.0",
-                http::Version::HTTP_2 => "HTTP/2.0",
-                http::Version::HTTP_3 => "HTTP/3.0",
-                _ => "HTTP/1.1",
-            }),
+            Var::Protocol => out.push_str(protocol(ctx)),
             Var::SourceIp => {
                 let _ = write!(out, "{}", ctx.source_ip);
             }
             Var::UserAgent => {
                 if let Some(ua) = &ctx.user_agent {
-                    out.push_str(&String::from_utf8_lossy(ua.as_bytes()));
+                    out.push_str(&header_text(ua));
                 }
             }
             Var::RequestTime => write_clf_time(ctx.request_time, out),
             Var::RequestTimeEpoch => {
-                let ms = ctx
-                    .request_time
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis());
-                let _ = write!(out, "{ms}");
+                let _ = write!(out, "{}", epoch_ms(ctx));
             }
             Var::Status => {
                 if ctx.status != 0 {
@@ -218,7 +208,7 @@ impl Var {
             Var::IsCanaryRequest => out.push_str(if is_canary(ctx) { "true" } else { "false" }),
             Var::DomainName => {
                 if let Some(h) = &ctx.host {
-                    out.push_str(&String::from_utf8_lossy(h.as_bytes()));
+                    out.push_str(&header_text(h));
                 }
             }
         }
@@ -305,16 +295,7 @@ pub fn json(ctx: &RequestCtx) -> Map<String, Value> {
         }
         put(name, serde_json::Value::String(s));
     }
-    let mut epoch = String::new();
-    if let Some(var) = Var::from_name("requestTimeEpoch") {
-        var.write(ctx, &mut epoch);
-    }
-    put(
-        "requestTimeEpoch",
-        epoch
-            .parse::<u64>()
-            .map_or(serde_json::Value::Null, serde_json::Value::from),
-    );
+    put("requestTimeEpoch", serde_json::Value::from(epoch_ms(ctx)));
     put("isCanaryRequest", serde_json::Value::Bool(is_canary(ctx)));
     // `$context.authorizer.*`: the function's context keys, `principalId`, and a JWT's
     // `claims`.

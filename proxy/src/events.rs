@@ -68,7 +68,10 @@ fn event_headers(ctx: &RequestCtx, headers: &HeaderMap, body_len: usize) -> Vec<
     forwarded_for.push(text(ctx, Var::SourceIp));
     out.push((X_FORWARDED_FOR.into(), forwarded_for.join(", ")));
     out.push((X_FORWARDED_PORT.into(), ctx.forwarded_port.to_string()));
-    out.push((X_FORWARDED_PROTO.into(), "http".into()));
+    out.push((
+        X_FORWARDED_PROTO.into(),
+        header_text(&crate::pipeline::integrate::FORWARDED_PROTO).into_owned(),
+    ));
     out.push((
         X_AMZN_TRACE_ID.as_str().into(),
         ctx.trace_id.as_str().into(),
@@ -361,16 +364,17 @@ fn request_context_v1(ctx: &RequestCtx, headers: &HeaderMap) -> Value {
     rc
 }
 
-/// The payload format 1.0 event (REST APIs, and HTTP APIs that ask for it).
-pub fn proxy_v1(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
-    let pairs = event_headers(ctx, headers, body.len());
-    let (single, multi) = v1_headers(ctx, &pairs, true);
+/// The request's fields in the 1.0 formats (the proxy event and the REQUEST authorizer
+/// event): `resource`, `path`, `httpMethod`, `headers`, `multiValueHeaders`, the query maps,
+/// `pathParameters` (`null` without), `stageVariables`, `requestContext`. Header names as
+/// the client spelled them (`title`), or lower case.
+fn v1_request(ctx: &RequestCtx, headers: &HeaderMap, body_len: usize, title: bool) -> Value {
+    let pairs = event_headers(ctx, headers, body_len);
+    let (single, multi) = v1_headers(ctx, &pairs, title);
     let (query, multi_query) = v1_query(ctx);
-    let rest = is_rest(ctx);
     let (path, params) = v1_path_and_params(ctx);
     let resource = ctx.route_config().map_or("", |r| r.resource_path.as_str());
-    let (body, is_base64) = event_body(ctx, headers, body);
-    let mut event = json!({
+    json!({
         "resource": resource,
         "path": path,
         "httpMethod": text(ctx, Var::HttpMethod),
@@ -381,15 +385,19 @@ pub fn proxy_v1(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
         "pathParameters": params,
         "stageVariables": stage_variables(ctx),
         "requestContext": request_context_v1(ctx, headers),
-        "body": body,
-        "isBase64Encoded": is_base64,
-    });
+    })
+}
+
+/// The payload format 1.0 event (REST APIs, and HTTP APIs that ask for it).
+pub fn proxy_v1(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
+    let mut event = v1_request(ctx, headers, body.len(), true);
+    let (body, is_base64) = event_body(ctx, headers, body);
+    let o = event.as_object_mut().expect("built as an object");
+    o.insert("body".into(), body);
+    o.insert("isBase64Encoded".into(), Value::Bool(is_base64));
     // HTTP APIs label format 1.0 events; REST APIs' events have no version.
-    if !rest {
-        event
-            .as_object_mut()
-            .expect("built as an object")
-            .insert("version".into(), Value::String("1.0".into()));
+    if !is_rest(ctx) {
+        o.insert("version".into(), Value::String("1.0".into()));
     }
     event
 }
@@ -520,34 +528,22 @@ pub fn authorizer_request(
         let mut event = proxy_v2(ctx, headers, &Bytes::new());
         let o = event.as_object_mut().expect("built as an object");
         o.remove("isBase64Encoded");
-        // A 2.0 event never has `body`; nor `content-length` of a body it does not carry.
+        // The 2.0 proxy event without a body (`isBase64Encoded` goes with it).
         o.insert("type".into(), json!("REQUEST"));
         o.insert("routeArn".into(), json!(arn));
         o.insert("identitySource".into(), json!(values));
         return event;
     }
-    let pairs = event_headers(ctx, headers, 0);
     // HTTP APIs give authorizers lower-case names.
-    let (single, multi) = v1_headers(ctx, &pairs, rest);
-    let (query, multi_query) = v1_query(ctx);
-    let (path, params) = v1_path_and_params(ctx);
-    let resource = ctx.route_config().map_or("", |r| r.resource_path.as_str());
-    let mut event = json!({
-        "type": "REQUEST",
-        "methodArn": arn,
-        "resource": resource,
-        "path": path,
-        "httpMethod": text(ctx, Var::HttpMethod),
-        "headers": single,
-        "multiValueHeaders": multi,
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": multi_query,
-        "pathParameters": params.unwrap_or_default(),
-        "stageVariables": stage_variables(ctx),
-        "requestContext": request_context_v1(ctx, headers),
-    });
+    let mut event = v1_request(ctx, headers, 0, rest);
+    let o = event.as_object_mut().expect("built as an object");
+    o.insert("type".into(), json!("REQUEST"));
+    o.insert("methodArn".into(), json!(arn));
+    // The authorizer event has `{}` where the proxy event has `null`.
+    if o["pathParameters"].is_null() {
+        o.insert("pathParameters".into(), json!({}));
+    }
     if !rest {
-        let o = event.as_object_mut().expect("built as an object");
         let joined = values.join(",");
         o.insert("version".into(), json!("1.0"));
         o.insert("identitySource".into(), json!(joined));

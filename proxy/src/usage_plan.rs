@@ -367,7 +367,7 @@ impl Limits {
         &self,
         buckets: &[Check],
         quota: Option<(&str, Quota, i64)>,
-    ) -> Result<Outcome, redis::RedisError> {
+    ) -> Result<Outcome, crate::shared_state::StoreError> {
         let Some(r) = &self.redis else {
             return Ok(self.local.check(buckets, quota, self.local.now()));
         };

@@ -21,7 +21,7 @@ use crate::reasons;
 use crate::snapshot::Service;
 use portico_config::{
     Api, DEFAULT_MAX_PAYLOAD_BYTES, Integration, ObjectRef, PathTemplate, Protocol, Route,
-    RouteMatch, Segment,
+    RouteMatch,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -171,10 +171,7 @@ fn compile_api(
         }
         seen.insert((c.verb.clone(), shape), c.field.clone());
 
-        let params = match &c.matcher {
-            RouteMatch::Path(t) => path_params(t),
-            RouteMatch::Default => Vec::new(),
-        };
+        let params: Vec<String> = c.matcher.param_names().map(str::to_string).collect();
         // Authorization first: a method whose authorizer cannot be honoured fails closed.
         let (authorization, auth_fail) = match resolve_method(
             obj,
@@ -286,18 +283,6 @@ fn compile_api(
         },
         stage_variables,
     })
-}
-
-/// Path parameter names usable as `{name}` in an integration uri (a greedy `{proxy+}` is
-/// `{proxy}`).
-fn path_params(t: &PathTemplate) -> Vec<String> {
-    t.segments
-        .iter()
-        .filter_map(|s| match s {
-            Segment::Param(p) | Segment::Greedy(p) => Some(p.clone()),
-            Segment::Literal(_) => None,
-        })
-        .collect()
 }
 
 fn check_verb(obj: &ObjectRef, field: &str, verb: &str, diags: &mut Diags) -> bool {

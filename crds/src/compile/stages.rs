@@ -11,7 +11,7 @@ use super::{Diags, is_variable_name};
 use crate::reasons;
 use portico_config::{
     Api, BackendUri, Canary, CanaryForceHeader, CanarySticky, Integration, PathTemplate, Protocol,
-    Route, RouteMatch, Segment, Stage, resolve_stage_variables,
+    Segment, Stage, resolve_stage_variables,
 };
 use std::collections::BTreeMap;
 
@@ -303,8 +303,9 @@ fn unusable_uri(
         if used.is_empty() {
             continue;
         }
-        let checked = resolve_stage_variables(template, vars)
-            .and_then(|uri| BackendUri::parse(&uri, &route_params(route)).map(drop));
+        let checked = resolve_stage_variables(template, vars).and_then(|uri| {
+            BackendUri::parse(&uri, &route.matcher.param_names().collect::<Vec<_>>()).map(drop)
+        });
         if let Err(e) = checked {
             return Some((
                 used.into_iter().map(str::to_string).collect(),
@@ -508,21 +509,6 @@ fn uri_variables(uri: &str) -> Vec<&str> {
         rest = &after[end + 1..];
     }
     out
-}
-
-/// A route's path parameter names in template order (`{proxy+}` is `proxy`).
-fn route_params(route: &Route) -> Vec<&str> {
-    match &route.matcher {
-        RouteMatch::Path(t) => t
-            .segments
-            .iter()
-            .filter_map(|s| match s {
-                Segment::Param(n) | Segment::Greedy(n) => Some(n.as_str()),
-                Segment::Literal(_) => None,
-            })
-            .collect(),
-        RouteMatch::Default => Vec::new(),
-    }
 }
 
 /// `"/"` -> `""`, `"/dev/"` -> `"/dev"`; segments must be non-empty literals (no `.`/`..`).

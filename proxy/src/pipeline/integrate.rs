@@ -25,8 +25,7 @@ use http::header::HeaderName;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use portico_config::{
-    BackendUri, Integration, MappingSource, MappingTarget, Route, RouteMatch, Segment,
-    resolve_stage_variables,
+    BackendUri, Integration, MappingSource, MappingTarget, Route, resolve_stage_variables,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -106,17 +105,7 @@ pub struct HttpTarget {
 
 /// Parameter names of a route's template, in order (`{proxy+}` is named `proxy`).
 pub fn param_names(route: &Route) -> Vec<Arc<str>> {
-    match &route.matcher {
-        RouteMatch::Path(t) => t
-            .segments
-            .iter()
-            .filter_map(|s| match s {
-                Segment::Param(n) | Segment::Greedy(n) => Some(Arc::from(n.as_str())),
-                Segment::Literal(_) => None,
-            })
-            .collect(),
-        RouteMatch::Default => Vec::new(),
-    }
+    route.matcher.param_names().map(Arc::from).collect()
 }
 
 /// Compiles `route`'s integration with a deployment's stage `variables`, around the route's
@@ -329,7 +318,7 @@ impl HttpTarget {
 }
 
 /// The client's protocol as `X-Forwarded-Proto` says it (the gateway listens on plain HTTP).
-const FORWARDED_PROTO: HeaderValue = HeaderValue::from_static("http");
+pub(crate) const FORWARDED_PROTO: HeaderValue = HeaderValue::from_static("http");
 
 /// The integration of a matched route, or the refusal (500 API_CONFIGURATION_ERROR, the
 /// reason logged, never sent) when it cannot be served as configured. The one place that

@@ -82,9 +82,6 @@ impl std::fmt::Debug for RedisLimiter {
     }
 }
 
-/// Why a Redis check gave no answer.
-pub type RedisError = StoreError;
-
 impl RedisLimiter {
     /// The counters, on the shared `store`.
     pub fn new(store: Arc<RedisStore>) -> Arc<Self> {
@@ -101,7 +98,7 @@ impl RedisLimiter {
         id: &str,
         q: portico_config::Quota,
         unix: i64,
-    ) -> Result<(u64, u64), RedisError> {
+    ) -> Result<(u64, u64), StoreError> {
         let (start, _) = super::period_bounds(q.period, unix);
         let mut cmd = redis::cmd("MGET");
         cmd.arg(format!("portico:q:{id}:{start}"))
@@ -122,7 +119,7 @@ impl RedisLimiter {
         &self,
         buckets: &[Check],
         quota: Option<(&str, portico_config::Quota, i64)>,
-    ) -> Result<Outcome, RedisError> {
+    ) -> Result<Outcome, StoreError> {
         let now = tokio::time::Instant::now();
         {
             let mut blocked = self.blocked.lock().expect("never poisoned");
@@ -267,14 +264,14 @@ mod tests {
         tokio::time::pause();
         for i in 0..BREAKER_FAILURES {
             let r = limiter.check(&bucket, None).await;
-            assert!(matches!(r, Err(RedisError::Timeout)), "check {i}: {r:?}");
+            assert!(matches!(r, Err(StoreError::Timeout)), "check {i}: {r:?}");
         }
         let r = limiter.check(&bucket, None).await;
-        assert!(matches!(r, Err(RedisError::Unavailable)), "{r:?}");
+        assert!(matches!(r, Err(StoreError::Unavailable)), "{r:?}");
         tokio::time::advance(BREAKER_OPEN).await;
         let r = limiter.check(&bucket, None).await;
-        assert!(matches!(r, Err(RedisError::Timeout)), "asked again: {r:?}");
+        assert!(matches!(r, Err(StoreError::Timeout)), "asked again: {r:?}");
         let r = limiter.check(&bucket, None).await;
-        assert!(matches!(r, Err(RedisError::Unavailable)), "{r:?}");
+        assert!(matches!(r, Err(StoreError::Unavailable)), "{r:?}");
     }
 }
