@@ -62,6 +62,7 @@ fn mobile_backend_serves_the_documented_routes() {
     let mut resources = Vec::new();
     for f in [
         "restapi.yaml",
+        "restapi-v2.yaml",
         "stages.yaml",
         "authorizer.yaml",
         "usage-plan.yaml",
@@ -71,22 +72,37 @@ fn mobile_backend_serves_the_documented_routes() {
     }
     let out = compile(&Snapshot::from_resources(resources));
     assert!(out.diagnostics.is_empty(), "{:?}", out.diagnostics);
+    let ids: Vec<&str> = out.config.apis.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "restapi/default/mobile-backend",
+            "restapi/default/mobile-backend-v2"
+        ]
+    );
     let api = &out.config.apis[0];
     // The JWT authorizer guards every method but login and signup; the API key only /content*.
-    let guarded: Vec<(&str, Option<&str>, bool)> = api
-        .routes
-        .iter()
-        .map(|r| {
-            (
-                r.route_key.as_str(),
-                r.authorization.as_ref().map(|a| a.authorizer_id.as_str()),
-                r.api_key_required,
-            )
-        })
-        .collect();
+    let guarded = |api: &portico_config::Api| -> Vec<(String, Option<String>, bool)> {
+        api.routes
+            .iter()
+            .map(|r| {
+                (
+                    r.route_key.clone(),
+                    r.authorization.as_ref().map(|a| a.authorizer_id.clone()),
+                    r.api_key_required,
+                )
+            })
+            .collect()
+    };
+    // Version 2 (the prod canary) guards the same methods alike: a caller on the canary
+    // needs what a caller on the base needs.
+    assert_eq!(guarded(api), guarded(&out.config.apis[1]));
+    let base = guarded(api);
     let jwt = Some("authorizer/default/mobile-users");
     assert_eq!(
-        guarded,
+        base.iter()
+            .map(|(k, a, key)| (k.as_str(), a.as_deref(), *key))
+            .collect::<Vec<_>>(),
         [
             ("POST /auth/login", None, false),
             ("POST /auth/signup", None, false),
@@ -133,4 +149,19 @@ fn mobile_backend_serves_the_documented_routes() {
             ("prod", "/prod", "127.0.0.1:9001")
         ]
     );
+    // prod sends 10% to version 2, with its own variables; `always` / `never` pick the side
+    // behind the authorizer.
+    let canary = out.config.stages[1]
+        .canary
+        .as_ref()
+        .expect("prod has a canary");
+    assert_eq!(canary.api_id, "restapi/default/mobile-backend-v2");
+    assert_eq!(canary.percent_traffic, 10.0);
+    assert_eq!(canary.variables, out.config.stages[1].variables);
+    let force = canary.force_header.as_ref().expect("a force header");
+    assert_eq!(
+        (force.name.as_str(), force.require_authorizer),
+        ("x-portico-canary", true)
+    );
+    assert!(out.config.stages[0].canary.is_none());
 }

@@ -5,7 +5,8 @@ Serves, on 127.0.0.1:PORT (or on $BACKEND_HOST:PORT: the Kubernetes manifests in
 BACKEND_HOST=0.0.0.0 so that the Service reaches the pod):
 - /content, /content/{id} and /comments, saying which environment answered (so the dev and
   prod stages can be told apart) and which user the gateway says is calling (the
-  `x-user-id` header the RestApi maps from the token's `sub` claim);
+  `x-user-id` header the RestApi maps from the token's `sub` claim), and, when the gateway
+  says which API version called (`x-api-version`, set by restapi-v2.yaml), that too as "api";
 - the example's identity provider: POST /auth/login mints an RS256 JWT signed with
   identity/signing-key.json, GET /.well-known/jwks.json publishes its public key (the
   Authorizer's jwksUri).
@@ -72,6 +73,9 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def _send(self, status, payload):
+        version = self.headers.get("x-api-version")
+        if version:
+            payload = {**payload, "api": version}
         body = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")

@@ -99,13 +99,13 @@ def cluster(request, procs, tmp_path):
 
 def example_manifests(ns, backends):
     """The mobile-backend example, moved to `ns`, its stages pointing at `backends`."""
-    files = ("restapi.yaml", "stages.yaml", "authorizer.yaml", "usage-plan.yaml")
+    files = ("restapi.yaml", "restapi-v2.yaml", "stages.yaml", "authorizer.yaml", "usage-plan.yaml")
     text = "\n---\n".join((EXAMPLE / f).read_text() for f in files)
     text = text.replace("namespace: default", f"namespace: {ns}")
     # The dev backend is also the identity provider (login, the Authorizer's jwksUri).
     text = text.replace("127.0.0.1:9000", backends["dev"]).replace("127.0.0.1:9001", backends["prod"])
-    # RestApi, 2 Stages, Authorizer, UsagePlan, ApiKey and its Secret.
-    assert text.count(f"namespace: {ns}") == 7, "the example changed: update example_manifests"
+    # 2 RestApis (v2 is the prod canary), 2 Stages, Authorizer, UsagePlan, ApiKey and its Secret.
+    assert text.count(f"namespace: {ns}") == 8, "the example changed: update example_manifests"
     assert backends["dev"] in text and backends["prod"] in text, "the example changed: update example_manifests"
     return text
 
@@ -274,6 +274,31 @@ def test_operator_publishes_the_example_and_the_proxy_serves_it(procs, cluster):
     # Fixed again: Accepted=True comes back.
     c.apply(rest_api_manifest(c, lambda spec: spec["resources"].pop()))
     wait_for("Accepted=True again", 15, lambda: condition(c.get("restapi", "mobile-backend"), "Accepted")["status"] == "True")
+
+    # prod's canary (mobile-backend-v2) answers a forced request: the backend sees v2.
+    forced = dict(auth, **{"x-portico-canary": "always"})
+    comments = f"http://{listen}/prod/comments"
+    assert json.loads(http_get(comments, headers=forced)[1]).get("api") == "v2"
+    # A canary that cannot be served (its RestApi does not exist): the Stage says so, naming the
+    # field, with a Warning Event; the stage keeps serving its own API with all of its traffic.
+    def canary_api(name):
+        c.kubectl("patch", "stage", "mobile-prod", "-n", c.ns, "--type", "merge", "-p",
+                  json.dumps({"spec": {"canarySettings": {"restApiRef": {"name": name}}}}))
+    canary_api("mobile-backend-v3")
+    accepted = wait_for("Stage Accepted=False", 15, lambda: (a := condition(c.get("stage", "mobile-prod"), "Accepted"))
+                        and a["status"] == "False" and a)
+    assert accepted["reason"] == "InvalidCanary", accepted
+    assert "spec.canarySettings.restApiRef.name" in accepted["message"], accepted
+    assert "its share goes to the stage's API" in accepted["message"], accepted
+    ev = wait_for("InvalidCanary Warning Event", 10, lambda: [e for e in c.events()
+                                                              if e["regarding"]["name"] == "mobile-prod" and e["reason"] == "InvalidCanary"])[0]
+    assert ev["type"] == "Warning" and ev["regarding"]["kind"] == "Stage", ev
+    status, body = wait_for("the base serves forced requests", 15,
+                            lambda: (r := http_get(comments, headers=forced))[0] == 200 and "api" not in json.loads(r[1]) and r)
+    assert json.loads(body)["env"] == "prod", body
+    canary_api("mobile-backend-v2")
+    wait_for("Stage Accepted=True again", 15, lambda: condition(c.get("stage", "mobile-prod"), "Accepted")["status"] == "True")
+    wait_for("the canary back", 15, lambda: json.loads(http_get(comments, headers=forced)[1]).get("api") == "v2")
 
     # The ConfigMap is deleted (by hand, by a namespace clean-up, ...): the next resync pass
     # re-reads it and publishes again; the proxy keeps serving the config it has meanwhile.

@@ -1,7 +1,8 @@
 //! The shipped example (`examples/mobile-backend/`) served end to end with its own backend
 //! (`backend.py`: content, comments and the example identity provider), the README's
 //! walk-through step by step: 401 without a token, a token from `/auth/login`, claims in the
-//! profile and at the backend, the API key on /content, and a 429 past the usage plan.
+//! profile and at the backend, the API key on /content, a 429 past the usage plan, and prod's
+//! canary (10% of prod's requests on version 2 of the API, the force header, the metrics).
 //!
 //! Nothing here depends on how fast the machine is: whether this client outruns the example
 //! plan's 1,000 requests/second is the machine's business, so the burst is checked against
@@ -155,13 +156,18 @@ async fn mobile_backend_walkthrough_token_key_claims_and_a_429() {
     let bearer = format!("Bearer {token}");
     let auth = [("authorization", bearer.as_str())];
 
-    // 3. The profile (a MOCK) renders the token's claims.
+    // 3. The profile (a MOCK) renders the token's claims. (prod's canary, version 2 of the
+    // API, is kept out with the force header here: step 7 is about it.)
+    let base_only = [
+        ("authorization", bearer.as_str()),
+        ("x-portico-canary", "never"),
+    ];
     for stage in ["dev", "prod"] {
         let r = c
             .send(
                 Method::GET,
                 &proxy.url(&format!("/{stage}/profile")),
-                &auth,
+                &base_only,
                 "",
             )
             .await;
@@ -312,5 +318,74 @@ async fn mobile_backend_walkthrough_token_key_claims_and_a_429() {
     assert_eq!(
         items.values().next().unwrap(),
         &json!([[used, 10_000_000 - used]])
+    );
+
+    // 7. prod's canary: 10% of prod's requests, drawn per request, are served by version 2 of
+    // the API (restapi-v2.yaml), whose profile says "api":"v2". Over 1,000 requests the share
+    // has a standard deviation of 0.95 points: 5.5-14.5% is more than 4.7 of them either way.
+    let metrics_before = proxy.metrics(&c).await;
+    let v1 = json!({"id": "u-ana", "username": "ana", "stage": "prod"});
+    let v2 = json!({"id": "u-ana", "username": "ana", "stage": "prod", "api": "v2"});
+    const PROFILE_CALLS: usize = 1000;
+    let profile = proxy.url("/prod/profile");
+    let mut on_v2 = 0;
+    for _ in 0..PROFILE_CALLS {
+        let r = c.send(Method::GET, &profile, &auth, "").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.json();
+        if body == v2 {
+            on_v2 += 1;
+        } else {
+            assert_eq!(body, v1);
+        }
+    }
+    assert!(
+        (55..=145).contains(&on_v2),
+        "{on_v2} of {PROFILE_CALLS} prod requests reached the canary (10% expected)"
+    );
+    // The force header picks the side for a signed-in caller; the backend learns which
+    // version called it (x-api-version, echoed as "api"). Without a token it opens nothing.
+    let mut forced = [0usize; 2];
+    for (side, want_profile, want_api) in [("always", &v2, Some("v2")), ("never", &v1, None)] {
+        let h = [
+            ("authorization", bearer.as_str()),
+            ("x-portico-canary", side),
+        ];
+        for _ in 0..5 {
+            let r = c.send(Method::GET, &profile, &h, "").await;
+            assert_eq!(
+                (r.status.as_u16(), &r.json()),
+                (200, want_profile),
+                "{side}"
+            );
+            let r = c
+                .send(Method::GET, &proxy.url("/prod/comments"), &h, "")
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let body = r.json();
+            assert_eq!(
+                (body["env"].as_str(), body["api"].as_str()),
+                (Some("prod"), want_api)
+            );
+            forced[usize::from(side == "always")] += 2;
+        }
+    }
+    let r = c
+        .send(Method::GET, &profile, &[("x-portico-canary", "always")], "")
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    // The sides' metrics differ by the stage label (`prod/Canary`): every request of this step
+    // is counted on its side (the 401 is drawn like any request: it may count on either).
+    let metrics_after = proxy.metrics(&c).await;
+    let count = |text: &str, stage: &str| {
+        portico_e2e::metric_sum(text, "portico_count", &[("stage", stage)]).unwrap_or(0.0) as usize
+    };
+    let canary = count(&metrics_after, "prod/Canary") - count(&metrics_before, "prod/Canary");
+    let base = count(&metrics_after, "prod") - count(&metrics_before, "prod");
+    assert_eq!(canary + base, PROFILE_CALLS + forced[0] + forced[1] + 1);
+    assert!(
+        (on_v2 + forced[1]..=on_v2 + forced[1] + 1).contains(&canary),
+        "canary count {canary}: {on_v2} drawn + {} forced",
+        forced[1]
     );
 }
