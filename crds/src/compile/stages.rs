@@ -278,11 +278,12 @@ fn http_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// The protocol with its article, for messages ("an HTTP API").
 fn protocol_name(p: Protocol) -> &'static str {
     match p {
-        Protocol::Rest => "REST",
-        Protocol::Http => "HTTP",
-        Protocol::WebSocket => "WebSocket",
+        Protocol::Rest => "a REST",
+        Protocol::Http => "an HTTP",
+        Protocol::WebSocket => "a WebSocket",
     }
 }
 
@@ -369,7 +370,7 @@ fn compile_canary(
                     diags,
                     ".restApiRef.name",
                     format!(
-                        "RestApi {}/{} is a {} API but the stage's is a {} API",
+                        "RestApi {}/{} is {} API but the stage's is {} API",
                         obj.namespace,
                         r.name,
                         protocol_name(api.api.protocol),
