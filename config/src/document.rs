@@ -189,6 +189,14 @@ pub struct Route {
     /// passthrough, integration and method responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<crate::Transform>,
+    /// Request values that tell the method's cached answers apart (`cacheKeyParameters` of
+    /// the integration), in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_key_parameters: Vec<RequiredParameter>,
+    /// `cacheNamespace` of the integration: methods with the same namespace and key values
+    /// share entries. `None`: the route's own (its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_namespace: Option<String>,
 }
 
 /// A route's authorization settings.
@@ -444,6 +452,71 @@ pub struct Stage {
     /// other stage variables (`canarySettings`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
+    /// The stage's response cache (`cacheClusterEnabled`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<StageCache>,
+}
+
+/// A stage's response cache: its budget, how a flush is asked for, and what each method
+/// caches. A method's settings are resolved here: `methods` holds every method whose
+/// settings differ from `defaults`' rule (GET methods cached with `defaults`, others not).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageCache {
+    /// Bytes the stage's entries may hold in memory (per proxy process without Redis).
+    pub budget_bytes: u64,
+    /// A change of this value flushes the stage's cache: it is part of every entry's key,
+    /// so no replica finds an entry stored before the change (the Stage's
+    /// `portico.dev/flush-cache` annotation).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub flush_token: String,
+    /// Settings of the GET methods without settings of their own (`*/*`).
+    pub defaults: MethodCache,
+    /// Settings per route key (`GET /content/{id}`) of the methods that have their own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub methods: BTreeMap<String, MethodCache>,
+}
+
+impl StageCache {
+    /// The settings of the method with `route_key` and `http_method`, when it is cached.
+    pub fn method(&self, route_key: &str, http_method: &str) -> Option<&MethodCache> {
+        let m = match self.methods.get(route_key) {
+            Some(m) => m,
+            None if http_method == "GET" => &self.defaults,
+            None => return None,
+        };
+        (m.enabled && m.ttl_seconds > 0).then_some(m)
+    }
+}
+
+/// How one method uses the stage cache (`methodSettings` caching fields).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MethodCache {
+    /// `cachingEnabled`.
+    pub enabled: bool,
+    /// `cacheTtlInSeconds` (1..=3600 when enabled).
+    pub ttl_seconds: u32,
+    /// `cacheDataEncrypted`: entries in Redis are encrypted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// `requireAuthorizationForCacheControl`: only callers their authorizer allows
+    /// `execute-api:InvalidateCache` may invalidate with `Cache-Control: max-age=0`.
+    pub require_authorization: bool,
+    /// `unauthorizedCacheControlHeaderStrategy`.
+    pub unauthorized: UnauthorizedCacheControl,
+}
+
+/// What a `Cache-Control: max-age=0` from a caller that may not invalidate gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UnauthorizedCacheControl {
+    /// 403 (AccessDeniedException).
+    FailWith403,
+    /// Served as without the header, plus a `Warning` response header.
+    SucceedWithResponseHeader,
+    /// Served as without the header.
+    SucceedWithoutResponseHeader,
 }
 
 /// A stage's canary.
@@ -919,6 +992,8 @@ mod tests {
                     transform: None,
                     api_key_required: false,
                     authorization: None,
+                    cache_key_parameters: Vec::new(),
+                    cache_namespace: None,
                 }],
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
@@ -941,6 +1016,7 @@ mod tests {
                 throttle: None,
                 method_throttles: BTreeMap::new(),
                 canary: None,
+                cache: None,
             }],
             ..GatewayConfig::empty()
         }

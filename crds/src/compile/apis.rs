@@ -238,6 +238,8 @@ fn compile_api(
             matcher: c.matcher,
             integration,
             timeout_ms: integ.timeout_ms,
+            cache_key_parameters: Vec::new(),
+            cache_namespace: None,
             validation: validation.validation,
             fail_closed,
             transform: transform.transform,

@@ -255,6 +255,8 @@ mod tests {
                         transform: None,
                         api_key_required: false,
                         authorization: None,
+                        cache_key_parameters: Vec::new(),
+                        cache_namespace: None,
                     }],
                     gateway_responses: Default::default(),
                     max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
@@ -279,6 +281,7 @@ mod tests {
                     throttle: None,
                     method_throttles: Default::default(),
                     canary: None,
+                    cache: None,
                 }],
                 ..GatewayConfig::empty()
             }

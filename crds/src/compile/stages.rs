@@ -268,6 +268,7 @@ fn compile_stage(
         throttle: None,
         method_throttles: BTreeMap::new(),
         canary,
+        cache: None,
     })
 }
 

@@ -663,6 +663,8 @@ pub(crate) mod tests {
             transform: None,
             api_key_required: false,
             authorization: None,
+            cache_key_parameters: Vec::new(),
+            cache_namespace: None,
         }
     }
 
@@ -864,6 +866,7 @@ pub(crate) mod tests {
             throttle: None,
             method_throttles: BTreeMap::new(),
             canary: None,
+            cache: None,
         }
     }
 

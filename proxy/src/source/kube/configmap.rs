@@ -180,6 +180,7 @@ pub(crate) mod tests {
             throttle: None,
             method_throttles: BTreeMap::new(),
             canary: None,
+            cache: None,
         });
         let cases = [
             (cm(&[], &[]), "neither"),
