@@ -1,7 +1,8 @@
 //! Admin server on its own port: `/metrics` (Prometheus text), `/healthz` (200 while the
 //! process lives), `/readyz` (200 once a config is loaded and until shutdown starts, else 503),
 //! `/usage?plan=<plan id>[&keyId=<key id>]` (quota used and remaining per key, as AWS
-//! GetUsage; key ids are hash prefixes, never keys).
+//! GetUsage; key ids are hash prefixes, never keys), `POST /cache/flush?stage=<ns>/<name>`
+//! (AWS FlushStageCache: 202; with Redis for every replica, else this process's entries).
 
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -42,9 +43,55 @@ pub struct Usage {
     pub state: Arc<ArcSwap<Runtime>>,
     /// The request counters.
     pub limits: Limits,
+    /// The stages' response caches (`POST /cache/flush`).
+    pub cache: Arc<crate::cache::ResponseCache>,
 }
 
 impl Usage {
+    /// `POST /cache/flush?stage=<namespace>/<name>`: `(status, JSON body)`.
+    pub async fn flush(&self, method: &http::Method, query: &str) -> (StatusCode, String) {
+        let err = |status, msg: String| (status, serde_json::json!({ "message": msg }).to_string());
+        if method != http::Method::POST {
+            return err(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST /cache/flush?stage=<namespace>/<name>".into(),
+            );
+        }
+        let Some(name) = query.split('&').find_map(|kv| kv.strip_prefix("stage=")) else {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "stage=<namespace>/<name> is required".into(),
+            );
+        };
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        let id = format!("stage/{name}");
+        let runtime = self.state.load();
+        let Some(stage) = runtime.config.stages.iter().find(|s| s.id == id) else {
+            return err(StatusCode::NOT_FOUND, format!("no stage {name} is served"));
+        };
+        if stage.cache.is_none() {
+            return err(
+                StatusCode::NOT_FOUND,
+                format!("stage {name} has no cache (spec.cacheClusterEnabled)"),
+            );
+        }
+        match self.cache.flush(&id).await {
+            Ok(scope) => {
+                tracing::info!(stage = %id, scope, "stage cache flushed");
+                (
+                    StatusCode::ACCEPTED,
+                    serde_json::json!({ "stage": id, "flushed": scope }).to_string(),
+                )
+            }
+            Err(e) => err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the shared cache did not answer ({e}); flush again, or change the Stage's portico.dev/flush-cache annotation"
+                ),
+            ),
+        }
+    }
+
     /// `GET /usage?plan=..&keyId=..`: `(status, JSON body)`.
     pub async fn get(&self, query: &str, unix: i64) -> (StatusCode, String) {
         let param = |name: &str| {
@@ -118,6 +165,12 @@ async fn respond(
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match req.uri().path() {
+        "/cache/flush" => {
+            let (status, body) = usage
+                .flush(req.method(), req.uri().query().unwrap_or(""))
+                .await;
+            (status, "application/json", Bytes::from(body))
+        }
         "/usage" => {
             let unix = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -36,6 +36,8 @@ pub enum ProxyBody {
     Incoming(ClientBody),
     /// A streamed backend response (returns its connection to the pool at the end).
     Backend(BackendBody),
+    /// A response body copied into the stage cache as it streams.
+    Filling(Box<crate::pipeline::cache::Fill>),
 }
 
 impl ProxyBody {
@@ -63,6 +65,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Incoming(i) => Pin::new(i).poll_frame(cx),
             ProxyBody::Backend(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Filling(f) => f.poll_frame(cx),
         }
     }
 
@@ -72,6 +75,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Incoming(i) => i.is_end_stream(),
             ProxyBody::Backend(b) => b.is_end_stream(),
+            ProxyBody::Filling(f) => f.is_end_stream(),
         }
     }
 
@@ -81,6 +85,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Incoming(i) => i.size_hint(),
             ProxyBody::Backend(b) => b.size_hint(),
+            ProxyBody::Filling(f) => f.size_hint(),
         }
     }
 }

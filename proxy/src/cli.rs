@@ -133,6 +133,12 @@ pub struct ServeArgs {
     /// ARNs: twelve digits, as AWS account ids are.
     #[arg(long, value_name = "ID", default_value = crate::context::DEFAULT_ACCOUNT_ID, value_parser = parse_account_id)]
     pub account_id: String,
+    /// Key that seals stage-cache entries in Redis for methods with `cacheDataEncrypted`
+    /// (AES-256-GCM): a file holding 64 hex digits (`openssl rand -hex 32`), the same for
+    /// every replica. Without it each process seals with a random key of its own (a replica
+    /// then cannot read another's encrypted entries: those are misses).
+    #[arg(long, value_name = "FILE")]
+    pub cache_encryption_key_file: Option<PathBuf>,
     /// When Redis cannot be reached: `open` admits the request (counted in
     /// `portico_shared_state_errors_total{user="ratelimit"}`, logged), `closed` answers 500
     /// DEFAULT_5XX.

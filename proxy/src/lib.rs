@@ -17,6 +17,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod buffer;
+pub mod cache;
 pub mod cli;
 pub mod client_io;
 pub mod context;

@@ -43,6 +43,8 @@ pub struct Metrics {
     /// `portico_shared_state_errors_total{user}`: commands the shared store gave no answer
     /// to, per user of the shared state.
     pub shared_state_errors: prometheus::IntCounterVec,
+    cache_hits: IntCounterVec,
+    cache_misses: IntCounterVec,
 }
 
 /// Per-key series; `key_id` is the first 8 hex digits of the key's SHA-256, never the key.
@@ -231,7 +233,17 @@ impl Metrics {
         registry
             .register(Box::new(shared_state_errors.clone()))
             .expect("registered once");
+        let cache_hits = counter(
+            "portico_cache_hit_count",
+            "Requests served from the stage cache (CloudWatch CacheHitCount).",
+        );
+        let cache_misses = counter(
+            "portico_cache_miss_count",
+            "Requests of cached methods served by the integration (CloudWatch CacheMissCount).",
+        );
         Metrics {
+            cache_hits,
+            cache_misses,
             redis_errors,
             shared_state_errors,
             keys,
@@ -260,6 +272,22 @@ impl Metrics {
             latency: self.latency.with_label_values(&l),
             integration_latency: self.integration_latency.with_label_values(&l),
         }
+    }
+
+    /// `portico_cache_hit_count` and `portico_cache_miss_count` for one label set (only
+    /// cached methods have them).
+    pub fn cache(
+        &self,
+        api: &str,
+        stage: &str,
+        resource: &str,
+        method: &str,
+    ) -> (IntCounter, IntCounter) {
+        let l = [api, stage, resource, method];
+        (
+            self.cache_hits.with_label_values(&l),
+            self.cache_misses.with_label_values(&l),
+        )
     }
 
     /// Marks `version` as the served config.

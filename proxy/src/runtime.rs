@@ -149,6 +149,8 @@ pub struct StageRoute {
     pub metrics: RouteMetrics,
     /// Path parameter names in template order.
     pub param_names: Vec<Arc<str>>,
+    /// The stage cache, when this method of this deployment uses it.
+    pub cache: Option<crate::pipeline::cache::RouteCache>,
 }
 
 impl Runtime {
@@ -220,8 +222,13 @@ impl Runtime {
                 // A canary's metrics carry the stage label `<stage>/Canary`, as AWS names the
                 // canary's CloudWatch stage dimension, so one query compares both sides.
                 let canary_stage = format!("{}/Canary", stage.name);
+                // The stage's cache serves the primary, and the canary when it uses the stage
+                // cache (`useStageCache`; else canary requests are not cached, as AWS).
                 let deploy =
-                    |api_idx: usize, variables: &BTreeMap<String, String>, metrics_stage: &str| {
+                    |api_idx: usize,
+                     variables: &BTreeMap<String, String>,
+                     metrics_stage: &str,
+                     cache: Option<&portico_config::StageCache>| {
                         let api = &config.apis[api_idx];
                         let (transforms, validation) = &per_api[api_idx];
                         let routes = api
@@ -256,6 +263,19 @@ impl Runtime {
                                         &route.http_method,
                                     ),
                                     param_names,
+                                    cache: cache.and_then(|c| {
+                                        crate::pipeline::cache::RouteCache::build(
+                                            &stage.id,
+                                            c,
+                                            route,
+                                            metrics.cache(
+                                                &api.id,
+                                                metrics_stage,
+                                                &route.resource_path,
+                                                &route.http_method,
+                                            ),
+                                        )
+                                    }),
                                 }
                             })
                             .collect();
@@ -265,14 +285,17 @@ impl Runtime {
                             routes,
                         }
                     };
-                let mut deployments = vec![deploy(api_idx, &stage.variables, &stage.name)];
+                let stage_cache = stage.cache.as_ref();
+                let mut deployments =
+                    vec![deploy(api_idx, &stage.variables, &stage.name, stage_cache)];
                 let mut canary_ppm = 0;
                 let (mut canary_sticky, mut canary_force) = (None, None);
                 if let Some(c) = &stage.canary {
                     let canary_idx = *index
                         .get(c.api_id.as_str())
                         .expect("validated: a canary names an existing api");
-                    deployments.push(deploy(canary_idx, &c.variables, &canary_stage));
+                    let cache = stage_cache.filter(|_| c.use_stage_cache);
+                    deployments.push(deploy(canary_idx, &c.variables, &canary_stage, cache));
                     canary_ppm = (c.percent_traffic * 10_000.0).round() as u32;
                     canary_sticky = c.sticky.clone();
                     canary_force = c.force_header.clone();

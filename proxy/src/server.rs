@@ -107,6 +107,28 @@ async fn serve(args: ServeArgs) -> Result<()> {
         metrics.shared_state_errors.clone(),
         metrics.redis_errors.clone(),
     );
+    let sealer = match &args.cache_encryption_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                std::io::Error::other(format!(
+                    "--cache-encryption-key-file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let key = crate::cache::Sealer::parse_key(&text).map_err(|e| {
+                std::io::Error::other(format!(
+                    "--cache-encryption-key-file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            crate::cache::Sealer::new(&key)
+        }
+        None => crate::cache::Sealer::random(),
+    };
+    let cache = Arc::new(crate::cache::ResponseCache::new(
+        shared_state.clone(),
+        sealer,
+    ));
     let limits = crate::usage_plan::Limits::new(shared_state);
     let shared = Arc::new(Shared {
         access_log: AccessLog::stdout(metrics.access_log_dropped.clone()),
@@ -117,6 +139,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         key_metrics: metrics.keys.clone(),
         buffers: crate::buffer::BufferBudget::new(args.max_buffered_request_bytes),
         body_timeouts: args.body_timeouts(),
+        cache: cache.clone(),
     });
     let health = Arc::new(Health::default());
     health.set_ready(source.ready_at_start());
@@ -127,6 +150,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         admin::Usage {
             state: state.clone(),
             limits,
+            cache,
         },
         Duration::from_secs(args.client_header_timeout_seconds),
     ));

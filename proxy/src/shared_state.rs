@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Users: the rate-limit counters (`usage_plan::redis`), keyed `portico:b:*`, `portico:q:*`.
-//! A response cache and a WebSocket connection registry are the next two: each runs its
+//! The response cache (`cache`, keyed `portico:c:*`, `portico:cg:*`) is the second; a
+//! WebSocket connection registry will be the next: each runs its
 //! commands through [`RedisStore::run`] under its own [`User`] and key prefix, and asks
 //! [`SharedState::failed`] what to do when the store does not answer. Without `--redis-url`
 //! every user keeps its state in process (per replica).
@@ -37,6 +38,8 @@ const LOG_EVERY: Duration = Duration::from_secs(1);
 pub enum User {
     /// Usage-plan and throttle counters.
     RateLimit,
+    /// The stage response cache (a store that does not answer is a miss).
+    Cache,
 }
 
 impl User {
@@ -44,10 +47,11 @@ impl User {
     pub fn as_str(self) -> &'static str {
         match self {
             User::RateLimit => "ratelimit",
+            User::Cache => "cache",
         }
     }
 
-    const ALL: [User; 1] = [User::RateLimit];
+    const ALL: [User; 2] = [User::RateLimit, User::Cache];
 }
 
 /// What to do when the shared store gave no answer (`--redis-failure-mode`).

@@ -57,6 +57,9 @@ pub struct AuthorizerOutput {
     pub context: Map<String, Value>,
     /// The function's `usageIdentifierKey` (for the API key phase, `apiKeySource: AUTHORIZER`).
     pub usage_identifier_key: Option<String>,
+    /// Whether the function's policy allows `execute-api:InvalidateCache` on the method
+    /// (`Cache-Control: max-age=0` then refreshes the stage cache's entry). JWT: never.
+    pub may_invalidate_cache: bool,
 }
 
 /// One compiled authorizer.

@@ -232,6 +232,8 @@ pub struct Shared {
     pub buffers: std::sync::Arc<crate::buffer::BufferBudget>,
     /// How slowly a client may send its request body.
     pub body_timeouts: crate::body::BodyTimeouts,
+    /// The stages' response caches (outside `Runtime`: reloads keep the entries).
+    pub cache: std::sync::Arc<crate::cache::ResponseCache>,
 }
 
 /// Per-connection values, computed once per accepted connection.

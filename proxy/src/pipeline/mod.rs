@@ -15,6 +15,9 @@
 //!    throttle::meter     plan bucket, stage bucket, quota; key metrics         (429)
 //!    limits::phase       required parameters, payload cap, body against its
 //!                        model (buffered only for routes that validate it)     (400/413/408)
+//!    cache::call         the stage cache, on cached methods: a hit answers; a miss
+//!                        calls the integration (one call per key at a time) and
+//!                        stores a 2XX answer of at most 1 MiB as it streams       (403)
 //!    integrate::call     the one dispatch on the route's integration:
 //!      with mappings (HTTP, MOCK with a Transform): integrate::call_mapped
 //!        transform::request   params, request template, passthrough           (400/415/500)
@@ -34,6 +37,7 @@
 
 pub mod api_key;
 pub mod auth;
+pub mod cache;
 pub mod compress;
 pub mod cors;
 pub mod ctx;
@@ -141,8 +145,9 @@ async fn run(mut ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError> 
     phase!(throttle::meter(&mut ex).await);
     // Parameters and body against the route's validator, and the payload cap.
     phase!(limits::phase(&mut ex).await);
-    // One dispatch: pass-through (streamed both ways), mapped, MOCK or Lambda.
-    integrate::call(ex).await
+    // The stage's response cache, then one dispatch: pass-through (streamed both ways),
+    // mapped, MOCK or Lambda.
+    cache::call(ex).await
 }
 
 #[cfg(test)]

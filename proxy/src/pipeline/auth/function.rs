@@ -90,6 +90,9 @@ pub enum Outcome {
         principal_id: Option<String>,
         /// `execute-api:Invoke` statements: (allow, resource patterns).
         statements: Vec<(bool, Vec<String>)>,
+        /// `execute-api:InvalidateCache` statements (may the caller invalidate the stage
+        /// cache with `Cache-Control: max-age=0`): (allow, resource patterns).
+        invalidate: Vec<(bool, Vec<String>)>,
         /// `context`.
         context: Map<String, Value>,
         /// `usageIdentifierKey` (the API key, for `apiKeySource: AUTHORIZER`).
@@ -303,7 +306,7 @@ pub fn parse_outcome(v: &Value, simple: bool) -> Result<Outcome, String> {
         Some(o @ Value::Object(_)) => vec![o.clone()],
         _ => return Err("policyDocument without Statement".into()),
     };
-    let mut out = Vec::new();
+    let (mut out, mut invalidate) = (Vec::new(), Vec::new());
     for s in &statements {
         let allow = match s.get("Effect").and_then(Value::as_str) {
             Some(e) if e.eq_ignore_ascii_case("allow") => true,
@@ -320,6 +323,12 @@ pub fn parse_outcome(v: &Value, simple: bool) -> Result<Outcome, String> {
         }
         if actions
             .iter()
+            .any(|a| wildcard_match(a, "execute-api:InvalidateCache"))
+        {
+            invalidate.push((allow, resources.clone()));
+        }
+        if actions
+            .iter()
             .any(|a| wildcard_match(a, "execute-api:Invoke"))
         {
             out.push((allow, resources));
@@ -333,6 +342,7 @@ pub fn parse_outcome(v: &Value, simple: bool) -> Result<Outcome, String> {
     Ok(Outcome::Policy {
         principal_id,
         statements: out,
+        invalidate,
         context,
         usage_identifier_key: v
             .get("usageIdentifierKey")
@@ -359,19 +369,20 @@ pub fn evaluate(o: &Outcome, arn: &str) -> Result<AuthorizerOutput, GatewayError
         Outcome::Policy {
             principal_id,
             statements,
+            invalidate,
             context,
             usage_identifier_key,
         } => {
-            let matches = |allow: bool| {
+            let matches = |statements: &[(bool, Vec<String>)], allow: bool| {
                 statements
                     .iter()
                     .filter(|(a, _)| *a == allow)
                     .any(|(_, res)| res.iter().any(|r| wildcard_match(r, arn)))
             };
-            if matches(false) {
+            if matches(statements, false) {
                 return Err(GatewayError::PolicyDenied { explicit: true });
             }
-            if !matches(true) {
+            if !matches(statements, true) {
                 return Err(GatewayError::PolicyDenied { explicit: false });
             }
             Ok(AuthorizerOutput {
@@ -379,6 +390,8 @@ pub fn evaluate(o: &Outcome, arn: &str) -> Result<AuthorizerOutput, GatewayError
                 claims: Arc::default(),
                 context: context.clone(),
                 usage_identifier_key: usage_identifier_key.clone(),
+                // The same rule for the cache: an explicit Deny wins, an Allow is needed.
+                may_invalidate_cache: !matches(invalidate, false) && matches(invalidate, true),
             })
         }
     }
