@@ -159,7 +159,7 @@ impl LocalStage {
 /// Where a lookup's answer would be stored: captured at the miss, so that a flush between
 /// the miss and the store wins.
 #[derive(Clone, Debug)]
-pub struct Slot(Place);
+pub struct Slot(Place, Arc<str>);
 
 #[derive(Clone, Debug)]
 enum Place {
@@ -303,6 +303,8 @@ pub struct ResponseCache {
     shared: SharedState,
     sealer: Sealer,
     inflight: Arc<Mutex<HashMap<Key, watch::Receiver<()>>>>,
+    /// `portico_cache_size_bytes{stage}`: bytes held in process per stage.
+    size: prometheus::IntGaugeVec,
 }
 
 const LOOKUP: &str = r"
@@ -312,14 +314,30 @@ return {g, redis.call('GET', ARGV[1] .. ':' .. g)}
 
 impl ResponseCache {
     /// A cache over `shared` (Redis when it has a store, else in process), sealing with
-    /// `sealer`.
-    pub fn new(shared: SharedState, sealer: Sealer) -> Self {
+    /// `sealer`, reporting the bytes it holds per stage in `size` (label `stage`).
+    pub fn new(shared: SharedState, sealer: Sealer, size: prometheus::IntGaugeVec) -> Self {
         ResponseCache {
             local: RwLock::default(),
             shared,
             sealer,
             inflight: Arc::default(),
+            size,
         }
+    }
+
+    /// A cache in process with an unregistered gauge (tests).
+    pub fn in_process() -> Self {
+        let size = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("unregistered", "unregistered"),
+            &["stage"],
+        )
+        .expect("valid metric");
+        ResponseCache::new(SharedState::default(), Sealer::random(), size)
+    }
+
+    fn report_size(&self, stage: &str, s: &LocalStage) {
+        let bytes = i64::try_from(s.entries.weight()).unwrap_or(i64::MAX);
+        self.size.with_label_values(&[stage]).set(bytes);
     }
 
     /// Whether entries live in Redis.
@@ -355,11 +373,14 @@ impl ResponseCache {
             let s = self.local_stage(stage, budget);
             let epoch = s.epoch.load(Ordering::Acquire);
             let found = s.entries.get(key);
-            let slot = Slot(Place::Local {
-                stage: s.clone(),
-                epoch,
-                key: *key,
-            });
+            let slot = Slot(
+                Place::Local {
+                    stage: s.clone(),
+                    epoch,
+                    key: *key,
+                },
+                stage.clone(),
+            );
             return match found {
                 Some(v) if v.expires > Instant::now() => Lookup::Hit(v.entry, slot),
                 Some(_) => {
@@ -387,7 +408,7 @@ impl ResponseCache {
             Ok((generation, value)) => {
                 let full = format!("{entry_key}:{generation}");
                 let found = value.and_then(|raw| self.unseal(&raw, full.as_bytes()));
-                let slot = Slot(Place::Redis(full));
+                let slot = Slot(Place::Redis(full), stage.clone());
                 match found {
                     Some(e) => Lookup::Hit(Arc::new(e), slot),
                     None => Lookup::Miss(slot),
@@ -395,7 +416,7 @@ impl ResponseCache {
             }
             Err(e) => {
                 self.failed(&e);
-                Lookup::Miss(Slot(Place::Nowhere))
+                Lookup::Miss(Slot(Place::Nowhere, stage.clone()))
             }
         }
     }
@@ -425,6 +446,7 @@ impl ResponseCache {
         encrypted: bool,
         guard: Option<FillGuard>,
     ) {
+        let stage_name = slot.1.clone();
         match slot.0 {
             Place::Nowhere => {}
             Place::Local { stage, epoch, key } => {
@@ -438,6 +460,7 @@ impl ResponseCache {
                             expires,
                         },
                     );
+                    self.report_size(&stage_name, &stage);
                 }
             }
             Place::Redis(full) => {
@@ -499,9 +522,16 @@ impl ResponseCache {
     /// Flushes `stage`'s cache (AWS FlushStageCache): in process here, and with Redis for
     /// every replica (the stage's generation goes up). Says where.
     pub async fn flush(&self, stage: &str) -> Result<&'static str, StoreError> {
-        if let Some(s) = self.local.read().expect("never poisoned").get(stage) {
+        let local = self
+            .local
+            .read()
+            .expect("never poisoned")
+            .get(stage)
+            .cloned();
+        if let Some(s) = local {
             s.epoch.fetch_add(1, Ordering::AcqRel);
             s.entries.clear();
+            self.report_size(stage, &s);
         }
         let Some(redis) = self.redis() else {
             return Ok("process");
@@ -555,11 +585,12 @@ mod tests {
             !sealed.windows(7).any(|w| w == b"{\"a\":1}"),
             "the body is not in clear"
         );
-        let cache = ResponseCache::new(SharedState::default(), sealer);
+        let mut cache = ResponseCache::in_process();
+        cache.sealer = sealer;
         assert_eq!(cache.unseal(&sealed, b"portico:c:k:0"), Some(e));
         // Another key (place) or another process's key: not readable, a miss.
         assert_eq!(cache.unseal(&sealed, b"portico:c:other:0"), None);
-        let other = ResponseCache::new(SharedState::default(), Sealer::random());
+        let other = ResponseCache::in_process();
         assert_eq!(other.unseal(&sealed, b"portico:c:k:0"), None);
         let mut flipped = sealed.clone();
         *flipped.last_mut().unwrap() ^= 1;
@@ -582,7 +613,7 @@ mod tests {
     /// also refuses a fill that missed before it, and the budget bounds what is held.
     #[tokio::test]
     async fn local_entries_expire_flush_and_stay_within_the_budget() {
-        let cache = Arc::new(ResponseCache::new(SharedState::default(), Sealer::random()));
+        let cache = Arc::new(ResponseCache::in_process());
         let stage: Arc<str> = Arc::from("stage/default/prod");
         let k = key([b"a".as_slice()]);
         let Lookup::Miss(slot) = cache.lookup(&stage, 1 << 20, &k).await else {
@@ -629,7 +660,7 @@ mod tests {
     /// goes, and the key is free again afterwards.
     #[tokio::test]
     async fn one_request_fills_a_key_and_the_others_wait_for_it() {
-        let cache = ResponseCache::new(SharedState::default(), Sealer::random());
+        let cache = ResponseCache::in_process();
         let k = key([b"k".as_slice()]);
         let Turn::Lead(guard) = cache.turn(k) else {
             panic!("first")

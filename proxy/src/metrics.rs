@@ -45,6 +45,8 @@ pub struct Metrics {
     pub shared_state_errors: prometheus::IntCounterVec,
     cache_hits: IntCounterVec,
     cache_misses: IntCounterVec,
+    /// `portico_cache_size_bytes{stage}`: bytes the stage cache holds in this process.
+    pub cache_size: IntGaugeVec,
 }
 
 /// Per-key series; `key_id` is the first 8 hex digits of the key's SHA-256, never the key.
@@ -241,7 +243,19 @@ impl Metrics {
             "portico_cache_miss_count",
             "Requests of cached methods served by the integration (CloudWatch CacheMissCount).",
         );
+        let cache_size = IntGaugeVec::new(
+            Opts::new(
+                "portico_cache_size_bytes",
+                "Bytes a stage's response cache holds in this process (bounded by its budget; 0 with Redis).",
+            ),
+            &["stage"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(cache_size.clone()))
+            .expect("registered once");
         Metrics {
+            cache_size,
             cache_hits,
             cache_misses,
             redis_errors,

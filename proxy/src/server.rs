@@ -128,6 +128,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let cache = Arc::new(crate::cache::ResponseCache::new(
         shared_state.clone(),
         sealer,
+        metrics.cache_size.clone(),
     ));
     let limits = crate::usage_plan::Limits::new(shared_state);
     let shared = Arc::new(Shared {

@@ -122,10 +122,7 @@ fn mk_shared(metrics: &Metrics, log: &Arc<Mutex<Vec<u8>>>, port: u16) -> Arc<Sha
         key_metrics: metrics.keys.clone(),
         buffers: crate::buffer::BufferBudget::new(1 << 30),
         body_timeouts: Default::default(),
-        cache: Arc::new(crate::cache::ResponseCache::new(
-            Default::default(),
-            crate::cache::Sealer::random(),
-        )),
+        cache: Arc::new(crate::cache::ResponseCache::in_process()),
     })
 }
 
