@@ -457,6 +457,9 @@ pub struct Stage {
     pub cache: Option<StageCache>,
 }
 
+/// The longest a method may cache an answer (`cacheTtlInSeconds`, AWS's limit), seconds.
+pub const MAX_CACHE_TTL_SECONDS: u32 = 3600;
+
 /// A stage's response cache: its budget, how a flush is asked for, and what each method
 /// caches. A method's settings are resolved here: `methods` holds every method whose
 /// settings differ from `defaults`' rule (GET methods cached with `defaults`, others not).
@@ -512,6 +515,8 @@ pub struct MethodCache {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UnauthorizedCacheControl {
     /// 403 (AccessDeniedException).
+    // `SCREAMING_SNAKE_CASE` would spell it `FAIL_WITH403`.
+    #[serde(rename = "FAIL_WITH_403")]
     FailWith403,
     /// Served as without the header, plus a `Warning` response header.
     SucceedWithResponseHeader,
@@ -792,7 +797,7 @@ impl GatewayConfig {
     /// Checks the invariants the proxy relies on:
     /// unique api/route/stage ids, every stage names an existing api, base paths and hosts are
     /// normalised, no two stages claim the same host + base path, timeouts and limits are
-    /// positive.
+    /// positive, a stage cache has a budget and caches for at most [`MAX_CACHE_TTL_SECONDS`].
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
         let mut api_ids = BTreeSet::new();
@@ -893,6 +898,20 @@ impl GatewayConfig {
                     "stage {} has a throttle with a non-positive limit",
                     s.id
                 ));
+            }
+            if let Some(c) = &s.cache {
+                if c.budget_bytes == 0 {
+                    return bad(format!("stage {} has a cache of 0 bytes", s.id));
+                }
+                if let Some((key, m)) = std::iter::once(("*/*", &c.defaults))
+                    .chain(c.methods.iter().map(|(k, m)| (k.as_str(), m)))
+                    .find(|(_, m)| m.enabled && m.ttl_seconds > MAX_CACHE_TTL_SECONDS)
+                {
+                    return bad(format!(
+                        "stage {} caches {key} for {} s, more than {MAX_CACHE_TTL_SECONDS}",
+                        s.id, m.ttl_seconds
+                    ));
+                }
             }
         }
         self.validate_plans(&stage_ids)
@@ -1061,6 +1080,58 @@ mod tests {
             cfg.stages[0].base_path = bad.into();
             assert!(cfg.validate().is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn validate_rejects_an_empty_cache_budget_and_a_ttl_past_an_hour() {
+        let cache = StageCache {
+            budget_bytes: 1 << 20,
+            flush_token: String::new(),
+            defaults: MethodCache {
+                enabled: true,
+                ttl_seconds: 300,
+                encrypted: false,
+                require_authorization: true,
+                unauthorized: UnauthorizedCacheControl::SucceedWithResponseHeader,
+            },
+            methods: BTreeMap::new(),
+        };
+        let mut cfg = mk_config();
+        cfg.stages[0].cache = Some(cache.clone());
+        cfg.validate().unwrap();
+        let back = GatewayConfig::from_json(cfg.to_json().as_bytes()).unwrap();
+        assert_eq!(back, cfg);
+        assert_eq!(
+            serde_json::to_value(UnauthorizedCacheControl::FailWith403).unwrap(),
+            "FAIL_WITH_403"
+        );
+
+        let mut c = cache.clone();
+        c.budget_bytes = 0;
+        cfg.stages[0].cache = Some(c);
+        assert!(cfg.validate().unwrap_err().to_string().contains("0 bytes"));
+
+        let mut c = cache.clone();
+        c.defaults.ttl_seconds = 3601;
+        cfg.stages[0].cache = Some(c);
+        assert!(cfg.validate().unwrap_err().to_string().contains("3601"));
+
+        let mut c = cache.clone();
+        let mut m = c.defaults.clone();
+        m.ttl_seconds = 7200;
+        c.methods.insert("POST /pets".into(), m.clone());
+        cfg.stages[0].cache = Some(c.clone());
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("POST /pets")
+        );
+        // A method that is not cached may carry any TTL.
+        m.enabled = false;
+        c.methods.insert("POST /pets".into(), m);
+        cfg.stages[0].cache = Some(c);
+        cfg.validate().unwrap();
     }
 
     #[test]

@@ -98,3 +98,21 @@ pub const DUPLICATE_KEY: &str = "DuplicateKey";
 pub const INVALID_AUTHORIZER: &str = "InvalidAuthorizer";
 /// A method's authorization type does not match its authorizer's type.
 pub const AUTHORIZER_TYPE_MISMATCH: &str = "AuthorizerTypeMismatch";
+/// A stage's cache settings cannot be honoured (`cacheClusterSize`, `cacheClusterSizeBytes`,
+/// a `cacheTtlInSeconds` outside 0..=3600): the stage, or the method entry, is served without
+/// them.
+pub const INVALID_CACHE_SETTINGS: &str = "InvalidCacheSettings";
+/// Caching fields set on a stage whose `cacheClusterEnabled` is not `true`: they do nothing.
+pub const CACHE_NOT_ENABLED: &str = "CacheNotEnabled";
+/// A `cacheKeyParameters` entry is not `method.request.<path|querystring|header>.<name>`, or
+/// names a path parameter the resource does not have: the entry is dropped.
+pub const INVALID_CACHE_KEY_PARAMETER: &str = "InvalidCacheKeyParameter";
+/// A REST-API-only setting (the response cache) used with an HTTP API, where AWS has no such
+/// setting: ignored.
+pub const NOT_SUPPORTED_BY_PROTOCOL: &str = "NotSupportedByProtocol";
+/// A cached method has an authorizer or requires an API key, but its cache key holds no
+/// caller identity: one caller's answer would be served to another.
+pub const CACHED_PRIVATE_RESPONSE: &str = "CachedPrivateResponse";
+/// A cached method has a path parameter that is not in its cache key: every value of it
+/// shares one cached answer (AWS's behaviour).
+pub const CACHE_KEY_MISSES_PATH_PARAMETER: &str = "CacheKeyMissesPathParameter";

@@ -23,7 +23,7 @@ pub use common::{
     ThrottleSettings, reference_permitted,
 };
 pub use rest_api::{RestApi, RestApiSpec, RestApiStatus};
-pub use stage::{Stage, StageSpec, StageStatus};
+pub use stage::{FLUSH_CACHE_ANNOTATION, Stage, StageSpec, StageStatus};
 pub use usage_plan::{UsagePlan, UsagePlanSpec, UsagePlanStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

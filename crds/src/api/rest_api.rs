@@ -310,6 +310,15 @@ pub struct Integration {
     /// status; the one without a pattern is the default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub integration_responses: Vec<IntegrationResponse>,
+    /// REST APIs: request values that tell the method's cached answers apart (with the
+    /// stage cache on), each `method.request.path.<name>`, `method.request.querystring.<name>`
+    /// or `method.request.header.<Name>`; values of unlisted ones are not part of the key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_key_parameters: Vec<String>,
+    /// REST APIs: methods with the same namespace (and key values) share cached answers;
+    /// default: the method's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_namespace: Option<String>,
 }
 
 /// A Service port to call, in this namespace unless `namespace` is set.

@@ -75,14 +75,27 @@ pub struct StageSpec {
     /// Stage-wide throttle for every caller (a token bucket; both limits required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleSettings>,
-    /// Per-method settings keyed by `<resource path>/<METHOD>` (e.g. `/content/{id}/GET`);
-    /// `throttle` is enforced for every caller; `cachingEnabled`, `cacheTtlInSeconds` and
-    /// `metricsEnabled` are not supported yet (a warning; ignored).
+    /// Per-method settings keyed by `<resource path>/<METHOD>` (e.g. `/content/{id}/GET`), or
+    /// `*/*` for the stage-wide caching defaults; `throttle` is enforced for every caller; the
+    /// caching fields apply when `cacheClusterEnabled` is `true` (only GET methods are cached
+    /// unless their own entry sets `cachingEnabled: true`); `metricsEnabled` is not supported
+    /// yet (a warning; ignored).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub method_settings: BTreeMap<String, MethodSetting>,
-    /// Whether the stage has a response cache: not supported yet (a warning when `true`).
+    /// Whether the stage has a response cache (REST APIs only; default `false`). Flush it on
+    /// every replica with `kubectl annotate stage <name> portico.dev/flush-cache="$(date +%s)"
+    /// --overwrite`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_cluster_enabled: Option<bool>,
+    /// The cache's size in GB, as AWS names it: `"0.5"` (default), `"1.6"`, `"6.1"`, `"13.5"`,
+    /// `"28.4"`, `"58.2"`, `"118"` or `"237"` (a string). It is the memory budget of the
+    /// stage's cache in each proxy process (without Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_cluster_size: Option<String>,
+    /// The cache's memory budget in bytes (65536..=1099511627776), instead of
+    /// `cacheClusterSize` (e.g. for a laptop or a test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_cluster_size_bytes: Option<i64>,
     /// A canary release: a share of the stage's requests served by another RestApi (or the
     /// same one with other stage variables).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,24 +114,66 @@ pub struct AccessLogSettings {
     pub enabled: Option<bool>,
 }
 
-/// Settings of one method (or `*/*`) in a stage: `throttle` is enforced, the others are not
-/// supported yet.
+/// Settings of one method (or `*/*`, the caching defaults) in a stage: `throttle` and the
+/// caching fields are enforced, `metricsEnabled` is not supported yet.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MethodSetting {
     /// Method throttle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleSettings>,
-    /// Whether responses are cached: not supported yet (a warning; ignored).
+    /// Whether the method's answers are cached (needs `cacheClusterEnabled`). Default: `*/*`'s
+    /// (itself default `true`) for GET methods, `false` for the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caching_enabled: Option<bool>,
-    /// Cache entry lifetime in seconds: not supported yet (a warning; ignored).
+    /// Seconds an answer is cached, 0..=3600 (default: `*/*`'s, else 300); 0 caches nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_ttl_in_seconds: Option<i64>,
+    /// Whether cached answers are encrypted at rest in the shared store (default `false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_data_encrypted: Option<bool>,
+    /// Whether `Cache-Control: max-age=0` invalidates only for callers whose authorizer allows
+    /// `execute-api:InvalidateCache` (default `true`); `false`: any caller may invalidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_authorization_for_cache_control: Option<bool>,
+    /// What a caller that may not invalidate gets for `Cache-Control: max-age=0`:
+    /// `FAIL_WITH_403`, `SUCCEED_WITH_RESPONSE_HEADER` (default: the cached answer plus a
+    /// `Warning` header) or `SUCCEED_WITHOUT_RESPONSE_HEADER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unauthorized_cache_control_header_strategy: Option<UnauthorizedCacheControlHeaderStrategy>,
     /// Whether per-method metrics are recorded: not supported yet (a warning; ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_enabled: Option<bool>,
 }
+
+impl MethodSetting {
+    /// True when any caching field is set.
+    pub fn sets_caching(&self) -> bool {
+        self.caching_enabled.is_some()
+            || self.cache_ttl_in_seconds.is_some()
+            || self.cache_data_encrypted.is_some()
+            || self.require_authorization_for_cache_control.is_some()
+            || self.unauthorized_cache_control_header_strategy.is_some()
+    }
+}
+
+/// What a caller that may not invalidate the cache gets for `Cache-Control: max-age=0`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnauthorizedCacheControlHeaderStrategy {
+    /// 403 Forbidden.
+    #[serde(rename = "FAIL_WITH_403")]
+    FailWith403,
+    /// The cached answer, plus a `Warning` response header (AWS's default).
+    #[serde(rename = "SUCCEED_WITH_RESPONSE_HEADER")]
+    SucceedWithResponseHeader,
+    /// The cached answer.
+    #[serde(rename = "SUCCEED_WITHOUT_RESPONSE_HEADER")]
+    SucceedWithoutResponseHeader,
+}
+
+/// The annotation whose change flushes a stage's response cache on every replica (any value;
+/// e.g. `kubectl annotate stage <name> portico.dev/flush-cache="$(date +%s)" --overwrite`).
+pub const FLUSH_CACHE_ANNOTATION: &str = "portico.dev/flush-cache";
 
 /// Canary settings of a stage: not supported yet (a warning; ignored).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
@@ -132,7 +187,7 @@ pub struct CanarySettings {
     /// stage).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stage_variable_overrides: BTreeMap<String, String>,
-    /// Whether canary requests use the stage cache (for the response cache).
+    /// Whether canary requests use the stage's response cache (default `false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_stage_cache: Option<bool>,
     /// The RestApi the canary serves (same namespace and protocol); defaults to the stage's

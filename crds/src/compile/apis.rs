@@ -226,6 +226,8 @@ fn compile_api(
                     .or_insert_with(|| format!("{} ({}.integration.uri)", c.route_key, c.field));
             }
         }
+        let cache_key =
+            super::cache::compile_cache_key(obj, &c.field, c.integration, &params, protocol, diags);
         let mut integration = integ.integration;
         if let Integration::HttpProxy(h) = &mut integration {
             h.request_parameters = transform.proxy_parameters;
@@ -238,8 +240,8 @@ fn compile_api(
             matcher: c.matcher,
             integration,
             timeout_ms: integ.timeout_ms,
-            cache_key_parameters: Vec::new(),
-            cache_namespace: None,
+            cache_key_parameters: cache_key.parameters,
+            cache_namespace: cache_key.namespace,
             validation: validation.validation,
             fail_closed,
             transform: transform.transform,

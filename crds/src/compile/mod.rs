@@ -8,11 +8,13 @@
 //!               ├─ authorizers ─> JWT, TOKEN and REQUEST authorizers
 //!               ├─ apis ─────> Api { routes } per RestApi   (models: validation; methods:
 //!               │               │       authorizers, not_supported::method, validation,
-//!               │               │       integrations, gateway_responses)
+//!               │               │       integrations, cache keys, gateway_responses)
 //!               │               └─ stage variables each api uses
 //!               ├─ stages ───> Stage per Stage object (refs, base path, hosts, variables),
 //!               │               then host + base path conflicts
-//!               └─ usage_plans ─> stage throttles, UsagePlans, ApiKeys (SHA-256 only)
+//!               ├─ usage_plans ─> stage throttles, UsagePlans, ApiKeys (SHA-256 only)
+//!               └─ cache ───> Stage { cache } (methodSettings caching fields, size, flush
+//!                              annotation) + warnings about what cached methods' keys miss
 //!  ─> Compiled { config (sorted, validates), diagnostics (sorted) }
 //! ```
 //!
@@ -21,6 +23,7 @@
 
 mod apis;
 mod authorizers;
+mod cache;
 mod cors;
 mod gateway_responses;
 mod integrations;
@@ -76,6 +79,9 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     };
     // 5. Stage throttles, usage plans and API keys last: they name compiled stages and routes.
     usage_plans::compile_usage(&inputs, snapshot, &mut config, &mut diags);
+    // 6. Stage caches: they resolve methodSettings keys against the routes, whose cache keys
+    //    they check.
+    cache::compile_stage_caches(&inputs, &mut config, &mut diags);
     config.apis.sort_by(|a, b| a.id.cmp(&b.id));
     for api in &mut config.apis {
         api.routes.sort_by(|a, b| a.id.cmp(&b.id));

@@ -4,7 +4,10 @@
 use super::{Diags, api_id, stage_id};
 use crate::Snapshot;
 use crate::api::rest_api::ApiProtocol;
-use crate::api::{ALLOW_REFERENCES_FROM, Authorizer, RestApiSpec, StageSpec, reference_permitted};
+use crate::api::{
+    ALLOW_REFERENCES_FROM, Authorizer, FLUSH_CACHE_ANNOTATION, RestApiSpec, StageSpec,
+    reference_permitted,
+};
 use crate::reasons;
 use kube::core::ObjectMeta;
 use portico_config::{AccessLog, DEFAULT_ACCESS_LOG_FORMAT, ObjectRef};
@@ -51,6 +54,9 @@ pub(crate) struct StageInput<'a> {
     pub created: Option<k8s_openapi::jiff::Timestamp>,
     /// Access log: default format, `None` when `enabled: false`.
     pub access_log: Option<AccessLog>,
+    /// The `portico.dev/flush-cache` annotation (`""` when absent): its change flushes the
+    /// stage's response cache.
+    pub flush_token: String,
     pub spec: &'a StageSpec,
 }
 
@@ -237,6 +243,13 @@ pub(crate) fn normalise<'a>(snapshot: &'a Snapshot, diags: &mut Diags) -> Inputs
                 stage_name,
                 created: o.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 access_log: access_log.map(|format| AccessLog { format }),
+                flush_token: o
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(FLUSH_CACHE_ANNOTATION))
+                    .cloned()
+                    .unwrap_or_default(),
                 spec: &o.spec,
                 obj,
             }

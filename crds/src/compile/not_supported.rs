@@ -42,18 +42,13 @@ pub(crate) fn objects(inputs: &Inputs<'_>, diags: &mut Diags) {
                 warn_later(diags, &stage.obj, field.to_string());
             }
         };
-        // `throttle` and `methodSettings[..].throttle` are compiled (phase `usage_plans`).
+        // `throttle` and `methodSettings[..].throttle` are compiled (phase `usage_plans`), the
+        // caching fields by phase `cache`.
         later(
             "spec.methodSettings",
-            s.method_settings.values().any(|m| {
-                m.caching_enabled.is_some()
-                    || m.cache_ttl_in_seconds.is_some()
-                    || m.metrics_enabled.is_some()
-            }),
-        );
-        later(
-            "spec.cacheClusterEnabled",
-            s.cache_cluster_enabled == Some(true),
+            s.method_settings
+                .values()
+                .any(|m| m.metrics_enabled.is_some()),
         );
     }
 }

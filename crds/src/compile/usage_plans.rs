@@ -22,7 +22,7 @@ use crate::api::ThrottleSettings;
 use crate::api::usage_plan::QuotaPeriod as QuotaPeriodSpec;
 use crate::reasons;
 use portico_config::{
-    Api, ApiKey, GatewayConfig, KeyHash, ObjectRef, PlanStage, Quota, QuotaPeriod, Throttle,
+    Api, ApiKey, GatewayConfig, KeyHash, ObjectRef, PlanStage, Quota, QuotaPeriod, Route, Throttle,
     UsagePlan,
 };
 use std::collections::BTreeMap;
@@ -79,14 +79,27 @@ pub(crate) fn throttle(
     }
 }
 
-/// The route id of `<resource path>/<VERB>` in `api`, if any.
-fn route_of(api: &Api, key: &str) -> Option<String> {
+/// The route of `<resource path>/<VERB>` (a `methodSettings` key) in `api`, if any.
+pub(crate) fn route_for<'a>(api: &'a Api, key: &str) -> Option<&'a Route> {
     let (path, verb) = key.rsplit_once('/')?;
     let path = if path.is_empty() { "/" } else { path };
     api.routes
         .iter()
         .find(|r| r.resource_path == path && r.http_method == verb)
-        .map(|r| r.id.clone())
+}
+
+/// The route id of `<resource path>/<VERB>` in `api`, if any.
+fn route_of(api: &Api, key: &str) -> Option<String> {
+    route_for(api, key).map(|r| r.id.clone())
+}
+
+/// The message of the `UnknownReference` error for a `methodSettings` (or usage plan
+/// throttle) key that names no method of `api`.
+pub(crate) fn unknown_method_message(key: &str, api: &Api) -> String {
+    format!(
+        "{key} names no method of {} (expected <resource path>/<METHOD>); ignored",
+        api.source
+    )
 }
 
 fn method_throttles<'a>(
@@ -104,10 +117,7 @@ fn method_throttles<'a>(
                 obj,
                 &f,
                 reasons::UNKNOWN_REFERENCE,
-                format!(
-                    "{key} names no method of {} (expected <resource path>/<METHOD>); ignored",
-                    api.source
-                ),
+                unknown_method_message(key, api),
             );
             continue;
         };
