@@ -268,12 +268,14 @@ impl Runtime {
                                             &stage.id,
                                             c,
                                             route,
-                                            metrics.cache(
-                                                &api.id,
-                                                metrics_stage,
-                                                &route.resource_path,
-                                                &route.http_method,
-                                            ),
+                                            || {
+                                                metrics.cache(
+                                                    &api.id,
+                                                    metrics_stage,
+                                                    &route.resource_path,
+                                                    &route.http_method,
+                                                )
+                                            },
                                         )
                                     }),
                                 }

@@ -834,7 +834,8 @@ pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f
             continue;
         };
         let (label_part, value) = if let Some(r) = rest.strip_prefix('{') {
-            let Some((l, v)) = r.split_once('}') else {
+            // The last brace: a label value may hold one (`resource="/items/{id}"`).
+            let Some((l, v)) = r.rsplit_once('}') else {
                 continue;
             };
             (l, v)

@@ -49,7 +49,6 @@ pub struct RouteCache {
     pub budget: u64,
     flush_token: Box<str>,
     namespace: Box<str>,
-    method: Box<str>,
     params: Vec<RequiredParameter>,
     /// The method's settings.
     pub settings: MethodCache,
@@ -58,20 +57,21 @@ pub struct RouteCache {
 }
 
 impl RouteCache {
-    /// `route`'s cache use on a stage with `cache`, when the method is cached.
+    /// `route`'s cache use on a stage with `cache`, when the method is cached; `counters`
+    /// makes its hit and miss series (only cached methods have them).
     pub fn build(
         stage_id: &str,
         cache: &StageCache,
         route: &Route,
-        (hits, misses): (IntCounter, IntCounter),
+        counters: impl FnOnce() -> (IntCounter, IntCounter),
     ) -> Option<RouteCache> {
         let settings = cache.method(&route.route_key, &route.http_method)?.clone();
+        let (hits, misses) = counters();
         Some(RouteCache {
             stage: Arc::from(stage_id),
             budget: cache.budget_bytes,
             flush_token: cache.flush_token.as_str().into(),
             namespace: route.cache_namespace.as_deref().unwrap_or(&route.id).into(),
-            method: route.http_method.as_str().into(),
             params: route.cache_key_parameters.clone(),
             settings,
             hits,
@@ -79,11 +79,13 @@ impl RouteCache {
         })
     }
 
-    /// The key of a request: the stage, the flush token, the namespace, the method, then
-    /// each key parameter's location, name and values (path parameters as matched; query
-    /// values percent-decoded, in order; every value of a header).
+    /// The key of a request: the stage, the flush token, the namespace, the request's
+    /// method (an `ANY` route keeps GET and POST apart), then each key parameter's location,
+    /// name and values (path parameters as matched; query values percent-decoded, in order;
+    /// every value of a header).
     pub fn key(
         &self,
+        method: &str,
         path_param: impl Fn(&str) -> Option<String>,
         query: Option<&str>,
         headers: &HeaderMap,
@@ -127,7 +129,7 @@ impl RouteCache {
             self.stage.as_bytes(),
             self.flush_token.as_bytes(),
             self.namespace.as_bytes(),
-            self.method.as_bytes(),
+            method.as_bytes(),
         ];
         crate::cache::key(fixed.into_iter().chain(owned.iter().map(Vec::as_slice)))
     }
@@ -191,6 +193,7 @@ pub fn invalidation(asked: bool, settings: &MethodCache, allowed: bool) -> Inval
 fn request_key(ctx: &RequestCtx, rc: &RouteCache, names: &[Arc<str>], headers: &HeaderMap) -> Key {
     let path = ctx.path();
     rc.key(
+        ctx.http_method.as_str(),
         |name| {
             let i = names.iter().position(|n| &**n == name)?;
             let raw = path.get(ctx.params.get(i)?.clone())?;
@@ -474,7 +477,7 @@ mod tests {
         route.cache_key_parameters = params;
         route.cache_namespace = namespace.map(str::to_string);
         let c = || IntCounter::new("c", "c").unwrap();
-        RouteCache::build("stage/default/prod", &cache, &route, (c(), c())).unwrap()
+        RouteCache::build("stage/default/prod", &cache, &route, || (c(), c())).unwrap()
     }
 
     fn param(location: ParameterLocation, name: &str) -> RequiredParameter {
@@ -503,8 +506,8 @@ mod tests {
         let plain = rc(vec![], None, "");
         // No parameters: every id, query and header shares one entry (as AWS).
         assert_eq!(
-            plain.key(id("1"), Some("a=1"), &h(&[("x", "1")])),
-            plain.key(id("2"), None, &HeaderMap::new())
+            plain.key("GET", id("1"), Some("a=1"), &h(&[("x", "1")])),
+            plain.key("GET", id("2"), None, &HeaderMap::new())
         );
         let keyed = rc(
             vec![
@@ -515,10 +518,16 @@ mod tests {
             None,
             "",
         );
-        let base = keyed.key(id("1"), Some("lang=en&x=1"), &h(&[("authorization", "a")]));
+        let base = keyed.key(
+            "GET",
+            id("1"),
+            Some("lang=en&x=1"),
+            &h(&[("authorization", "a")]),
+        );
         assert_eq!(
             base,
             keyed.key(
+                "GET",
                 id("1"),
                 Some("x=2&lang=en"),
                 &h(&[("authorization", "a"), ("y", "2")])
@@ -526,14 +535,35 @@ mod tests {
         );
         assert_eq!(
             base,
-            keyed.key(id("1"), Some("lang=%65n"), &h(&[("authorization", "a")]))
+            keyed.key(
+                "GET",
+                id("1"),
+                Some("lang=%65n"),
+                &h(&[("authorization", "a")])
+            )
         );
         for other in [
-            keyed.key(id("2"), Some("lang=en"), &h(&[("authorization", "a")])),
-            keyed.key(id("1"), Some("lang=de"), &h(&[("authorization", "a")])),
-            keyed.key(id("1"), Some("lang=en"), &h(&[("authorization", "b")])),
-            keyed.key(id("1"), None, &h(&[("authorization", "a")])),
             keyed.key(
+                "GET",
+                id("2"),
+                Some("lang=en"),
+                &h(&[("authorization", "a")]),
+            ),
+            keyed.key(
+                "GET",
+                id("1"),
+                Some("lang=de"),
+                &h(&[("authorization", "a")]),
+            ),
+            keyed.key(
+                "GET",
+                id("1"),
+                Some("lang=en"),
+                &h(&[("authorization", "b")]),
+            ),
+            keyed.key("GET", id("1"), None, &h(&[("authorization", "a")])),
+            keyed.key(
+                "GET",
                 id("1"),
                 Some("lang=en&lang=de"),
                 &h(&[("authorization", "a")]),
@@ -542,8 +572,13 @@ mod tests {
             assert_ne!(base, other);
         }
         // Another namespace, or a new flush token, is another key.
-        let k = |r: &RouteCache| r.key(id("1"), None, &HeaderMap::new());
+        let k = |r: &RouteCache| r.key("GET", id("1"), None, &HeaderMap::new());
         assert_ne!(k(&plain), k(&rc(vec![], Some("shared"), "")));
         assert_ne!(k(&plain), k(&rc(vec![], None, "2026-12-05")));
+        // Another request method (an ANY route): another key.
+        assert_ne!(
+            k(&plain),
+            plain.key("POST", id("1"), None, &HeaderMap::new())
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! see `portico_e2e::proxy_bin`).
 
 mod auth;
+mod cache;
 mod canary;
 mod cors;
 mod example;
