@@ -266,6 +266,7 @@ impl Runtime {
                                     cache: cache.and_then(|c| {
                                         crate::pipeline::cache::RouteCache::build(
                                             &stage.id,
+                                            metrics_stage,
                                             c,
                                             route,
                                             || {

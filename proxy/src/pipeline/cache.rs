@@ -48,6 +48,7 @@ pub struct RouteCache {
     /// The stage's budget in bytes.
     pub budget: u64,
     flush_token: Box<str>,
+    deployment: Box<str>,
     namespace: Box<str>,
     params: Vec<RequiredParameter>,
     /// The method's settings.
@@ -58,9 +59,13 @@ pub struct RouteCache {
 
 impl RouteCache {
     /// `route`'s cache use on a stage with `cache`, when the method is cached; `counters`
-    /// makes its hit and miss series (only cached methods have them).
+    /// makes its hit and miss series (only cached methods have them). `deployment` tells the
+    /// stage's own deployment from its canary: their entries are kept apart (AWS keys entries
+    /// per deployment; a canary with `useStageCache` shares the stage's cache, not its
+    /// entries).
     pub fn build(
         stage_id: &str,
+        deployment: &str,
         cache: &StageCache,
         route: &Route,
         counters: impl FnOnce() -> (IntCounter, IntCounter),
@@ -71,6 +76,7 @@ impl RouteCache {
             stage: Arc::from(stage_id),
             budget: cache.budget_bytes,
             flush_token: cache.flush_token.as_str().into(),
+            deployment: deployment.into(),
             namespace: route.cache_namespace.as_deref().unwrap_or(&route.id).into(),
             params: route.cache_key_parameters.clone(),
             settings,
@@ -79,7 +85,8 @@ impl RouteCache {
         })
     }
 
-    /// The key of a request: the stage, the flush token, the namespace, the request's
+    /// The key of a request: the stage, the flush token, the deployment, the namespace, the
+    /// request's
     /// method (an `ANY` route keeps GET and POST apart), then each key parameter's location,
     /// name and values (path parameters as matched; query values percent-decoded, in order;
     /// every value of a header).
@@ -128,6 +135,7 @@ impl RouteCache {
         let fixed = [
             self.stage.as_bytes(),
             self.flush_token.as_bytes(),
+            self.deployment.as_bytes(),
             self.namespace.as_bytes(),
             method.as_bytes(),
         ];
@@ -477,7 +485,7 @@ mod tests {
         route.cache_key_parameters = params;
         route.cache_namespace = namespace.map(str::to_string);
         let c = || IntCounter::new("c", "c").unwrap();
-        RouteCache::build("stage/default/prod", &cache, &route, || (c(), c())).unwrap()
+        RouteCache::build("stage/default/prod", "prod", &cache, &route, || (c(), c())).unwrap()
     }
 
     fn param(location: ParameterLocation, name: &str) -> RequiredParameter {

@@ -101,10 +101,20 @@ async fn hits_misses_key_parameters_methods_ttl_and_metrics() {
     assert_eq!(calls(), 1, "hits do not reach the backend");
     // Unlisted query strings and headers are not part of the key: still a hit, and the
     // cached answer (with the first request's query) comes back.
-    let r = get(&c, &proxy, "/prod/items/1?lang=en&utm=x", &[("x-other", "1")]).await;
+    let r = get(
+        &c,
+        &proxy,
+        "/prod/items/1?lang=en&utm=x",
+        &[("x-other", "1")],
+    )
+    .await;
     assert_eq!((r["query"].clone(), calls()), (json!("lang=en"), 1));
     // Each listed parameter is: another id, another lang, no lang.
-    for path in ["/prod/items/2?lang=en", "/prod/items/1?lang=de", "/prod/items/1"] {
+    for path in [
+        "/prod/items/2?lang=en",
+        "/prod/items/1?lang=de",
+        "/prod/items/1",
+    ] {
         let before = calls();
         get(&c, &proxy, path, &[]).await;
         assert_eq!(calls(), before + 1, "{path} is a miss");
@@ -114,12 +124,16 @@ async fn hits_misses_key_parameters_methods_ttl_and_metrics() {
     // Only GET by default: PUT is never cached; POST is, because its settings say so.
     let before = calls();
     for _ in 0..2 {
-        let r = c.send(Method::PUT, &proxy.url("/prod/items/1"), &[], "x").await;
+        let r = c
+            .send(Method::PUT, &proxy.url("/prod/items/1"), &[], "x")
+            .await;
         assert_eq!(r.status, 200);
     }
     assert_eq!(calls(), before + 2, "PUT is not cached");
     for _ in 0..2 {
-        let r = c.send(Method::POST, &proxy.url("/prod/items/1"), &[], "x").await;
+        let r = c
+            .send(Method::POST, &proxy.url("/prod/items/1"), &[], "x")
+            .await;
         assert_eq!(r.status, 200);
     }
     assert_eq!(calls(), before + 3, "POST is cached (cachingEnabled: true)");
@@ -127,7 +141,12 @@ async fn hits_misses_key_parameters_methods_ttl_and_metrics() {
     let before = calls();
     for _ in 0..2 {
         let r = c
-            .send(Method::GET, &proxy.url("/prod/items/9"), &[("x-echo-status", "503")], "")
+            .send(
+                Method::GET,
+                &proxy.url("/prod/items/9"),
+                &[("x-echo-status", "503")],
+                "",
+            )
             .await;
         assert_eq!(r.status, 503);
     }
@@ -144,7 +163,11 @@ async fn hits_misses_key_parameters_methods_ttl_and_metrics() {
         metric_sum(
             &text,
             name,
-            &[("stage", "prod"), ("resource", resource), ("method", method)],
+            &[
+                ("stage", "prod"),
+                ("resource", resource),
+                ("method", method),
+            ],
         )
         .unwrap_or(0.0) as u64
     };
@@ -191,7 +214,11 @@ async fn concurrent_misses_for_one_key_make_one_backend_call() {
         bodies.insert(body);
     }
     assert_eq!(bodies.len(), 1, "every caller got the one answer");
-    assert_eq!(backend.started(), 1, "one backend call for 100 concurrent misses");
+    assert_eq!(
+        backend.started(),
+        1,
+        "one backend call for 100 concurrent misses"
+    );
 }
 
 /// A flush: the admin endpoint (AWS FlushStageCache) and a change of the Stage's
@@ -227,13 +254,17 @@ async fn flushes_by_admin_endpoint_and_by_annotation() {
     get(&c, &proxy, "/prod/plain", &[]).await;
     assert_eq!(backend.started(), 2);
     proxy.write_manifest("stage.yaml", &shop_stage(1 << 20, Some("2026-12-05T04:00")));
-    eventually("the annotated config and a miss", Duration::from_secs(20), || {
-        let (c, proxy, backend) = (c.clone(), &proxy, &backend);
-        async move {
-            get(&c, proxy, "/prod/plain", &[]).await;
-            (backend.started() > 2).then_some(())
-        }
-    })
+    eventually(
+        "the annotated config and a miss",
+        Duration::from_secs(20),
+        || {
+            let (c, proxy, backend) = (c.clone(), &proxy, &backend);
+            async move {
+                get(&c, proxy, "/prod/plain", &[]).await;
+                (backend.started() > 2).then_some(())
+            }
+        },
+    )
     .await;
     let n = backend.started();
     get(&c, &proxy, "/prod/plain", &[]).await;
@@ -335,7 +366,10 @@ async fn max_age_zero_follows_authorization_and_the_strategy() {
     let proxy = Proxy::start(&[
         ("api.yaml", &api),
         ("authorizer.yaml", &authorizer),
-        ("stages.yaml", &[st, st_warn, st_quiet, st_open].join("---\n")),
+        (
+            "stages.yaml",
+            &[st, st_warn, st_quiet, st_open].join("---\n"),
+        ),
     ])
     .await;
     let c = Client::new();
@@ -360,7 +394,14 @@ async fn max_age_zero_follows_authorization_and_the_strategy() {
         assert_eq!(r.status, 200);
         assert_eq!(backend.started(), filled + 1, "{stage}: refreshed");
         call(&path, "reader", false).await;
-        assert_eq!(backend.started(), filled + 1, "{stage}: hit on the new entry");
+        assert_eq!(
+            backend.started(),
+            filled + 1,
+            "{stage}: hit on the new entry"
+        );
+        // The authorizer runs before the cache: a cached answer is not served without it.
+        let r = c.send(Method::GET, &proxy.url(&path), &[], "").await;
+        assert_eq!(r.status, 401, "{stage}: {}", r.text());
         // A caller without the permission.
         let r = call(&path, "reader", true).await;
         match stage {
@@ -371,8 +412,17 @@ async fn max_age_zero_follows_authorization_and_the_strategy() {
             }
             "warn" | "quiet" => {
                 assert_eq!(r.status, 200);
-                assert_eq!(backend.started(), filled + 1, "{stage}: served from the cache");
-                assert_eq!(!r.header("warning").is_empty(), stage == "warn", "{:?}", r.headers);
+                assert_eq!(
+                    backend.started(),
+                    filled + 1,
+                    "{stage}: served from the cache"
+                );
+                assert_eq!(
+                    !r.header("warning").is_empty(),
+                    stage == "warn",
+                    "{:?}",
+                    r.headers
+                );
             }
             _ => {
                 assert_eq!(r.status, 200);
@@ -380,6 +430,78 @@ async fn max_age_zero_follows_authorization_and_the_strategy() {
             }
         }
     }
+}
+
+/// A canary with `useStageCache` uses the stage's cache (its own entries: the canary's
+/// answers are not the base's); without it canary requests are not cached (AWS). The
+/// stage's throttle counts cached requests like any other.
+#[tokio::test]
+async fn canaries_use_the_stage_cache_only_when_told_and_throttling_counts_hits() {
+    let base = Backend::start("base").await;
+    let canary = Backend::start("canary").await;
+    let api = rest_api(
+        "app",
+        "  resources:\n    - path: /x\n      methods:\n        GET: {integration: {type: HTTP_PROXY, uri: 'http://${stageVariables.backend}/x'}}\n",
+    );
+    for use_stage_cache in [true, false] {
+        let st = stage(
+            "app-prod",
+            "app",
+            &format!(
+                "  stageName: prod\n  variables: {{backend: '{}'}}\n  cacheClusterEnabled: true\n  cacheClusterSizeBytes: 1048576\n  canarySettings: {{percentTraffic: 50, stageVariableOverrides: {{backend: '{}'}}, useStageCache: {use_stage_cache}, forceHeader: {{name: x-canary}}}}\n",
+                base.host_port(),
+                canary.host_port()
+            ),
+        );
+        let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+        let c = Client::new();
+        let (b0, c0) = (base.started(), canary.started());
+        for side in ["never", "always", "never", "always", "always"] {
+            let r = c
+                .send(
+                    Method::GET,
+                    &proxy.url("/prod/x"),
+                    &[("x-canary", side)],
+                    "",
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let want = if side == "always" { "canary" } else { "base" };
+            assert_eq!(
+                r.header("x-backend"),
+                want,
+                "the canary's answers stay its own"
+            );
+        }
+        assert_eq!(base.started() - b0, 1, "the base is cached");
+        let canary_calls = if use_stage_cache { 1 } else { 3 };
+        assert_eq!(
+            canary.started() - c0,
+            canary_calls,
+            "useStageCache: {use_stage_cache}"
+        );
+    }
+    // Throttling applies to hits: a stage bucket of 3 admits 3 requests, cached or not.
+    let st = stage(
+        "app-prod",
+        "app",
+        &format!(
+            "  stageName: prod\n  variables: {{backend: '{}'}}\n  cacheClusterEnabled: true\n  throttle: {{rateLimit: 0.001, burstLimit: 3}}\n",
+            base.host_port()
+        ),
+    );
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &st)]).await;
+    let c = Client::new();
+    let statuses: Vec<u16> = futures_statuses(&c, &proxy.url("/prod/x"), 4).await;
+    assert_eq!(statuses, [200, 200, 200, 429]);
+}
+
+async fn futures_statuses(c: &Client, url: &str, n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(c.send(Method::GET, url, &[], "").await.status.as_u16());
+    }
+    out
 }
 
 /// A TOKEN authorizer function: `invalidator` may invoke and invalidate, `reader` may invoke.
@@ -465,9 +587,17 @@ async fn two_proxies_share_the_cache_in_redis_and_survive_its_loss() {
     assert!(!raw.contains("backend"), "plaintext in redis: {raw}");
     // A flush through A: B's next request is a miss.
     let r = c
-        .send(Method::POST, &a.admin_url("/cache/flush?stage=default/shop-prod"), &[], "")
+        .send(
+            Method::POST,
+            &a.admin_url("/cache/flush?stage=default/shop-prod"),
+            &[],
+            "",
+        )
         .await;
-    assert_eq!((r.status.as_u16(), r.json()["flushed"].clone()), (202, json!("redis")));
+    assert_eq!(
+        (r.status.as_u16(), r.json()["flushed"].clone()),
+        (202, json!("redis"))
+    );
     get(&c, &b, "/prod/items/7?lang=en", &[]).await;
     assert_eq!(backend.started(), n + 1, "flushed on every replica");
     // Redis gone: misses, never errors.
@@ -479,8 +609,12 @@ async fn two_proxies_share_the_cache_in_redis_and_survive_its_loss() {
     assert_eq!(backend.started(), before + 5);
     let text = a.metrics(&c).await;
     assert!(
-        metric_sum(&text, "portico_shared_state_errors_total", &[("user", "cache")])
-            .unwrap_or(0.0)
+        metric_sum(
+            &text,
+            "portico_shared_state_errors_total",
+            &[("user", "cache")]
+        )
+        .unwrap_or(0.0)
             >= 1.0,
         "the outage is counted"
     );
