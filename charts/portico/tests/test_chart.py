@@ -515,6 +515,22 @@ def test_ca_bundle_is_mounted_read_only_and_passed_as_ca_file(chart):
     assert volume["configMap"] == {"name": "corp-roots"}
 
 
+def test_cache_encryption_key_is_a_mounted_secret_passed_as_a_file(chart):
+    plain = deployment(render(chart), "proxy")["spec"]["template"]["spec"]
+    assert "--cache-encryption-key-file" not in plain["containers"][0]["args"]
+
+    docs = render(chart, {"proxy": {"cacheEncryptionKey": {"secretName": "portico-cache-key"}}})
+    pod = deployment(docs, "proxy")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert arg_value(container["args"], "--cache-encryption-key-file") == "/etc/portico/cache-key/key"
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "cache-key"]
+    assert mount == {"name": "cache-key", "mountPath": "/etc/portico/cache-key", "readOnly": True}
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "cache-key"]
+    assert volume["secret"]["secretName"] == "portico-cache-key"
+    # The key is a Secret's: nothing of it in any ConfigMap the chart renders.
+    assert all("cache-key" not in str(d.get("data", "")) for d in docs if d.get("kind") == "ConfigMap")
+
+
 def test_unknown_anti_affinity_preset_fails_to_render(chart):
     with pytest.raises(Exception, match="podAntiAffinity must be soft, hard or none"):
         chart.render({"proxy": {"podAntiAffinity": "sometimes"}}, name=RELEASE, namespace=NAMESPACE, is_install=True)
