@@ -164,4 +164,18 @@ fn mobile_backend_serves_the_documented_routes() {
         ("x-portico-canary", true)
     );
     assert!(out.config.stages[0].canary.is_none());
+    // prod caches GET /content/{id} only (60 s, keyed by item and caller); dev has no cache.
+    let cache = out.config.stages[1]
+        .cache
+        .as_ref()
+        .expect("prod has a cache");
+    let cached: Vec<&str> = api
+        .routes
+        .iter()
+        .filter(|r| cache.method(&r.route_key, &r.http_method).is_some())
+        .map(|r| r.route_key.as_str())
+        .collect();
+    assert_eq!(cached, ["GET /content/{id}"]);
+    assert_eq!(cache.methods["GET /content/{id}"].ttl_seconds, 60);
+    assert!(out.config.stages[0].cache.is_none());
 }

@@ -388,4 +388,47 @@ async fn mobile_backend_walkthrough_token_key_claims_and_a_429() {
         "canary count {canary}: {on_v2} drawn + {} forced",
         forced[1]
     );
+
+    // 8. prod caches /content/{id} for 60 s per item and caller: the first call is a miss
+    // (the backend answers), the next a hit; a flush on the admin port (AWS FlushStageCache)
+    // makes the next a miss again. (The base side only: the canary does not use the cache.)
+    let item = proxy.url("/prod/content/2");
+    let h = [
+        ("authorization", bearer.as_str()),
+        ("x-api-key", KEY),
+        ("x-portico-canary", "never"),
+    ];
+    let counts = |text: &str| {
+        let m = |name: &str| {
+            portico_e2e::metric_sum(
+                text,
+                name,
+                &[("stage", "prod"), ("resource", "/content/{id}")],
+            )
+            .unwrap_or(0.0) as u64
+        };
+        (m("portico_cache_hit_count"), m("portico_cache_miss_count"))
+    };
+    let (hits, misses) = counts(&proxy.metrics(&c).await);
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let r = c.send(Method::GET, &item, &h, "").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        bodies.push(r.json());
+    }
+    assert_eq!(bodies[0], bodies[1]);
+    assert_eq!(bodies[0]["item"]["id"], "2");
+    assert_eq!(counts(&proxy.metrics(&c).await), (hits + 1, misses + 1));
+    let r = c
+        .send(
+            Method::POST,
+            &proxy.admin_url("/cache/flush?stage=default/mobile-prod"),
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = c.send(Method::GET, &item, &h, "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(counts(&proxy.metrics(&c).await), (hits + 1, misses + 2));
 }
