@@ -422,9 +422,9 @@ impl ResponseCache {
     }
 
     fn unseal(&self, raw: &[u8], aad: &[u8]) -> Option<Entry> {
-        match raw.first()? {
-            &PLAIN => Entry::decode(&raw[1..]),
-            &SEALED => Entry::decode(&self.sealer.open(raw, aad)?),
+        match *raw.first()? {
+            PLAIN => Entry::decode(&raw[1..]),
+            SEALED => Entry::decode(&self.sealer.open(raw, aad)?),
             _ => None,
         }
     }
