@@ -5,6 +5,7 @@
 #
 #   bench/callgrind.sh [BIN] [DURATION]        # BIN: target/release/portico-proxy
 #   CG_PATH=/canary/items bench/callgrind.sh   # another route of bench/portico-bench.yaml
+#   CG_PATH=/cached/items bench/callgrind.sh   # cache hits (the stage cache; the first curl fills it)
 #   callgrind_annotate --inclusive=yes bench/results/callgrind.out.*   # where it goes
 #
 # Uses 127.0.0.1 ports 19280 (backend), 19283 and 19293; needs valgrind, nginx, wrk, curl.

@@ -5,11 +5,16 @@
 #   DURATION=10 REPS=5 bench/run.sh
 #   SKIP_BUILD=1 PORTICO_BIN=/path/to/portico-proxy bench/run.sh
 #   TARGETS="direct nginx haproxy" bench/run.sh     # a subset (no portico build)
+#   TARGETS="nginx nginx-cache portico portico-cache" bench/run.sh   # cache hits side by side
 #
 # Targets: direct (the backend), nginx, haproxy, portico (the plain REST HTTP_PROXY path) and
 # portico-canary (the same process and route on a stage with a 10% canary: the split's cost),
 # portico-auth (the same portico process, the same route behind a JWT authorizer, an API key,
 # its usage plan's token bucket and a stage throttle: see bench/portico-bench.yaml).
+# Cache hits (issue 14): nginx-cache (the same nginx process, a second server whose
+# proxy_cache lives on tmpfs, /dev/shm) and portico-cache (the same portico process and route
+# on a stage with the response cache on): after the first request every request is a hit,
+# checked before measuring and again per run (the backend must use no CPU during it).
 #
 # CPU 1: the backend (nginx, 1 worker, fixed 27-byte JSON) and wrk (-t1 -c32).
 # CPU 0: the proxy under test, one worker/thread each.
@@ -30,6 +35,7 @@ PORT_NGINX=18081
 PORT_HAPROXY=18082
 PORT_PORTICO=18083
 PORT_PORTICO_ADMIN=18093
+PORT_NGINX_CACHE=18084
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RESULTS_DIR="$ROOT/bench/results"
@@ -75,6 +81,9 @@ install_tools() {
 # Processes: everything started here is killed on exit
 # ------------------------------------------------------------------------------------------
 WORK="$(mktemp -d /tmp/portico-bench.XXXXXX)"
+# nginx-cache's proxy_cache_path: on tmpfs (/dev/shm; /tmp may be a disk), as Portico's cache
+# is in memory.
+CACHE_DIR="$(mktemp -d /dev/shm/portico-bench-cache.XXXXXX 2>/dev/null || mktemp -d "$WORK/cache.XXXXXX")"
 STARTED_PIDS=()
 
 cleanup() {
@@ -88,7 +97,7 @@ cleanup() {
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  rm -rf "$WORK"
+  rm -rf "$WORK" "$CACHE_DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -125,7 +134,17 @@ http { access_log off;
   fastcgi_temp_path $WORK/nginx-px/tmp; uwsgi_temp_path $WORK/nginx-px/tmp; scgi_temp_path $WORK/nginx-px/tmp;
   upstream be { server 127.0.0.1:$PORT_BACKEND; keepalive 64; }
   server { listen 127.0.0.1:$PORT_NGINX; location / { proxy_pass http://be;
-    proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+    proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  # nginx-cache: the same upstream and path, answered from proxy_cache on tmpfs. The backend
+  # sends no Cache-Control, Expires or Set-Cookie; they are ignored anyway, as API Gateway's
+  # stage cache ignores them. X-Cache-Status lets the smoke check see HIT.
+  proxy_cache_path $CACHE_DIR levels=1:2 keys_zone=bench:1m max_size=64m inactive=1h
+    use_temp_path=off;
+  server { listen 127.0.0.1:$PORT_NGINX_CACHE; location / { proxy_pass http://be;
+    proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_cache bench; proxy_cache_valid 200 1h; proxy_cache_lock on;
+    proxy_ignore_headers Cache-Control Expires Set-Cookie;
+    add_header X-Cache-Status \$upstream_cache_status; } } }
 EOF
   cat > "$WORK/haproxy.cfg" <<EOF
 global
@@ -184,6 +203,7 @@ target_path() {
   case "$1" in
     portico-auth) echo /secure/items ;;
     portico-canary) echo /canary/items ;;
+    portico-cache) echo /cached/items ;;
     *) echo "$REQ_PATH" ;;
   esac
 }
@@ -206,23 +226,48 @@ check_target() { # name port
     got="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$2/secure/items")"
     [ "$got" = 401 ] || die "portico-auth without a token answered $got, not 401"
   fi
+  if [ "$1" = nginx-cache ]; then # the request above filled the cache: this one is a hit
+    got="$(curl -s -o /dev/null -D - --max-time 5 "http://127.0.0.1:$2$(target_path "$1")" |
+      tr -d '\r' | sed -n 's/^[Xx]-[Cc]ache-[Ss]tatus: //p')"
+    [ "$got" = HIT ] || die "nginx-cache's second request was not a cache hit (X-Cache-Status '$got')"
+  fi
+  if [ "$1" = portico-cache ]; then # a hit now, counted on the admin port's metrics
+    local before after
+    before="$(cache_hits)"
+    got="$(curl -s --max-time 5 "http://127.0.0.1:$2$(target_path "$1")" || true)"
+    [ "$got" = "$BODY" ] || die "portico-cache's second answer was '${got:0:200}'"
+    after="$(cache_hits)"
+    [ "$after" -gt "$before" ] || die "portico-cache's second request was not a cache hit (portico_cache_hit_count $before -> $after)"
+  fi
+}
+
+cache_hits() { # portico_cache_hit_count summed over its label sets
+  curl -s --max-time 5 "http://127.0.0.1:$PORT_PORTICO_ADMIN/metrics" |
+    awk '/^portico_cache_hit_count/ { n += $NF } END { printf "%d\n", n }'
 }
 
 run_wrk() { # name port -> prints "rps p50_us p99_us cpu_us_per_req errors requests"
-  local name="$1" port="$2" pids=() before after out line requests dur errors p50 p99 hdrs=()
+  local name="$1" port="$2" pids=() before after be_before be_after out line requests dur errors p50 p99 hdrs=()
   case "$name" in
     direct) pids=() ;;
-    nginx) pids=($(tree_pids "$NGINX_PID")) ;;
+    nginx|nginx-cache) pids=($(tree_pids "$NGINX_PID")) ;;
     haproxy) pids=($(tree_pids "$HAPROXY_PID")) ;;
-    portico|portico-auth|portico-canary) pids=("$PORTICO_PID") ;;
+    portico|portico-auth|portico-canary|portico-cache) pids=("$PORTICO_PID") ;;
   esac
   mapfile -d '' hdrs < <(header_args -H "$name")
+  be_before="$(cpu_ticks $(tree_pids "$BACKEND_PID"))"
   before="$(cpu_ticks "${pids[@]}")"
   out="$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/done.lua" \
     "${hdrs[@]}" "http://127.0.0.1:$port$(target_path "$name")")"
   after="$(cpu_ticks "${pids[@]}")"
+  be_after="$(cpu_ticks $(tree_pids "$BACKEND_PID"))"
   line="$(grep '^RESULT ' <<<"$out")" || die "wrk printed no RESULT line for $name:\n$out"
   requests="$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$line")"
+  # A cache target whose requests reached the backend measured misses, not hits. A miss costs
+  # the backend several us of CPU; a hit nothing (a tick or two of noise allowed).
+  if is_cache_target "$name" && [ $((be_after - be_before)) -gt 2 ]; then
+    die "$name: the backend used $((be_after - be_before)) ticks of CPU during the run: not all cache hits"
+  fi
   dur="$(sed -E 's/.*duration_us=([0-9]+).*/\1/' <<<"$line")"
   errors="$(sed -E 's/.*errors=([0-9]+).*/\1/' <<<"$line")"
   p50="$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$line")"
@@ -244,9 +289,13 @@ install_tools
 CLK_TCK="$(getconf CLK_TCK)"
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, backend + wrk on CPU 1)"
 
-read -ra TARGETS <<<"${TARGETS:-direct nginx haproxy portico portico-auth portico-canary}"
+read -ra TARGETS <<<"${TARGETS:-direct nginx nginx-cache haproxy portico portico-auth portico-canary portico-cache}"
 has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
-has_portico() { has_target portico || has_target portico-auth || has_target portico-canary; }
+has_portico() {
+  has_target portico || has_target portico-auth || has_target portico-canary || has_target portico-cache
+}
+has_nginx() { has_target nginx || has_target nginx-cache; }
+is_cache_target() { [ "$1" = nginx-cache ] || [ "$1" = portico-cache ]; }
 
 if has_target portico-auth; then
   # A token for the bench authorizer, signed RS256 with the example's key by the example's
@@ -266,7 +315,7 @@ if has_portico; then
   [ -x "$PORTICO_BIN" ] || die "$PORTICO_BIN not found"
 fi
 
-for p in $PORT_BACKEND $PORT_NGINX $PORT_HAPROXY $PORT_PORTICO $PORT_PORTICO_ADMIN; do
+for p in $PORT_BACKEND $PORT_NGINX $PORT_NGINX_CACHE $PORT_HAPROXY $PORT_PORTICO $PORT_PORTICO_ADMIN; do
   port_free "$p" || die "127.0.0.1:$p is already in use"
 done
 write_configs
@@ -275,10 +324,11 @@ start_bg 1 "$WORK/backend.log" nginx -e stderr -p "$WORK/nginx-be/" -c "$WORK/ng
 BACKEND_PID="$LAST_PID"
 wait_port "$PORT_BACKEND" backend
 NGINX_PID="" HAPROXY_PID="" PORTICO_PID=""
-if has_target nginx; then
+if has_nginx; then
   start_bg 0 "$WORK/nginx.log" nginx -e stderr -p "$WORK/nginx-px/" -c "$WORK/nginx-px/nginx.conf"
   NGINX_PID="$LAST_PID"
   wait_port "$PORT_NGINX" nginx
+  wait_port "$PORT_NGINX_CACHE" nginx-cache
 fi
 if has_target haproxy; then
   start_bg 0 "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy.cfg"
@@ -294,7 +344,10 @@ if has_portico; then
   [ -s "$WORK/portico.ready" ] || { cat "$WORK/portico.log" >&2; die "portico-proxy not ready"; }
 fi
 
-declare -A PORT=([direct]=$PORT_BACKEND [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY [portico]=$PORT_PORTICO [portico-auth]=$PORT_PORTICO [portico-canary]=$PORT_PORTICO)
+declare -A PORT=([direct]=$PORT_BACKEND [nginx]=$PORT_NGINX [nginx-cache]=$PORT_NGINX_CACHE
+  [haproxy]=$PORT_HAPROXY [portico]=$PORT_PORTICO [portico-auth]=$PORT_PORTICO
+  [portico-canary]=$PORT_PORTICO [portico-cache]=$PORT_PORTICO)
+for t in "${TARGETS[@]}"; do [ -n "${PORT[$t]:-}" ] || die "unknown target '$t'"; done
 for t in "${TARGETS[@]}"; do check_target "$t" "${PORT[$t]}"; done
 
 log "warm-up ${WARMUP}s each"
