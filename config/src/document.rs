@@ -93,6 +93,68 @@ pub struct Api {
     /// CORS: automatic preflight answers and CORS headers on every response of the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
+    /// WebSocket APIs: how a message picks its route, the limits, and who may call the
+    /// `@connections` management API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketApi>,
+}
+
+/// A WebSocket API's settings (AWS's defaults in [`WebSocketApi::default`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketApi {
+    /// `routeSelectionExpression` as the names under `$request.body` it reads
+    /// (`$request.body.action` and `${request.body.action}` -> `["action"]`); the selected
+    /// value is the route key, else `$default`.
+    pub route_selection: Vec<String>,
+    /// Largest message, in bytes (AWS: 128 KB); larger ones close the connection with 1009.
+    pub max_message_bytes: u64,
+    /// Largest frame, in bytes (AWS: 32 KB).
+    pub max_frame_bytes: u64,
+    /// Seconds a connection may stay without a message either way (AWS: 10 minutes).
+    pub idle_timeout_seconds: u64,
+    /// Seconds a connection may last (AWS: 2 hours).
+    pub max_connection_seconds: u64,
+    /// Who may call `@connections` (AWS Signature Version 4): access key ids and where their
+    /// secret keys are (never in the config itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub management_credentials: Vec<ManagementCredential>,
+}
+
+impl Default for WebSocketApi {
+    fn default() -> Self {
+        WebSocketApi {
+            route_selection: vec!["action".into()],
+            max_message_bytes: 128 * 1024,
+            max_frame_bytes: 32 * 1024,
+            idle_timeout_seconds: 600,
+            max_connection_seconds: 7200,
+            management_credentials: Vec::new(),
+        }
+    }
+}
+
+/// An access key id allowed to call `@connections`, and the Secret key holding its secret
+/// access key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagementCredential {
+    /// `AKIA...`-style access key id (what the client's `Credential=` names).
+    pub access_key_id: String,
+    /// Where the secret access key is.
+    pub secret: SecretKeyRef,
+}
+
+/// One key of one Secret.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// The Secret's name.
+    pub name: String,
+    /// The key in its data.
+    pub key: String,
 }
 
 /// An API's CORS policy, normalised at compile time.
@@ -137,6 +199,9 @@ pub enum RouteMatch {
     Path(PathTemplate),
     /// HTTP API `$default`: matches whatever no other route matches.
     Default,
+    /// A WebSocket route (`$connect`, `$disconnect`, `$default` or a custom key): selected by
+    /// the connection's lifecycle or the message, never by path.
+    Message,
 }
 
 impl RouteMatch {
@@ -145,7 +210,7 @@ impl RouteMatch {
     pub fn param_names(&self) -> impl Iterator<Item = &str> {
         let t = match self {
             RouteMatch::Path(t) => Some(t),
-            RouteMatch::Default => None,
+            RouteMatch::Default | RouteMatch::Message => None,
         };
         t.into_iter().flat_map(PathTemplate::param_names)
     }
@@ -197,6 +262,10 @@ pub struct Route {
     /// share entries. `None`: the route's own (its id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_namespace: Option<String>,
+    /// WebSocket routes: the integration's answer is sent back on the socket (the route has
+    /// a `routeResponseSelectionExpression`); else the route is one-way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub two_way: bool,
 }
 
 /// A route's authorization settings.
@@ -1013,6 +1082,7 @@ mod tests {
                     authorization: None,
                     cache_key_parameters: Vec::new(),
                     cache_namespace: None,
+                    two_way: false,
                 }],
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
@@ -1020,6 +1090,7 @@ mod tests {
                 minimum_compression_size: None,
                 models: BTreeMap::new(),
                 cors: None,
+                websocket: None,
                 api_key_source: Default::default(),
                 authorizers: Default::default(),
             }],

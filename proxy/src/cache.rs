@@ -102,12 +102,13 @@ impl Entry {
 /// HTTP method, then per cache key parameter its name and values. Each part is length
 /// prefixed, so no two different lists hash alike by concatenation.
 pub fn key<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Key {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    // One buffer, one digest call: an `update` per part would hash a block per part.
+    let mut buf = Vec::with_capacity(256);
     for p in parts {
-        ctx.update(&(p.len() as u64).to_be_bytes());
-        ctx.update(p);
+        buf.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        buf.extend_from_slice(p);
     }
-    ctx.finish()
+    ring::digest::digest(&ring::digest::SHA256, &buf)
         .as_ref()
         .try_into()
         .expect("SHA-256 is 32 bytes")

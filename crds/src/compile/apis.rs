@@ -156,6 +156,7 @@ fn compile_api(
         let shape = match &c.matcher {
             RouteMatch::Path(t) => t.shape(),
             RouteMatch::Default => "$default".to_string(),
+            RouteMatch::Message => c.route_key.clone(),
         };
         if let Some(first) = seen.get(&(c.verb.clone(), shape.clone())) {
             diags.error(
@@ -242,6 +243,7 @@ fn compile_api(
             timeout_ms: integ.timeout_ms,
             cache_key_parameters: cache_key.parameters,
             cache_namespace: cache_key.namespace,
+            two_way: false,
             validation: validation.validation,
             fail_closed,
             transform: transform.transform,
@@ -272,6 +274,7 @@ fn compile_api(
             ),
             // The proxy registers every model, so a route's model can refer to any other.
             cors: super::cors::compile_cors(obj, spec.cors.as_ref(), diags),
+            websocket: None,
             models: if uses_models {
                 models.schemas
             } else {

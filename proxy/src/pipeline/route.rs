@@ -532,6 +532,8 @@ impl RouteTable {
                 RouteMatch::Default => {
                     default_route.get_or_insert(i);
                 }
+                // WebSocket routes are picked by the connection's lifecycle or the message.
+                RouteMatch::Message => {}
                 RouteMatch::Path(t) => {
                     let mut node = &mut root;
                     let mut greedy = false;
@@ -665,6 +667,7 @@ pub(crate) mod tests {
             authorization: None,
             cache_key_parameters: Vec::new(),
             cache_namespace: None,
+            two_way: false,
         }
     }
 
@@ -681,6 +684,7 @@ pub(crate) mod tests {
             minimum_compression_size: None,
             models: BTreeMap::new(),
             cors: None,
+            websocket: None,
             api_key_source: Default::default(),
             authorizers: Default::default(),
         }
