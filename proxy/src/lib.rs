@@ -30,6 +30,7 @@ pub mod pool;
 pub mod runtime;
 pub mod server;
 pub mod shared_state;
+pub mod sigv4;
 pub mod source;
 pub mod telemetry;
 pub mod template;
