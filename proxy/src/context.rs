@@ -72,6 +72,16 @@ pub enum Var {
     XrayTraceId,
     /// `isCanaryRequest`: `true` when the stage's canary served the request.
     IsCanaryRequest,
+    /// `connectionId` (WebSocket APIs).
+    ConnectionId,
+    /// `connectedAt` (WebSocket APIs; epoch milliseconds).
+    ConnectedAt,
+    /// `eventType`: `CONNECT`, `MESSAGE` or `DISCONNECT` (WebSocket APIs).
+    EventType,
+    /// `messageId` (WebSocket messages).
+    MessageId,
+    /// `messageDirection`: `IN` (WebSocket APIs).
+    MessageDirection,
 }
 
 impl Var {
@@ -103,6 +113,11 @@ impl Var {
             "domainName" => Var::DomainName,
             "xrayTraceId" => Var::XrayTraceId,
             "isCanaryRequest" => Var::IsCanaryRequest,
+            "connectionId" => Var::ConnectionId,
+            "connectedAt" => Var::ConnectedAt,
+            "eventType" => Var::EventType,
+            "messageId" => Var::MessageId,
+            "messageDirection" => Var::MessageDirection,
             _ => return None,
         })
     }
@@ -192,6 +207,31 @@ impl Var {
                         out,
                     );
                     out.push('"');
+                }
+            }
+            Var::ConnectionId => {
+                if let Some(w) = &ctx.websocket {
+                    out.push_str(&w.connection_id);
+                }
+            }
+            Var::ConnectedAt => {
+                if let Some(w) = &ctx.websocket {
+                    let _ = write!(out, "{}", w.connected_at_ms());
+                }
+            }
+            Var::EventType => {
+                if let Some(w) = &ctx.websocket {
+                    out.push_str(w.event_type.as_str());
+                }
+            }
+            Var::MessageId => {
+                if let Some(id) = ctx.websocket.as_ref().and_then(|w| w.message_id.as_deref()) {
+                    out.push_str(id);
+                }
+            }
+            Var::MessageDirection => {
+                if ctx.websocket.is_some() {
+                    out.push_str("IN");
                 }
             }
             Var::ValidationErrorString => {
@@ -297,6 +337,21 @@ pub fn json(ctx: &RequestCtx) -> Map<String, Value> {
     }
     put("requestTimeEpoch", serde_json::Value::from(epoch_ms(ctx)));
     put("isCanaryRequest", serde_json::Value::Bool(is_canary(ctx)));
+    if let Some(w) = &ctx.websocket {
+        put(
+            "connectionId",
+            serde_json::Value::String(w.connection_id.to_string()),
+        );
+        put("connectedAt", serde_json::Value::from(w.connected_at_ms()));
+        put(
+            "eventType",
+            serde_json::Value::String(w.event_type.as_str().into()),
+        );
+        if let Some(id) = &w.message_id {
+            put("messageId", serde_json::Value::String(id.clone()));
+        }
+        put("messageDirection", serde_json::Value::String("IN".into()));
+    }
     // `$context.authorizer.*`: the function's context keys, `principalId`, and a JWT's
     // `claims`.
     if let Some(a) = &ctx.authorizer {

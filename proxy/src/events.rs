@@ -402,6 +402,71 @@ pub fn proxy_v1(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
     event
 }
 
+/// The WebSocket event (AWS's Lambda proxy event of WebSocket APIs, "Setting up WebSocket API
+/// integrations"): `requestContext` with `routeKey`, `eventType` (`CONNECT`, `MESSAGE`,
+/// `DISCONNECT`), `messageId` (messages), `connectionId`, `connectedAt`, `messageDirection`,
+/// `identity` and `authorizer`; the handshake's headers and query on `CONNECT` (and
+/// `DISCONNECT`); the message as `body` on `MESSAGE`.
+pub fn websocket(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
+    let (domain_name, _) = domain(ctx);
+    let mut rc = json!({
+        "routeKey": text(ctx, Var::RouteKey),
+        "eventType": text(ctx, Var::EventType),
+        "extendedRequestId": text(ctx, Var::RequestId),
+        "requestTime": request_time(ctx),
+        "messageDirection": "IN",
+        "stage": text(ctx, Var::Stage),
+        "connectedAt": ctx.websocket.as_ref().map_or(0, |w| w.connected_at_ms()),
+        "requestTimeEpoch": epoch_ms(ctx),
+        "identity": {"userAgent": context::user_agent(ctx), "sourceIp": text(ctx, Var::SourceIp)},
+        "requestId": text(ctx, Var::RequestId),
+        "domainName": domain_name,
+        "connectionId": text(ctx, Var::ConnectionId),
+        "apiId": api_name(ctx),
+    });
+    let o = rc.as_object_mut().expect("built as an object");
+    if let Some(w) = &ctx.websocket {
+        if let Some(id) = &w.message_id {
+            o.insert("messageId".into(), json!(id));
+        }
+        if let Some((code, reason)) = &w.disconnect {
+            o.insert("disconnectStatusCode".into(), json!(code));
+            o.insert("disconnectReason".into(), json!(reason));
+        }
+    }
+    if let Some(a) = authorizer_v1(ctx) {
+        o.insert("authorizer".into(), a);
+    }
+    let message = ctx
+        .websocket
+        .as_ref()
+        .is_some_and(|w| w.event_type == crate::websocket::EventType::Message);
+    let mut event = Map::new();
+    if !message {
+        let pairs = event_headers(ctx, headers, 0);
+        let (single, multi) = v1_headers(ctx, &pairs, true);
+        let (query, multi_query) = v1_query(ctx);
+        event.insert("headers".into(), single);
+        event.insert("multiValueHeaders".into(), multi);
+        if !query.is_null() {
+            event.insert("queryStringParameters".into(), query);
+            event.insert("multiValueQueryStringParameters".into(), multi_query);
+        }
+    }
+    event.insert("requestContext".into(), rc);
+    if message {
+        let (b, is_base64) = match std::str::from_utf8(body) {
+            Ok(s) if !ctx.websocket.as_ref().is_some_and(|w| w.binary) => (json!(s), false),
+            _ => (json!(BASE64.encode(body)), true),
+        };
+        event.insert("body".into(), b);
+        event.insert("isBase64Encoded".into(), Value::Bool(is_base64));
+    } else {
+        event.insert("isBase64Encoded".into(), Value::Bool(false));
+    }
+    Value::Object(event)
+}
+
 /// The payload format 2.0 event (HTTP APIs).
 pub fn proxy_v2(ctx: &RequestCtx, headers: &HeaderMap, body: &Bytes) -> Value {
     let mut hs: Map<String, Value> = Map::new();

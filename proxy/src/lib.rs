@@ -37,6 +37,7 @@ pub mod template;
 pub mod tls;
 pub mod usage_plan;
 pub mod vtl;
+pub mod websocket;
 
 pub use server::run;
 

@@ -47,6 +47,8 @@ pub struct Metrics {
     cache_misses: IntCounterVec,
     /// `portico_cache_size_bytes{stage}`: bytes the stage cache holds in this process.
     pub cache_size: IntGaugeVec,
+    /// WebSocket APIs' series (CloudWatch ConnectCount, MessageCount, ...).
+    pub websocket: crate::websocket::WsMetrics,
 }
 
 /// Per-key series; `key_id` is the first 8 hex digits of the key's SHA-256, never the key.
@@ -254,7 +256,9 @@ impl Metrics {
         registry
             .register(Box::new(cache_size.clone()))
             .expect("registered once");
+        let websocket = crate::websocket::WsMetrics::new(Some(&registry));
         Metrics {
+            websocket,
             cache_size,
             cache_hits,
             cache_misses,

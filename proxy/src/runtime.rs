@@ -67,7 +67,13 @@ pub struct Runtime {
     /// event, a REQUEST authorizer), whose names keep the client's spelling: connections
     /// then capture their raw request heads.
     pub header_spelling: bool,
+    /// Values of the Secrets the config names (`@connections` credentials), set by the
+    /// config source after the build.
+    pub secrets: Secrets,
 }
+
+/// Secret values by reference.
+pub type Secrets = BTreeMap<portico_config::SecretKeyRef, String>;
 
 /// One API's derived tables.
 #[derive(Debug)]
@@ -364,6 +370,7 @@ impl Runtime {
                 .any(|z| matches!(z, portico_config::Authorizer::Request(_)))
         });
         Runtime {
+            secrets: Secrets::new(),
             header_spelling,
             compression: config
                 .apis

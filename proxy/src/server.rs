@@ -74,7 +74,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let loaded = source.initial().await.inspect_err(source::log_load_error)?;
     source::log_diagnostics(&loaded.diagnostics);
     let pools = Pools::new();
-    let runtime = Runtime::build(loaded.config, &metrics, &pools);
+    let mut runtime = Runtime::build(loaded.config, &metrics, &pools);
+    runtime.secrets = loaded.secrets;
     metrics.set_config_version(&runtime.version);
     metrics.reload_success.set(1);
     let version = runtime.version.clone();
@@ -141,6 +142,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         buffers: crate::buffer::BufferBudget::new(args.max_buffered_request_bytes),
         body_timeouts: args.body_timeouts(),
         cache: cache.clone(),
+        websockets: Arc::new(crate::websocket::Hub::new(
+            Some(state.clone()),
+            metrics.websocket.clone(),
+        )),
     });
     let health = Arc::new(Health::default());
     health.set_ready(source.ready_at_start());
@@ -198,9 +203,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ?grace,
         "shutting down: draining in-flight requests"
     );
+    let deadline = tokio::time::Instant::now() + grace;
     tokio::select! {
         _ = drain.shutdown() => tracing::info!("drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    // WebSocket connections keep going for the rest of the grace period; then each is closed
+    // with 1001 and its $disconnect runs (at most 5 s for all).
+    let sockets = shared.websockets.open();
+    if sockets > 0 {
+        tracing::info!(
+            sockets,
+            "WebSocket connections open: closing them after the grace period"
+        );
+        tokio::time::sleep_until(deadline).await;
+        shared.websockets.shutdown(Duration::from_secs(5)).await;
     }
     shared.access_log.flush(Duration::from_secs(2));
     Ok(())

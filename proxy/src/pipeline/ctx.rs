@@ -162,8 +162,8 @@ impl TraceId {
 /// Every request phase is `phase(&mut Exchange) -> Result<Flow, GatewayError>` (async where
 /// it waits); the integration, last, turns the exchange into the response.
 pub struct Exchange<'a> {
-    /// Service-wide state.
-    pub shared: &'a Shared,
+    /// Service-wide state (an `Arc`: a WebSocket connection keeps it past the request).
+    pub shared: &'a Arc<Shared>,
     /// The connection the request came on.
     pub conn: &'a ConnInfo,
     /// Per-request state; the response phases and the access log read it after the request
@@ -212,6 +212,13 @@ pub fn entry(ex: &mut Exchange<'_>) -> Result<Flow, super::error::GatewayError> 
     if let Some(why) = ex.ctx.bad_host {
         return Err(super::error::GatewayError::BadRequest(why));
     }
+    // A WebSocket handshake is told by `Upgrade: websocket`, a hop-by-hop header: noted
+    // before it goes.
+    ex.ctx.websocket_upgrade = ex
+        .head
+        .headers
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     crate::hop_by_hop::strip(&mut ex.head.headers);
     Ok(Flow::Continue)
 }
@@ -234,6 +241,8 @@ pub struct Shared {
     pub body_timeouts: crate::body::BodyTimeouts,
     /// The stages' response caches (outside `Runtime`: reloads keep the entries).
     pub cache: std::sync::Arc<crate::cache::ResponseCache>,
+    /// WebSocket connections: the registry, their metrics, shutdown.
+    pub websockets: std::sync::Arc<crate::websocket::Hub>,
 }
 
 /// Per-connection values, computed once per accepted connection.
@@ -330,6 +339,11 @@ pub struct RequestCtx {
     /// The request's raw head, when the connection captured it: the client's spelling of
     /// header names for REST-style events.
     pub raw_head: Option<bytes::Bytes>,
+    /// WebSocket APIs: the connection and event this request is (`$context.connectionId`,
+    /// `eventType`, ...).
+    pub websocket: Option<Box<crate::websocket::WsContext>>,
+    /// Whether the request asked for a WebSocket upgrade (`Upgrade: websocket`).
+    pub websocket_upgrade: bool,
 }
 
 impl RequestCtx {
@@ -384,6 +398,8 @@ impl RequestCtx {
             api_key: None,
             rate_limit: None,
             authorizer: None,
+            websocket: None,
+            websocket_upgrade: false,
         }
     }
 

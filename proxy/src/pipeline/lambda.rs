@@ -61,6 +61,7 @@ pub async fn call(
     };
     let body = crate::buffer::collect(body, None, max, &shared.buffers).await?;
     let event = match target.version {
+        _ if ctx.websocket.is_some() => crate::events::websocket(ctx, &parts.headers, &body),
         PayloadFormatVersion::V1 => crate::events::proxy_v1(ctx, &parts.headers, &body),
         PayloadFormatVersion::V2 => crate::events::proxy_v2(ctx, &parts.headers, &body),
     };

@@ -88,7 +88,7 @@ impl Gateway {
 /// Runs one request through the pipeline: the request phases ([`run`]), then, on both
 /// endings (the integration's response or a gateway response), the response phases.
 pub async fn handle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &ConnInfo,
     mut ctx: RequestCtx,
     req: Request<ClientBody>,
@@ -136,6 +136,14 @@ async fn run(mut ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError> 
     // Route first: the payload cap and the integration are per API / per route. A CORS
     // preflight may answer here.
     phase!(route::phase(&mut ex));
+    // A WebSocket API: the handshake ($connect) or @connections, in its own module.
+    if ex
+        .ctx
+        .api_config()
+        .is_some_and(|a| a.protocol == portico_config::Protocol::WebSocket)
+    {
+        return crate::websocket::serve(ex).await;
+    }
     phase!(integrate::check_served(&mut ex));
     // Authorizers right after routing, before API keys, throttling, validation and the
     // integration (AWS's order); key, then limits (plans meter keys). All before the body is

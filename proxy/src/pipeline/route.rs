@@ -218,11 +218,24 @@ pub fn route(ctx: &mut RequestCtx, headers: &http::HeaderMap) -> Result<(), Gate
             api: api_index as u32,
             route: None,
         };
-        (
-            handle,
-            api.no_route,
-            api.routes.find(&ctx.http_method, rest),
-        )
+        // A WebSocket API: the handshake is its `$connect` route (when it has one), whatever
+        // the path; the websocket module tells the handshake from `@connections`.
+        let outcome = if runtime.config.apis[api_index].protocol == Protocol::WebSocket {
+            match runtime.config.apis[api_index]
+                .routes
+                .iter()
+                .position(|r| r.route_key == "$connect")
+            {
+                Some(route) => RouteOutcome::Matched {
+                    route,
+                    params: Vec::new(),
+                },
+                None => RouteOutcome::WebSocket,
+            }
+        } else {
+            api.routes.find(&ctx.http_method, rest)
+        };
+        (handle, api.no_route, outcome)
     });
     let base = norm.as_ptr() as usize;
     let result = match outcome {
@@ -248,6 +261,7 @@ pub fn route(ctx: &mut RequestCtx, headers: &http::HeaderMap) -> Result<(), Gate
                     Ok(())
                 }
                 RouteOutcome::NoMethod => Err(GatewayError::no_route(no_route, NO_METHOD)),
+                RouteOutcome::WebSocket => Ok(()),
                 RouteOutcome::NotFound => {
                     Err(GatewayError::no_route(no_route, "no resource matches"))
                 }
@@ -512,6 +526,8 @@ pub enum RouteOutcome<'p> {
     NoMethod,
     /// Nothing matched.
     NotFound,
+    /// A WebSocket API without a `$connect` route: the stage, no route.
+    WebSocket,
 }
 
 /// Per-API resource tree, built once per `Runtime`.

@@ -123,6 +123,10 @@ fn mk_shared(metrics: &Metrics, log: &Arc<Mutex<Vec<u8>>>, port: u16) -> Arc<Sha
         buffers: crate::buffer::BufferBudget::new(1 << 30),
         body_timeouts: Default::default(),
         cache: Arc::new(crate::cache::ResponseCache::in_process()),
+        websockets: Arc::new(crate::websocket::Hub::new(
+            None,
+            crate::websocket::WsMetrics::new(None),
+        )),
     })
 }
 

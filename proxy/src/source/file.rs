@@ -15,5 +15,6 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     Ok(Loaded {
         config,
         diagnostics: Vec::new(),
+        secrets: Default::default(),
     })
 }

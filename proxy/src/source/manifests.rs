@@ -30,9 +30,27 @@ pub fn load(dir: &Path) -> Result<Loaded, LoadError> {
         .config
         .validate()
         .map_err(|e| LoadError::Decode(format!("compiled config: {e}")))?;
+    // The values of the Secrets the config names (`@connections` credentials): held by the
+    // runtime, never written into the config.
+    let mut secrets = crate::runtime::Secrets::new();
+    for api in &compiled.config.apis {
+        let creds = api.websocket.iter().flat_map(|w| &w.management_credentials);
+        for c in creds {
+            let r = &c.secret;
+            let value = snapshot
+                .secrets
+                .iter()
+                .find(|s| s.namespace == r.namespace && s.name == r.name)
+                .and_then(|s| s.data.get(&r.key));
+            if let Some(v) = value {
+                secrets.insert(r.clone(), String::from_utf8_lossy(v).into_owned());
+            }
+        }
+    }
     Ok(Loaded {
         config: compiled.config,
         diagnostics: compiled.diagnostics,
+        secrets,
     })
 }
 

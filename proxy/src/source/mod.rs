@@ -71,6 +71,7 @@ impl Configured {
             Configured::Kube(_) => Ok(Loaded {
                 config: GatewayConfig::empty(),
                 diagnostics: Vec::new(),
+                secrets: Default::default(),
             }),
         }
     }
@@ -116,6 +117,9 @@ pub struct Loaded {
     pub config: GatewayConfig,
     /// Warnings from compile (never errors: those reject the load).
     pub diagnostics: Vec<Diagnostic>,
+    /// Values of the Secrets the config names (WebSocket APIs' `@connections` credentials),
+    /// never part of the config itself.
+    pub secrets: crate::runtime::Secrets,
 }
 
 /// Why a load was refused.

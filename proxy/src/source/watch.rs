@@ -76,7 +76,8 @@ pub fn apply(
         }
         return Reload::Unchanged;
     }
-    let runtime = Runtime::build(loaded.config, metrics, pools);
+    let mut runtime = Runtime::build(loaded.config, metrics, pools);
+    runtime.secrets = loaded.secrets;
     let version = runtime.version.clone();
     state.store(Arc::new(runtime));
     metrics.set_config_version(&version);
@@ -207,6 +208,7 @@ mod tests {
         Ok(Loaded {
             config: GatewayConfig::empty(),
             diagnostics: Vec::new(),
+            secrets: Default::default(),
         })
     }
 

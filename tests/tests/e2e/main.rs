@@ -21,3 +21,4 @@ mod transform;
 mod usage_plans;
 mod usage_plans_redis;
 mod validation;
+mod websocket;

@@ -105,6 +105,7 @@ pub fn decode(cm: &ConfigMap) -> Result<Loaded, LoadError> {
     Ok(Loaded {
         config,
         diagnostics: Vec::new(),
+        secrets: Default::default(),
     })
 }
 
