@@ -226,7 +226,9 @@ pub struct Route {
     pub resource_path: String,
     /// `$context.routeKey`, e.g. `GET /content/{id}` or `$default`.
     pub route_key: String,
-    /// Upper-case HTTP method, or `ANY`.
+    /// Upper-case HTTP method, or `ANY`. Empty for WebSocket routes ([`RouteMatch::Message`]):
+    /// no HTTP method selects them (an HTTP integration's own `httpMethod` is set at compile
+    /// time, default `POST`).
     pub http_method: String,
     /// What paths it matches.
     #[serde(rename = "match")]
@@ -901,9 +903,12 @@ impl GatewayConfig {
                         r.id, a.authorizer_id
                     ));
                 }
-                if r.http_method.is_empty() || r.http_method != r.http_method.to_ascii_uppercase() {
+                let message = r.matcher == RouteMatch::Message;
+                if message != r.http_method.is_empty()
+                    || r.http_method != r.http_method.to_ascii_uppercase()
+                {
                     return bad(format!(
-                        "route {} has method {:?}, expected upper case",
+                        "route {} has method {:?}, expected upper case (empty for WebSocket routes only)",
                         r.id, r.http_method
                     ));
                 }
@@ -1142,6 +1147,23 @@ mod tests {
                 .to_string()
                 .contains("both claim")
         );
+    }
+
+    #[test]
+    fn only_websocket_routes_have_no_method() {
+        let mut cfg = mk_config();
+        cfg.apis[0].routes[0].http_method = String::new();
+        assert!(cfg.validate().is_err(), "a path route needs a method");
+
+        let mut cfg = mk_config();
+        cfg.apis[0].protocol = Protocol::WebSocket;
+        cfg.apis[0].websocket = Some(WebSocketApi::default());
+        let r = &mut cfg.apis[0].routes[0];
+        r.matcher = RouteMatch::Message;
+        r.route_key = "$connect".into();
+        assert!(cfg.validate().is_err(), "a WebSocket route has no method");
+        cfg.apis[0].routes[0].http_method = String::new();
+        cfg.validate().unwrap();
     }
 
     #[test]

@@ -10,7 +10,8 @@ pub const NOT_YET_SUPPORTED: &str = "NotYetSupported";
 pub const UNKNOWN_REFERENCE: &str = "UnknownReference";
 /// A reference names an object that exists but was not accepted (it is not served).
 pub const REFERENCE_NOT_ACCEPTED: &str = "ReferenceNotAccepted";
-/// Two methods (or HTTP route keys) match the same method and path shape.
+/// Two methods (or HTTP route keys) match the same method and path shape, or two WebSocket
+/// routes have the same route key.
 pub const DUPLICATE_ROUTE: &str = "DuplicateRoute";
 /// Two stages claim the same host and base path.
 pub const STAGE_CONFLICT: &str = "StageConflict";
@@ -18,9 +19,11 @@ pub const STAGE_CONFLICT: &str = "StageConflict";
 pub const INVALID_PATH: &str = "InvalidPath";
 /// A method name is not an HTTP verb Portico serves (or `ANY`).
 pub const INVALID_METHOD: &str = "InvalidMethod";
-/// An HTTP API route key is not `"<METHOD> <path>"` or `$default`.
+/// An HTTP API route key is not `"<METHOD> <path>"` or `$default`; a WebSocket API route key
+/// is empty, too long, starts with `$` without being `$connect`, `$disconnect` or `$default`,
+/// or is an HTTP route key.
 pub const INVALID_ROUTE_KEY: &str = "InvalidRouteKey";
-/// `resources` on an HTTP API, or `routes` on a REST API.
+/// `resources` on an HTTP or WebSocket API, or `routes` on a REST API.
 pub const PROTOCOL_MISMATCH: &str = "ProtocolMismatch";
 /// An integration is missing or unusable (bad uri, MOCK without `mockResponse`, ...).
 pub const INVALID_INTEGRATION: &str = "InvalidIntegration";
@@ -88,9 +91,11 @@ pub const UNKNOWN_VALIDATOR: &str = "UnknownValidator";
 pub const INVALID_REQUEST_PARAMETER: &str = "InvalidRequestParameter";
 /// `spec.cors` has an invalid entry, or `*` together with `allowCredentials`.
 pub const INVALID_CORS: &str = "InvalidCors";
-/// A throttle or quota with a missing, zero or negative limit, or an offset not below the limit.
+/// A throttle or quota with a missing, zero or negative limit, or an offset not below the
+/// limit; a WebSocket limit (`spec.websocket.*`) outside its range.
 pub const INVALID_LIMIT: &str = "InvalidLimit";
-/// An ApiKey whose Secret (or the Secret's key) does not exist, or is empty.
+/// An ApiKey (or a WebSocket management credential) whose Secret (or the Secret's key) does
+/// not exist, or is empty.
 pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
 /// Two ApiKeys have the same value, or a key is in two plans that share a stage.
 pub const DUPLICATE_KEY: &str = "DuplicateKey";
@@ -107,8 +112,9 @@ pub const CACHE_NOT_ENABLED: &str = "CacheNotEnabled";
 /// A `cacheKeyParameters` entry is not `method.request.<path|querystring|header>.<name>`, or
 /// names a path parameter the resource does not have: the entry is dropped.
 pub const INVALID_CACHE_KEY_PARAMETER: &str = "InvalidCacheKeyParameter";
-/// A REST-API-only setting (the response cache) used with an HTTP API, where AWS has no such
-/// setting: ignored.
+/// A setting the API's protocol does not have on AWS: ignored. The response cache on HTTP
+/// and WebSocket APIs; CORS, binary media types, compression, models and validators on
+/// WebSocket APIs; `spec.websocket` and `templateSelectionExpression` on REST and HTTP APIs.
 pub const NOT_SUPPORTED_BY_PROTOCOL: &str = "NotSupportedByProtocol";
 /// A cached method has an authorizer or requires an API key, but its cache key holds no
 /// caller identity: one caller's answer would be served to another.
@@ -116,3 +122,14 @@ pub const CACHED_PRIVATE_RESPONSE: &str = "CachedPrivateResponse";
 /// A cached method has a path parameter that is not in its cache key: every value of it
 /// shares one cached answer (AWS's behaviour).
 pub const CACHE_KEY_MISSES_PATH_PARAMETER: &str = "CacheKeyMissesPathParameter";
+/// A selection expression Portico cannot evaluate (`routeSelectionExpression`,
+/// `apiKeySelectionExpression`, `routeResponseSelectionExpression`), or one that disagrees
+/// with `apiKeySource`.
+pub const INVALID_SELECTION_EXPRESSION: &str = "InvalidSelectionExpression";
+/// Authorization a route cannot have: an authorizer on a WebSocket route other than
+/// `$connect`, a TOKEN authorizer on a WebSocket API, `apiKeyRequired` on a WebSocket route
+/// other than `$connect` or on an HTTP API. The route fails closed.
+pub const INVALID_AUTHORIZATION: &str = "InvalidAuthorization";
+/// A WebSocket management credential whose access key id is malformed or repeated: the
+/// credential is dropped.
+pub const INVALID_CREDENTIAL: &str = "InvalidCredential";

@@ -1,4 +1,5 @@
-//! `RestApi`: one API definition (REST resources and methods, or HTTP API route keys).
+//! `RestApi`: one API definition (REST resources and methods, HTTP API route keys, or
+//! WebSocket API route keys).
 //!
 //! Shapes follow `docs/manifest-spec.md` exactly. Fields described as "not supported yet" are
 //! accepted by the schema and reported by `compile` with reason `NotYetSupported` (see
@@ -7,7 +8,7 @@
 // Each `printcolumn(..)` repeats `type_`, which clippy mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
-use super::common::{Condition, LocalObjectReference};
+use super::common::{Condition, LocalObjectReference, SecretKeySelector};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,7 @@ use std::collections::BTreeMap;
     derive = "PartialEq",
     shortname = "rapi",
     category = "portico",
-    doc = "An API Gateway API: REST resources and methods, or HTTP API routes.",
+    doc = "An API Gateway API: REST resources and methods, HTTP API routes, or WebSocket API routes.",
     printcolumn(name = "Protocol", type_ = "string", json_path = ".spec.protocol"),
     printcolumn(
         name = "Accepted",
@@ -46,8 +47,8 @@ pub struct RestApiSpec {
     /// Free-form description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// `REST` (default), `HTTP`, or `WEBSOCKET` (not supported yet: an error, the API is not
-    /// served).
+    /// `REST` (default, `resources`), `HTTP` (`routes`) or `WEBSOCKET` (`routes` with
+    /// WebSocket route keys: `$connect`, `$disconnect`, `$default` and custom keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<ApiProtocol>,
     /// Largest request body accepted, in bytes (default 10 MiB).
@@ -65,16 +66,30 @@ pub struct RestApiSpec {
     /// REQUEST authorizer answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_source: Option<ApiKeySource>,
+    /// The same choice written as WebSocket (and HTTP) APIs write it on AWS:
+    /// `$request.header.x-api-key` (default, = `HEADER`) or
+    /// `$context.authorizer.usageIdentifierKey` (= `AUTHORIZER`). Anything else, or a value
+    /// that disagrees with `apiKeySource`, is an error: the API is not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_selection_expression: Option<String>,
     /// REST APIs: the resource paths (the resource tree, flattened) and their methods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<RestResource>,
-    /// HTTP APIs: route keys and their integrations.
+    /// HTTP and WebSocket APIs: route keys and their integrations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<HttpRoute>,
-    /// WebSocket APIs: expression selecting the route key, e.g. `$request.body.action`. Not
-    /// supported yet (a warning; ignored).
+    /// WebSocket APIs: where in a JSON message the route key is, `$request.body.<name>[.<name>...]`
+    /// or `${request.body.<name>[.<name>...]}` (default `$request.body.action`); a message
+    /// without it (or not JSON) goes to `$default`. Anything else is an error: the API is not
+    /// served. Ignored on REST and HTTP APIs (a warning, unless an HTTP API's is AWS's only
+    /// value `${request.method} ${request.path}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_selection_expression: Option<String>,
+    /// WebSocket APIs: message and frame size limits, connection timeouts and the
+    /// credentials allowed to call the `@connections` management API. Ignored on REST and
+    /// HTTP APIs (a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketSettings>,
     /// Gateway response overrides keyed by AWS type (`THROTTLED`, `DEFAULT_4XX`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gateway_responses: BTreeMap<String, GatewayResponse>,
@@ -93,7 +108,7 @@ pub struct RestApiSpec {
 }
 
 /// Kind of API: `REST` (default, resources and methods), `HTTP` (route keys) or
-/// `WEBSOCKET` (not supported yet).
+/// `WEBSOCKET` (WebSocket route keys).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ApiProtocol {
     /// REST API (v1): resources and methods.
@@ -103,9 +118,47 @@ pub enum ApiProtocol {
     /// HTTP API (v2): route keys.
     #[serde(rename = "HTTP")]
     Http,
-    /// WebSocket API: not supported yet (an error; the API is not served).
+    /// WebSocket API: `$connect`, `$disconnect`, `$default` and custom route keys, selected
+    /// by the connection's lifecycle and `routeSelectionExpression`.
     #[serde(rename = "WEBSOCKET")]
     WebSocket,
+}
+
+/// A WebSocket API's limits and management credentials; unset fields have AWS's values.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebSocketSettings {
+    /// Largest message, in bytes, 1..=16777216 (default 131072, AWS's 128 KB); a larger one
+    /// closes the connection with status 1009.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<i64>,
+    /// Largest frame, in bytes, 1..=`maxMessageBytes` (default 32768, AWS's 32 KB, or
+    /// `maxMessageBytes` when that is smaller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame_bytes: Option<i64>,
+    /// Seconds a connection may stay without a message either way, 1..=7200 (default 600,
+    /// AWS's 10 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_seconds: Option<i64>,
+    /// Seconds a connection may last, 1..=86400 (default 7200, AWS's 2 hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connection_seconds: Option<i64>,
+    /// Who may call the `@connections` management API (AWS Signature Version 4): each an
+    /// access key id and the Secret key (same namespace) holding its secret access key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub management_credentials: Vec<ManagementCredential>,
+}
+
+/// An access key id allowed to call `@connections`, and where its secret access key is.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ManagementCredential {
+    /// The access key id a signed request names (`Credential=<id>/...`): 16..=128 letters,
+    /// digits or `_` (AWS's pattern). Unique within the API.
+    pub access_key_id: String,
+    /// The key of a Secret in the RestApi's namespace holding the secret access key. Only
+    /// this reference reaches the compiled config, never the value.
+    pub secret_key_ref: SecretKeySelector,
 }
 
 /// Where the API key of a request comes from: `HEADER` (default, `x-api-key`) or
@@ -297,8 +350,16 @@ pub struct Integration {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_parameters: BTreeMap<String, String>,
     /// Request mapping templates (VTL) by content type (HTTP, MOCK; ignored on HTTP_PROXY).
+    /// WebSocket routes: by template key (`$default`, or the key `templateSelectionExpression`
+    /// names).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_templates: BTreeMap<String, String>,
+    /// WebSocket routes: which `requestTemplates` entry applies to a message: `\$default`
+    /// (default) or a literal template key (that key's template, else `$default`'s). Other
+    /// expressions are not supported (a warning; `$default` is used). Ignored on REST and
+    /// HTTP APIs (a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_selection_expression: Option<String>,
     /// `WHEN_NO_MATCH` (default), `WHEN_NO_TEMPLATES` or `NEVER`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passthrough_behavior: Option<PassthroughBehavior>,
@@ -371,11 +432,13 @@ pub struct IntegrationResponse {
     pub content_handling: Option<ContentHandling>,
 }
 
-/// One HTTP API route.
+/// One HTTP API or WebSocket API route.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRoute {
-    /// `"<METHOD> <path>"` with an HTTP verb or `ANY`, or `$default`.
+    /// HTTP APIs: `"<METHOD> <path>"` with an HTTP verb or `ANY`, or `$default`. WebSocket
+    /// APIs: `$connect`, `$disconnect`, `$default`, or a custom key (1..=128 characters, not
+    /// starting with `$`) that `routeSelectionExpression` selects.
     pub route_key: String,
     /// `NONE` (default), `JWT` or `COGNITO_USER_POOLS` (need a JWT Authorizer), or `CUSTOM`
     /// (needs a TOKEN or REQUEST Authorizer).
@@ -390,6 +453,16 @@ pub struct HttpRoute {
     /// ignored with a TOKEN or REQUEST Authorizer (a warning).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization_scopes: Vec<String>,
+    /// WebSocket APIs, `$connect` only: the client must present an API key of a usage plan
+    /// of the stage to connect. Elsewhere (other WebSocket routes, HTTP APIs, which have no
+    /// API keys on AWS) `true` is an error: the route answers 500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_required: Option<bool>,
+    /// WebSocket APIs: `$default` makes the route two-way (the integration's answer is sent
+    /// back on the connection); unset: one-way. Only `$default` is valid (as on AWS);
+    /// ignored on `$connect`, `$disconnect` and HTTP APIs (a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_response_selection_expression: Option<String>,
     /// How the route reaches its backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration: Option<Integration>,

@@ -1,10 +1,11 @@
 //! Phase "apis": each RestApi to an [`Api`] with its routes.
 //!
-//! REST APIs flatten `spec.resources[].methods` into routes; HTTP APIs compile
+//! REST APIs flatten `spec.resources[].methods` into routes; HTTP and WebSocket APIs compile
 //! `spec.routes[].routeKey`. A method with an invalid path, verb or route key cannot be
-//! matched and is dropped; a duplicate (same verb and path shape) is dropped; a method whose
-//! integration or security settings cannot be honoured becomes a route that fails closed.
-//! WEBSOCKET APIs are not supported yet and are dropped.
+//! matched and is dropped; a duplicate (same verb and path shape, or the same WebSocket route
+//! key) is dropped; a method whose integration or security settings cannot be honoured
+//! becomes a route that fails closed. An API whose selection expressions cannot be honoured
+//! is dropped (see `websocket`).
 
 use super::authorizers::{CompiledAuthorizers, MethodAuth, resolve_method};
 use super::gateway_responses::compile_gateway_responses;
@@ -15,13 +16,16 @@ use super::transforms::{
     compile_binary_media_types, compile_minimum_compression_size, compile_transform,
 };
 use super::validation::{compile_models, compile_validation};
+use super::websocket::{self, CONNECT, DISCONNECT};
 use super::{Diags, METHODS, escape_id};
-use crate::api::rest_api::{ApiProtocol, Integration as IntegrationSpec, Method};
+use crate::api::rest_api::{
+    ApiProtocol, AuthorizationType, Integration as IntegrationSpec, IntegrationType, Method,
+};
 use crate::reasons;
-use crate::snapshot::Service;
+use crate::snapshot::{Secret, Service};
 use portico_config::{
-    Api, DEFAULT_MAX_PAYLOAD_BYTES, Integration, ObjectRef, PathTemplate, Protocol, Route,
-    RouteMatch,
+    Api, Authorizer, DEFAULT_MAX_PAYLOAD_BYTES, Integration, ObjectRef, PathTemplate, Protocol,
+    Route, RouteMatch,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,6 +55,7 @@ impl IntoIterator for CompiledApis {
 pub(crate) fn compile_apis(
     inputs: &[ApiInput<'_>],
     services: &[Service],
+    secrets: &[Secret],
     authorizers: &CompiledAuthorizers,
     diags: &mut Diags,
 ) -> CompiledApis {
@@ -59,7 +64,7 @@ pub(crate) fn compile_apis(
         dropped: BTreeSet::new(),
     };
     for input in inputs {
-        match compile_api(input, services, authorizers, diags) {
+        match compile_api(input, services, secrets, authorizers, diags) {
             Some(api) => out.apis.push(api),
             None => {
                 out.dropped.insert(input.id.clone());
@@ -79,13 +84,22 @@ struct Candidate<'a> {
     id: String,
     view: MethodView<'a>,
     integration: Option<&'a IntegrationSpec>,
+    /// WebSocket routes: the integration without the fields not supported there yet (they
+    /// are warned about); used instead of `integration` when set.
+    ws_integration: Option<IntegrationSpec>,
     /// The REST method (request validation); `None` for HTTP routes.
     method: Option<&'a Method>,
+    /// WebSocket routes: the integration's answer is sent back on the connection.
+    two_way: bool,
+    /// Why the route must fail closed, decided before its authorizer is resolved (which is
+    /// then skipped): authorization the route cannot have.
+    fail: Option<String>,
 }
 
 fn compile_api(
     input: &ApiInput<'_>,
     services: &[Service],
+    secrets: &[Secret],
     authorizers: &CompiledAuthorizers,
     diags: &mut Diags,
 ) -> Option<CompiledApi> {
@@ -94,18 +108,17 @@ fn compile_api(
     let protocol = match input.protocol {
         ApiProtocol::Rest => Protocol::Rest,
         ApiProtocol::Http => Protocol::Http,
-        ApiProtocol::WebSocket => {
-            diags.error(
-                obj,
-                "spec.protocol",
-                reasons::NOT_YET_SUPPORTED,
-                "WEBSOCKET APIs are not supported yet; the API is not served",
-            );
-            return None;
-        }
+        ApiProtocol::WebSocket => Protocol::WebSocket,
     };
+    let ws = protocol == Protocol::WebSocket;
+    // Selection expressions first: an API whose routes or keys cannot be selected as written
+    // is not served at all.
+    let selection = websocket::selection(obj, input.protocol, spec, diags).ok()?;
+    websocket::ignored_api_fields(obj, input.protocol, spec, diags);
     let max_payload_bytes = match spec.max_payload_bytes {
         None => DEFAULT_MAX_PAYLOAD_BYTES,
+        // Warned about (`ignored_api_fields`): the upgrade request has no body.
+        Some(_) if ws => DEFAULT_MAX_PAYLOAD_BYTES,
         Some(n) if n > 0 => u64::try_from(n).expect("checked positive"),
         Some(n) => {
             diags.error(
@@ -130,7 +143,7 @@ fn compile_api(
             }
             rest_candidates(input, diags)
         }
-        _ => {
+        Protocol::Http => {
             if !spec.resources.is_empty() {
                 diags.error(
                     obj,
@@ -141,10 +154,23 @@ fn compile_api(
             }
             http_candidates(input, diags)
         }
+        Protocol::WebSocket => {
+            if !spec.resources.is_empty() {
+                diags.error(
+                    obj,
+                    "spec.resources",
+                    reasons::PROTOCOL_MISMATCH,
+                    "WebSocket APIs use spec.routes ($connect, $disconnect, $default and custom route keys); spec.resources is ignored (set protocol: REST to use resources)",
+                );
+            }
+            websocket_candidates(input, authorizers, diags)
+        }
     };
 
-    // Models before methods: a method's validation names them.
-    let models = compile_models(obj, &spec.models, diags);
+    // Models before methods: a method's validation names them. A WebSocket API's are
+    // ignored (warned about in `ignored_api_fields`).
+    let no_models = BTreeMap::new();
+    let models = compile_models(obj, if ws { &no_models } else { &spec.models }, diags);
 
     // Duplicates: the same verb on the same path shape (`/a/{x}` and `/a/{y}` collide). The
     // first in manifest order wins; the others are dropped.
@@ -164,8 +190,13 @@ fn compile_api(
                 &c.field,
                 reasons::DUPLICATE_ROUTE,
                 format!(
-                    "{} duplicates {first} (same method and path shape); it is not served",
-                    c.route_key
+                    "{} duplicates {first} ({}); it is not served",
+                    c.route_key,
+                    if ws {
+                        "same route key"
+                    } else {
+                        "same method and path shape"
+                    }
                 ),
             );
             continue;
@@ -174,18 +205,22 @@ fn compile_api(
 
         let params: Vec<String> = c.matcher.param_names().map(str::to_string).collect();
         // Authorization first: a method whose authorizer cannot be honoured fails closed.
-        let (authorization, auth_fail) = match resolve_method(
-            obj,
-            &c.field,
-            &c.view.auth,
-            authorizers,
-            &mut used_authorizers,
-            diags,
-        ) {
-            Ok(a) => (a, None),
-            Err(reason) => (None, Some(reason)),
+        let (authorization, auth_fail) = match &c.fail {
+            Some(why) => (None, Some(why.clone())),
+            None => match resolve_method(
+                obj,
+                &c.field,
+                &c.view.auth,
+                authorizers,
+                &mut used_authorizers,
+                diags,
+            ) {
+                Ok(a) => (a, None),
+                Err(reason) => (None, Some(reason)),
+            },
         };
-        not_supported::method(obj, &c.field, c.integration, diags);
+        let integration_spec = c.ws_integration.as_ref().or(c.integration);
+        not_supported::method(obj, &c.field, integration_spec, diags);
         let validation = match c.method {
             Some(m) => compile_validation(
                 obj,
@@ -198,24 +233,43 @@ fn compile_api(
             ),
             None => Default::default(),
         };
+        let ifield = format!("{}.integration", c.field);
         let integ = compile_integration(
             obj,
-            &format!("{}.integration", c.field),
-            c.integration,
+            &ifield,
+            integration_spec,
             &params,
             services,
             protocol,
             diags,
         );
         // After the integration: the mappings depend on its type.
-        let transform = compile_transform(
+        let mut transform = compile_transform(
             obj,
             &c.field,
-            c.integration,
+            integration_spec,
             c.view.method_responses,
             &params,
             diags,
         );
+        let template_selection =
+            integration_spec.and_then(|i| i.template_selection_expression.as_deref());
+        if ws {
+            websocket::select_template(
+                obj,
+                &ifield,
+                template_selection,
+                &mut transform.transform,
+                diags,
+            );
+        } else if template_selection.is_some() {
+            diags.warn(
+                obj,
+                format!("{ifield}.templateSelectionExpression"),
+                reasons::NOT_SUPPORTED_BY_PROTOCOL,
+                "templateSelectionExpression applies to WebSocket APIs (templates are chosen by the request's Content-Type here); ignored",
+            );
+        }
         let fail_closed = auth_fail
             .or(validation.fail)
             .or(integ.fail)
@@ -233,6 +287,14 @@ fn compile_api(
         if let Integration::HttpProxy(h) = &mut integration {
             h.request_parameters = transform.proxy_parameters;
         }
+        // A message has no HTTP method to pass on: WebSocket routes call HTTP backends with
+        // POST unless `httpMethod` says otherwise (AWS requires one there).
+        if ws
+            && let Integration::Http(h) | Integration::HttpProxy(h) = &mut integration
+            && h.http_method.is_none()
+        {
+            h.http_method = Some("POST".into());
+        }
         routes.push(Route {
             id: c.id,
             resource_path: c.resource_path,
@@ -243,7 +305,7 @@ fn compile_api(
             timeout_ms: integ.timeout_ms,
             cache_key_parameters: cache_key.parameters,
             cache_namespace: cache_key.namespace,
-            two_way: false,
+            two_way: c.two_way,
             validation: validation.validation,
             fail_closed,
             transform: transform.transform,
@@ -266,26 +328,32 @@ fn compile_api(
             routes,
             gateway_responses: compile_gateway_responses(obj, &spec.gateway_responses, diags),
             max_payload_bytes,
-            binary_media_types: compile_binary_media_types(obj, &spec.binary_media_types, diags),
-            minimum_compression_size: compile_minimum_compression_size(
-                obj,
-                spec.minimum_compression_size,
-                diags,
-            ),
+            // WebSocket APIs have none of these (warned about in `ignored_api_fields`).
+            binary_media_types: if ws {
+                Vec::new()
+            } else {
+                compile_binary_media_types(obj, &spec.binary_media_types, diags)
+            },
+            minimum_compression_size: if ws {
+                None
+            } else {
+                compile_minimum_compression_size(obj, spec.minimum_compression_size, diags)
+            },
+            cors: if ws {
+                None
+            } else {
+                super::cors::compile_cors(obj, spec.cors.as_ref(), diags)
+            },
+            websocket: ws.then(|| {
+                websocket::compile_settings(obj, spec, selection.route_selection, secrets, diags)
+            }),
             // The proxy registers every model, so a route's model can refer to any other.
-            cors: super::cors::compile_cors(obj, spec.cors.as_ref(), diags),
-            websocket: None,
             models: if uses_models {
                 models.schemas
             } else {
                 BTreeMap::new()
             },
-            api_key_source: match spec.api_key_source {
-                Some(crate::api::rest_api::ApiKeySource::Authorizer) => {
-                    portico_config::ApiKeySource::Authorizer
-                }
-                _ => portico_config::ApiKeySource::Header,
-            },
+            api_key_source: selection.api_key_source,
             authorizers: used_authorizers,
         },
         stage_variables,
@@ -347,7 +415,10 @@ fn rest_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
                     method_responses: &m.method_responses,
                 },
                 integration: m.integration.as_ref(),
+                ws_integration: None,
                 method: Some(m),
+                two_way: false,
+                fail: None,
                 field: mfield,
             });
         }
@@ -400,6 +471,29 @@ fn http_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
                 }
             }
         };
+        // AWS's HTTP APIs have neither API keys nor route responses.
+        let mut fail = None;
+        if r.api_key_required == Some(true) {
+            let f = format!("{field}.apiKeyRequired");
+            let msg = "HTTP APIs have no API keys (as on AWS; use a REST API, or an authorizer)";
+            diags.error(
+                obj,
+                &f,
+                reasons::INVALID_AUTHORIZATION,
+                format!(
+                    "{msg}; the route answers 500 rather than being served without the key check"
+                ),
+            );
+            fail = Some(format!("{f}: {msg}"));
+        }
+        if r.route_response_selection_expression.is_some() {
+            diags.warn(
+                obj,
+                format!("{field}.routeResponseSelectionExpression"),
+                reasons::NOT_SUPPORTED_BY_PROTOCOL,
+                "routeResponseSelectionExpression applies to WebSocket APIs (an HTTP route always answers); ignored",
+            );
+        }
         out.push(Candidate {
             id: format!("{}/route/{}", input.id, escape_id(&route_key)),
             field,
@@ -413,10 +507,178 @@ fn http_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
                     authorizer_ref: r.authorizer_ref.as_ref(),
                     scopes: &r.authorization_scopes,
                 },
+                api_key_required: r.api_key_required,
                 ..Default::default()
             },
             integration: r.integration.as_ref(),
+            ws_integration: None,
             method: None,
+            two_way: false,
+            fail,
+        });
+    }
+    out
+}
+
+/// WebSocket routes: `$connect`, `$disconnect`, `$default` and custom keys, selected by the
+/// connection's lifecycle and the message, never by path. Authorization and API keys belong
+/// to `$connect` (the connection is authorized once, as on AWS); elsewhere they are errors
+/// and the route fails closed.
+fn websocket_candidates<'a>(
+    input: &ApiInput<'a>,
+    authorizers: &CompiledAuthorizers,
+    diags: &mut Diags,
+) -> Vec<Candidate<'a>> {
+    let obj = &input.obj;
+    let mut out = Vec::new();
+    for (i, r) in input.spec.routes.iter().enumerate() {
+        let field = format!("spec.routes[{i}]");
+        let key = r.route_key.as_str();
+        if let Err(e) = websocket::check_route_key(key) {
+            diags.error(
+                obj,
+                format!("{field}.routeKey"),
+                reasons::INVALID_ROUTE_KEY,
+                format!("route key {key:?}: {e}; the route is not served"),
+            );
+            continue;
+        }
+        let connect = key == CONNECT;
+        let mut fail: Option<String> = None;
+        let mut refuse = |diags: &mut Diags, sub: &str, msg: String| {
+            let f = format!("{field}.{sub}");
+            diags.error(
+                obj,
+                &f,
+                reasons::INVALID_AUTHORIZATION,
+                format!("{msg}; the route answers 500 rather than being served unprotected"),
+            );
+            fail.get_or_insert(format!("{f}: {msg}"));
+        };
+        let typed = r
+            .authorization_type
+            .is_some_and(|t| t != AuthorizationType::None);
+        let authorized = typed || r.authorizer_ref.is_some() || !r.authorization_scopes.is_empty();
+        if authorized && !connect {
+            let sub = if typed {
+                "authorizationType"
+            } else if r.authorizer_ref.is_some() {
+                "authorizerRef"
+            } else {
+                "authorizationScopes"
+            };
+            refuse(
+                diags,
+                sub,
+                format!(
+                    "a WebSocket API authorizes a connection once, on {CONNECT} (as on AWS); route {key} cannot have an authorizer"
+                ),
+            );
+        }
+        if connect
+            && r.authorization_type == Some(AuthorizationType::Custom)
+            && let Some(a) = r.authorizer_ref.as_ref()
+            && let Some(c) = authorizers.get(&(obj.namespace.clone(), a.name.clone()))
+            && matches!(c.result, Ok(Authorizer::Token(_)))
+        {
+            refuse(
+                diags,
+                "authorizerRef.name",
+                format!(
+                    "{} is a TOKEN authorizer; WebSocket APIs take REQUEST authorizers (as on AWS) or JWT ones",
+                    c.obj
+                ),
+            );
+        }
+        if r.api_key_required == Some(true) && !connect {
+            refuse(
+                diags,
+                "apiKeyRequired",
+                format!(
+                    "a WebSocket API checks the API key once, on {CONNECT}; route {key} cannot require one"
+                ),
+            );
+        }
+        let two_way = match r.route_response_selection_expression.as_deref() {
+            None => false,
+            Some(_) if connect || key == DISCONNECT => {
+                diags.warn(
+                    obj,
+                    format!("{field}.routeResponseSelectionExpression"),
+                    reasons::IGNORED_FIELD,
+                    format!(
+                        "{key} has no route response (nothing is sent back on it); routeResponseSelectionExpression is ignored"
+                    ),
+                );
+                false
+            }
+            Some(websocket::DEFAULT) => true,
+            Some(e) => {
+                diags.error(
+                    obj,
+                    format!("{field}.routeResponseSelectionExpression"),
+                    reasons::INVALID_SELECTION_EXPRESSION,
+                    format!(
+                        "{e:?}: only $default is supported (as on AWS); the route is served one-way"
+                    ),
+                );
+                false
+            }
+        };
+        // Mappings the WebSocket routes do not support yet: warned about and left out.
+        let ws_integration = r.integration.as_ref().and_then(|integ| {
+            let later = [
+                (
+                    "requestParameters",
+                    !integ.request_parameters.is_empty()
+                        && integ.type_ != IntegrationType::AwsProxy,
+                ),
+                (
+                    "integrationResponses",
+                    !integ.integration_responses.is_empty()
+                        && integ.type_ != IntegrationType::AwsProxy,
+                ),
+            ];
+            if !later.iter().any(|(_, set)| *set) {
+                return None;
+            }
+            for (sub, set) in later {
+                if set {
+                    let f = format!("{field}.integration.{sub}");
+                    diags.warn(
+                        obj,
+                        &f,
+                        reasons::NOT_YET_SUPPORTED,
+                        format!("{f} is not supported yet on WebSocket routes; served without it"),
+                    );
+                }
+            }
+            let mut owned = integ.clone();
+            owned.request_parameters.clear();
+            owned.integration_responses.clear();
+            Some(owned)
+        });
+        out.push(Candidate {
+            id: format!("{}/route/{}", input.id, escape_id(key)),
+            field,
+            verb: String::new(),
+            matcher: RouteMatch::Message,
+            resource_path: key.to_string(),
+            route_key: key.to_string(),
+            view: MethodView {
+                auth: MethodAuth {
+                    authorization_type: r.authorization_type,
+                    authorizer_ref: r.authorizer_ref.as_ref(),
+                    scopes: &r.authorization_scopes,
+                },
+                api_key_required: r.api_key_required,
+                ..Default::default()
+            },
+            integration: r.integration.as_ref(),
+            ws_integration,
+            method: None,
+            two_way,
+            fail,
         });
     }
     out

@@ -323,12 +323,14 @@ fn compile_function(
     })
 }
 
-/// `$request.header.X` / `method.request.header.X` -> `header:x`; `$request.querystring.x` /
-/// `method.request.querystring.x` -> `query:x`.
+/// `$request.header.X` / `method.request.header.X` / `route.request.header.X` (WebSocket
+/// APIs' spelling) -> `header:x`; `$request.querystring.x` / `method.request.querystring.x` /
+/// `route.request.querystring.x` -> `query:x`.
 fn identity_source(src: &str) -> Option<String> {
     let rest = src
         .strip_prefix("$request.")
-        .or_else(|| src.strip_prefix("method.request."))?;
+        .or_else(|| src.strip_prefix("method.request."))
+        .or_else(|| src.strip_prefix("route.request."))?;
     if let Some(h) = rest.strip_prefix("header.") {
         return (!h.is_empty() && http_token(h).is_some())
             .then(|| format!("header:{}", h.to_ascii_lowercase()));
@@ -459,6 +461,7 @@ fn identity_header(sources: &[String]) -> Result<String, String> {
     let name = source
         .strip_prefix("$request.header.")
         .or_else(|| source.strip_prefix("method.request.header."))
+        .or_else(|| source.strip_prefix("route.request.header."))
         .ok_or_else(|| {
             format!(
                 "identity source {source:?} must be $request.header.<Name> for a JWT authorizer"

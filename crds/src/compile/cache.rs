@@ -93,7 +93,8 @@ pub(crate) fn compile_cache_key(
                     format!("{ifield}.{sub}"),
                     reasons::NOT_SUPPORTED_BY_PROTOCOL,
                     format!(
-                        "{sub} has no effect: HTTP APIs have no response cache (REST APIs only, as on AWS); ignored"
+                        "{sub} has no effect: {} APIs have no response cache (REST APIs only, as on AWS); ignored",
+                        if protocol == Protocol::WebSocket { "WebSocket" } else { "HTTP" }
                     ),
                 );
             }
@@ -238,8 +239,10 @@ fn stage_cache(
                 &field,
                 reasons::NOT_SUPPORTED_BY_PROTOCOL,
                 format!(
-                    "{field} has no effect: {} is an HTTP API, and HTTP APIs have no response cache (REST APIs only, as on AWS); ignored",
-                    api.source
+                    "{field} has no effect: {} is {kind} API, and {kinds} APIs have no response cache (REST APIs only, as on AWS); ignored",
+                    api.source,
+                    kind = if api.protocol == Protocol::WebSocket { "a WebSocket" } else { "an HTTP" },
+                    kinds = if api.protocol == Protocol::WebSocket { "WebSocket" } else { "HTTP" },
                 ),
             );
         }

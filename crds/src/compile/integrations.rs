@@ -97,9 +97,24 @@ pub(crate) fn compile_integration(
 
     match spec.type_ {
         IntegrationType::AwsProxy => {
+            // WebSocket APIs have one event format (the proxy builds AWS's WebSocket event);
+            // AWS reports it as "1.0".
             let version = match (spec.payload_format_version.as_deref(), protocol) {
-                (None, Protocol::Rest) | (Some("1.0"), _) => Some(PayloadFormatVersion::V1),
+                (None, Protocol::Rest | Protocol::WebSocket) | (Some("1.0"), _) => {
+                    Some(PayloadFormatVersion::V1)
+                }
                 (None, _) | (Some("2.0"), Protocol::Http) => Some(PayloadFormatVersion::V2),
+                (Some(v), Protocol::WebSocket) => {
+                    fail(
+                        diags,
+                        ".payloadFormatVersion",
+                        reasons::INVALID_INTEGRATION,
+                        format!(
+                            "payloadFormatVersion {v:?}: WebSocket APIs have one event format (\"1.0\", or leave it unset)"
+                        ),
+                    );
+                    None
+                }
                 (Some(v), _) => {
                     fail(
                         diags,

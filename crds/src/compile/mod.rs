@@ -8,7 +8,9 @@
 //!               ├─ authorizers ─> JWT, TOKEN and REQUEST authorizers
 //!               ├─ apis ─────> Api { routes } per RestApi   (models: validation; methods:
 //!               │               │       authorizers, not_supported::method, validation,
-//!               │               │       integrations, cache keys, gateway_responses)
+//!               │               │       integrations, cache keys, gateway_responses;
+//!               │               │       WebSocket APIs: websocket, management credentials
+//!               │               │       checked against the Secrets)
 //!               │               └─ stage variables each api uses
 //!               ├─ stages ───> Stage per Stage object (refs, base path, hosts, variables),
 //!               │               then host + base path conflicts
@@ -33,6 +35,7 @@ mod stages;
 mod transforms;
 mod usage_plans;
 mod validation;
+mod websocket;
 
 use crate::Snapshot;
 use portico_config::{Diagnostic, GatewayConfig, ObjectRef, SCHEMA_VERSION};
@@ -67,7 +70,13 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     //    variables the API's integrations use.
     //    Authorizers before APIs: a method's authorization resolves against them.
     let authorizers = authorizers::compile_authorizers(&inputs.authorizers, &mut diags);
-    let apis = apis::compile_apis(&inputs.apis, &snapshot.services, &authorizers, &mut diags);
+    let apis = apis::compile_apis(
+        &inputs.apis,
+        &snapshot.services,
+        &snapshot.secrets,
+        &authorizers,
+        &mut diags,
+    );
     // 4. Stages, with host + base path conflicts resolved last among the surviving stages.
     let stages = stages::compile_stages(&inputs, &apis, &mut diags);
 

@@ -23,18 +23,7 @@ pub(crate) struct MethodView<'a> {
 
 /// Object-level rules (RestApi, Stage). Warnings only.
 pub(crate) fn objects(inputs: &Inputs<'_>, diags: &mut Diags) {
-    for api in &inputs.apis {
-        let s = api.spec;
-        let mut later = |field: &str, set: bool| {
-            if set {
-                warn_later(diags, &api.obj, field.to_string());
-            }
-        };
-        later(
-            "spec.routeSelectionExpression",
-            s.route_selection_expression.is_some(),
-        );
-    }
+    // RestApi: nothing left (`routeSelectionExpression` compiles in `websocket`).
     for stage in &inputs.stages {
         let s = stage.spec;
         let mut later = |field: &str, set: bool| {

@@ -146,8 +146,9 @@ fn compile_stage(
             "spec.stageName",
             reasons::INVALID_STAGE_NAME,
             format!(
-                "stage name {DEFAULT_STAGE} is for HTTP APIs (protocol: HTTP); {} is a REST API",
-                s.api
+                "stage name {DEFAULT_STAGE} is for HTTP APIs (protocol: HTTP); {} is {} API",
+                s.api,
+                protocol_name(api.api.protocol)
             ),
         );
         ok = false;
@@ -340,6 +341,19 @@ fn compile_canary(
             format!("{msg}; the canary is not served (its share goes to the stage's API)"),
         );
     };
+    if base.api.protocol == Protocol::WebSocket {
+        // AWS has canary releases on REST API stages only; a WebSocket connection would
+        // also have to stay on one side for hours.
+        error(
+            diags,
+            "",
+            format!(
+                "{} is a WebSocket API, and WebSocket APIs have no canary releases (as on AWS)",
+                s.api
+            ),
+        );
+        return None;
+    }
     let percent = c.percent_traffic.unwrap_or(0.0);
     if !(percent.is_finite() && (0.0..=100.0).contains(&percent)) {
         error(
