@@ -627,18 +627,12 @@ fn websocket_candidates<'a>(
         };
         // Mappings the WebSocket routes do not support yet: warned about and left out.
         let ws_integration = r.integration.as_ref().and_then(|integ| {
-            let later = [
-                (
-                    "requestParameters",
-                    !integ.request_parameters.is_empty()
-                        && integ.type_ != IntegrationType::AwsProxy,
-                ),
-                (
-                    "integrationResponses",
-                    !integ.integration_responses.is_empty()
-                        && integ.type_ != IntegrationType::AwsProxy,
-                ),
-            ];
+            // requestParameters are served (e.g. `context.connectionId` or an authorizer's
+            // context into a backend header); integration responses are not yet.
+            let later = [(
+                "integrationResponses",
+                !integ.integration_responses.is_empty() && integ.type_ != IntegrationType::AwsProxy,
+            )];
             if !later.iter().any(|(_, set)| *set) {
                 return None;
             }
@@ -654,7 +648,6 @@ fn websocket_candidates<'a>(
                 }
             }
             let mut owned = integ.clone();
-            owned.request_parameters.clear();
             owned.integration_responses.clear();
             Some(owned)
         });

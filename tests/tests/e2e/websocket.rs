@@ -573,3 +573,209 @@ async fn the_connections_api_sends_describes_and_closes_with_sigv4() {
     .await;
     assert_eq!(r.header("x-amzn-errortype"), "GoneException");
 }
+
+/// `$connect` behind a REQUEST authorizer (AWS: WebSocket APIs authorize the handshake with a
+/// REQUEST function): the function's Deny refuses the upgrade with 403, no identity 401, an
+/// Allow opens the socket, and the function's context reaches the message integration.
+#[tokio::test]
+async fn a_request_authorizer_decides_the_handshake() {
+    let (fn_addr, _) = portico_e2e::serve_connections(|stream| async move {
+        use http_body_util::BodyExt;
+        let svc =
+            hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let event: Value = serde_json::from_slice(&body).unwrap();
+                let token = event["headers"]["Authorization"]
+                    .as_str()
+                    .or_else(|| event["headers"]["authorization"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let effect = if token == "let-me-in" {
+                    "Allow"
+                } else {
+                    "Deny"
+                };
+                let answer = json!({"principalId": "user-7", "context": {"room": "lobby"},
+                "policyDocument": {"Version": "2012-10-17", "Statement": [
+                    {"Effect": effect, "Action": "execute-api:Invoke", "Resource": "*"}]}});
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(answer.to_string()),
+                )))
+            });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+            .await;
+    })
+    .await;
+    let f = id_echo_function().await;
+    let _ = f;
+    let backend = Backend::start("chat").await;
+    let authorizer = format!(
+        "apiVersion: portico.dev/v1alpha1\nkind: Authorizer\nmetadata: {{name: gate, namespace: default}}\nspec:\n  type: REQUEST\n  identitySource: [$request.header.Authorization]\n  functionUri: http://{fn_addr}/\n  resultTtlInSeconds: 0\n"
+    );
+    let routes = format!(
+        "    - routeKey: $connect\n      authorizationType: CUSTOM\n      authorizerRef: {{name: gate}}\n      integration: {{type: MOCK, mockResponse: {{statusCode: 200}}}}\n    - routeKey: $default\n      integration:\n        type: HTTP_PROXY\n        uri: 'http://{}/msg'\n        requestParameters:\n          integration.request.header.x-room: context.authorizer.room\n",
+        backend.host_port()
+    );
+    let proxy = Proxy::start(&[
+        ("api.yaml", &chat_api(&routes, "")),
+        ("stage.yaml", &chat_stage()),
+        ("authorizer.yaml", &authorizer),
+    ])
+    .await;
+    let status = |e: tokio_tungstenite::tungstenite::Error| match e {
+        tokio_tungstenite::tungstenite::Error::Http(r) => r.status().as_u16(),
+        other => panic!("expected an HTTP refusal, got {other}"),
+    };
+    assert_eq!(status(connect(&proxy, &[]).await.unwrap_err()), 401);
+    assert_eq!(
+        status(
+            connect(&proxy, &[("authorization", "nope")])
+                .await
+                .unwrap_err()
+        ),
+        403
+    );
+    let mut ws = connect(&proxy, &[("authorization", "let-me-in")])
+        .await
+        .unwrap();
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    let got = portico_e2e::eventually(
+        "the message at the backend",
+        Duration::from_secs(20),
+        || async { backend.received().into_iter().find(|r| r.path == "/msg") },
+    )
+    .await;
+    assert_eq!(got.header("x-room"), "lobby");
+    assert_eq!(got.body, "hello");
+}
+
+/// Garbage after the handshake (random bytes, frames with huge declared lengths, reserved
+/// opcodes) closes that socket and nothing else: the gateway keeps serving. Route selection
+/// takes any bytes without failing. Deterministic pseudo-random inputs (fixed seed).
+#[tokio::test]
+async fn malformed_frames_close_one_socket_and_never_the_gateway() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let routes = "    - routeKey: $default\n      routeResponseSelectionExpression: $default\n      integration: {type: MOCK, mockResponse: {statusCode: 200, body: ok}}\n";
+    let proxy = Proxy::start(&[
+        ("api.yaml", &chat_api(routes, "")),
+        ("stage.yaml", &chat_stage()),
+    ])
+    .await;
+    let addr = proxy.url("").trim_start_matches("http://").to_string();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut cases: Vec<Vec<u8>> = vec![
+        // 64-bit length of 2^63 on a binary frame.
+        vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+        // Reserved opcode 0x3, RSV bits set, an unmasked client frame.
+        vec![0x83, 0x80, 1, 2, 3, 4],
+        vec![0xf1, 0x80, 1, 2, 3, 4],
+        vec![0x81, 0x05, b'h', b'e', b'l', b'l', b'o'],
+        // A control frame longer than 125 bytes.
+        vec![0x89, 0xfe, 0x01, 0x00, 1, 2, 3, 4],
+    ];
+    for _ in 0..20 {
+        cases.push((0..64).map(|_| next() as u8).collect());
+    }
+    for (i, garbage) in cases.iter().enumerate() {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(
+            format!("GET /prod HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "case {i}");
+        let _ = s.write_all(garbage).await;
+        // The end of the client's stream: a frame still waiting for its declared length
+        // cannot wait on (the gateway would, until the idle timeout, as it should).
+        let _ = s.shutdown().await;
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("case {i}: the socket was neither answered nor closed"))
+            .ok();
+    }
+    // Still serving: a well-formed client gets its answer.
+    let mut ws = connect(&proxy, &[]).await.unwrap();
+    ws.send(Message::Text("hi".into())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "ok");
+}
+
+/// The access log has a line per connect, message and disconnect with the WebSocket
+/// `$context` variables; the metrics count connects, messages and open connections.
+#[tokio::test]
+async fn access_log_lines_and_metrics_per_event() {
+    let routes = "    - routeKey: $connect\n      integration: {type: MOCK, mockResponse: {statusCode: 200}}\n    - routeKey: $default\n      routeResponseSelectionExpression: $default\n      integration: {type: MOCK, mockResponse: {statusCode: 200, body: ok}}\n    - routeKey: $disconnect\n      integration: {type: MOCK, mockResponse: {statusCode: 200}}\n";
+    let st = stage(
+        "chat-prod",
+        "chat",
+        "  stageName: prod\n  accessLogSettings:\n    format: '{\"requestId\":\"$context.requestId\",\"eventType\":\"$context.eventType\",\"routeKey\":\"$context.routeKey\",\"connectionId\":\"$context.connectionId\",\"status\":\"$context.status\"}'\n",
+    );
+    let proxy = Proxy::start(&[("api.yaml", &chat_api(routes, "")), ("stage.yaml", &st)]).await;
+    let mut ws = connect(&proxy, &[]).await.unwrap();
+    ws.send(Message::Text("one".into())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "ok");
+    let text = proxy.metrics(&Client::new()).await;
+    let m = |name: &str| {
+        portico_e2e::metric_sum(&text, name, &[("stage", "prod")]).unwrap_or(0.0) as u64
+    };
+    assert_eq!(
+        (
+            m("portico_connect_count"),
+            m("portico_message_count"),
+            m("portico_websocket_connections")
+        ),
+        (1, 1, 1)
+    );
+    ws.close(None).await.unwrap();
+    let lines = portico_e2e::eventually(
+        "three access-log lines",
+        Duration::from_secs(20),
+        || async {
+            let lines: Vec<Value> = proxy
+                .stdout()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .filter(|v: &Value| v.get("eventType").is_some())
+                .collect();
+            (lines.len() >= 3).then_some(lines)
+        },
+    )
+    .await;
+    let kinds: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["eventType"].as_str().unwrap(),
+                l["routeKey"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("CONNECT", "$connect"),
+            ("MESSAGE", "$default"),
+            ("DISCONNECT", "$disconnect")
+        ]
+    );
+    let id = lines[0]["connectionId"].as_str().unwrap();
+    assert!(!id.is_empty() && lines.iter().all(|l| l["connectionId"] == id));
+    let text = proxy.metrics(&Client::new()).await;
+    assert_eq!(
+        portico_e2e::metric_sum(&text, "portico_websocket_connections", &[("stage", "prod")]),
+        Some(0.0)
+    );
+}
