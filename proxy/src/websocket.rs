@@ -728,20 +728,23 @@ impl Session {
                     .inc();
                 two_way.then(|| frame(answer))
             }
-            Err(id) => {
-                hub.metrics
-                    .execution_errors
-                    .with_label_values(&self.labels)
-                    .inc();
-                Some(error_frame("Internal server error", &self.conn.id, &id))
+            Err((id, message, client)) => {
+                let family = if client {
+                    &hub.metrics.client_errors
+                } else {
+                    &hub.metrics.execution_errors
+                };
+                family.with_label_values(&self.labels).inc();
+                Some(error_frame(message, &self.conn.id, &id))
             }
         }
     }
 
     /// Runs `route`'s integration for an event: a request context like a method's (the
     /// handshake's authorizer output, `$context.connectionId`, ...), the integration, then
-    /// the metrics and access-log line. `Ok`: the integration's status and body; `Err`: the
-    /// request id of a gateway failure.
+    /// the metrics and access-log line. A message is metered first by its route's and the
+    /// stage's throttles. `Ok`: the integration's status and body; `Err`: a gateway refusal
+    /// or failure (request id, AWS's message, whether it is the client's).
     async fn invoke(
         &self,
         runtime: Arc<Runtime>,
@@ -750,7 +753,7 @@ impl Session {
         body: Bytes,
         binary: bool,
         disconnect: Option<(u16, String)>,
-    ) -> Result<(StatusCode, Bytes), String> {
+    ) -> Result<(StatusCode, Bytes), (String, &'static str, bool)> {
         let mut req = Request::new(());
         *req.method_mut() = http::Method::POST;
         *req.headers_mut() = if event == EventType::Message {
@@ -773,6 +776,15 @@ impl Session {
             disconnect,
         }));
         let (head, ()) = req.into_parts();
+        if event == EventType::Message
+            && let Err(e) = throttle::apply(&self.shared.limits, &mut ctx).await
+        {
+            let id = ctx.request_id.as_str().to_string();
+            let message = e.response_type().default_message();
+            let resp = respond::gateway_response(&mut ctx, e);
+            respond::finish(&self.shared, ctx, resp);
+            return Err((id, message, true));
+        }
         let conn = ConnInfo::new(self.remote);
         let ex = Exchange {
             shared: &self.shared,
@@ -799,7 +811,7 @@ impl Session {
             Err(e) => {
                 let resp = respond::gateway_response(&mut ctx, e);
                 respond::finish(&self.shared, ctx, resp);
-                Err(id)
+                Err((id, "Internal server error", false))
             }
         }
     }
@@ -861,6 +873,29 @@ mod tests {
             select_route(br#"{"a":{"b":"join"}}"#, &nested).as_deref(),
             Some("join")
         );
+    }
+
+    /// Route selection takes any bytes (fixed-seed pseudo-random, truncated and nested JSON,
+    /// invalid UTF-8) without failing; what is not JSON selects nothing (`$default`).
+    #[test]
+    fn route_selection_takes_any_bytes() {
+        let path = vec!["action".to_string()];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for n in 0..2000usize {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| (seed.rotate_left(i as u32) & 0xff) as u8)
+                .collect();
+            let _ = select_route(&bytes, &path);
+            let json = br#"{"action":"sendmessage","data":[1,2,{"x":"\\u00e9"}]}"#;
+            let _ = select_route(&json[..n % json.len()], &path);
+        }
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(select_route(deep.as_bytes(), &path), None);
+        assert_eq!(select_route(&[0xff, 0xfe, b'{'], &path), None);
     }
 
     #[test]

@@ -282,10 +282,17 @@ pub async fn request(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| "application/json".to_string(), media_type);
+    // A WebSocket message: the template its route's templateSelectionExpression chose,
+    // compiled under `$default` (AWS's WebSocket template selection, not by content type).
+    let wanted = if ctx.websocket.is_some() {
+        "$default"
+    } else {
+        content_type.as_str()
+    };
     let template = t
         .request_templates
         .iter()
-        .find(|(ct, _)| *ct == content_type)
+        .find(|(ct, _)| *ct == wanted)
         .map(|(_, tpl)| tpl);
     if template.is_none() {
         let refuse = match t.passthrough {

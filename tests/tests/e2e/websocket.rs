@@ -779,3 +779,70 @@ async fn access_log_lines_and_metrics_per_event() {
         Some(0.0)
     );
 }
+
+/// An HTTP integration with a request template (the `$default` template, selected by
+/// `templateSelectionExpression: \$default`): the backend gets the rendered body, with the
+/// WebSocket `$context`; the two-way answer is the backend's.
+#[tokio::test]
+async fn http_integrations_render_the_request_template() {
+    let backend = Backend::start("chat").await;
+    let routes = format!(
+        r#"    - routeKey: join
+      routeResponseSelectionExpression: $default
+      integration:
+        type: HTTP
+        uri: 'http://{}/rooms/join'
+        templateSelectionExpression: \$default
+        requestTemplates:
+          $default: '{{"room":$input.json(''$.room''),"connection":"$context.connectionId","event":"$context.eventType"}}'
+"#,
+        backend.host_port()
+    );
+    let proxy = Proxy::start(&[
+        ("api.yaml", &chat_api(&routes, "")),
+        ("stage.yaml", &chat_stage()),
+    ])
+    .await;
+    let mut ws = connect(&proxy, &[]).await.unwrap();
+    ws.send(Message::Text(r#"{"action":"join","room":"lobby"}"#.into()))
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(answer["path"], "/rooms/join");
+    let got = backend.received();
+    let sent: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(sent["room"], "lobby");
+    assert_eq!(sent["event"], "MESSAGE");
+    assert_eq!(sent["connection"].as_str().map(str::len), Some(16));
+}
+
+/// A route's throttle (`methodSettings` keyed by route key) meters its messages: past the
+/// bucket a message gets AWS's error frame instead of reaching the integration.
+#[tokio::test]
+async fn route_throttles_meter_messages() {
+    let backend = Backend::start("chat").await;
+    let routes = format!(
+        "    - routeKey: ping\n      routeResponseSelectionExpression: $default\n      integration: {{type: HTTP_PROXY, uri: 'http://{}/ping'}}\n",
+        backend.host_port()
+    );
+    let st = stage(
+        "chat-prod",
+        "chat",
+        "  stageName: prod\n  methodSettings:\n    ping: {throttle: {rateLimit: 0.001, burstLimit: 2}}\n",
+    );
+    let proxy = Proxy::start(&[("api.yaml", &chat_api(&routes, "")), ("stage.yaml", &st)]).await;
+    let mut ws = connect(&proxy, &[]).await.unwrap();
+    for _ in 0..2 {
+        ws.send(Message::Text(r#"{"action":"ping"}"#.into()))
+            .await
+            .unwrap();
+        let answer: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+        assert_eq!(answer["path"], "/ping");
+    }
+    ws.send(Message::Text(r#"{"action":"ping"}"#.into()))
+        .await
+        .unwrap();
+    let frame: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(frame["message"], "Too Many Requests");
+    assert_eq!(backend.received().len(), 2);
+}
