@@ -86,6 +86,11 @@ pub struct ServeArgs {
     /// Admin listener (/metrics, /healthz, /readyz).
     #[arg(long, default_value = "127.0.0.1:9901")]
     pub admin_listen: SocketAddr,
+    /// Serve WebSocket APIs' `@connections` management API only on this listener (e.g. a
+    /// cluster-internal port), not on `--listen`. Without it, `@connections` is on `--listen`,
+    /// as AWS serves it on the API's own endpoint.
+    #[arg(long, value_name = "ADDR")]
+    pub management_listen: Option<SocketAddr>,
     /// Tokio worker threads (default: number of CPUs); 1 runs a current-thread runtime.
     #[arg(long)]
     pub workers: Option<usize>,

@@ -8,7 +8,7 @@
 use tokio::sync::watch;
 
 /// The drain signal and the connections watching it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Drain {
     tx: watch::Sender<bool>,
 }

@@ -146,6 +146,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             Some(state.clone()),
             metrics.websocket.clone(),
         )),
+        management_separate: args.management_listen.is_some(),
     });
     let health = Arc::new(Health::default());
     health.set_ready(source.ready_at_start());
@@ -178,6 +179,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Duration::from_secs(args.client_header_timeout_seconds),
     );
     let drain = Drain::new();
+    // The management listener (`@connections` only), when asked for.
+    let management = match args.management_listen {
+        Some(addr) => {
+            let l = bind(addr).await?;
+            tracing::info!(management = %l.local_addr()?, "@connections served on the management listener only");
+            let (shared, state, http, drain) =
+                (shared.clone(), state.clone(), http.clone(), drain.clone());
+            Some(tokio::spawn(async move {
+                loop {
+                    match l.accept().await {
+                        Ok((stream, remote)) => {
+                            spawn_connection(stream, remote, &shared, &state, &http, &drain, true)
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "management accept failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            }))
+        }
+        None => None,
+    };
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -192,11 +216,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         };
-        spawn_connection(stream, remote, &shared, &state, &http, &drain);
+        spawn_connection(stream, remote, &shared, &state, &http, &drain, false);
     }
 
     health.set_ready(false);
     drop(listener);
+    if let Some(m) = management {
+        m.abort();
+    }
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     tracing::info!(
         connections = drain.count(),
@@ -246,9 +273,11 @@ pub fn spawn_connection(
     state: &Arc<ArcSwap<Runtime>>,
     http: &http1::Builder,
     drain: &Drain,
+    management: bool,
 ) {
     let _ = stream.set_nodelay(true);
     let mut conn = ConnInfo::new(remote);
+    conn.management = management;
     // Raw heads only where a function gets the client's header spellings.
     if state.load().header_spelling {
         conn.raw_head = Some(client_io::RawHead::default());

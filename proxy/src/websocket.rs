@@ -355,10 +355,20 @@ pub async fn serve(ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError
         .strip_prefix(stage.base_path.as_str())
         .unwrap_or("")
         .to_string();
+    let no_route = || {
+        GatewayError::no_route(
+            runtime.apis[h.api as usize].no_route,
+            "a WebSocket API has no resource here",
+        )
+    };
     if let Some(id) = rest.strip_prefix("/@connections/") {
+        // With --management-listen, @connections is served there only.
+        if ex.shared.management_separate && !ex.conn.management {
+            return Err(no_route());
+        }
         return management::handle(ex, id, &settings).await;
     }
-    if !(rest.is_empty() || rest == "/") {
+    if ex.conn.management || !(rest.is_empty() || rest == "/") {
         return Err(GatewayError::no_route(
             runtime.apis[h.api as usize].no_route,
             "a WebSocket API has no resource here",

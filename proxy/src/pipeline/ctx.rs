@@ -243,6 +243,9 @@ pub struct Shared {
     pub cache: std::sync::Arc<crate::cache::ResponseCache>,
     /// WebSocket connections: the registry, their metrics, shutdown.
     pub websockets: std::sync::Arc<crate::websocket::Hub>,
+    /// Whether `@connections` is served only on the management listener
+    /// (`--management-listen`).
+    pub management_separate: bool,
 }
 
 /// Per-connection values, computed once per accepted connection.
@@ -256,6 +259,9 @@ pub struct ConnInfo {
     pub timer: super::deadline::ConnTimer,
     /// Raw request heads, when the connection captures them (see `client_io::RawHead`).
     pub raw_head: Option<crate::client_io::RawHead>,
+    /// Whether it came on the management listener (`--management-listen`: `@connections`
+    /// only).
+    pub management: bool,
 }
 
 impl ConnInfo {
@@ -267,6 +273,7 @@ impl ConnInfo {
                 .expect("an IP address is a valid header value"),
             timer: super::deadline::ConnTimer::default(),
             raw_head: None,
+            management: false,
         }
     }
 }

@@ -144,6 +144,13 @@ async fn run(mut ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError> 
     {
         return crate::websocket::serve(ex).await;
     }
+    // The management listener serves @connections and nothing else.
+    if ex.conn.management {
+        return Err(GatewayError::no_route(
+            ex.ctx.runtime.no_stage,
+            "the management listener serves @connections only",
+        ));
+    }
     phase!(integrate::check_served(&mut ex));
     // Authorizers right after routing, before API keys, throttling, validation and the
     // integration (AWS's order); key, then limits (plans meter keys). All before the body is

@@ -127,6 +127,7 @@ fn mk_shared(metrics: &Metrics, log: &Arc<Mutex<Vec<u8>>>, port: u16) -> Arc<Sha
             None,
             crate::websocket::WsMetrics::new(None),
         )),
+        management_separate: false,
     })
 }
 
@@ -148,7 +149,7 @@ async fn start_proxy(config: GatewayConfig) -> Proxy {
             let http = http_builder(16384, std::time::Duration::from_secs(30));
             loop {
                 let (stream, remote) = listener.accept().await.unwrap();
-                spawn_connection(stream, remote, &shared, &state, &http, &graceful);
+                spawn_connection(stream, remote, &shared, &state, &http, &graceful, false);
             }
         });
     }

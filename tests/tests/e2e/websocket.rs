@@ -846,3 +846,60 @@ async fn route_throttles_meter_messages() {
     assert_eq!(frame["message"], "Too Many Requests");
     assert_eq!(backend.received().len(), 2);
 }
+
+/// `--management-listen`: `@connections` is served on that listener only (a
+/// cluster-internal port), and that listener serves nothing else.
+#[tokio::test]
+async fn a_separate_management_listener_takes_connections_calls_away_from_the_public_one() {
+    let routes = "    - routeKey: $default\n      integration: {type: MOCK, mockResponse: {statusCode: 200}}\n";
+    let settings = format!(
+        "    managementCredentials:\n      - accessKeyId: {AKID}\n        secretKeyRef: {{name: chat-management, key: secretAccessKey}}\n"
+    );
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: chat-management, namespace: default}}\nstringData: {{secretAccessKey: {SECRET}}}\n"
+    );
+    let port = portico_e2e::free_port();
+    let proxy = Proxy::builder()
+        .manifest("api.yaml", &chat_api(routes, &settings))
+        .manifest("stage.yaml", &chat_stage())
+        .manifest("secret.yaml", &secret)
+        .arg("--management-listen")
+        .arg(&format!("127.0.0.1:{port}"))
+        .start()
+        .await;
+    let c = Client::new();
+    let public = proxy.url("/prod/@connections/AAAAAAAAAAAAAAAA");
+    let private = format!("http://127.0.0.1:{port}/prod/@connections/AAAAAAAAAAAAAAAA");
+    let send = |url: String| {
+        let c = c.clone();
+        async move {
+            let h = signed("GET", &url, b"", SECRET);
+            let h: Vec<(&str, &str)> = h.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            c.send(http::Method::GET, &url, &h, "").await
+        }
+    };
+    // Signed alike: the public listener does not serve it; the management one does (410:
+    // no such connection).
+    let r = send(public).await;
+    assert!(
+        matches!(r.status.as_u16(), 403 | 404),
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    let r = portico_e2e::eventually("the management listener", Duration::from_secs(20), || {
+        let send = &send;
+        let private = private.clone();
+        async move {
+            let r = send(private).await;
+            (r.status == 410).then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(r.header("x-amzn-errortype"), "GoneException");
+    // The handshake is the public listener's only.
+    let r = c.get(&format!("http://127.0.0.1:{port}/prod")).await;
+    assert!(matches!(r.status.as_u16(), 403 | 404), "{}", r.status);
+    let mut ws = connect(&proxy, &[]).await.expect("the public handshake");
+    ws.close(None).await.unwrap();
+}
