@@ -2,12 +2,14 @@
 # The one test command (README, and .ci/run calls exactly this). Installs what it needs,
 # checks the dependency rules, formatting and lints, then builds once (debug profile, one
 # shared target dir) and runs every test: unit, golden, CRD-staleness and end-to-end, the Helm
-# chart checks, the kubectl suite and the container image check.
+# chart checks, the kubectl suite, the WebSocket chat example with real clients and the
+# container image check.
 #
 # Every phase runs even when an earlier one failed (a lint error does not hide a failing
 # test); the summary at the end lists each phase, and the exit status is non-zero when any
-# failed. The one dependency: the kubectl suite runs the binaries the test build made, so it
-# is not run (and counts as failed) when that build failed.
+# failed. The one dependency: the kubectl suite, the chat example and the image check run the
+# binaries the test build made, so they are not run (and count as failed) when that build
+# failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -82,6 +84,12 @@ if [ "$built" -eq 0 ]; then
     env PORTICO_BINS_BUILT=1 bash scripts/test-kube.sh
 else
   not_run "kubectl suite (tests/kube)" "it runs the binaries of the test build, which failed"
+fi
+if [ "$built" -eq 0 ]; then
+  phase "WebSocket chat example with real clients (python websockets + boto3)" \
+    env PORTICO_BINS_BUILT=1 bash scripts/test-chat.sh
+else
+  not_run "WebSocket chat example (tests/chat)" "it runs the proxy binary of the test build, which failed"
 fi
 if [ "$built" -eq 0 ]; then
   phase "container image: FROM-scratch image of the test build's binaries, run under chroot as 65532 (podman)" \

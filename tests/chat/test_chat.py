@@ -158,15 +158,15 @@ def recv(ws):
 
 
 def test_the_handshake_needs_a_token_of_the_example_identity_provider(chat):
-    with pytest.raises(InvalidStatus) as e:
-        chat.connect()
+    with pytest.raises(InvalidStatus) as e, chat.connect():
+        pass
     assert e.value.response.status_code == 401
     assert json.loads(e.value.response.body) == {"message": "Unauthorized"}
     # A token whose signature does not verify (its last character changed).
     token = subprocess.check_output([sys.executable, str(EXAMPLE / "backend.py"), "token", "eve"], text=True).strip()
     forged = token[:-1] + ("A" if token[-1] != "A" else "B")
-    with pytest.raises(InvalidStatus) as e:
-        chat.connect(token=forged)
+    with pytest.raises(InvalidStatus) as e, chat.connect(token=forged):
+        pass
     assert e.value.response.status_code == 401
     assert chat.connections() == {}
 
@@ -272,7 +272,7 @@ def test_the_function_signs_like_botocore():
     spec.loader.exec_module(backend)
     for method, url, body in [
         ("POST", "http://127.0.0.1:8080/prod/@connections/L0SM9cOFvHcCIhw%3D", b"hello"),
-        ("GET", "http://127.0.0.1:8080/prod/@connections/abc?x=1&a=b%20c", b""),
+        ("GET", "http://127.0.0.1:8080/prod/@connections/abc?x=1&a-b=2&a=b%20c", b""),
         ("DELETE", "http://gw.example:8443/v1/@connections/a~b-c_d.e", b""),
     ]:
         req = AWSRequest(method=method, url=url, data=body,
