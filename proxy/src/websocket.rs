@@ -366,6 +366,8 @@ pub async fn serve(ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError
         if ex.shared.management_separate && !ex.conn.management {
             return Err(no_route());
         }
+        // Not the $connect route's call (its metrics and access-log fields).
+        ex.ctx.handle = Some(RouteHandle { route: None, ..h });
         return management::handle(ex, id, &settings).await;
     }
     if ex.conn.management || !(rest.is_empty() || rest == "/") {
@@ -774,6 +776,8 @@ impl Session {
         let base = &runtime.config.stages[route.stage as usize].base_path;
         *req.uri_mut() = format!("{}/", base).parse().unwrap_or_default();
         let mut ctx = RequestCtx::new(runtime, self.remote.ip(), &req);
+        // `domainName` of every event: the handshake's Host.
+        ctx.host = self.headers.get(header::HOST).cloned();
         ctx.handle = Some(route);
         ctx.authorizer = self.authorizer.clone();
         ctx.usage_identifier_key = self.usage_key.clone();
@@ -794,6 +798,30 @@ impl Session {
             let resp = respond::gateway_response(&mut ctx, e);
             respond::finish(&self.shared, ctx, resp);
             return Err((id, message, true));
+        }
+        // The route's message model (`requestModels`).
+        let validation = ctx.stage_route().and_then(|r| r.validation.clone());
+        if event == EventType::Message
+            && let Some(v) = validation
+        {
+            let checked = match &*v {
+                crate::pipeline::validate::RouteValidation::Broken(why) => Err(
+                    GatewayError::ApiConfigurationError(format!("request model: {why}")),
+                ),
+                _ => crate::pipeline::validate::check_body(&mut ctx, &HeaderMap::new(), &body, &v),
+            };
+            if let Err(e) = checked {
+                let id = ctx.request_id.as_str().to_string();
+                let client = e.response_type().default_message() == "Invalid request body";
+                let message = if client {
+                    "Invalid request body"
+                } else {
+                    "Internal server error"
+                };
+                let resp = respond::gateway_response(&mut ctx, e);
+                respond::finish(&self.shared, ctx, resp);
+                return Err((id, message, client));
+            }
         }
         let conn = ConnInfo::new(self.remote);
         let ex = Exchange {

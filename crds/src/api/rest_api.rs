@@ -463,6 +463,16 @@ pub struct HttpRoute {
     /// ignored on `$connect`, `$disconnect` and HTTP APIs (a warning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_response_selection_expression: Option<String>,
+    /// WebSocket APIs: models (of `spec.models`) a message is validated against, by key; the
+    /// key `modelSelectionExpression` selects (`$default` when unset or when it selects no
+    /// key). A message that does not match gets AWS's `{"message": "Invalid request body"}`
+    /// frame and does not reach the integration.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub request_models: BTreeMap<String, String>,
+    /// WebSocket APIs: which of `requestModels` applies: `$default` or a literal key
+    /// (expressions reading the message are not supported yet: `$default` is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_selection_expression: Option<String>,
     /// How the route reaches its backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration: Option<Integration>,

@@ -91,6 +91,8 @@ struct Candidate<'a> {
     method: Option<&'a Method>,
     /// WebSocket routes: the integration's answer is sent back on the connection.
     two_way: bool,
+    /// WebSocket routes: the model messages are validated against (`requestModels`).
+    ws_model: Option<(String, String)>,
     /// Why the route must fail closed, decided before its authorizer is resolved (which is
     /// then skipped): authorization the route cannot have.
     fail: Option<String>,
@@ -167,10 +169,9 @@ fn compile_api(
         }
     };
 
-    // Models before methods: a method's validation names them. A WebSocket API's are
-    // ignored (warned about in `ignored_api_fields`).
-    let no_models = BTreeMap::new();
-    let models = compile_models(obj, if ws { &no_models } else { &spec.models }, diags);
+    // Models before methods: a method's validation (or a WebSocket route's `requestModels`)
+    // names them.
+    let models = compile_models(obj, &spec.models, diags);
 
     // Duplicates: the same verb on the same path shape (`/a/{x}` and `/a/{y}` collide). The
     // first in manifest order wins; the others are dropped.
@@ -233,6 +234,26 @@ fn compile_api(
             ),
             None => Default::default(),
         };
+        // A WebSocket route's message model: validated as a body of `application/json`.
+        let mut validation = validation;
+        if let Some((field, model)) = &c.ws_model {
+            if models.schemas.contains_key(model) {
+                validation.validation = Some(portico_config::RequestValidation {
+                    required_parameters: Vec::new(),
+                    body_models: [("application/json".to_string(), model.clone())].into(),
+                });
+            } else {
+                diags.error(
+                    obj,
+                    field,
+                    reasons::UNKNOWN_REFERENCE,
+                    format!(
+                        "model {model:?} is not in spec.models; the route's messages are not validated and it fails closed"
+                    ),
+                );
+                validation.fail = Some(format!("model {model:?} is not in spec.models"));
+            }
+        }
         let ifield = format!("{}.integration", c.field);
         let integ = compile_integration(
             obj,
@@ -416,6 +437,7 @@ fn rest_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
                 },
                 integration: m.integration.as_ref(),
                 ws_integration: None,
+                ws_model: None,
                 method: Some(m),
                 two_way: false,
                 fail: None,
@@ -494,6 +516,14 @@ fn http_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
                 "routeResponseSelectionExpression applies to WebSocket APIs (an HTTP route always answers); ignored",
             );
         }
+        if !r.request_models.is_empty() || r.model_selection_expression.is_some() {
+            diags.warn(
+                obj,
+                format!("{field}.requestModels"),
+                reasons::NOT_SUPPORTED_BY_PROTOCOL,
+                "requestModels and modelSelectionExpression apply to WebSocket routes (HTTP APIs do not validate bodies); ignored",
+            );
+        }
         out.push(Candidate {
             id: format!("{}/route/{}", input.id, escape_id(&route_key)),
             field,
@@ -512,6 +542,7 @@ fn http_candidates<'a>(input: &ApiInput<'a>, diags: &mut Diags) -> Vec<Candidate
             },
             integration: r.integration.as_ref(),
             ws_integration: None,
+            ws_model: None,
             method: None,
             two_way: false,
             fail,
@@ -651,6 +682,13 @@ fn websocket_candidates<'a>(
             owned.integration_responses.clear();
             Some(owned)
         });
+        let ws_model = websocket::select_model(
+            obj,
+            &field,
+            r.model_selection_expression.as_deref(),
+            &r.request_models,
+            diags,
+        );
         out.push(Candidate {
             id: format!("{}/route/{}", input.id, escape_id(key)),
             field,
@@ -669,6 +707,7 @@ fn websocket_candidates<'a>(
             },
             integration: r.integration.as_ref(),
             ws_integration,
+            ws_model,
             method: None,
             two_way,
             fail,

@@ -16,6 +16,7 @@ use crate::snapshot::Secret;
 use portico_config::{
     ApiKeySource, ManagementCredential, ObjectRef, SecretKeyRef, Transform, WebSocketApi,
 };
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 /// The route of a new connection (the upgrade request).
@@ -354,7 +355,6 @@ pub(crate) fn ignored_api_fields(
             spec.minimum_compression_size.is_some(),
             "response compression",
         ),
-        ("spec.models", !spec.models.is_empty(), "request models"),
         (
             "spec.requestValidators",
             !spec.request_validators.is_empty(),
@@ -375,6 +375,56 @@ pub(crate) fn ignored_api_fields(
             );
         }
     }
+}
+
+/// The model a WebSocket route validates messages against: the `requestModels` entry
+/// `modelSelectionExpression` selects (a literal key, else `$default`); with the field that
+/// names it, for diagnostics. Models no message can select get a warning.
+pub(crate) fn select_model(
+    obj: &ObjectRef,
+    field: &str,
+    expression: Option<&str>,
+    models: &BTreeMap<String, String>,
+    diags: &mut Diags,
+) -> Option<(String, String)> {
+    if models.is_empty() {
+        if expression.is_some() {
+            diags.warn(
+                obj,
+                format!("{field}.modelSelectionExpression"),
+                reasons::IGNORED_FIELD,
+                "modelSelectionExpression without requestModels has no effect",
+            );
+        }
+        return None;
+    }
+    let key = match expression {
+        None | Some("\\$default") | Some("$default") => DEFAULT.to_string(),
+        Some(e) if !e.is_empty() && !e.contains(['$', '{', '}']) => e.trim().to_string(),
+        Some(e) => {
+            diags.warn(
+                obj,
+                format!("{field}.modelSelectionExpression"),
+                reasons::NOT_YET_SUPPORTED,
+                format!(
+                    "{e:?} is not supported yet ($default or a literal model key); the $default model is used"
+                ),
+            );
+            DEFAULT.to_string()
+        }
+    };
+    let chosen = models
+        .get_key_value(&key)
+        .or_else(|| models.get_key_value(DEFAULT));
+    for k in models.keys().filter(|k| Some(*k) != chosen.map(|(k, _)| k)) {
+        diags.warn(
+            obj,
+            format!("{field}.requestModels[\"{k}\"]"),
+            reasons::IGNORED_FIELD,
+            format!("the model for {k:?} never applies: the route validates with the one its modelSelectionExpression selects ({key}), else $default's"),
+        );
+    }
+    chosen.map(|(k, m)| (format!("{field}.requestModels[\"{k}\"]"), m.clone()))
 }
 
 /// The request template of a WebSocket route: the one `templateSelectionExpression` selects

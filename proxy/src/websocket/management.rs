@@ -10,7 +10,7 @@
 //!                                                             InvalidSignatureException
 //!    POST body <= maxMessageBytes ── larger ──> 413 PayloadTooLargeException
 //!    registry: the connection on this stage ── none ──> 410 GoneException
-//!    POST -> 200 (queued) | GET -> 200 {ConnectedAt, Identity, LastActiveAt} | DELETE -> 204
+//!    POST -> 200 (queued) | GET -> 200 {connectedAt, identity, lastActiveAt} | DELETE -> 204
 //! ```
 //!
 //! Errors carry `x-amzn-ErrorType` and a `{"message": ...}` body, which is how boto3 reads
@@ -156,14 +156,15 @@ pub async fn handle(
             };
             let last = u64::try_from(c.last_active.load(std::sync::atomic::Ordering::Relaxed))
                 .unwrap_or(0);
-            let mut identity = serde_json::json!({ "SourceIp": c.source_ip.to_string() });
+            // AWS's GetConnection output, as botocore's model names its members on the wire.
+            let mut identity = serde_json::json!({ "sourceIp": c.source_ip.to_string() });
             if let Some(ua) = &c.user_agent {
-                identity["UserAgent"] = serde_json::json!(ua);
+                identity["userAgent"] = serde_json::json!(ua);
             }
             let body = serde_json::json!({
-                "ConnectedAt": iso8601(super::epoch_ms(c.connected_at)),
-                "Identity": identity,
-                "LastActiveAt": iso8601(last),
+                "connectedAt": iso8601(super::epoch_ms(c.connected_at)),
+                "identity": identity,
+                "lastActiveAt": iso8601(last),
             });
             let mut resp = Response::new(ProxyBody::full(body.to_string()));
             resp.headers_mut().insert(

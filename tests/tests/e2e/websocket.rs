@@ -533,10 +533,16 @@ async fn the_connections_api_sends_describes_and_closes_with_sigv4() {
     let r = call(http::Method::GET, url.clone(), "", SECRET).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let info = r.json();
-    assert_eq!(info["Identity"]["SourceIp"], "127.0.0.1");
-    assert_eq!(info["Identity"]["UserAgent"], "e2e-client");
+    // The wire names of AWS's GetConnection (botocore's model: connectedAt, identity,
+    // lastActiveAt; boto3 shows them as ConnectedAt, Identity, LastActiveAt).
+    assert_eq!(info["identity"]["sourceIp"], "127.0.0.1");
+    assert_eq!(info["identity"]["userAgent"], "e2e-client");
     assert!(
-        info["ConnectedAt"].as_str().unwrap().ends_with('Z'),
+        info["connectedAt"].as_str().unwrap().ends_with('Z'),
+        "{info}"
+    );
+    assert!(
+        info["lastActiveAt"].as_str().unwrap().ends_with('Z'),
         "{info}"
     );
     // A signature made with another secret, or none at all: 403.
@@ -902,4 +908,38 @@ async fn a_separate_management_listener_takes_connections_calls_away_from_the_pu
     assert!(matches!(r.status.as_u16(), 403 | 404), "{}", r.status);
     let mut ws = connect(&proxy, &[]).await.expect("the public handshake");
     ws.close(None).await.unwrap();
+}
+
+/// A route's request model (`requestModels` + `modelSelectionExpression`): a message that
+/// does not match gets AWS's `Invalid request body` frame and never reaches the integration.
+#[tokio::test]
+async fn request_models_validate_messages() {
+    let backend = Backend::start("chat").await;
+    let api = chat_api(
+        &format!(
+            "    - routeKey: send\n      routeResponseSelectionExpression: $default\n      modelSelectionExpression: $default\n      requestModels: {{$default: SendMessage}}\n      integration: {{type: HTTP_PROXY, uri: 'http://{}/send'}}\n",
+            backend.host_port()
+        ),
+        "",
+    )
+    .replace(
+        "  routes:\n",
+        "  models:\n    SendMessage:\n      schema: {type: object, required: [action, message], properties: {message: {type: string, maxLength: 20}}}\n  routes:\n",
+    );
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &chat_stage())]).await;
+    let mut ws = connect(&proxy, &[]).await.unwrap();
+    for bad in [
+        r#"{"action":"send"}"#,
+        r#"{"action":"send","message":"this one is far too long"}"#,
+    ] {
+        ws.send(Message::Text(bad.into())).await.unwrap();
+        let frame: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+        assert_eq!(frame["message"], "Invalid request body", "{bad}");
+    }
+    ws.send(Message::Text(r#"{"action":"send","message":"hi"}"#.into()))
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(answer["path"], "/send");
+    assert_eq!(backend.received().len(), 1);
 }
