@@ -268,6 +268,15 @@ pub struct Route {
     /// a `routeResponseSelectionExpression`); else the route is one-way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub two_way: bool,
+    /// WebSocket routes: the names under `$request.body` whose value picks the request
+    /// template (`templateSelectionExpression`); empty: the `$default` one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub template_selection: Vec<String>,
+    /// WebSocket routes: the names under `$request.body` whose value picks the model
+    /// (`modelSelectionExpression`; models are `validation.bodyModels` by that value);
+    /// empty: the `$default` one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_selection: Vec<String>,
 }
 
 /// A route's authorization settings.
@@ -1088,6 +1097,8 @@ mod tests {
                     cache_key_parameters: Vec::new(),
                     cache_namespace: None,
                     two_way: false,
+                    template_selection: Vec::new(),
+                    model_selection: Vec::new(),
                 }],
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,

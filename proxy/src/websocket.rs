@@ -86,6 +86,9 @@ pub struct WsContext {
     pub binary: bool,
     /// `$disconnect`: the close code and reason.
     pub disconnect: Option<(u16, String)>,
+    /// The request template the message selects (`templateSelectionExpression`), when its
+    /// route reads one from the message; else `$default`'s applies.
+    pub template_key: Option<String>,
 }
 
 impl WsContext {
@@ -417,6 +420,7 @@ async fn connect(
         message_id: None,
         binary: false,
         disconnect: None,
+        template_key: None,
     }));
     // $connect's checks, as a method's: the authorizer (with the handshake's headers and
     // query), the API key, the stage's and the plan's throttles (new connections per second).
@@ -781,6 +785,18 @@ impl Session {
         ctx.handle = Some(route);
         ctx.authorizer = self.authorizer.clone();
         ctx.usage_identifier_key = self.usage_key.clone();
+        // Selection by the message: the template's key and the model's.
+        let route_cfg = ctx.route_config();
+        let pick = |path: &[String]| {
+            (event == EventType::Message && !path.is_empty())
+                .then(|| select_route(&body, path))
+                .flatten()
+        };
+        let template_key =
+            route_cfg.and_then(|r| pick(&r.template_selection).map(|k| k.to_ascii_lowercase()));
+        let model_key = route_cfg
+            .and_then(|r| pick(&r.model_selection))
+            .unwrap_or_else(|| "$default".to_string());
         ctx.websocket = Some(Box::new(WsContext {
             connection_id: self.conn.id.clone(),
             connected_at: self.conn.connected_at,
@@ -788,6 +804,7 @@ impl Session {
             message_id: (event == EventType::Message).then(new_id),
             binary,
             disconnect,
+            template_key,
         }));
         let (head, ()) = req.into_parts();
         if event == EventType::Message
@@ -808,7 +825,7 @@ impl Session {
                 crate::pipeline::validate::RouteValidation::Broken(why) => Err(
                     GatewayError::ApiConfigurationError(format!("request model: {why}")),
                 ),
-                _ => crate::pipeline::validate::check_body(&mut ctx, &HeaderMap::new(), &body, &v),
+                _ => crate::pipeline::validate::check_body_keyed(&mut ctx, &model_key, &body, &v),
             };
             if let Err(e) = checked {
                 let id = ctx.request_id.as_str().to_string();

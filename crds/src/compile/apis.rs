@@ -91,8 +91,8 @@ struct Candidate<'a> {
     method: Option<&'a Method>,
     /// WebSocket routes: the integration's answer is sent back on the connection.
     two_way: bool,
-    /// WebSocket routes: the model messages are validated against (`requestModels`).
-    ws_model: Option<(String, String)>,
+    /// WebSocket routes: the models messages are validated against (`requestModels`).
+    ws_model: Option<websocket::WsModels>,
     /// Why the route must fail closed, decided before its authorizer is resolved (which is
     /// then skipped): authorization the route cannot have.
     fail: Option<String>,
@@ -236,22 +236,29 @@ fn compile_api(
         };
         // A WebSocket route's message model: validated as a body of `application/json`.
         let mut validation = validation;
-        if let Some((field, model)) = &c.ws_model {
-            if models.schemas.contains_key(model) {
-                validation.validation = Some(portico_config::RequestValidation {
-                    required_parameters: Vec::new(),
-                    body_models: [("application/json".to_string(), model.clone())].into(),
-                });
-            } else {
+        let mut model_selection = Vec::new();
+        if let Some(ws) = &c.ws_model {
+            // Keyed by selection value (`$default` when the expression is a literal or unset).
+            if let Some(missing) = ws
+                .models
+                .values()
+                .find(|m| !models.schemas.contains_key(*m))
+            {
                 diags.error(
                     obj,
-                    field,
+                    &ws.field,
                     reasons::UNKNOWN_REFERENCE,
                     format!(
-                        "model {model:?} is not in spec.models; the route's messages are not validated and it fails closed"
+                        "model {missing:?} is not in spec.models; the route's messages are not validated and it fails closed"
                     ),
                 );
-                validation.fail = Some(format!("model {model:?} is not in spec.models"));
+                validation.fail = Some(format!("model {missing:?} is not in spec.models"));
+            } else {
+                validation.validation = Some(portico_config::RequestValidation {
+                    required_parameters: Vec::new(),
+                    body_models: ws.models.clone(),
+                });
+                model_selection = ws.path.clone();
             }
         }
         let ifield = format!("{}.integration", c.field);
@@ -275,8 +282,9 @@ fn compile_api(
         );
         let template_selection =
             integration_spec.and_then(|i| i.template_selection_expression.as_deref());
+        let mut template_path = Vec::new();
         if ws {
-            websocket::select_template(
+            template_path = websocket::select_template(
                 obj,
                 &ifield,
                 template_selection,
@@ -327,6 +335,8 @@ fn compile_api(
             cache_key_parameters: cache_key.parameters,
             cache_namespace: cache_key.namespace,
             two_way: c.two_way,
+            template_selection: template_path,
+            model_selection,
             validation: validation.validation,
             fail_closed,
             transform: transform.transform,

@@ -273,6 +273,8 @@ mod tests {
                         cache_key_parameters: Vec::new(),
                         cache_namespace: None,
                         two_way: false,
+                        template_selection: Vec::new(),
+                        model_selection: Vec::new(),
                     }],
                     gateway_responses: Default::default(),
                     max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,

@@ -386,7 +386,7 @@ pub(crate) fn select_model(
     expression: Option<&str>,
     models: &BTreeMap<String, String>,
     diags: &mut Diags,
-) -> Option<(String, String)> {
+) -> Option<WsModels> {
     if models.is_empty() {
         if expression.is_some() {
             diags.warn(
@@ -398,6 +398,17 @@ pub(crate) fn select_model(
         }
         return None;
     }
+    // An expression reading the message: every model stays, picked per message by the
+    // value at that path (else `$default`'s).
+    if let Some(e) = expression
+        && let Ok(path) = parse_route_selection(e)
+    {
+        return Some(WsModels {
+            field: format!("{field}.requestModels"),
+            models: models.clone(),
+            path,
+        });
+    }
     let key = match expression {
         None | Some("\\$default") | Some("$default") => DEFAULT.to_string(),
         Some(e) if !e.is_empty() && !e.contains(['$', '{', '}']) => e.trim().to_string(),
@@ -405,9 +416,9 @@ pub(crate) fn select_model(
             diags.warn(
                 obj,
                 format!("{field}.modelSelectionExpression"),
-                reasons::NOT_YET_SUPPORTED,
+                reasons::INVALID_SELECTION_EXPRESSION,
                 format!(
-                    "{e:?} is not supported yet ($default or a literal model key); the $default model is used"
+                    "{e:?}: use $default, a literal model key or $request.body.<name>[.<name>...]; the $default model is used"
                 ),
             );
             DEFAULT.to_string()
@@ -424,7 +435,20 @@ pub(crate) fn select_model(
             format!("the model for {k:?} never applies: the route validates with the one its modelSelectionExpression selects ({key}), else $default's"),
         );
     }
-    chosen.map(|(k, m)| (format!("{field}.requestModels[\"{k}\"]"), m.clone()))
+    chosen.map(|(k, m)| WsModels {
+        field: format!("{field}.requestModels[\"{k}\"]"),
+        models: [(DEFAULT.to_string(), m.clone())].into(),
+        path: Vec::new(),
+    })
+}
+
+/// A WebSocket route's message models: by selection key, the path that picks the key
+/// (empty: always `$default`), and the field naming them (diagnostics).
+#[derive(Debug)]
+pub(crate) struct WsModels {
+    pub field: String,
+    pub models: BTreeMap<String, String>,
+    pub path: Vec<String>,
 }
 
 /// The request template of a WebSocket route: the one `templateSelectionExpression` selects
@@ -436,7 +460,14 @@ pub(crate) fn select_template(
     expression: Option<&str>,
     transform: &mut Option<Transform>,
     diags: &mut Diags,
-) {
+) -> Vec<String> {
+    // An expression reading the message: every template stays, picked per message by the
+    // value at that path (else `$default`'s).
+    if let Some(e) = expression
+        && let Ok(path) = parse_route_selection(e)
+    {
+        return path;
+    }
     let key = match expression {
         None | Some("\\$default") | Some("$default") => DEFAULT.to_string(),
         Some(e) if !e.is_empty() && !e.contains(['$', '{', '}']) && !e.starts_with('/') => {
@@ -446,15 +477,17 @@ pub(crate) fn select_template(
             diags.warn(
                 obj,
                 format!("{ifield}.templateSelectionExpression"),
-                reasons::NOT_YET_SUPPORTED,
+                reasons::INVALID_SELECTION_EXPRESSION,
                 format!(
-                    "{e:?} is not supported yet (\\$default or a literal template key); the $default template is used"
+                    "{e:?}: use \\$default, a literal template key or $request.body.<name>[.<name>...]; the $default template is used"
                 ),
             );
             DEFAULT.to_string()
         }
     };
-    let Some(t) = transform else { return };
+    let Some(t) = transform else {
+        return Vec::new();
+    };
     let templates = std::mem::take(&mut t.request_templates);
     let chosen = templates
         .get(&key)
@@ -477,6 +510,7 @@ pub(crate) fn select_template(
     if *t == Transform::default() {
         *transform = None;
     }
+    Vec::new()
 }
 
 #[cfg(test)]

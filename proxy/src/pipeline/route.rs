@@ -684,6 +684,8 @@ pub(crate) mod tests {
             cache_key_parameters: Vec::new(),
             cache_namespace: None,
             two_way: false,
+            template_selection: Vec::new(),
+            model_selection: Vec::new(),
         }
     }
 

@@ -284,16 +284,21 @@ pub async fn request(
         .map_or_else(|| "application/json".to_string(), media_type);
     // A WebSocket message: the template its route's templateSelectionExpression chose,
     // compiled under `$default` (AWS's WebSocket template selection, not by content type).
-    let wanted = if ctx.websocket.is_some() {
-        "$default"
-    } else {
-        content_type.as_str()
+    let find = |key: &str| {
+        t.request_templates
+            .iter()
+            .find(|(ct, _)| *ct == key)
+            .map(|(_, tpl)| tpl)
     };
-    let template = t
-        .request_templates
-        .iter()
-        .find(|(ct, _)| *ct == wanted)
-        .map(|(_, tpl)| tpl);
+    let template = match &ctx.websocket {
+        // The key the message selected, else `$default`'s.
+        Some(w) => w
+            .template_key
+            .as_deref()
+            .and_then(find)
+            .or_else(|| find("$default")),
+        None => find(&content_type),
+    };
     if template.is_none() {
         let refuse = match t.passthrough {
             Passthrough::WhenNoMatch => false,

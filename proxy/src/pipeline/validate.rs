@@ -177,6 +177,36 @@ pub fn check_body(
     Err(GatewayError::BadRequestBody)
 }
 
+/// Checks a WebSocket message against the model its route selects by `key` (the value its
+/// `modelSelectionExpression` read, or `$default`), else `$default`'s; none: nothing checked.
+pub fn check_body_keyed(
+    ctx: &mut RequestCtx,
+    key: &str,
+    body: &[u8],
+    v: &RouteValidation,
+) -> Result<(), GatewayError> {
+    let RouteValidation::Checks(checks) = v else {
+        return Ok(());
+    };
+    let find = |k: &str| {
+        checks
+            .bodies
+            .iter()
+            .find(|(c, _)| &**c == k)
+            .map(|(_, v)| &**v)
+    };
+    let Some(validator) = find(&key.to_ascii_lowercase()).or_else(|| find("$default")) else {
+        return Ok(());
+    };
+    match errors_of(validator, body) {
+        None => Ok(()),
+        Some(errors) => {
+            ctx.validation_error = Some(errors.into());
+            Err(GatewayError::BadRequestBody)
+        }
+    }
+}
+
 fn select<'a>(checks: &'a Checks, headers: &HeaderMap) -> Option<&'a jsonschema::Validator> {
     let media = headers
         .get(http::header::CONTENT_TYPE)

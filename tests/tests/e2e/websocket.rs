@@ -943,3 +943,61 @@ async fn request_models_validate_messages() {
     assert_eq!(answer["path"], "/send");
     assert_eq!(backend.received().len(), 1);
 }
+
+/// Selection expressions reading the message pick the model and the request template per
+/// message (AWS: `modelSelectionExpression`, `templateSelectionExpression`, e.g.
+/// `$request.body.kind`), falling back to `$default`'s.
+#[tokio::test]
+async fn models_and_templates_are_picked_by_the_message() {
+    let backend = Backend::start("chat").await;
+    let api = chat_api(
+        &format!(
+            r#"    - routeKey: order
+      routeResponseSelectionExpression: $default
+      modelSelectionExpression: $request.body.kind
+      requestModels: {{$default: AnyOrder, limit: LimitOrder}}
+      integration:
+        type: HTTP
+        uri: 'http://{}/orders'
+        templateSelectionExpression: $request.body.kind
+        requestTemplates:
+          limit: '{{"type":"limit","price":$input.json(''$.price'')}}'
+          $default: '{{"type":"market"}}'
+"#,
+            backend.host_port()
+        ),
+        "",
+    )
+    .replace(
+        "  routes:\n",
+        "  models:\n    AnyOrder: {schema: {type: object}}\n    LimitOrder: {schema: {type: object, required: [price]}}\n  routes:\n",
+    );
+    let proxy = Proxy::start(&[("api.yaml", &api), ("stage.yaml", &chat_stage())]).await;
+    let mut ws = connect(&proxy, &[]).await.unwrap();
+    // A limit order needs a price (LimitOrder); a market order does not (AnyOrder).
+    ws.send(Message::Text(r#"{"action":"order","kind":"limit"}"#.into()))
+        .await
+        .unwrap();
+    let frame: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(frame["message"], "Invalid request body");
+    for m in [
+        r#"{"action":"order","kind":"limit","price":7}"#,
+        r#"{"action":"order","kind":"market"}"#,
+    ] {
+        ws.send(Message::Text(m.into())).await.unwrap();
+        let answer: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+        assert_eq!(answer["path"], "/orders", "{m}");
+    }
+    let sent: Vec<Value> = backend
+        .received()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            json!({"type": "limit", "price": 7}),
+            json!({"type": "market"})
+        ]
+    );
+}
