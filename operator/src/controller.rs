@@ -6,6 +6,7 @@
 //!  requeue timer (error_policy / resync) ─────────────┘      api_key::ensure_secrets
 //!                                                            compile
 //!                                                            publish::Publisher::publish
+//!                                                              (credentials Secret, then ConfigMap)
 //!                                                            status::write_statuses
 //! ```
 //!
@@ -115,7 +116,11 @@ pub async fn reconcile(ctx: &Context, mut snapshot: Snapshot, now: &str) -> Resu
     ctx.metrics
         .config_json_bytes
         .set(i64::try_from(compiled.config.to_json().len()).unwrap_or(i64::MAX));
-    let (programmed, too_large) = match ctx.publisher.publish(&compiled.config).await {
+    let (programmed, too_large) = match ctx
+        .publisher
+        .publish(&compiled.config, &snapshot.secrets)
+        .await
+    {
         Ok(p) => {
             if let Published::Written { bytes, .. } = &p {
                 ctx.metrics.publishes.inc();
@@ -455,8 +460,10 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::credentials;
     use crate::fixtures::{
-        ApiServerVerifier, CM_PATH, NS, RestApiBuilder, TestObject, timeout_after_1s,
+        AKID, ApiServerVerifier, CM_PATH, CREDENTIALS_PATH, NS, RestApiBuilder, SECRET_ACCESS_KEY,
+        TestObject, credentials_secret, timeout_after_1s, websocket_api,
     };
     use http::Method;
     use serde_json::Value;
@@ -550,6 +557,145 @@ mod tests {
         timeout_after_1s(reconcile(&ctx, snapshot, "2025-01-02T03:04:06Z"))
             .await
             .unwrap();
+    }
+
+    /// The `@connections` credentials: their values go into the credentials Secret, applied
+    /// before the ConfigMap, which holds only the references and the Secret's version; an
+    /// unchanged pass writes nothing; a rotated value rewrites the Secret and the ConfigMap's
+    /// annotation (so proxies read the Secret again), not the statuses.
+    #[tokio::test]
+    async fn websocket_credentials_go_into_the_credentials_secret_never_into_the_config_map() {
+        let (ctx, verifier) = Context::test(Limits::default());
+        let (bodies_tx, bodies_rx) = tokio::sync::oneshot::channel::<(Value, Value)>();
+        let server = verifier.run(|mut s| async move {
+            s.expect(Method::GET, CM_PATH, "").await.not_found();
+            s.expect(Method::GET, CREDENTIALS_PATH, "")
+                .await
+                .not_found();
+            let secret = s.expect_apply(CREDENTIALS_PATH).await;
+            assert_eq!(
+                (&secret["kind"], &secret["apiVersion"]),
+                (&"Secret".into(), &"v1".into())
+            );
+            assert_eq!(secret["metadata"]["namespace"], "portico-system");
+            assert_eq!(
+                secret["metadata"]["name"],
+                "portico-gateway-config-credentials"
+            );
+            assert_eq!(
+                secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+                "portico-operator"
+            );
+            assert!(
+                secret["metadata"]["labels"]
+                    .get(api_key::SECRET_LABEL)
+                    .is_none()
+            );
+            assert_eq!(secret["type"], "Opaque");
+            let data = secret["data"].as_object().unwrap();
+            assert_eq!(
+                data.keys().collect::<Vec<_>>(),
+                ["team-a.chat-management.secretAccessKey"]
+            );
+            let value: k8s_openapi::ByteString =
+                serde_json::from_value(data["team-a.chat-management.secretAccessKey"].clone())
+                    .unwrap();
+            assert_eq!(value.0, SECRET_ACCESS_KEY.as_bytes());
+            let cm = s.expect_apply(CM_PATH).await;
+            let text = cm.to_string();
+            assert!(!text.contains(SECRET_ACCESS_KEY), "{text}");
+            assert!(
+                !text.contains(
+                    &data["team-a.chat-management.secretAccessKey"]
+                        .as_str()
+                        .unwrap()[..20]
+                )
+            );
+            assert!(
+                text.contains(AKID) && text.contains("chat-management"),
+                "the reference is there"
+            );
+            let creds_version = &secret["metadata"]["annotations"][credentials::VERSION_ANNOTATION];
+            assert_eq!(creds_version.as_str().map(str::len), Some(64));
+            assert_eq!(
+                &cm["metadata"]["annotations"][credentials::VERSION_ANNOTATION],
+                creds_version
+            );
+            let api = s.expect_status("restapis", "chat").await;
+            assert_eq!(api["status"]["conditions"][0]["status"], "True", "{api}");
+            s.expect_event().await;
+            s.expect_event().await;
+            let stage = s.expect_status("stages", "dev").await;
+            s.expect_event().await;
+            s.expect_event().await;
+            bodies_tx.send((api, stage)).unwrap();
+            s
+        });
+        let mut stage = Stage::test();
+        stage.spec.rest_api_ref = portico_crds::api::ObjectReference::local("chat");
+        let mut snapshot = Snapshot {
+            rest_apis: vec![websocket_api()],
+            stages: vec![stage],
+            secrets: vec![credentials_secret(SECRET_ACCESS_KEY)],
+            ..Default::default()
+        };
+        timeout_after_1s(reconcile(&ctx, snapshot.clone(), NOW))
+            .await
+            .unwrap();
+        let (api, stage) = bodies_rx.await.unwrap();
+        server.finish().await;
+        snapshot.rest_apis[0].status = Some(serde_json::from_value(api["status"].clone()).unwrap());
+        snapshot.stages[0].status = Some(serde_json::from_value(stage["status"].clone()).unwrap());
+        // Unchanged: no request at all (the verifier is gone: any request fails the pass).
+        timeout_after_1s(reconcile(&ctx, snapshot.clone(), "2025-01-02T03:04:06Z"))
+            .await
+            .unwrap();
+
+        // Another replica (fresh state) after the secret value rotated and the credentials
+        // Secret was deleted by hand: the live ConfigMap's annotation is not trusted, the
+        // Secret is read, applied again, then the ConfigMap's annotation; the config and so
+        // the statuses are the same.
+        let (ctx2, verifier) = Context::test(Limits::default());
+        let old_cm = crate::publish::config_map(
+            "portico-system",
+            crate::publish::DEFAULT_CONFIG_MAP_NAME,
+            ctx.publisher.current_version().await.as_deref().unwrap(),
+            Some(&credentials::version(&credentials::collect(
+                &compile(&snapshot).config,
+                &snapshot.secrets,
+            ))),
+            crate::publish::Payload::Json(compile(&snapshot).config.to_json()),
+        );
+        let server = verifier.run(move |mut s| async move {
+            s.expect(Method::GET, CM_PATH, "").await.ok(&old_cm);
+            s.expect(Method::GET, CREDENTIALS_PATH, "")
+                .await
+                .not_found();
+            let secret = s.expect_apply(CREDENTIALS_PATH).await;
+            let value: k8s_openapi::ByteString = serde_json::from_value(
+                secret["data"]["team-a.chat-management.secretAccessKey"].clone(),
+            )
+            .unwrap();
+            assert_eq!(value.0, b"rotated-secret-access-key");
+            let cm = s.expect_apply(CM_PATH).await;
+            assert_eq!(cm["data"], serde_json::to_value(&old_cm.data).unwrap());
+            assert_eq!(
+                cm["metadata"]["annotations"][credentials::VERSION_ANNOTATION],
+                secret["metadata"]["annotations"][credentials::VERSION_ANNOTATION]
+            );
+            let old_annotations = old_cm.metadata.annotations.as_ref().unwrap();
+            assert_ne!(
+                cm["metadata"]["annotations"][credentials::VERSION_ANNOTATION],
+                old_annotations[credentials::VERSION_ANNOTATION]
+            );
+            assert!(!cm.to_string().contains("rotated-secret-access-key"));
+            s
+        });
+        snapshot.secrets = vec![credentials_secret("rotated-secret-access-key")];
+        timeout_after_1s(reconcile(&ctx2, snapshot, "2025-01-02T03:04:07Z"))
+            .await
+            .unwrap();
+        server.finish().await;
     }
 
     #[tokio::test]

@@ -258,6 +258,63 @@ impl StageBuilder for Stage {
     }
 }
 
+/// The access key id of [`websocket_api`]'s credential.
+pub const AKID: &str = "AKIAPORTICOTEST00001";
+/// The secret access key in [`credentials_secret`].
+pub const SECRET_ACCESS_KEY: &str = "test-secret-access-key-0123456789";
+
+/// `team-a/chat`: a WebSocket API (`$connect` MOCK) whose `@connections` credential
+/// [`AKID`] names key `secretAccessKey` of Secret `chat-management`; generation 1.
+pub fn websocket_api() -> RestApi {
+    let mut api: RestApi = serde_yaml::from_str(&format!(
+        r#"apiVersion: portico.dev/v1alpha1
+kind: RestApi
+metadata: {{name: chat, namespace: {NS}, generation: 1}}
+spec:
+  protocol: WEBSOCKET
+  routeSelectionExpression: $request.body.action
+  websocket:
+    managementCredentials:
+      - accessKeyId: {AKID}
+        secretKeyRef: {{name: chat-management, key: secretAccessKey}}
+  routes:
+    - routeKey: $connect
+      integration: {{type: MOCK, mockResponse: {{statusCode: 200}}}}
+"#
+    ))
+    .expect("a valid RestApi");
+    api.meta_mut().generation = Some(1);
+    api
+}
+
+/// Secret `team-a/chat-management` holding `secretAccessKey` (as the snapshot sees it).
+pub fn credentials_secret(value: &str) -> portico_crds::Secret {
+    portico_crds::Secret {
+        namespace: NS.into(),
+        name: "chat-management".into(),
+        data: [("secretAccessKey".to_string(), value.as_bytes().to_vec())].into(),
+    }
+}
+
+/// The config of [`websocket_api`] served at stage `dev`, and the Secrets it was compiled with.
+pub fn mk_websocket_config(value: &str) -> (GatewayConfig, Vec<portico_crds::Secret>) {
+    let mut stage = Stage::test();
+    stage.spec.rest_api_ref = ObjectReference::local("chat");
+    let snap = portico_crds::Snapshot {
+        rest_apis: vec![websocket_api()],
+        stages: vec![stage],
+        secrets: vec![credentials_secret(value)],
+        ..Default::default()
+    };
+    let out = portico_crds::compile(&snap);
+    assert!(
+        !out.diagnostics.iter().any(|d| d.is_error()),
+        "{:?}",
+        out.diagnostics
+    );
+    (out.config, snap.secrets)
+}
+
 impl TestObject for ApiKey {
     /// `team-a/mobile` without `valueFrom` (the operator generates its value); uid `uid-1`.
     fn test() -> Self {
@@ -287,6 +344,9 @@ impl crate::context::Context {
 
 /// The ConfigMap path used by [`crate::context::Context::test`].
 pub const CM_PATH: &str = "/api/v1/namespaces/portico-system/configmaps/portico-gateway-config";
+/// The credentials Secret path used by [`crate::context::Context::test`].
+pub const CREDENTIALS_PATH: &str =
+    "/api/v1/namespaces/portico-system/secrets/portico-gateway-config-credentials";
 /// The server-side apply query kube writes.
 pub const APPLY_QUERY: &str = "?&force=true&fieldManager=portico-operator";
 
@@ -315,6 +375,17 @@ impl ApiServerVerifier {
                 &format!("/apis/portico.dev/v1alpha1/namespaces/{NS}/{plural}/{name}/status"),
                 APPLY_QUERY,
             )
+            .await
+            .json_body()
+            .await;
+        reply.ok(&body);
+        body
+    }
+
+    /// Expects an apply on `path`, answers it, and returns its body.
+    pub async fn expect_apply(&mut self, path: &str) -> Value {
+        let (body, reply) = self
+            .expect(Method::PATCH, path, APPLY_QUERY)
             .await
             .json_body()
             .await;

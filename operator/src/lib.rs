@@ -8,6 +8,7 @@
 //!        │                                     (leader only from here on: [leader])
 //!        v
 //!  publish::publish (ConfigMap, SSA, gzip when large, skipped when unchanged)  [publish]
+//!    └─ first the credentials Secret: the secret values the config references    [credentials]
 //!        v
 //!  status::write_statuses (Accepted / Ready, patched only on change) ──> events on transitions
 //!                                                                    [status, events]
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod api_key;
 pub mod context;
 pub mod controller;
+pub mod credentials;
 pub mod events;
 pub mod leader;
 pub mod metrics;

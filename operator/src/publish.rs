@@ -1,21 +1,27 @@
-//! Publishing the compiled `GatewayConfig` into ONE ConfigMap that the proxies watch.
+//! Publishing the compiled `GatewayConfig` into ONE ConfigMap that the proxies watch, and the
+//! secret values it references into ONE Secret next to it ([`crate::credentials`]).
 //!
 //! ```text
 //!  GatewayConfig ─to_json─> JSON ─< gzip_above? ──yes──> gzip ─> binaryData["gateway-config.json.gz"]
 //!                                        └──no───> data["gateway-config.json"]
 //!  annotation portico.dev/config-version = content_hash   (server-side apply, field manager
 //!  "portico-operator", forced)
+//!  annotation portico.dev/credentials-version = credentials::version   (only with credentials)
+//!
+//!  referenced secret values ─> Secret "<name>-credentials"   (same apply, written FIRST)
 //! ```
 //!
 //! Entry point: [`Publisher::publish`]. It is idempotent: it remembers the last published
-//! hash (seeded from the live ConfigMap's annotation on first use) and makes no request when
-//! the hash is unchanged. A config that does not fit even gzipped is refused with
-//! [`Error::ConfigTooLarge`] and the previous ConfigMap is left alone.
+//! hashes (seeded from the live ConfigMap's annotations, and the live Secret's content, on
+//! first use) and makes no request when they are unchanged. A config that does not fit even
+//! gzipped is refused with [`Error::ConfigTooLarge`] and the previous ConfigMap (and Secret)
+//! are left alone. No secret value is ever written into the ConfigMap.
 
+use crate::credentials;
 use crate::{Error, MANAGER, Result};
 use flate2::{Compression, write::GzEncoder};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use portico_config::GatewayConfig;
 use std::collections::BTreeMap;
@@ -96,7 +102,15 @@ pub fn encode(json: &str, limits: Limits) -> Result<Payload> {
 }
 
 /// The ConfigMap as applied (only the fields this operator owns).
-pub fn config_map(namespace: &str, name: &str, version: &str, payload: Payload) -> ConfigMap {
+/// `credentials_version`: [`credentials::version`] of the credentials Secret's data, when the
+/// config references credentials.
+pub fn config_map(
+    namespace: &str,
+    name: &str,
+    version: &str,
+    credentials_version: Option<&str>,
+    payload: Payload,
+) -> ConfigMap {
     let (data, binary_data) = match payload {
         Payload::Json(s) => (Some(BTreeMap::from([(DATA_KEY.to_string(), s)])), None),
         Payload::Gzip(b) => (
@@ -108,10 +122,15 @@ pub fn config_map(namespace: &str, name: &str, version: &str, payload: Payload) 
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
-            annotations: Some(BTreeMap::from([(
-                VERSION_ANNOTATION.to_string(),
-                version.to_string(),
-            )])),
+            annotations: Some(
+                [
+                    (VERSION_ANNOTATION, Some(version)),
+                    (credentials::VERSION_ANNOTATION, credentials_version),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?.to_string())))
+                .collect(),
+            ),
             labels: Some(BTreeMap::from([
                 (
                     "app.kubernetes.io/managed-by".to_string(),
@@ -140,7 +159,8 @@ pub enum Published {
         /// Stored bytes.
         bytes: usize,
     },
-    /// The ConfigMap already holds this version; no request was made.
+    /// The ConfigMap already holds this version and was not written (the credentials Secret
+    /// may have been, when it had been deleted or edited).
     Unchanged {
         /// Content hash.
         version: String,
@@ -156,60 +176,143 @@ impl Published {
     }
 }
 
-/// Writes the GatewayConfig ConfigMap, skipping unchanged versions.
+/// What this replica knows of the live objects (seeded from the API server on first use).
+#[derive(Clone, Debug, Default)]
+struct Live {
+    /// The ConfigMap's [`VERSION_ANNOTATION`] (`None`: no ConfigMap, or not annotated).
+    config_version: Option<String>,
+    /// The ConfigMap's [`credentials::VERSION_ANNOTATION`].
+    credentials_annotation: Option<String>,
+    /// [`credentials::version`] of the live credentials Secret's data: `None` not read yet,
+    /// `Some(None)` no such Secret.
+    secret: Option<Option<String>>,
+}
+
+/// Writes the credentials Secret and the GatewayConfig ConfigMap, skipping unchanged ones.
 pub struct Publisher {
     api: Api<ConfigMap>,
+    secrets: Api<Secret>,
     namespace: String,
     name: String,
+    secret_name: String,
     limits: Limits,
-    /// `None`: not looked at yet; `Some(None)`: no ConfigMap; `Some(Some(v))`: live version.
-    last: Mutex<Option<Option<String>>>,
+    /// `None`: not looked at yet.
+    last: Mutex<Option<Live>>,
 }
 
 impl Publisher {
-    /// A publisher of ConfigMap `namespace/name`.
+    /// A publisher of ConfigMap `namespace/name` (and Secret `namespace/name-credentials`).
     pub fn new(client: kube::Client, namespace: &str, name: &str, limits: Limits) -> Self {
         Self {
-            api: Api::namespaced(client, namespace),
+            api: Api::namespaced(client.clone(), namespace),
+            secrets: Api::namespaced(client, namespace),
             namespace: namespace.to_string(),
             name: name.to_string(),
+            secret_name: credentials::secret_name(name),
             limits,
             last: Mutex::new(None),
         }
     }
 
-    /// Forgets the remembered version, so the next publish reads the live ConfigMap again
-    /// (used when leadership is regained: another replica may have written meanwhile).
+    /// Forgets what was remembered, so the next publish reads the live ConfigMap (and
+    /// credentials Secret) again (used when leadership is regained: another replica may have
+    /// written meanwhile, and by the periodic resync: someone may have deleted them).
     pub async fn forget(&self) {
         *self.last.lock().await = None;
     }
 
     /// The version currently published, as far as this replica knows.
     pub async fn current_version(&self) -> Option<String> {
-        self.last.lock().await.clone().flatten()
+        self.last
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|l| l.config_version.clone())
     }
 
-    /// Publishes `config` unless the ConfigMap already holds its version.
-    pub async fn publish(&self, config: &GatewayConfig) -> Result<Published> {
-        let json = config.to_json();
+    /// Publishes `config` unless the ConfigMap already holds its version, and the credentials
+    /// Secret (the values of the keys `config` references, from `secrets`) before it unless
+    /// it already holds them. The ConfigMap's [`credentials::VERSION_ANNOTATION`] names the
+    /// values' version, so a change of the values alone (a rotated secret) is a ConfigMap
+    /// change too, and proxies read the Secret again.
+    pub async fn publish(
+        &self,
+        config: &GatewayConfig,
+        secrets: &[portico_crds::Secret],
+    ) -> Result<Published> {
         let version = config.content_hash();
-        let mut last = self.last.lock().await;
-        if last.is_none() {
+        let data = credentials::collect(config, secrets);
+        // No credentials: no annotation, and no Secret unless one was written before.
+        let creds_version = (!data.is_empty()).then(|| credentials::version(&data));
+        let mut guard = self.last.lock().await;
+        if guard.is_none() {
             let live = self.api.get_opt(&self.name).await?;
-            *last = Some(live.and_then(|cm| {
-                cm.metadata
-                    .annotations
-                    .and_then(|mut a| a.remove(VERSION_ANNOTATION))
-            }));
+            let mut annotations = live
+                .and_then(|cm| cm.metadata.annotations)
+                .unwrap_or_default();
+            *guard = Some(Live {
+                config_version: annotations.remove(VERSION_ANNOTATION),
+                credentials_annotation: annotations.remove(credentials::VERSION_ANNOTATION),
+                secret: None,
+            });
         }
-        if last.as_ref().and_then(Option::as_deref) == Some(version.as_str()) {
-            tracing::debug!(%version, "GatewayConfig unchanged; not publishing");
+        let live = guard.as_mut().expect("seeded above");
+        // The Secret is read only when credentials are wanted: the ConfigMap's annotation
+        // alone would not notice a deleted or edited Secret.
+        if creds_version.is_some() && live.secret.is_none() {
+            let s = self.secrets.get_opt(&self.secret_name).await?;
+            live.secret = Some(s.map(|s| credentials::version(&credentials::live_data(&s))));
+        }
+        let write_secret = match &creds_version {
+            Some(v) => live.secret.as_ref().and_then(Option::as_ref) != Some(v),
+            // The last credential went away: empty the Secret (it is kept, never deleted).
+            None => {
+                live.credentials_annotation.is_some()
+                    || live
+                        .secret
+                        .as_ref()
+                        .and_then(Option::as_ref)
+                        .is_some_and(|v| *v != credentials::version(&data))
+            }
+        };
+        let write_config_map = live.config_version.as_deref() != Some(version.as_str())
+            || live.credentials_annotation != creds_version;
+        if !write_secret && !write_config_map {
+            tracing::debug!(%version, "GatewayConfig and credentials unchanged; not publishing");
             return Ok(Published::Unchanged { version });
         }
-        let payload = encode(&json, self.limits)?;
+        // Refused before anything is written: a too large config publishes nothing.
+        let payload = if write_config_map {
+            Some(encode(&config.to_json(), self.limits)?)
+        } else {
+            None
+        };
+        if write_secret {
+            // Before the ConfigMap: a proxy that sees the new config finds its secrets.
+            let secret = credentials::secret(&self.namespace, &self.secret_name, &data);
+            self.secrets
+                .patch(
+                    &self.secret_name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&secret),
+                )
+                .await?;
+            live.secret = Some(Some(credentials::version(&data)));
+            tracing::info!(secret = %self.secret_name, keys = data.len(), "published the credentials Secret");
+        }
+        let Some(payload) = payload else {
+            // Only the Secret was off (deleted or edited by hand): the ConfigMap stays as is.
+            return Ok(Published::Unchanged { version });
+        };
         let bytes = payload.len();
         let gzipped = matches!(payload, Payload::Gzip(_));
-        let cm = config_map(&self.namespace, &self.name, &version, payload);
+        let cm = config_map(
+            &self.namespace,
+            &self.name,
+            &version,
+            creds_version.as_deref(),
+            payload,
+        );
         self.api
             .patch(
                 &self.name,
@@ -218,7 +321,8 @@ impl Publisher {
             )
             .await?;
         tracing::info!(%version, bytes, gzipped, configmap = %self.name, "published GatewayConfig");
-        *last = Some(Some(version.clone()));
+        live.config_version = Some(version.clone());
+        live.credentials_annotation = creds_version;
         Ok(Published::Written { version, bytes })
     }
 }
@@ -226,7 +330,9 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{ApiServerVerifier, mk_config, timeout_after_1s};
+    use crate::fixtures::{
+        APPLY_QUERY, ApiServerVerifier, mk_config, mk_websocket_config, timeout_after_1s,
+    };
     use flate2::read::GzDecoder;
     use http::Method;
     use std::io::Read;
@@ -276,6 +382,8 @@ mod tests {
     }
 
     const CM_PATH: &str = "/api/v1/namespaces/portico-system/configmaps/portico-gateway-config";
+    const SECRET_PATH: &str =
+        "/api/v1/namespaces/portico-system/secrets/portico-gateway-config-credentials";
 
     #[tokio::test]
     async fn publish_applies_the_json_with_its_version_then_skips_the_same_version() {
@@ -307,10 +415,10 @@ mod tests {
         });
         let p = publisher(client, Limits::default());
         timeout_after_1s(async {
-            let first = p.publish(&config).await.unwrap();
+            let first = p.publish(&config, &[]).await.unwrap();
             assert!(matches!(first, Published::Written { .. }));
             // Same config again: no request may reach the API server.
-            let second = p.publish(&config).await.unwrap();
+            let second = p.publish(&config, &[]).await.unwrap();
             assert_eq!(
                 second,
                 Published::Unchanged {
@@ -330,6 +438,7 @@ mod tests {
             "portico-system",
             DEFAULT_CONFIG_MAP_NAME,
             &config.content_hash(),
+            None,
             Payload::Json(config.to_json()),
         );
         let server = verifier.run(move |mut s| async move {
@@ -338,8 +447,113 @@ mod tests {
         });
         let p = publisher(client, Limits::default());
         timeout_after_1s(async {
-            let out = p.publish(&config).await.unwrap();
+            let out = p.publish(&config, &[]).await.unwrap();
             assert!(matches!(out, Published::Unchanged { .. }));
+        })
+        .await;
+        server.finish().await;
+    }
+
+    /// Seeded from a live ConfigMap and credentials Secret that match: nothing is written.
+    /// The last credential removed: the Secret is emptied (kept), then the ConfigMap loses its
+    /// credentials annotation; the next pass writes nothing.
+    #[tokio::test]
+    async fn matching_live_credentials_are_kept_and_removed_ones_empty_the_secret() {
+        let (client, verifier) = ApiServerVerifier::new();
+        let (ws_config, secrets) = mk_websocket_config("s3cret-value-0123456789");
+        let data = credentials::collect(&ws_config, &secrets);
+        assert_eq!(data.len(), 1);
+        let creds_version = credentials::version(&data);
+        let live_cm = config_map(
+            "portico-system",
+            DEFAULT_CONFIG_MAP_NAME,
+            &ws_config.content_hash(),
+            Some(&creds_version),
+            Payload::Json(ws_config.to_json()),
+        );
+        let live_secret = credentials::secret(
+            "portico-system",
+            "portico-gateway-config-credentials",
+            &data,
+        );
+        let plain = mk_config();
+        let plain_json = plain.to_json();
+        let server = verifier.run(move |mut s| async move {
+            s.expect(Method::GET, CM_PATH, "").await.ok(&live_cm);
+            s.expect(Method::GET, SECRET_PATH, "")
+                .await
+                .ok(&live_secret);
+            // The second publish: no credentials any more.
+            let (secret, reply) = s
+                .expect(Method::PATCH, SECRET_PATH, APPLY_QUERY)
+                .await
+                .json_body()
+                .await;
+            reply.ok(&secret);
+            assert_eq!(secret["data"], serde_json::json!({}));
+            assert_eq!(
+                secret["metadata"]["annotations"][credentials::VERSION_ANNOTATION],
+                credentials::version(&BTreeMap::new())
+            );
+            let (cm, reply) = s
+                .expect(Method::PATCH, CM_PATH, APPLY_QUERY)
+                .await
+                .json_body()
+                .await;
+            reply.ok(&cm);
+            assert_eq!(cm["data"][DATA_KEY], plain_json);
+            let annotations = cm["metadata"]["annotations"].as_object().unwrap();
+            assert_eq!(annotations.keys().collect::<Vec<_>>(), [VERSION_ANNOTATION]);
+            s
+        });
+        let p = publisher(client, Limits::default());
+        timeout_after_1s(async {
+            let out = p.publish(&ws_config, &secrets).await.unwrap();
+            assert!(matches!(out, Published::Unchanged { .. }), "{out:?}");
+            let out = p.publish(&plain, &secrets).await.unwrap();
+            assert!(matches!(out, Published::Written { .. }), "{out:?}");
+            let out = p.publish(&plain, &secrets).await.unwrap();
+            assert!(matches!(out, Published::Unchanged { .. }), "{out:?}");
+        })
+        .await;
+        server.finish().await;
+    }
+
+    /// The ConfigMap is current but its credentials Secret was deleted: only the Secret is
+    /// written again (the proxies' retry finds it), the ConfigMap is left alone.
+    #[tokio::test]
+    async fn a_deleted_credentials_secret_is_written_again_without_the_config_map() {
+        let (client, verifier) = ApiServerVerifier::new();
+        let (ws_config, secrets) = mk_websocket_config("s3cret-value-0123456789");
+        let data = credentials::collect(&ws_config, &secrets);
+        let live_cm = config_map(
+            "portico-system",
+            DEFAULT_CONFIG_MAP_NAME,
+            &ws_config.content_hash(),
+            Some(&credentials::version(&data)),
+            Payload::Json(ws_config.to_json()),
+        );
+        let server = verifier.run(move |mut s| async move {
+            s.expect(Method::GET, CM_PATH, "").await.ok(&live_cm);
+            s.expect(Method::GET, SECRET_PATH, "").await.not_found();
+            let (secret, reply) = s
+                .expect(Method::PATCH, SECRET_PATH, APPLY_QUERY)
+                .await
+                .json_body()
+                .await;
+            reply.ok(&secret);
+            assert_eq!(
+                secret["data"]["team-a.chat-management.secretAccessKey"],
+                "czNjcmV0LXZhbHVlLTAxMjM0NTY3ODk="
+            );
+            s
+        });
+        let p = publisher(client, Limits::default());
+        timeout_after_1s(async {
+            let out = p.publish(&ws_config, &secrets).await.unwrap();
+            assert!(matches!(out, Published::Unchanged { .. }), "{out:?}");
+            let out = p.publish(&ws_config, &secrets).await.unwrap();
+            assert!(matches!(out, Published::Unchanged { .. }), "{out:?}");
         })
         .await;
         server.finish().await;
@@ -374,7 +588,7 @@ mod tests {
         };
         let p = publisher(client, limits);
         timeout_after_1s(async {
-            let out = p.publish(&config).await.unwrap();
+            let out = p.publish(&config, &[]).await.unwrap();
             assert!(matches!(out, Published::Written { .. }));
         })
         .await;
@@ -396,7 +610,7 @@ mod tests {
         };
         let p = publisher(client, limits);
         timeout_after_1s(async {
-            let err = p.publish(&config).await.unwrap_err();
+            let err = p.publish(&config, &[]).await.unwrap_err();
             assert!(
                 matches!(err, Error::ConfigTooLarge { limit: 20, .. }),
                 "{err}"

@@ -14,11 +14,16 @@ Run through scripts/test-kube.sh (builds the binaries, keeps the venv).
 
 import base64
 import copy
+import datetime
 import hashlib
+import hmac
 import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 
 import pytest
@@ -360,3 +365,107 @@ def test_an_api_key_without_a_value_gets_a_generated_secret(procs, cluster):
     assert value.decode() not in json.dumps(key)
     # No Lease in single-replica mode.
     assert "portico-operator" not in c.kubectl("get", "leases", "-n", c.ns, "-o", "name")
+
+
+AKID = "AKIAPORTICOKUBE00001"
+WS_SECRET = "kube-e2e-secret-access-key-0123456789"
+WS_ROTATED = "kube-e2e-rotated-access-key-9876543210"
+CREDENTIALS_SECRET = f"{CM_NAME}-credentials"
+
+
+def sigv4_headers(method, url, secret, body=b"", akid=AKID, region="eu-west-1", service="execute-api"):
+    """AWS Signature Version 4 headers (`Authorization`, `X-Amz-Date`), as botocore signs an
+    `apigatewaymanagementapi` call: canonical URI = the raw path percent-encoded again, sorted
+    query, signed headers `host;x-amz-date`, hex SHA-256 of the body."""
+    u = urllib.parse.urlsplit(url)
+    amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    date = amz_date[:8]
+    quote = lambda s: urllib.parse.quote(s, safe="-_.~")  # noqa: E731
+    query = "&".join(f"{quote(k)}={quote(v)}" for k, v in sorted(urllib.parse.parse_qsl(u.query, keep_blank_values=True)))
+    canonical = "\n".join([
+        method,
+        urllib.parse.quote(u.path, safe="/~"),
+        query,
+        f"host:{u.netloc}\nx-amz-date:{amz_date}\n",
+        "host;x-amz-date",
+        hashlib.sha256(body).hexdigest(),
+    ])
+    scope = f"{date}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return {
+        "X-Amz-Date": amz_date,
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={akid}/{scope}, SignedHeaders=host;x-amz-date, Signature={signature}",
+    }
+
+
+def websocket_manifests(ns, secret_value):
+    """A WebSocket RestApi whose @connections credential names a labelled Secret, and its Stage."""
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "chat-management", "namespace": ns, "labels": {"portico.dev/secret": "true"}},
+         "stringData": {"secretAccessKey": secret_value}},
+        {"apiVersion": "portico.dev/v1alpha1", "kind": "RestApi", "metadata": {"name": "chat", "namespace": ns},
+         "spec": {"protocol": "WEBSOCKET", "routeSelectionExpression": "$request.body.action",
+                  "websocket": {"managementCredentials": [
+                      {"accessKeyId": AKID, "secretKeyRef": {"name": "chat-management", "key": "secretAccessKey"}}]},
+                  "routes": [{"routeKey": "$connect",
+                              "integration": {"type": "MOCK", "mockResponse": {"statusCode": 200}}}]}},
+        {"apiVersion": "portico.dev/v1alpha1", "kind": "Stage", "metadata": {"name": "chat-prod", "namespace": ns},
+         "spec": {"restApiRef": {"name": "chat"}, "stageName": "prod"}},
+    ]})
+
+
+def test_websocket_management_credentials_reach_the_proxy_through_the_credentials_secret(procs, cluster):
+    """The @connections secret travels in Secret `<ConfigMap>-credentials` (never in the
+    ConfigMap): a SigV4-signed call is accepted (410 for an unknown connection), a wrong
+    signature is 403, and a rotated value reaches the proxy."""
+    c = cluster
+    _, op_admin = start_operator(procs, c, "solo", extra=["--disable-leader-election"])
+    proxy, listen, admin = start_proxy(procs, c.tmp, ["--kube-configmap", f"{c.ns}/{CM_NAME}", "--kubeconfig", str(c.kubeconfig)])
+    c.apply(websocket_manifests(c.ns, WS_SECRET))
+    url = f"http://{listen}/prod/@connections/AAAAAAAAAAAAAAAA"
+
+    def call(headers):
+        """(status, x-amzn-ErrorType) of a GET on `url`."""
+        req = urllib.request.Request(url, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.headers.get("x-amzn-errortype")
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("x-amzn-errortype")
+
+    def signed_get(secret):
+        return call(sigv4_headers("GET", url, secret))
+
+    # Accepted: the signature verifies, and no such connection is open.
+    wait_for("a signed @connections call accepted (410)", 20, lambda: signed_get(WS_SECRET) == (410, "GoneException"))
+    assert signed_get("not-the-secret-access-key-0123456789") == (403, "InvalidSignatureException")
+    assert call({}) == (403, "ForbiddenException")  # not signed at all
+
+    # The ConfigMap names the credential, never its value; the credentials Secret holds it.
+    cm = c.get("configmap", CM_NAME)
+    text = json.dumps(cm)
+    assert WS_SECRET not in text and base64.b64encode(WS_SECRET.encode()).decode() not in text
+    assert AKID in cm["data"]["gateway-config.json"] and "chat-management" in cm["data"]["gateway-config.json"]
+    creds = c.get("secret", CREDENTIALS_SECRET)
+    assert creds["data"] == {f"{c.ns}.chat-management.secretAccessKey": base64.b64encode(WS_SECRET.encode()).decode()}
+    version = creds["metadata"]["annotations"]["portico.dev/credentials-version"]
+    assert cm["metadata"]["annotations"]["portico.dev/credentials-version"] == version
+    assert creds["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "portico-operator"
+    assert "portico.dev/secret" not in creds["metadata"]["labels"]
+
+    # Rotation: only the value changes (the config does not); the operator rewrites the Secret
+    # and the ConfigMap's annotation, and the proxy verifies with the new value.
+    config_before = config_version(c)
+    c.apply(websocket_manifests(c.ns, WS_ROTATED))
+    wait_for("the rotated secret accepted", 20, lambda: signed_get(WS_ROTATED) == (410, "GoneException"))
+    assert signed_get(WS_SECRET) == (403, "InvalidSignatureException")
+    assert config_version(c) == config_before
+    assert WS_ROTATED not in json.dumps(c.get("configmap", CM_NAME))
+    assert metric(admin, "portico_config_reload_success") == 1
+    assert proxy.poll() is None, procs.log("proxy")
+    assert metric(op_admin, "portico_operator_leader") == 1

@@ -92,6 +92,13 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
+{{/* The credentials Secret the operator publishes next to the ConfigMap (the secret values the
+config references, e.g. WebSocket @connections credentials): "<ConfigMap name>-credentials", as
+the operator and the proxy derive it; named by both RBAC rules. */}}
+{{- define "portico.credentialsSecretName" -}}
+{{- printf "%s-credentials" (include "portico.configMapName" .) }}
+{{- end }}
+
 {{/* The leader-election Lease name: used by the operator args and its RBAC rule. */}}
 {{- define "portico.leaseName" -}}
 {{- if .Values.operator.leaderElection.leaseName }}

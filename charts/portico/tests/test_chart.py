@@ -198,13 +198,16 @@ def test_operator_runs_two_replicas_with_leader_election(variant):
     assert all(r["apiGroups"] == ["coordination.k8s.io"] for r in lease_rules)
 
 
-def test_proxy_role_reads_only_the_one_configmap(variant):
+def test_proxy_role_reads_only_the_one_configmap_and_its_credentials_secret(variant):
     _, _, docs = variant
     cm = config_map_name(docs)
     rules = rbac_rules_of(docs, "proxy")
+    # The credentials Secret is only read with a get (never listed or watched).
     assert [r for _, r in rules] == [
-        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [cm], "verbs": ["get", "list", "watch"]}
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [cm], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [f"{cm}-credentials"], "verbs": ["get"]},
     ]
+    assert rules[0][0] is rules[1][0], "one Role"
     role, _ = rules[0]
     assert role["kind"] == "Role" and role["metadata"]["namespace"] == NAMESPACE
     binding = one(docs, "RoleBinding", "proxy")
@@ -220,7 +223,7 @@ def test_operator_rbac_is_least_privilege(variant):
     allowed: dict[tuple[str, str], set[str]] = {
         **{("portico.dev", p): {"get", "list", "watch"} for p in OPERATOR_CR_PLURALS},
         **{("portico.dev", f"{p}/status"): {"get", "patch", "update"} for p in OPERATOR_CR_PLURALS},
-        ("", "secrets"): {"get", "list", "watch", "create"},
+        ("", "secrets"): {"get", "list", "watch", "create", "patch"},
         ("", "services"): {"get", "list", "watch"},
         ("", "events"): {"create", "patch"},
         ("events.k8s.io", "events"): {"create", "patch"},
@@ -239,8 +242,20 @@ def test_operator_rbac_is_least_privilege(variant):
         # ConfigMaps and Leases: only `create` may come without resourceNames.
         if set(r["resources"]) & {"configmaps", "leases"} and set(r["verbs"]) != {"create"}:
             assert r.get("resourceNames"), r
-    secrets = {v for r in rules if "secrets" in r["resources"] for v in r["verbs"]}
+    secrets = {v for r in rules if "secrets" in r["resources"] and not r.get("resourceNames") for v in r["verbs"]}
     assert secrets <= {"get", "list", "watch", "create"}
+    # Writes beyond `create` only to the credentials Secret, in the release namespace.
+    cm = config_map_name(docs)
+    named = [
+        (role, r) for role, r in rbac_rules_of(docs, "operator") if "secrets" in r["resources"] and r.get("resourceNames")
+    ]
+    assert [r for _, r in named] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [f"{cm}-credentials"], "verbs": ["get", "patch"]}
+    ]
+    role, _ = named[0]
+    assert role["kind"] == "Role" and role["metadata"]["namespace"] == NAMESPACE
+    creates = [r for role, r in rbac_rules_of(docs, "operator") if role is named[0][0] and "secrets" in r["resources"]]
+    assert {tuple(r["verbs"]) for r in creates} == {("create",), ("get", "patch")}, "create (SSA creates it) in the same Role"
 
 
 def test_configmap_name_is_the_same_everywhere(variant):
@@ -256,6 +271,13 @@ def test_configmap_name_is_the_same_everywhere(variant):
         if "configmaps" in r["resources"] and r.get("resourceNames")
     }
     assert names == {(cm,)}
+    # The credentials Secret: `<ConfigMap name>-credentials`, as the operator and proxy derive it.
+    secrets = [
+        r["resourceNames"]
+        for _, r in rbac_rules_of(docs, "operator") + rbac_rules_of(docs, "proxy")
+        if "secrets" in r["resources"] and r.get("resourceNames")
+    ]
+    assert secrets == [[f"{cm}-credentials"]] * 2
 
 
 def test_admin_service_is_separate_from_the_public_one(variant):

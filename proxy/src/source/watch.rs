@@ -3,12 +3,13 @@
 //! Change detection is belt and braces: `notify` events (debounced 200 ms) and a 1 s poll of
 //! the files' mtimes and lengths (for filesystems where events do not arrive). A reload
 //! builds the new `Runtime` on the blocking pool, skips the store when the content hash is
-//! unchanged, and keeps the old config on any failure (`portico_config_reload_success 0`).
+//! unchanged (unless the secret values the config names changed: [`replace_secrets`]), and
+//! keeps the old config on any failure (`portico_config_reload_success 0`).
 
 use super::{LoadError, Loaded, Source, log_diagnostics, log_refusal};
 use crate::metrics::Metrics;
 use crate::pool::Pools;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Secrets};
 use arc_swap::ArcSwap;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::sync::Arc;
@@ -65,6 +66,11 @@ pub fn apply(
     metrics.reload_success.set(1);
     let version = loaded.config.content_hash();
     if version == state.load().version {
+        // The same config with other secret values (a rotated `@connections` credential).
+        if replace_secrets(loaded.secrets, state, metrics, pools) == Reload::Swapped {
+            metrics.reloads_total.with_label_values(&["success"]).inc();
+            return Reload::Swapped;
+        }
         metrics
             .reloads_total
             .with_label_values(&["unchanged"])
@@ -83,6 +89,27 @@ pub fn apply(
     metrics.set_config_version(&version);
     metrics.reloads_total.with_label_values(&["success"]).inc();
     tracing::info!(%version, "config reloaded");
+    Reload::Swapped
+}
+
+/// Serves the current config with `secrets` (the values of the Secrets it names) unless it
+/// already has exactly those: the `Runtime` is rebuilt from the served config, which stays the
+/// same (version, reload metrics). Blocking (builds the `Runtime`). Never logs a value.
+pub fn replace_secrets(
+    secrets: Secrets,
+    state: &ArcSwap<Runtime>,
+    metrics: &Metrics,
+    pools: &Pools,
+) -> Reload {
+    let current = state.load_full();
+    if current.secrets == secrets {
+        return Reload::Unchanged;
+    }
+    let mut runtime = Runtime::build((*current.config).clone(), metrics, pools);
+    runtime.secrets = secrets;
+    let (version, values) = (runtime.version.clone(), runtime.secrets.len());
+    state.store(Arc::new(runtime));
+    tracing::info!(%version, values, "secret values changed; serving the same config with them");
     Reload::Swapped
 }
 
@@ -239,6 +266,49 @@ mod tests {
         let (r, log) = logged(|| apply(same_config(), &state, &metrics, &pools));
         assert_eq!(r, Reload::Unchanged);
         assert_eq!(log, "");
+    }
+
+    #[test]
+    fn the_same_config_with_other_secret_values_is_swapped_in_and_the_same_ones_are_not() {
+        let (state, metrics, pools) = served();
+        let key = portico_config::SecretKeyRef {
+            namespace: "team-a".into(),
+            name: "m".into(),
+            key: "k".into(),
+        };
+        let with = |value: &str| {
+            let mut l = same_config().unwrap();
+            l.secrets.insert(key.clone(), value.to_string());
+            Ok(l)
+        };
+        let version = state.load().version.clone();
+        let (r, log) = logged(|| apply(with("v1"), &state, &metrics, &pools));
+        assert_eq!(r, Reload::Swapped);
+        assert_eq!(state.load().secrets[&key], "v1");
+        assert_eq!(state.load().version, version);
+        assert!(log.contains("secret values changed"), "{log}");
+        assert!(!log.contains("v1"), "values are never logged: {log}");
+        assert_eq!(
+            apply(with("v1"), &state, &metrics, &pools),
+            Reload::Unchanged
+        );
+        assert_eq!(apply(with("v2"), &state, &metrics, &pools), Reload::Swapped);
+        assert_eq!(state.load().secrets[&key], "v2");
+        // Only the values: a refused load keeps them, the metrics say nothing new.
+        metrics.reload_success.set(0);
+        let mut fresh = Secrets::new();
+        fresh.insert(key.clone(), "v3".into());
+        assert_eq!(
+            replace_secrets(fresh, &state, &metrics, &pools),
+            Reload::Swapped
+        );
+        assert_eq!(state.load().secrets[&key], "v3");
+        assert_eq!(metrics.reload_success.get(), 0);
+        assert_eq!(
+            apply(same_config(), &state, &metrics, &pools),
+            Reload::Swapped
+        );
+        assert!(state.load().secrets.is_empty());
     }
 
     #[test]

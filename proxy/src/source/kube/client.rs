@@ -1,19 +1,22 @@
 //! A minimal Kubernetes API client for one ConfigMap: list (with a `metadata.name` field
-//! selector) and watch (newline-delimited JSON events over a chunked response).
+//! selector) and watch (newline-delimited JSON events over a chunked response); and a get of
+//! the credentials Secret next to it.
 //!
 //! ```text
 //!  GET /api/v1/namespaces/NS/configmaps?fieldSelector=metadata.name%3DNAME
 //!      -> {"metadata":{"resourceVersion":RV},"items":[ConfigMap?]}
 //!  GET ...&watch=true&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=290
 //!      -> {"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":{...}}\n ...
+//!  GET /api/v1/namespaces/NS/secrets/NAME-credentials      -> Secret | 404
 //! ```
 //!
 //! hyper-util's pooled client over hyper-rustls (ring); `http://` servers are allowed (tests).
-//! Entry points: [`Client::list`], [`Client::watch`], [`decode_event`].
+//! Entry points: [`Client::list`], [`Client::watch`], [`Client::get_secret`], [`decode_event`].
 
 use super::Target;
 use super::config::{Auth, ConfigError, Settings};
 use super::configmap::ConfigMap;
+use super::credentials::Secret;
 use crate::tls;
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::{Request, StatusCode, header};
@@ -231,6 +234,29 @@ impl Client {
             .map_err(|_| ClientError::Timeout("list"))??
             .to_bytes();
         serde_json::from_slice(&body).map_err(|e| ClientError::Decode(format!("list: {e}")))
+    }
+
+    /// Reads Secret `namespace/name`; `Ok(None)` when it does not exist (404).
+    pub async fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Secret>, ClientError> {
+        let resp = match self
+            .get(&format!("/api/v1/namespaces/{namespace}/secrets/{name}"))
+            .await
+        {
+            Ok(r) => r,
+            Err(ClientError::Status { code: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
+            .await
+            .map_err(|_| ClientError::Timeout("get"))??
+            .to_bytes();
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| ClientError::Decode(format!("Secret: {e}")))
     }
 
     /// Starts a watch from `resource_version`.

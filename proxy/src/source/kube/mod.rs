@@ -3,17 +3,32 @@
 //! `docs/architecture.md`).
 //!
 //! ```text
-//!  config.rs     kubeconfig | in-cluster service account -> Settings (server, TLS, auth)
-//!  client.rs     hyper + rustls: list (fieldSelector=metadata.name) / watch (NDJSON events)
-//!  configmap.rs  ConfigMap -> data | gunzip(binaryData) -> GatewayConfig::from_json (+ validate)
-//!  mod.rs        the loop below; every load goes through watch::apply (one ArcSwap::store)
+//!  config.rs       kubeconfig | in-cluster service account -> Settings (server, TLS, auth)
+//!  client.rs       hyper + rustls: list (fieldSelector=metadata.name) / watch (NDJSON events)
+//!                  / get of the credentials Secret
+//!  configmap.rs    ConfigMap -> data | gunzip(binaryData) -> GatewayConfig::from_json (+ validate)
+//!  credentials.rs  Secret "<configmap>-credentials" -> Runtime.secrets (values the config names)
+//!  mod.rs          the loop below; every load goes through watch::apply (one ArcSwap::store)
 //!
 //!   ┌─> list ──(items[0]? apply : "missing", keep)──> rv
 //!   │     └─ error: source_up 0, backoff, retry
 //!   │   watch(rv) ─ ADDED/MODIFIED: apply ─ DELETED: keep ─ BOOKMARK: rv ─ end: re-watch(rv)
 //!   │     └─ error/disconnect: source_up 0, backoff, re-watch(rv)
 //!   └──── 410 Gone (HTTP or ERROR event): relist
+//!
+//!  apply = decode ─> config names credentials? get Secret ─> watch::apply(config + secrets)
+//!          (Secret problem: log once, keep the last values, retry the get beside the watch)
 //! ```
+//!
+//! Secret values (WebSocket `@connections` credentials) are never in the ConfigMap: the operator
+//! writes them into Secret `<configmap>-credentials` before the ConfigMap, and annotates the
+//! ConfigMap with their version (`portico.dev/credentials-version`), so that a rotated value is a
+//! ConfigMap change too. Each ConfigMap whose config names credentials is applied with the
+//! Secret read (get) just before; a Secret that is missing, unreadable, or of another version
+//! than the ConfigMap says is logged once, the last values read keep serving (none before the
+//! first read: `@connections` answers 403 for what it cannot verify), and the get is retried
+//! with backoff alongside the watch until it succeeds, then the served config is rebuilt with
+//! the new values (`watch::replace_secrets`). A config naming no credentials reads nothing.
 //!
 //! The proxy starts serving an empty config with `/readyz` 503; the first successful load
 //! makes it ready. Afterwards nothing the API server or the operator does takes the served
@@ -25,16 +40,19 @@
 pub mod client;
 pub mod config;
 pub mod configmap;
+pub mod credentials;
 
 use super::watch::{self, Reload};
 use super::{LoadError, Loaded};
 use crate::admin::Health;
 use crate::metrics::Metrics;
 use crate::pool::Pools;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Secrets};
 use arc_swap::ArcSwap;
 use client::{Client, ClientError, WatchEvent};
 use configmap::ConfigMap;
+use portico_config::GatewayConfig;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -171,6 +189,7 @@ pub struct KubeSource {
 
 /// What the loop shares with the server.
 struct Ctx {
+    client: Client,
     state: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
     pools: Arc<Pools>,
@@ -178,6 +197,23 @@ struct Ctx {
     target: Target,
     /// resourceVersion of the last ConfigMap handled (skips replays of the same object).
     seen: Option<String>,
+    creds: Creds,
+}
+
+/// The credentials Secret as far as the loop knows it.
+#[derive(Debug)]
+struct Creds {
+    /// `<configmap>-credentials`.
+    name: String,
+    /// The `data` last read (kept when the Secret later cannot be read or is gone).
+    data: BTreeMap<String, String>,
+    /// The version the last decoded ConfigMap names (its credentials annotation).
+    wanted: Option<String>,
+    /// What is wrong now; logged when it changes.
+    problem: Option<String>,
+    /// When to read the Secret again (only while there is a problem).
+    retry_at: Option<tokio::time::Instant>,
+    backoff: Backoff,
 }
 
 impl KubeSource {
@@ -217,12 +253,21 @@ impl KubeSource {
         metrics.source_up.set(0);
         metrics.reload_success.set(0);
         let ctx = Ctx {
+            client: self.client.clone(),
             state,
             metrics,
             pools,
             health,
             target: self.target.clone(),
             seen: None,
+            creds: Creds {
+                name: credentials::secret_name(&self.target.name),
+                data: BTreeMap::new(),
+                wanted: None,
+                problem: None,
+                retry_at: None,
+                backoff: self.backoff.clone(),
+            },
         };
         tokio::spawn(run(self.client, self.target, self.backoff, ctx))
     }
@@ -288,7 +333,20 @@ async fn watch_once(
 ) -> Result<(), ClientError> {
     let mut stream = client.watch(target, rv).await?;
     up(ctx);
-    while let Some(ev) = stream.next().await? {
+    loop {
+        // While the credentials Secret could not be read, it is read again alongside the
+        // watch (`WatchStream::next` is cancel-safe: a frame is buffered before it returns).
+        let next = match ctx.creds.retry_at {
+            Some(at) => tokio::select! {
+                ev = stream.next() => ev?,
+                () = tokio::time::sleep_until(at) => {
+                    ctx.retry_credentials().await;
+                    continue;
+                }
+            },
+            None => stream.next().await?,
+        };
+        let Some(ev) = next else { break };
         *events += 1;
         match ev {
             WatchEvent::Added(cm) | WatchEvent::Modified(cm) => {
@@ -358,19 +416,111 @@ impl Ctx {
             return;
         }
         self.seen = Some(rv);
+        let wanted = cm
+            .metadata
+            .annotations
+            .get(credentials::VERSION_ANNOTATION)
+            .cloned();
+        // Decoding (gunzip, JSON, validate) and Runtime::build stay off the async workers.
+        let decoded = tokio::task::spawn_blocking(move || configmap::decode(&cm))
+            .await
+            .unwrap_or_else(|e| Err(LoadError::Decode(format!("decoding the ConfigMap: {e}"))));
+        let loaded: Result<Loaded, LoadError> = match decoded {
+            Ok(mut loaded) => {
+                self.creds.wanted = wanted;
+                loaded.secrets = self.secrets_for(&loaded.config).await;
+                Ok(loaded)
+            }
+            Err(e) => Err(e),
+        };
         let (state, metrics, pools) =
             (self.state.clone(), self.metrics.clone(), self.pools.clone());
-        // Decoding (gunzip, JSON, validate) and Runtime::build stay off the async workers.
-        let result = tokio::task::spawn_blocking(move || {
-            let loaded: Result<Loaded, LoadError> = configmap::decode(&cm);
-            watch::apply(loaded, &state, &metrics, &pools)
-        })
-        .await
-        .unwrap_or(Reload::Failed);
+        let result =
+            tokio::task::spawn_blocking(move || watch::apply(loaded, &state, &metrics, &pools))
+                .await
+                .unwrap_or(Reload::Failed);
         if result != Reload::Failed && !self.health.is_ready() {
             tracing::info!(configmap = %self.target, "first config loaded; ready");
             self.health.set_ready(true);
         }
+    }
+}
+
+impl Ctx {
+    /// The values of the credentials `config` names, from the credentials Secret (read now),
+    /// or from the last read when it cannot be read; nothing is read for a config without
+    /// credentials. Problems are logged when they change and schedule a retry.
+    async fn secrets_for(&mut self, config: &GatewayConfig) -> Secrets {
+        if credentials::refs(config).next().is_none() {
+            self.report(None);
+            return Secrets::new();
+        }
+        let (ns, name) = (&self.target.namespace, &self.creds.name);
+        let problem = match self.client.get_secret(ns, name).await {
+            Ok(Some(secret)) => {
+                let version = secret.version().map(str::to_string);
+                self.creds.data = secret.data;
+                match &self.creds.wanted {
+                    // Usually a publish in progress (the operator writes the Secret, then
+                    // the ConfigMap), so the values read are the newer ones.
+                    Some(w) if version.as_ref() != Some(w) => Some(format!(
+                        "credentials Secret {ns}/{name} has version {} but the ConfigMap names {w} (a publish in progress, or an edited Secret)",
+                        version.as_deref().unwrap_or("(none)")
+                    )),
+                    _ => None,
+                }
+            }
+            Ok(None) => Some(format!("credentials Secret {ns}/{name} not found")),
+            Err(e) => Some(format!("credentials Secret {ns}/{name} unreadable: {e}")),
+        };
+        let (secrets, missing) = credentials::resolve(config, &self.creds.data);
+        let problem = problem.or_else(|| {
+            (!missing.is_empty()).then(|| {
+                let names: Vec<String> = missing
+                    .iter()
+                    .map(|r| format!("{}/{} key {}", r.namespace, r.name, r.key))
+                    .collect();
+                format!(
+                    "credentials Secret {ns}/{name} has no value for {}",
+                    names.join(", ")
+                )
+            })
+        });
+        self.report(problem);
+        secrets
+    }
+
+    /// Logs a new problem (or its end) once; schedules the next read while there is one.
+    fn report(&mut self, problem: Option<String>) {
+        let c = &mut self.creds;
+        match &problem {
+            Some(p) => {
+                if c.problem.as_ref() != Some(p) {
+                    tracing::warn!(configmap = %self.target, "{p}; @connections answers 403 for the credentials it cannot verify (the last values read keep serving); retrying");
+                }
+                c.retry_at = Some(tokio::time::Instant::now() + c.backoff.next_delay());
+            }
+            None => {
+                if c.problem.is_some() {
+                    tracing::info!(configmap = %self.target, secret = %c.name, "credentials Secret read; every credential can be verified");
+                }
+                c.retry_at = None;
+                c.backoff.reset();
+            }
+        }
+        c.problem = problem;
+    }
+
+    /// The retry: reads the Secret again for the served config; new values are swapped in.
+    async fn retry_credentials(&mut self) {
+        let config = self.state.load().config.clone();
+        let secrets = self.secrets_for(&config).await;
+        let (state, metrics, pools) =
+            (self.state.clone(), self.metrics.clone(), self.pools.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            watch::replace_secrets(secrets, &state, &metrics, &pools)
+        })
+        .await;
     }
 }
 
@@ -415,5 +565,225 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+}
+
+/// The credentials Secret against a small fake API server: ConfigMap list + watch, Secret get.
+#[cfg(all(test, feature = "standalone"))]
+mod credentials_tests {
+    use super::*;
+    use base64::Engine as _;
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
+    use hyper::body::{Frame, Incoming};
+    use hyper_util::rt::TokioIo;
+    use portico_config::SecretKeyRef;
+    use serde_json::{Value, json};
+    use std::convert::Infallible;
+    use std::sync::Mutex;
+    use tokio::sync::broadcast;
+
+    const AKID: &str = "AKIAPORTICOTEST00001";
+
+    /// A WebSocket API naming `team-a/m` key `k`, compiled from manifests.
+    fn ws_config_json() -> String {
+        let yaml = format!(
+            "apiVersion: portico.dev/v1alpha1\nkind: RestApi\nmetadata: {{name: chat, namespace: team-a}}\nspec:\n  protocol: WEBSOCKET\n  websocket:\n    managementCredentials:\n      - accessKeyId: {AKID}\n        secretKeyRef: {{name: m, key: k}}\n  routes:\n    - routeKey: $connect\n      integration: {{type: MOCK, mockResponse: {{statusCode: 200}}}}\n---\napiVersion: portico.dev/v1alpha1\nkind: Stage\nmetadata: {{name: prod, namespace: team-a}}\nspec: {{restApiRef: {{name: chat}}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: m, namespace: team-a}}\nstringData: {{k: unused}}\n"
+        );
+        let resources = portico_crds::parse_manifests("test", &yaml).unwrap();
+        let out = portico_crds::compile(&portico_crds::Snapshot::from_resources(resources));
+        assert!(
+            !out.diagnostics.iter().any(|d| d.is_error()),
+            "{:?}",
+            out.diagnostics
+        );
+        out.config.to_json()
+    }
+
+    fn key() -> SecretKeyRef {
+        SecretKeyRef {
+            namespace: "team-a".into(),
+            name: "m".into(),
+            key: "k".into(),
+        }
+    }
+
+    #[derive(Default)]
+    struct State {
+        rv: u64,
+        config_map: Value,
+        secret: Option<Value>,
+        secret_gets: usize,
+    }
+
+    #[derive(Clone)]
+    struct Fake {
+        state: Arc<Mutex<State>>,
+        live: broadcast::Sender<String>,
+    }
+
+    impl Fake {
+        fn config_map(&self, credentials_version: &str) {
+            let mut s = self.state.lock().unwrap();
+            s.rv += 1;
+            s.config_map = json!({
+                "kind": "ConfigMap",
+                "metadata": {"name": "gw", "namespace": "ns", "resourceVersion": s.rv.to_string(),
+                             "annotations": {credentials::VERSION_ANNOTATION: credentials_version}},
+                "data": {configmap::DATA_KEY: ws_config_json()},
+            });
+            let line = json!({"type": "MODIFIED", "object": s.config_map}).to_string();
+            let _ = self.live.send(line);
+        }
+
+        fn secret(&self, version: &str, value: &str) {
+            let data = base64::engine::general_purpose::STANDARD.encode(value);
+            self.state.lock().unwrap().secret = Some(json!({
+                "kind": "Secret",
+                "metadata": {"name": "gw-credentials", "namespace": "ns",
+                             "annotations": {credentials::VERSION_ANNOTATION: version}},
+                "data": {credentials::data_key(&key()): data},
+            }));
+        }
+
+        fn gets(&self) -> usize {
+            self.state.lock().unwrap().secret_gets
+        }
+
+        fn handle(&self, req: &Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+            let (path, query) = (req.uri().path(), req.uri().query().unwrap_or(""));
+            let mut s = self.state.lock().unwrap();
+            let json = |status: StatusCode, v: &Value| {
+                let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+                *r.status_mut() = status;
+                r
+            };
+            match path {
+                "/api/v1/namespaces/ns/secrets/gw-credentials" => {
+                    s.secret_gets += 1;
+                    match &s.secret {
+                        Some(v) => json(StatusCode::OK, v),
+                        None => json(
+                            StatusCode::NOT_FOUND,
+                            &json!({"kind": "Status", "code": 404}),
+                        ),
+                    }
+                }
+                "/api/v1/namespaces/ns/configmaps" if query.contains("watch=true") => {
+                    let live = futures::stream::unfold(self.live.subscribe(), |mut rx| async {
+                        let line = rx.recv().await.ok()?;
+                        Some((
+                            Ok::<_, Infallible>(Frame::data(Bytes::from(line + "\n"))),
+                            rx,
+                        ))
+                    });
+                    Response::new(BoxBody::new(StreamBody::new(live)))
+                }
+                "/api/v1/namespaces/ns/configmaps" => json(
+                    StatusCode::OK,
+                    &json!({"metadata": {"resourceVersion": s.rv.to_string()}, "items": [s.config_map]}),
+                ),
+                _ => json(
+                    StatusCode::NOT_FOUND,
+                    &json!({"kind": "Status", "code": 404}),
+                ),
+            }
+        }
+    }
+
+    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "timed out: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Missing at first: the config serves without the value (403 for the credential) and the
+    /// get is retried until the Secret appears, then no more; a rotated value arrives with
+    /// the ConfigMap whose annotation changed, the config itself unchanged.
+    #[tokio::test]
+    async fn the_credentials_secret_fills_the_runtime_retried_until_it_exists() {
+        let fake = Fake {
+            state: Arc::default(),
+            live: broadcast::channel(16).0,
+        };
+        fake.config_map("v1");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = {
+            let fake = fake.clone();
+            tokio::spawn(async move {
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let fake = fake.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let resp = fake.handle(&req);
+                            async move { Ok::<_, Infallible>(resp) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            })
+        };
+        let kubeconfig = std::env::temp_dir().join(format!(
+            "portico-kube-credentials-{}.yaml",
+            std::process::id()
+        ));
+        std::fs::write(
+            &kubeconfig,
+            format!("apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n"),
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let pools = Pools::new();
+        let state = Arc::new(ArcSwap::from_pointee(Runtime::build(
+            GatewayConfig::empty(),
+            &metrics,
+            &pools,
+        )));
+        let health = Arc::new(Health::default());
+        let task = KubeSource::new("ns/gw".parse().unwrap(), Some(&kubeconfig), None)
+            .unwrap()
+            .with_backoff(Backoff::new(
+                Duration::from_millis(20),
+                Duration::from_millis(100),
+                false,
+            ))
+            .spawn(state.clone(), metrics.clone(), pools, health.clone());
+
+        wait_for("ready", || health.is_ready()).await;
+        assert_eq!(state.load().config.apis.len(), 1);
+        assert!(state.load().secrets.is_empty());
+        wait_for("retries", || fake.gets() >= 3).await;
+
+        fake.secret("v1", "first-secret");
+        wait_for("the value", || {
+            state.load().secrets.get(&key()).map(String::as_str) == Some("first-secret")
+        })
+        .await;
+        let gets = fake.gets();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(fake.gets(), gets, "no retry once the Secret is read");
+        assert_eq!(metrics.reload_success.get(), 1);
+
+        let version = state.load().version.clone();
+        fake.secret("v2", "rotated-secret");
+        fake.config_map("v2");
+        wait_for("the rotated value", || {
+            state.load().secrets.get(&key()).map(String::as_str) == Some("rotated-secret")
+        })
+        .await;
+        assert_eq!(state.load().version, version);
+        task.abort();
+        server.abort();
+        let _ = std::fs::remove_file(&kubeconfig);
     }
 }
