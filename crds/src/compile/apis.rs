@@ -22,7 +22,7 @@ use crate::api::rest_api::{
     ApiProtocol, AuthorizationType, Integration as IntegrationSpec, IntegrationType, Method,
 };
 use crate::reasons;
-use crate::snapshot::{Secret, Service};
+use crate::snapshot::Service;
 use portico_config::{
     Api, Authorizer, DEFAULT_MAX_PAYLOAD_BYTES, Integration, ObjectRef, PathTemplate, Protocol,
     Route, RouteMatch,
@@ -55,7 +55,7 @@ impl IntoIterator for CompiledApis {
 pub(crate) fn compile_apis(
     inputs: &[ApiInput<'_>],
     services: &[Service],
-    secrets: &[Secret],
+    secrets: &super::usage_plans::SecretIndex<'_>,
     authorizers: &CompiledAuthorizers,
     diags: &mut Diags,
 ) -> CompiledApis {
@@ -101,7 +101,7 @@ struct Candidate<'a> {
 fn compile_api(
     input: &ApiInput<'_>,
     services: &[Service],
-    secrets: &[Secret],
+    secrets: &super::usage_plans::SecretIndex<'_>,
     authorizers: &CompiledAuthorizers,
     diags: &mut Diags,
 ) -> Option<CompiledApi> {

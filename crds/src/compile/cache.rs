@@ -177,11 +177,9 @@ pub(crate) fn compile_stage_caches(
     diags: &mut Diags,
 ) {
     let GatewayConfig { apis, stages, .. } = config;
+    let by_id = super::StageIndex::new(inputs, apis);
     for stage in stages.iter_mut() {
-        let Some(input) = inputs.stages.iter().find(|s| s.id == stage.id) else {
-            continue;
-        };
-        let Some(api) = apis.iter().find(|a| a.id == stage.api_id) else {
+        let Some((input, api)) = by_id.get(&stage.id, &stage.api_id) else {
             continue;
         };
         let Some((cache, origin)) = stage_cache(input, api, diags) else {
@@ -199,7 +197,7 @@ pub(crate) fn compile_stage_caches(
         if let Some(c) = &stage.canary
             && c.use_stage_cache
             && c.api_id != api.id
-            && let Some(canary_api) = apis.iter().find(|a| a.id == c.api_id)
+            && let Some(canary_api) = by_id.api(&c.api_id)
         {
             check_cached_routes(&input.obj, &cache, canary_api, &field_of, diags);
         }

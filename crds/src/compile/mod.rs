@@ -57,6 +57,36 @@ impl Compiled {
 }
 
 /// Compiles a snapshot. Never fails: problems become diagnostics.
+/// Stage inputs and compiled APIs by id, for the phases that walk the compiled stages (an
+/// index: a fleet has thousands of stages, and a scan per stage is quadratic).
+pub(crate) struct StageIndex<'a> {
+    inputs: std::collections::HashMap<&'a str, &'a normalise::StageInput<'a>>,
+    apis: std::collections::HashMap<&'a str, &'a portico_config::Api>,
+}
+
+impl<'a> StageIndex<'a> {
+    pub(crate) fn new(inputs: &'a normalise::Inputs<'a>, apis: &'a [portico_config::Api]) -> Self {
+        StageIndex {
+            inputs: inputs.stages.iter().map(|s| (s.id.as_str(), s)).collect(),
+            apis: apis.iter().map(|a| (a.id.as_str(), a)).collect(),
+        }
+    }
+
+    /// The stage `stage_id`'s input and its API `api_id`, when both exist.
+    pub(crate) fn get(
+        &self,
+        stage_id: &str,
+        api_id: &str,
+    ) -> Option<(&'a normalise::StageInput<'a>, &'a portico_config::Api)> {
+        Some((*self.inputs.get(stage_id)?, *self.apis.get(api_id)?))
+    }
+
+    /// The API `id`.
+    pub(crate) fn api(&self, id: &str) -> Option<&'a portico_config::Api> {
+        self.apis.get(id).copied()
+    }
+}
+
 pub fn compile(snapshot: &Snapshot) -> Compiled {
     let mut diags = Diags::default();
     // 1. Defaults and ordering are decided once, here; later phases never look at raw specs
@@ -70,10 +100,11 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     //    variables the API's integrations use.
     //    Authorizers before APIs: a method's authorization resolves against them.
     let authorizers = authorizers::compile_authorizers(&inputs.authorizers, &mut diags);
+    let secrets = usage_plans::SecretIndex::new(&snapshot.secrets);
     let apis = apis::compile_apis(
         &inputs.apis,
         &snapshot.services,
-        &snapshot.secrets,
+        &secrets,
         &authorizers,
         &mut diags,
     );

@@ -12,7 +12,6 @@ use super::Diags;
 use super::usage_plans::{SecretLookup, find_secret_value, secret_not_found_message};
 use crate::api::rest_api::{ApiKeySource as ApiKeySourceSpec, ApiProtocol, RestApiSpec};
 use crate::reasons;
-use crate::snapshot::Secret;
 use portico_config::{
     ApiKeySource, ManagementCredential, ObjectRef, SecretKeyRef, Transform, WebSocketApi,
 };
@@ -206,7 +205,7 @@ pub(crate) fn compile_settings(
     obj: &ObjectRef,
     spec: &RestApiSpec,
     route_selection: Vec<String>,
-    secrets: &[Secret],
+    secrets: &super::usage_plans::SecretIndex<'_>,
     diags: &mut Diags,
 ) -> WebSocketApi {
     let defaults = WebSocketApi::default();
