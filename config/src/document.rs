@@ -869,6 +869,64 @@ impl GatewayConfig {
         hex::encode(Sha256::digest(self.to_json().as_bytes()))
     }
 
+    /// Per stage id, the content hash of what serves it: the stage, its API, its canary's
+    /// API, and the usage plans naming it with their API keys. It changes when, and only
+    /// when, that stage's served config does (a Stage's `status.configVersion`). Linear in
+    /// the config: each plan and its keys are hashed once.
+    pub fn stage_versions(&self) -> BTreeMap<String, String> {
+        fn put(h: &mut Sha256, v: impl Serialize) {
+            let s = serde_json::to_string(&v).expect("config values serialize");
+            h.update((s.len() as u64).to_be_bytes());
+            h.update(s.as_bytes());
+        }
+        let apis: BTreeMap<&str, &Api> = self.apis.iter().map(|a| (a.id.as_str(), a)).collect();
+        // Each plan with its keys, once.
+        let mut plan_hashes: BTreeMap<&str, Sha256> = self
+            .usage_plans
+            .iter()
+            .map(|p| {
+                let mut h = Sha256::new();
+                put(&mut h, p);
+                (p.id.as_str(), h)
+            })
+            .collect();
+        for k in &self.api_keys {
+            for p in &k.usage_plans {
+                if let Some(h) = plan_hashes.get_mut(p.as_str()) {
+                    put(h, k);
+                }
+            }
+        }
+        let plan_hashes: BTreeMap<&str, Vec<u8>> = plan_hashes
+            .into_iter()
+            .map(|(id, h)| (id, h.finalize().to_vec()))
+            .collect();
+        let mut plans_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for p in &self.usage_plans {
+            for s in &p.stages {
+                plans_of
+                    .entry(s.stage_id.as_str())
+                    .or_default()
+                    .push(p.id.as_str());
+            }
+        }
+        self.stages
+            .iter()
+            .map(|stage| {
+                let mut h = Sha256::new();
+                put(&mut h, stage);
+                put(&mut h, apis.get(stage.api_id.as_str()));
+                if let Some(c) = &stage.canary {
+                    put(&mut h, apis.get(c.api_id.as_str()));
+                }
+                for p in plans_of.get(stage.id.as_str()).into_iter().flatten() {
+                    h.update(&plan_hashes[p]);
+                }
+                (stage.id.clone(), hex::encode(h.finalize()))
+            })
+            .collect()
+    }
+
     /// The API a stage serves.
     pub fn api(&self, id: &str) -> Option<&Api> {
         self.apis.iter().find(|a| a.id == id)
@@ -1056,6 +1114,39 @@ pub fn is_normalised_base_path(p: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    /// Issue 16: a Stage's `configVersion` is what serves it, so a change to another
+    /// stage's API leaves it as it was, and a change to its own API, its plan or one of the
+    /// plan's keys changes it.
+    #[test]
+    fn stage_versions_change_only_with_what_serves_the_stage() {
+        let mut two = mk_config();
+        let mut other_api = two.apis[0].clone();
+        other_api.id = "restapi/default/other".into();
+        other_api.name = "other".into();
+        two.apis.push(other_api);
+        let mut other_stage = two.stages[0].clone();
+        other_stage.id = "stage/default/other".into();
+        other_stage.api_id = "restapi/default/other".into();
+        other_stage.base_path = "/other".into();
+        two.stages.push(other_stage);
+        let before = two.stage_versions();
+        assert_eq!(before.len(), 2);
+        assert_ne!(before["stage/default/dev"], before["stage/default/other"]);
+        // Another tenant's API changes: this stage's version does not.
+        let mut changed = two.clone();
+        changed.apis[1].max_payload_bytes += 1;
+        let after = changed.stage_versions();
+        assert_eq!(after["stage/default/dev"], before["stage/default/dev"]);
+        assert_ne!(after["stage/default/other"], before["stage/default/other"]);
+        // Its own API changes: it does.
+        let mut own = two.clone();
+        own.apis[0].max_payload_bytes += 1;
+        assert_ne!(
+            own.stage_versions()["stage/default/dev"],
+            before["stage/default/dev"]
+        );
+    }
     use super::*;
 
     #[test]

@@ -276,6 +276,14 @@ pub async fn write_statuses(
         Programmed::Published { version } => Some(version.as_str()),
         Programmed::TooLarge { .. } => None,
     };
+    // Compiled stages by id (an index: thousands of stages), and each one's own version.
+    let compiled_stages: BTreeMap<&str, &portico_config::Stage> = compiled
+        .config
+        .stages
+        .iter()
+        .map(|s| (s.id.as_str(), s))
+        .collect();
+    let stage_versions = compiled.config.stage_versions();
     for o in &snapshot.stages {
         let current = o.status.as_ref();
         let conditions = inputs.conditions(o, current.map(|s| s.conditions.as_slice()));
@@ -284,13 +292,15 @@ pub async fn write_statuses(
             o.namespace().unwrap_or_default(),
             o.name_any()
         );
-        let compiled_stage = compiled.config.stages.iter().find(|s| s.id == id);
+        let compiled_stage = compiled_stages.get(id.as_str()).copied();
         let desired = match (published, compiled_stage) {
-            (Some(version), Some(stage)) => StageStatus {
+            (Some(_), Some(stage)) => StageStatus {
                 observed_generation: o.metadata.generation,
                 conditions,
                 invoke_urls: invoke_urls(stage),
-                config_version: Some(version.to_string()),
+                // What serves this stage, not the whole fleet's config: a change to another
+                // tenant's objects writes no status here.
+                config_version: stage_versions.get(&stage.id).cloned(),
             },
             // Not served by the new config.
             (Some(_), None) => StageStatus {

@@ -239,7 +239,9 @@ pub struct StageStatus {
     /// URLs the stage is reachable at, e.g. `http://api.example.com/dev`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invoke_urls: Vec<String>,
-    /// Content hash of the GatewayConfig that serves this stage.
+    /// Content hash of what serves this stage: its compiled Stage, its API (and its canary's),
+    /// and the usage plans naming it with their keys. It changes when, and only when, this
+    /// stage's served config changes, so another tenant's change writes no status here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_version: Option<String>,
 }
