@@ -223,6 +223,15 @@ fn from_entry(e: &Entry, warn: bool) -> Response<ProxyBody> {
     resp
 }
 
+/// Whether the request's route uses the stage cache (`run` calls [`call`] then, else the
+/// integration directly: the cache phase's future stays out of every other request's).
+pub fn applies(ex: &Exchange<'_>) -> bool {
+    ex.ctx
+        .handle
+        .and_then(|h| ex.ctx.runtime.stage_route(h))
+        .is_some_and(|r| r.cache.is_some())
+}
+
 /// The integration, behind the route's cache when it has one.
 pub async fn call(ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError> {
     let runtime = ex.ctx.runtime.clone();
@@ -232,7 +241,7 @@ pub async fn call(ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError>
         .and_then(|h| runtime.stage_route(h))
         .expect("the cache runs after a route matched");
     let Some(rc) = &route.cache else {
-        return integrate::call(ex).await;
+        return Box::pin(integrate::call(ex)).await;
     };
     let cache = ex.shared.cache.clone();
     let allowed = ex
@@ -274,7 +283,9 @@ pub async fn call(ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError>
         }
     }
     rc.misses.inc();
-    let resp = integrate::call(ex).await?;
+    // Boxed on a miss (which goes to the backend anyway), so the cache phase adds nothing to
+    // the size of every request's future.
+    let resp = Box::pin(integrate::call(ex)).await?;
     let resp = if fill {
         filling(resp, &cache, slot, rc, guard)
     } else {

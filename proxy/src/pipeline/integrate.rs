@@ -357,10 +357,21 @@ pub async fn call(ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError>
     let target = match served(route)? {
         CompiledIntegration::Mock(m) => return m.response(None),
         CompiledIntegration::Lambda(l) => {
-            return super::lambda::call(shared, conn, ctx, l, route.timeout, parts, body).await;
+            // Boxed, as the mapped call below: only the pass-through stays inline, so the
+            // request's future (held per connection by hyper) stays small.
+            return Box::pin(super::lambda::call(
+                shared,
+                conn,
+                ctx,
+                l,
+                route.timeout,
+                parts,
+                body,
+            ))
+            .await;
         }
         CompiledIntegration::Mapped(m) => {
-            return call_mapped(shared, conn, ctx, route, m, parts, body).await;
+            return Box::pin(call_mapped(shared, conn, ctx, route, m, parts, body)).await;
         }
         CompiledIntegration::Http(t) => t,
     };

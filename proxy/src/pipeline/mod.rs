@@ -142,7 +142,9 @@ async fn run(mut ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError> 
         .api_config()
         .is_some_and(|a| a.protocol == portico_config::Protocol::WebSocket)
     {
-        return crate::websocket::serve(ex).await;
+        // Boxed: a handshake is rare, and inline its future would make every request's
+        // (which hyper keeps per connection) half again as large.
+        return Box::pin(crate::websocket::serve(ex)).await;
     }
     // The management listener serves @connections and nothing else.
     if ex.conn.management {
@@ -162,7 +164,11 @@ async fn run(mut ex: Exchange<'_>) -> Result<Response<ProxyBody>, GatewayError> 
     phase!(limits::phase(&mut ex).await);
     // The stage's response cache, then one dispatch: pass-through (streamed both ways),
     // mapped, MOCK or Lambda.
-    cache::call(ex).await
+    if cache::applies(&ex) {
+        cache::call(ex).await
+    } else {
+        integrate::call(ex).await
+    }
 }
 
 #[cfg(test)]
