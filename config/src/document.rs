@@ -157,6 +157,42 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// Longest data key of a Secret (a DNS subdomain's length).
+pub const MAX_SECRET_DATA_KEY_LEN: usize = 253;
+
+impl SecretKeyRef {
+    /// Its data key in the operator's credentials Secret (written by the operator, read by
+    /// the proxies): `<namespace>.<name>.<key>`, each part escaped so that only
+    /// `[A-Za-z0-9-]` stay as they are and every other byte becomes `_XX` (uppercase hex),
+    /// one to one; past 253 characters, `sha256.<hex>` of the three parts.
+    pub fn data_key(&self) -> String {
+        fn escape(part: &str, out: &mut String) {
+            for b in part.bytes() {
+                if b.is_ascii_alphanumeric() || b == b'-' {
+                    out.push(char::from(b));
+                } else {
+                    out.push_str(&format!("_{b:02X}"));
+                }
+            }
+        }
+        let mut out = String::new();
+        escape(&self.namespace, &mut out);
+        out.push('.');
+        escape(&self.name, &mut out);
+        out.push('.');
+        escape(&self.key, &mut out);
+        if out.len() <= MAX_SECRET_DATA_KEY_LEN {
+            return out;
+        }
+        let mut h = Sha256::new();
+        for part in [&self.namespace, &self.name, &self.key] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        format!("sha256.{}", hex::encode(h.finalize()))
+    }
+}
+
 /// An API's CORS policy, normalised at compile time.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -37,40 +37,17 @@ pub const SECRET_SUFFIX: &str = "-credentials";
 /// Annotation (on the ConfigMap and on the Secret) holding [`version`] of the Secret's data.
 pub const VERSION_ANNOTATION: &str = "portico.dev/credentials-version";
 /// The longest data key the API server accepts.
-pub const MAX_KEY_LEN: usize = 253;
+pub const MAX_KEY_LEN: usize = portico_config::MAX_SECRET_DATA_KEY_LEN;
 
 /// The credentials Secret's name for ConfigMap `config_map_name`.
 pub fn secret_name(config_map_name: &str) -> String {
     format!("{config_map_name}{SECRET_SUFFIX}")
 }
 
-fn escape(part: &str, out: &mut String) {
-    for b in part.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("_{b:02X}"));
-        }
-    }
-}
-
-/// The data key holding the value of `r` (see the module docs).
+/// The data key holding the value of `r` (see the module docs; one definition, in
+/// `portico_config`, shared with the proxies that read it).
 pub fn data_key(r: &SecretKeyRef) -> String {
-    let mut out = String::new();
-    escape(&r.namespace, &mut out);
-    out.push('.');
-    escape(&r.name, &mut out);
-    out.push('.');
-    escape(&r.key, &mut out);
-    if out.len() <= MAX_KEY_LEN {
-        return out;
-    }
-    let mut h = Sha256::new();
-    for part in [&r.namespace, &r.name, &r.key] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    format!("sha256.{}", hex::encode(h.finalize()))
+    r.data_key()
 }
 
 /// Every SecretKeyRef the config names.

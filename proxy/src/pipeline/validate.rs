@@ -166,15 +166,26 @@ pub fn check_body(
     let RouteValidation::Checks(checks) = v else {
         return Ok(());
     };
-    let Some(validator) = select(checks, headers) else {
-        return Ok(());
-    };
-    let errors = match errors_of(validator, body) {
-        None => return Ok(()),
-        Some(e) => e,
-    };
-    ctx.validation_error = Some(errors.into());
-    Err(GatewayError::BadRequestBody)
+    match select(checks, headers) {
+        Some(validator) => check_with(ctx, validator, body),
+        None => Ok(()),
+    }
+}
+
+/// `body` against `validator`: 400 BAD_REQUEST_BODY with the errors in
+/// `$context.error.validationErrorString` when it does not match.
+fn check_with(
+    ctx: &mut RequestCtx,
+    validator: &jsonschema::Validator,
+    body: &[u8],
+) -> Result<(), GatewayError> {
+    match errors_of(validator, body) {
+        None => Ok(()),
+        Some(errors) => {
+            ctx.validation_error = Some(errors.into());
+            Err(GatewayError::BadRequestBody)
+        }
+    }
 }
 
 /// Checks a WebSocket message against the model its route selects by `key` (the value its
@@ -195,15 +206,9 @@ pub fn check_body_keyed(
             .find(|(c, _)| &**c == k)
             .map(|(_, v)| &**v)
     };
-    let Some(validator) = find(&key.to_ascii_lowercase()).or_else(|| find("$default")) else {
-        return Ok(());
-    };
-    match errors_of(validator, body) {
+    match find(&key.to_ascii_lowercase()).or_else(|| find("$default")) {
+        Some(validator) => check_with(ctx, validator, body),
         None => Ok(()),
-        Some(errors) => {
-            ctx.validation_error = Some(errors.into());
-            Err(GatewayError::BadRequestBody)
-        }
     }
 }
 

@@ -329,23 +329,7 @@ async fn limits_close_with_aws_codes() {
     // A masked text frame whose payload is not UTF-8 (0xff), sent by hand.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = proxy.url("").trim_start_matches("http://").to_string();
-    let mut s = TcpStream::connect(&addr).await.unwrap();
-    s.write_all(
-        format!("GET /prod HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut s = raw_handshake(&addr).await;
     let mask = [1u8, 2, 3, 4];
     s.write_all(&[
         0x81,
@@ -690,19 +674,7 @@ async fn malformed_frames_close_one_socket_and_never_the_gateway() {
         cases.push((0..64).map(|_| next() as u8).collect());
     }
     for (i, garbage) in cases.iter().enumerate() {
-        let mut s = TcpStream::connect(&addr).await.unwrap();
-        s.write_all(
-            format!("GET /prod HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b).await.unwrap();
-            head.push(b[0]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "case {i}");
+        let mut s = raw_handshake(&addr).await;
         let _ = s.write_all(garbage).await;
         // The end of the client's stream: a frame still waiting for its declared length
         // cannot wait on (the gateway would, until the idle timeout, as it should).
@@ -1000,4 +972,28 @@ async fn models_and_templates_are_picked_by_the_message() {
             json!({"type": "market"})
         ]
     );
+}
+
+/// A WebSocket handshake written by hand on a raw socket (for frames no client library
+/// sends): the 101 is read and checked; the socket is returned right after it.
+async fn raw_handshake(addr: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET /prod HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
 }

@@ -18,7 +18,6 @@ use crate::runtime::Secrets;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use portico_config::{GatewayConfig, SecretKeyRef};
-use ring::digest;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -28,8 +27,6 @@ use super::configmap::Meta;
 pub const SECRET_SUFFIX: &str = "-credentials";
 /// Annotation (on the ConfigMap and on the Secret): the version of the Secret's data.
 pub const VERSION_ANNOTATION: &str = "portico.dev/credentials-version";
-/// The longest data key the API server accepts.
-const MAX_KEY_LEN: usize = 253;
 
 /// The credentials Secret's name for ConfigMap `config_map_name`.
 pub fn secret_name(config_map_name: &str) -> String {
@@ -75,35 +72,9 @@ impl Secret {
     }
 }
 
-fn escape(part: &str, out: &mut String) {
-    for b in part.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("_{b:02X}"));
-        }
-    }
-}
-
-/// The data key holding the value of `r` (as `operator/src/credentials.rs`).
+/// The data key holding the value of `r` (the operator's, from `portico_config`).
 pub fn data_key(r: &SecretKeyRef) -> String {
-    let mut out = String::new();
-    escape(&r.namespace, &mut out);
-    out.push('.');
-    escape(&r.name, &mut out);
-    out.push('.');
-    escape(&r.key, &mut out);
-    if out.len() <= MAX_KEY_LEN {
-        return out;
-    }
-    let mut input = Vec::new();
-    for part in [&r.namespace, &r.name, &r.key] {
-        input.extend_from_slice(part.as_bytes());
-        input.push(0);
-    }
-    let hash = digest::digest(&digest::SHA256, &input);
-    let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256.{hex}")
+    r.data_key()
 }
 
 /// Every SecretKeyRef the config names.
