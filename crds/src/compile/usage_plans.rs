@@ -311,6 +311,26 @@ pub(crate) fn find_secret_value<'s>(
         .ok_or(SecretLookup::NoKey)
 }
 
+/// Whether plans `a` and `b` share a stage (memoized per pair; `sets` holds each plan's
+/// stage ids).
+fn shares_stage(
+    memo: &mut std::collections::HashMap<(String, String), bool>,
+    sets: &mut std::collections::HashMap<String, std::collections::HashSet<String>>,
+    a: &UsagePlan,
+    b: &UsagePlan,
+) -> bool {
+    let pair = (a.id.clone(), b.id.clone());
+    if let Some(&v) = memo.get(&pair) {
+        return v;
+    }
+    let set = sets
+        .entry(a.id.clone())
+        .or_insert_with(|| a.stages.iter().map(|s| s.stage_id.clone()).collect());
+    let v = b.stages.iter().any(|s| set.contains(&s.stage_id));
+    memo.insert(pair, v);
+    v
+}
+
 /// Secrets by namespace and name, built once per compile: every ApiKey (and WebSocket
 /// credential) looks its Secret up here instead of scanning the list (a fleet has as many
 /// Secrets as keys).
@@ -352,6 +372,11 @@ fn compile_keys(
         .collect();
     let mut seen_hashes: BTreeMap<KeyHash, ObjectRef> = BTreeMap::new();
     let secrets = SecretIndex::new(&snapshot.secrets);
+    // Whether two plans share a stage, computed once per pair.
+    let mut overlaps: std::collections::HashMap<(String, String), bool> =
+        std::collections::HashMap::new();
+    let mut stage_sets: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
     let mut out = Vec::new();
     for (obj, key) in &inputs.api_keys {
         let spec = &key.spec;
@@ -406,7 +431,10 @@ fn compile_keys(
         seen_hashes.insert(hash.clone(), obj.clone());
 
         let mut usage_plans: Vec<String> = Vec::new();
-        let mut stages_taken: BTreeMap<&str, &str> = BTreeMap::new();
+        // The plans this key is in so far: a further plan may not share a stage with one
+        // (checked per pair of plans, once per compile: a key's stages are not enumerated,
+        // which made 100,000 keys on a plan of 5,000 stages quadratic).
+        let mut accepted: Vec<&UsagePlan> = Vec::new();
         for (i, r) in spec.usage_plan_refs.iter().enumerate() {
             let ns = r.namespace.as_deref().unwrap_or(&obj.namespace);
             let target = ObjectRef::new("UsagePlan", ns, &r.name);
@@ -429,10 +457,10 @@ fn compile_keys(
                 continue;
             };
             // AWS: a key belongs to at most one plan per stage.
-            if let Some(other) = plan
-                .stages
+            if let Some(other) = accepted
                 .iter()
-                .find_map(|s| stages_taken.get(s.stage_id.as_str()))
+                .find(|p| shares_stage(&mut overlaps, &mut stage_sets, p, plan))
+                .map(|p| p.id.as_str())
             {
                 diags.error(
                     obj,
@@ -444,9 +472,7 @@ fn compile_keys(
                 );
                 continue;
             }
-            for s in &plan.stages {
-                stages_taken.insert(&s.stage_id, &plan.id);
-            }
+            accepted.push(plan);
             usage_plans.push(pid);
         }
         usage_plans.sort();
