@@ -63,6 +63,9 @@ pub struct Runtime {
     pub key_plans: Vec<Vec<(usize, Arc<str>)>>,
     /// Per stage (index into `config.stages`): the counter id of its stage-wide bucket.
     pub stage_bucket_ids: Vec<Arc<str>>,
+    /// Per usage plan (index into `config.usage_plans`): its stages by id, as indices into
+    /// its `stages` (a plan may cover thousands: a lookup, not a scan, per request).
+    pub plan_stages: Vec<HashMap<Box<str>, usize>>,
     /// Whether some function gets request headers in a REST-style event (a 1.0 Lambda proxy
     /// event, a REQUEST authorizer), whose names keep the client's spelling: connections
     /// then capture their raw request heads.
@@ -369,7 +372,19 @@ impl Runtime {
                 .values()
                 .any(|z| matches!(z, portico_config::Authorizer::Request(_)))
         });
+        let plan_stages = config
+            .usage_plans
+            .iter()
+            .map(|p| {
+                p.stages
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| (Box::<str>::from(s.stage_id.as_str()), j))
+                    .collect()
+            })
+            .collect();
         Runtime {
+            plan_stages,
             secrets: Secrets::new(),
             header_spelling,
             compression: config

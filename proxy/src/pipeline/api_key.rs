@@ -63,13 +63,9 @@ pub fn apply(ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), GatewayErr
     }
     let stage_id = ctx.stage_config().map_or("", |s| s.id.as_str());
     // AWS: a key is accepted on a stage only through a usage plan of that stage.
-    let plan = rt.key_plans[key].iter().find_map(|&(i, _)| {
-        rt.config.usage_plans[i]
-            .stages
-            .iter()
-            .any(|s| s.stage_id == stage_id)
-            .then_some(i)
-    });
+    let plan = rt.key_plans[key]
+        .iter()
+        .find_map(|&(i, _)| rt.plan_stages[i].contains_key(stage_id).then_some(i));
     let Some(plan) = plan else {
         return Err(GatewayError::InvalidApiKey);
     };

@@ -71,10 +71,9 @@ fn checks(ctx: &RequestCtx) -> (Vec<Check>, Option<(Arc<str>, portico_config::Qu
                 || Arc::from(plan_quota_id(&plan.id, key)),
                 |(_, id)| id.clone(),
             );
-        let method = plan
-            .stages
-            .iter()
-            .find(|s| s.stage_id == stage_id)
+        let method = rt.plan_stages[m.plan]
+            .get(stage_id)
+            .map(|&j| &plan.stages[j])
             .and_then(|s| s.method_throttles.get(route_id));
         if let Some(t) = method.or(plan.throttle.as_ref()) {
             let id = match method {
