@@ -1151,6 +1151,48 @@ pub fn is_normalised_base_path(p: &str) -> bool {
 #[cfg(test)]
 mod tests {
 
+    fn r(ns: &str, name: &str, key: &str) -> SecretKeyRef {
+        SecretKeyRef {
+            namespace: ns.into(),
+            name: name.into(),
+            key: key.into(),
+        }
+    }
+
+    /// The credentials Secret's data keys (written by the operator, read by the proxies).
+    #[test]
+    fn data_keys_are_escaped_one_to_one_and_valid_secret_keys() {
+        assert_eq!(
+            r("team-a", "chat-management", "secretAccessKey").data_key(),
+            "team-a.chat-management.secretAccessKey"
+        );
+        assert_eq!(r("a", "b.c", "d").data_key(), "a.b_2Ec.d");
+        assert_eq!(r("a", "b", "c.d").data_key(), "a.b.c_2Ed");
+        assert_eq!(r("a", "b", "c_d").data_key(), "a.b.c_5Fd");
+        assert_eq!(r("a", "b", "c_2Ed").data_key(), "a.b.c_5F2Ed");
+        let long = r("ns", &"n".repeat(200), &"k".repeat(100)).data_key();
+        assert_eq!(
+            long,
+            "sha256.872965acd2b58b89578e8c036239565c0d68bc402c75cb9942ac8f35c5f043d5"
+        );
+        assert!(
+            long.starts_with("sha256.") && long.len() == 7 + 64,
+            "{long}"
+        );
+        for k in [
+            r("a", "b.c", "d").data_key(),
+            r("a", "b", "c_d").data_key(),
+            long,
+        ] {
+            assert!(k.len() <= MAX_SECRET_DATA_KEY_LEN);
+            assert!(
+                k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
+                "{k}"
+            );
+        }
+    }
+
     /// Issue 16: a Stage's `configVersion` is what serves it, so a change to another
     /// stage's API leaves it as it was, and a change to its own API, its plan or one of the
     /// plan's keys changes it.

@@ -132,48 +132,6 @@ pub fn secret(namespace: &str, name: &str, data: &BTreeMap<String, Vec<u8>>) -> 
 mod tests {
     use super::*;
 
-    fn r(ns: &str, name: &str, key: &str) -> SecretKeyRef {
-        SecretKeyRef {
-            namespace: ns.into(),
-            name: name.into(),
-            key: key.into(),
-        }
-    }
-
-    /// The same vectors are in proxy/src/source/kube/credentials.rs.
-    #[test]
-    fn data_keys_are_escaped_one_to_one_and_valid_secret_keys() {
-        assert_eq!(
-            data_key(&r("team-a", "chat-management", "secretAccessKey")),
-            "team-a.chat-management.secretAccessKey"
-        );
-        assert_eq!(data_key(&r("a", "b.c", "d")), "a.b_2Ec.d");
-        assert_eq!(data_key(&r("a", "b", "c.d")), "a.b.c_2Ed");
-        assert_eq!(data_key(&r("a", "b", "c_d")), "a.b.c_5Fd");
-        assert_eq!(data_key(&r("a", "b", "c_2Ed")), "a.b.c_5F2Ed");
-        let long = data_key(&r("ns", &"n".repeat(200), &"k".repeat(100)));
-        assert_eq!(
-            long,
-            "sha256.872965acd2b58b89578e8c036239565c0d68bc402c75cb9942ac8f35c5f043d5"
-        );
-        assert!(
-            long.starts_with("sha256.") && long.len() == 7 + 64,
-            "{long}"
-        );
-        for k in [
-            data_key(&r("a", "b.c", "d")),
-            data_key(&r("a", "b", "c_d")),
-            long,
-        ] {
-            assert!(k.len() <= MAX_KEY_LEN);
-            assert!(
-                k.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
-                "{k}"
-            );
-        }
-    }
-
     #[test]
     fn the_version_changes_with_any_key_or_value_and_reveals_neither() {
         let a = BTreeMap::from([("k".to_string(), b"v".to_vec())]);

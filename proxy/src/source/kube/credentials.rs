@@ -121,23 +121,6 @@ mod tests {
         }
     }
 
-    /// The vectors of operator/src/credentials.rs.
-    #[test]
-    fn data_keys_match_the_operators() {
-        assert_eq!(
-            data_key(&r("team-a", "chat-management", "secretAccessKey")),
-            "team-a.chat-management.secretAccessKey"
-        );
-        assert_eq!(data_key(&r("a", "b.c", "d")), "a.b_2Ec.d");
-        assert_eq!(data_key(&r("a", "b", "c.d")), "a.b.c_2Ed");
-        assert_eq!(data_key(&r("a", "b", "c_d")), "a.b.c_5Fd");
-        assert_eq!(data_key(&r("a", "b", "c_2Ed")), "a.b.c_5F2Ed");
-        assert_eq!(
-            data_key(&r("ns", &"n".repeat(200), &"k".repeat(100))),
-            "sha256.872965acd2b58b89578e8c036239565c0d68bc402c75cb9942ac8f35c5f043d5"
-        );
-    }
-
     #[test]
     fn resolve_takes_the_named_keys_and_reports_the_missing_ones() {
         let mut config = GatewayConfig::empty();
