@@ -17,6 +17,7 @@
 
 pub mod backend_uri;
 pub mod diagnostic;
+pub mod distribution;
 pub mod document;
 pub mod gateway_response;
 pub mod model;
