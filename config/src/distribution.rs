@@ -416,7 +416,7 @@ mod tests {
         let id = format!("restapi/t/a{i:04}");
         Api {
             id: id.clone(),
-            source: ObjectRef::new("RestApi", "t", &format!("a{i:04}")),
+            source: ObjectRef::new("RestApi", "t", format!("a{i:04}")),
             name: format!("a{i:04}"),
             protocol: Protocol::Rest,
             routes: vec![Route {
@@ -457,7 +457,7 @@ mod tests {
     fn stage(i: usize) -> Stage {
         Stage {
             id: format!("stage/t/s{i:04}"),
-            source: ObjectRef::new("Stage", "t", &format!("s{i:04}")),
+            source: ObjectRef::new("Stage", "t", format!("s{i:04}")),
             api_id: format!("restapi/t/a{i:04}"),
             name: "prod".into(),
             base_path: format!("/a{i:04}"),
@@ -474,7 +474,7 @@ mod tests {
     fn key(i: usize) -> ApiKey {
         ApiKey {
             id: format!("apikey/t/k{i:05}"),
-            source: ObjectRef::new("ApiKey", "t", &format!("k{i:05}")),
+            source: ObjectRef::new("ApiKey", "t", format!("k{i:05}")),
             hash: KeyHash::of(format!("value-{i}").as_bytes()),
             enabled: true,
             usage_plans: vec!["usageplan/t/p".into()],
