@@ -16,7 +16,7 @@
 //! A request reaches what it runs on through one [`RouteHandle`] (stage, deployment, route),
 //! set by routing and resolved by the accessors of `RequestCtx`.
 
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::{LazyRouteMetrics, Metrics, RouteFamilies, RouteMetrics};
 use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::integrate::{self, CompiledIntegration};
 use crate::pipeline::respond::GatewayResponses;
@@ -48,6 +48,9 @@ pub struct Runtime {
     pub default_responses: GatewayResponses,
     /// Metrics of requests no stage matched.
     pub unmatched: RouteMetrics,
+    /// The per-route metric families, from which a route's series are made on its first
+    /// request ([`LazyRouteMetrics`]).
+    pub route_families: RouteFamilies,
     /// JWT verifiers by authorizer id (key sets derived from the config).
     pub authorizers: crate::pipeline::auth::Authorizers,
     /// What a request no stage matches answers: RESOURCE_NOT_FOUND when every API is an
@@ -110,8 +113,9 @@ pub struct CompiledStage {
     pub canary_sticky: Option<portico_config::CanarySticky>,
     /// Forced assignment: the header that picks the side.
     pub canary_force: Option<portico_config::CanaryForceHeader>,
-    /// Metrics of requests on this stage that matched no route.
-    pub unmatched: RouteMetrics,
+    /// Metrics of requests on this stage that matched no route (labels: the primary's API
+    /// id and the stage name, empty resource and method), made on first use.
+    pub unmatched: LazyRouteMetrics,
     /// Access log format, when logging is on.
     pub access_log: Option<Template>,
 }
@@ -124,6 +128,9 @@ pub struct Deployment {
     pub api: usize,
     /// `stageVariables` of requests it serves.
     pub variables: BTreeMap<String, String>,
+    /// The `stage` label of its routes' metrics: the stage name, `<stage>/Canary` for a
+    /// canary.
+    pub metrics_stage: Box<str>,
     /// One per route of the API, same order as `api.routes`.
     pub routes: Vec<StageRoute>,
 }
@@ -154,8 +161,9 @@ pub struct StageRoute {
     pub validation: Option<Arc<RouteValidation>>,
     /// Integration timeout.
     pub timeout: Duration,
-    /// Metric handles (labels resolved once, here).
-    pub metrics: RouteMetrics,
+    /// Metric handles, made on the route's first request (labels: the API's id, the
+    /// deployment's `metrics_stage`, the route's resource path and method).
+    pub metrics: LazyRouteMetrics,
     /// Path parameter names in template order.
     pub param_names: Vec<Arc<str>>,
     /// The stage cache, when this method of this deployment uses it.
@@ -167,6 +175,41 @@ impl Runtime {
     #[inline]
     pub fn deployment(&self, h: RouteHandle) -> &Deployment {
         &self.stages[h.stage as usize].deployments[h.deployment as usize]
+    }
+
+    /// The series a request counts in: its route's, its stage's unmatched ones when no
+    /// route matched, the gateway's when no stage did. A route's and a stage's series are
+    /// made on their first request.
+    pub fn metrics(&self, h: Option<RouteHandle>) -> &RouteMetrics {
+        let Some(h) = h else {
+            return &self.unmatched;
+        };
+        let stage = &self.stages[h.stage as usize];
+        let deployment = &stage.deployments[h.deployment as usize];
+        match h.route {
+            Some(r) => {
+                let api = &self.config.apis[deployment.api];
+                let route = &api.routes[r as usize];
+                deployment.routes[r as usize]
+                    .metrics
+                    .get(&self.route_families, || {
+                        [
+                            &api.id,
+                            &deployment.metrics_stage,
+                            &route.resource_path,
+                            &route.http_method,
+                        ]
+                    })
+            }
+            None => stage.unmatched.get(&self.route_families, || {
+                [
+                    &self.config.apis[stage.deployments[0].api].id,
+                    &self.config.stages[h.stage as usize].name,
+                    "",
+                    "",
+                ]
+            }),
+        }
     }
 
     /// The route `h` names, when it names one.
@@ -265,12 +308,7 @@ impl Runtime {
                                     integration,
                                     validation: validation[r].clone(),
                                     timeout: Duration::from_millis(route.timeout_ms),
-                                    metrics: metrics.route(
-                                        &api.id,
-                                        metrics_stage,
-                                        &route.resource_path,
-                                        &route.http_method,
-                                    ),
+                                    metrics: LazyRouteMetrics::default(),
                                     param_names,
                                     cache: cache.and_then(|c| {
                                         crate::pipeline::cache::RouteCache::build(
@@ -294,6 +332,7 @@ impl Runtime {
                         Deployment {
                             api: api_idx,
                             variables: variables.clone(),
+                            metrics_stage: metrics_stage.into(),
                             routes,
                         }
                     };
@@ -317,7 +356,7 @@ impl Runtime {
                     canary_ppm,
                     canary_sticky,
                     canary_force,
-                    unmatched: metrics.route(&config.apis[api_idx].id, &stage.name, "", ""),
+                    unmatched: LazyRouteMetrics::default(),
                     access_log: stage
                         .access_log
                         .as_ref()
@@ -402,6 +441,7 @@ impl Runtime {
             stage_table: StageTable::new(&config.stages),
             default_responses: GatewayResponses::build(&BTreeMap::new(), Protocol::Rest),
             unmatched: metrics.route("", "", "", ""),
+            route_families: metrics.routes.clone(),
             no_stage: if all_http {
                 GatewayResponseType::ResourceNotFound
             } else {

@@ -184,12 +184,11 @@ pub fn finish(
         .exact()
         .or_else(|| super::limits::content_length(resp.headers()));
     ctx.response_latency = ctx.start.elapsed();
-    let metrics = match (ctx.stage(), ctx.stage_route()) {
-        (_, Some(r)) => &r.metrics,
-        (Some(s), None) => &s.unmatched,
-        (None, None) => &ctx.runtime.unmatched,
-    };
-    metrics.record(ctx.status, ctx.response_latency, ctx.integration_latency);
+    ctx.runtime.metrics(ctx.handle).record(
+        ctx.status,
+        ctx.response_latency,
+        ctx.integration_latency,
+    );
     if crate::access_log::wants_line(&ctx) {
         shared.access_log.log(ctx);
     }

@@ -387,6 +387,37 @@ async fn integration_timeouts_failures_and_fail_closed_routes() {
 }
 
 #[tokio::test]
+async fn a_route_has_series_once_it_served_a_request_and_not_before() {
+    let p = start_proxy(mk_config(
+        Protocol::Rest,
+        vec![mk_route("GET", "/served"), mk_route("GET", "/idle")],
+    ))
+    .await;
+    let before = p.metrics.encode();
+    assert!(!before.contains(r#"stage="dev""#), "{before}");
+    send(p.addr, get("/dev/served")).await;
+    send(p.addr, get("/dev/nothing-here")).await;
+    let m = p.metrics.encode();
+    assert!(
+        m.contains(r#"portico_count{api="restapi/default/t",method="GET",resource="/served",stage="dev"} 1"#),
+        "{m}"
+    );
+    // All five series of a route appear together: a 4XX count of 0 is a value, not a gap.
+    assert!(
+        m.contains(r#"portico_4xx_error{api="restapi/default/t",method="GET",resource="/served",stage="dev"} 0"#),
+        "{m}"
+    );
+    // The stage's unmatched requests: the stage's API, empty resource and method.
+    assert!(
+        m.contains(
+            r#"portico_4xx_error{api="restapi/default/t",method="",resource="",stage="dev"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(!m.contains(r#"resource="/idle""#), "{m}");
+}
+
+#[tokio::test]
 async fn access_log_lines_are_rendered_off_the_request_path() {
     let mut config = mk_config(Protocol::Rest, vec![mk_route("GET", "/pets")]);
     config.stages[0].access_log = Some(AccessLogSettings {
