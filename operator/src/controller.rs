@@ -64,6 +64,11 @@ pub struct RunArgs {
     /// Name of the GatewayConfig ConfigMap.
     #[arg(long, default_value = publish::DEFAULT_CONFIG_MAP_NAME)]
     pub config_map_name: String,
+    /// A GatewayConfig stored larger than this (gzipped when large) is published as shards of
+    /// about this many bytes of JSON under an index in the ConfigMap
+    /// (`docs/config-distribution.md`); at most this size it stays one ConfigMap.
+    #[arg(long, default_value_t = publish::DEFAULT_SHARD_BYTES, value_parser = parse_shard_bytes)]
+    pub config_shard_bytes: usize,
     /// Name of the leader election Lease.
     #[arg(long, default_value = "portico-operator")]
     pub lease_name: String,
@@ -89,6 +94,17 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// `--config-shard-bytes`: from 1 KiB to half a ConfigMap (a shard a little over the target
+/// must still fit).
+fn parse_shard_bytes(s: &str) -> std::result::Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let max = publish::MAX_CONFIG_MAP_BYTES / 2;
+    if !(1024..=max).contains(&n) {
+        return Err(format!("{n} is not between 1024 and {max}"));
+    }
+    Ok(n)
 }
 
 /// The current time as RFC 3339 with second precision (condition timestamps).
@@ -348,7 +364,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         client.clone(),
         &args.config_map_namespace,
         &args.config_map_name,
-        Limits::default(),
+        Limits {
+            shard_bytes: args.config_shard_bytes,
+            ..Limits::default()
+        },
         metrics.clone(),
         Some(identity.clone()),
     );
@@ -756,6 +775,7 @@ mod tests {
         let limits = Limits {
             gzip_above: 10,
             max_bytes: 20,
+            ..Limits::default()
         };
         let (ctx, verifier) = Context::test(limits);
         let server = verifier.run(|mut s| async move {

@@ -1,29 +1,41 @@
-//! Publishing the compiled `GatewayConfig` into ONE ConfigMap that the proxies watch, and the
-//! secret values it references into ONE Secret next to it ([`crate::credentials`]).
+//! Publishing the compiled `GatewayConfig` into ConfigMaps that the proxies watch: ONE
+//! ConfigMap while it is small, shards under an index past `Limits::shard_bytes`
+//! (`docs/config-distribution.md`); and the secret values it references into ONE Secret next to
+//! it ([`crate::credentials`]).
 //!
 //! ```text
-//!  GatewayConfig ─to_json─> JSON ─< gzip_above? ──yes──> gzip ─> binaryData["gateway-config.json.gz"]
-//!                                        └──no───> data["gateway-config.json"]
-//!  annotation portico.dev/config-version = content_hash   (server-side apply, field manager
-//!  "portico-operator", forced)
+//!  GatewayConfig ─to_json─> stored size (gzipped when large) <= shard_bytes?
+//!   ├─yes─ ONE ConfigMap <name>: ─< gzip_above? ──yes──> gzip ─> binaryData["gateway-config.json.gz"]
+//!   │                                   └──no───> data["gateway-config.json"]
+//!   │       then delete the shard ConfigMaps this replica knows of (a fleet that shrank)
+//!   └─no── distribution::split ─> shards + index
+//!           1. ConfigMap <name>-<kind>-<n> per shard whose hash changed:
+//!              binaryData["gateway-config-shard.json.gz"], label portico.dev/config-of=<name>,
+//!              annotation portico.dev/shard-version = the shard's hash
+//!           2. ConfigMap <name>: data["gateway-config-index.json"] (the index)
+//!           3. delete the shard ConfigMaps the index no longer names
+//!  annotation portico.dev/config-version = content_hash   (on <name>, both ways; server-side
+//!  apply, field manager "portico-operator", forced)
 //!  annotation portico.dev/credentials-version = credentials::version   (only with credentials)
 //!
 //!  referenced secret values ─> Secret "<name>-credentials"   (same apply, written FIRST)
 //! ```
 //!
 //! Entry point: [`Publisher::publish`]. It is idempotent: it remembers the last published
-//! hashes (seeded from the live ConfigMap's annotations, and the live Secret's content, on
-//! first use) and makes no request when they are unchanged. A config that does not fit even
-//! gzipped is refused with [`Error::ConfigTooLarge`] and the previous ConfigMap (and Secret)
-//! are left alone. No secret value is ever written into the ConfigMap.
+//! hashes (seeded from the live ConfigMap's annotations, its index and, when it holds one, one
+//! list of the shard ConfigMaps by label, and the live Secret's content, on first use) and makes
+//! no request when they are unchanged. A config (or one shard) that does not fit even gzipped is
+//! refused with [`Error::ConfigTooLarge`] and the previous ConfigMaps (and Secret) are left
+//! alone. No secret value is ever written into a ConfigMap.
 
 use crate::credentials;
 use crate::{Error, MANAGER, Result};
 use flate2::{Compression, write::GzEncoder};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use portico_config::GatewayConfig;
+use portico_config::distribution::{self, Index, Shard};
 use std::collections::BTreeMap;
 use std::io::Write;
 use tokio::sync::Mutex;
@@ -40,6 +52,17 @@ pub const DEFAULT_CONFIG_MAP_NAME: &str = "portico-gateway-config";
 pub const GZIP_THRESHOLD: usize = 512 * 1024;
 /// The most a ConfigMap may hold (`data` + `binaryData`), as enforced by the API server.
 pub const MAX_CONFIG_MAP_BYTES: usize = 1024 * 1024;
+/// `data` key of the index, in the named ConfigMap, when the config is sharded.
+pub const INDEX_KEY: &str = "gateway-config-index.json";
+/// `binaryData` key of a shard's gzipped JSON document.
+pub const SHARD_KEY: &str = "gateway-config-shard.json.gz";
+/// Label on every shard ConfigMap: the name of the index ConfigMap it belongs to.
+pub const CONFIG_OF_LABEL: &str = "portico.dev/config-of";
+/// Annotation holding a shard's content hash (as its index entry names it).
+pub const SHARD_VERSION_ANNOTATION: &str = "portico.dev/shard-version";
+/// Default of `--config-shard-bytes`: a config stored larger is sharded, into shards of about
+/// this many bytes of JSON.
+pub const DEFAULT_SHARD_BYTES: usize = 256 * 1024;
 
 /// Size thresholds; tests use small ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +71,9 @@ pub struct Limits {
     pub gzip_above: usize,
     /// A payload over this many bytes is not published.
     pub max_bytes: usize,
+    /// A config stored larger than this (gzipped when large) is published as shards of about
+    /// this many bytes of JSON under an index.
+    pub shard_bytes: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +81,7 @@ impl Default for Limits {
         Self {
             gzip_above: GZIP_THRESHOLD,
             max_bytes: MAX_CONFIG_MAP_BYTES,
+            shard_bytes: DEFAULT_SHARD_BYTES,
         }
     }
 }
@@ -88,10 +115,15 @@ pub fn encode(json: &str, limits: Limits) -> Result<Payload> {
     if json.len() < limits.gzip_above {
         return Ok(Payload::Json(json.to_string()));
     }
+    gzip(json, GZIP_KEY, limits)
+}
+
+/// Gzips `json` (stored under `key`) and enforces the size limit.
+fn gzip(json: &str, key: &str, limits: Limits) -> Result<Payload> {
     let mut gz = GzEncoder::new(Vec::new(), Compression::best());
     gz.write_all(json.as_bytes())?;
     let bytes = gz.finish()?;
-    if bytes.len() + GZIP_KEY.len() > limits.max_bytes {
+    if bytes.len() + key.len() > limits.max_bytes {
         return Err(Error::ConfigTooLarge {
             json_bytes: json.len(),
             gzipped_bytes: bytes.len(),
@@ -101,7 +133,31 @@ pub fn encode(json: &str, limits: Limits) -> Result<Payload> {
     Ok(Payload::Gzip(bytes))
 }
 
-/// The ConfigMap as applied (only the fields this operator owns).
+/// True when `json` is published as one ConfigMap: its stored size (gzipped when at least
+/// `gzip_above`; the fast level decides, the stored one is at least as small) is at most
+/// `shard_bytes`.
+pub fn fits_one(json: &str, limits: Limits) -> Result<bool> {
+    if json.len() <= limits.shard_bytes {
+        return Ok(true);
+    }
+    if json.len() < limits.gzip_above {
+        return Ok(false);
+    }
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(json.as_bytes())?;
+    Ok(gz.finish()?.len() <= limits.shard_bytes)
+}
+
+/// What the named ConfigMap holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// The whole config.
+    Whole(Payload),
+    /// The index of the shards (JSON).
+    Index(String),
+}
+
+/// The named ConfigMap as applied (only the fields this operator owns).
 /// `credentials_version`: [`credentials::version`] of the credentials Secret's data, when the
 /// config references credentials.
 pub fn config_map(
@@ -111,12 +167,32 @@ pub fn config_map(
     credentials_version: Option<&str>,
     payload: Payload,
 ) -> ConfigMap {
-    let (data, binary_data) = match payload {
-        Payload::Json(s) => (Some(BTreeMap::from([(DATA_KEY.to_string(), s)])), None),
-        Payload::Gzip(b) => (
+    named_config_map(
+        namespace,
+        name,
+        version,
+        credentials_version,
+        Content::Whole(payload),
+    )
+}
+
+/// The named ConfigMap holding `content`.
+pub fn named_config_map(
+    namespace: &str,
+    name: &str,
+    version: &str,
+    credentials_version: Option<&str>,
+    content: Content,
+) -> ConfigMap {
+    let (data, binary_data) = match content {
+        Content::Whole(Payload::Json(s)) => {
+            (Some(BTreeMap::from([(DATA_KEY.to_string(), s)])), None)
+        }
+        Content::Whole(Payload::Gzip(b)) => (
             None,
             Some(BTreeMap::from([(GZIP_KEY.to_string(), ByteString(b))])),
         ),
+        Content::Index(json) => (Some(BTreeMap::from([(INDEX_KEY.to_string(), json)])), None),
     };
     ConfigMap {
         metadata: ObjectMeta {
@@ -131,16 +207,7 @@ pub fn config_map(
                 .filter_map(|(k, v)| Some((k.to_string(), v?.to_string())))
                 .collect(),
             ),
-            labels: Some(BTreeMap::from([
-                (
-                    "app.kubernetes.io/managed-by".to_string(),
-                    MANAGER.to_string(),
-                ),
-                (
-                    "app.kubernetes.io/part-of".to_string(),
-                    "portico".to_string(),
-                ),
-            ])),
+            labels: Some(labels()),
             ..Default::default()
         },
         data,
@@ -149,15 +216,65 @@ pub fn config_map(
     }
 }
 
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            MANAGER.to_string(),
+        ),
+        (
+            "app.kubernetes.io/part-of".to_string(),
+            "portico".to_string(),
+        ),
+    ])
+}
+
+/// The ConfigMap name of shard `shard` (`keys-3`) of index `name`.
+pub fn shard_config_map_name(name: &str, shard: &str) -> String {
+    format!("{name}-{shard}")
+}
+
+/// Shard `shard`'s ConfigMap (`<index>-<shard>`): its gzipped document, labelled
+/// [`CONFIG_OF_LABEL`]` = index`, annotated with its hash.
+pub fn shard_config_map(
+    namespace: &str,
+    index: &str,
+    shard: &str,
+    hash: &str,
+    gzipped: Vec<u8>,
+) -> ConfigMap {
+    let mut labels = labels();
+    labels.insert(CONFIG_OF_LABEL.to_string(), index.to_string());
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(shard_config_map_name(index, shard)),
+            namespace: Some(namespace.to_string()),
+            annotations: Some(BTreeMap::from([(
+                SHARD_VERSION_ANNOTATION.to_string(),
+                hash.to_string(),
+            )])),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        binary_data: Some(BTreeMap::from([(
+            SHARD_KEY.to_string(),
+            ByteString(gzipped),
+        )])),
+        ..Default::default()
+    }
+}
+
 /// What [`Publisher::publish`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Published {
-    /// The ConfigMap was written with this version.
+    /// The ConfigMap (or the changed shards and the index) was written with this version.
     Written {
         /// Content hash.
         version: String,
-        /// Stored bytes.
+        /// Bytes written: the ConfigMap's payload, or the changed shards' and the index's.
         bytes: usize,
+        /// Shard ConfigMaps written (0 for one ConfigMap).
+        shards: usize,
     },
     /// The ConfigMap already holds this version and was not written (the credentials Secret
     /// may have been, when it had been deleted or edited).
@@ -186,9 +303,68 @@ struct Live {
     /// [`credentials::version`] of the live credentials Secret's data: `None` not read yet,
     /// `Some(None)` no such Secret.
     secret: Option<Option<String>>,
+    /// The ConfigMap's index (`None`: it holds the whole config, or nothing).
+    index: Option<Index>,
+    /// The live shard ConfigMaps, name -> [`SHARD_VERSION_ANNOTATION`]: listed on seeding when
+    /// the ConfigMap holds an index, then kept as written and deleted (`None`: not listed).
+    shards: Option<BTreeMap<String, String>>,
 }
 
-/// Writes the credentials Secret and the GatewayConfig ConfigMap, skipping unchanged ones.
+impl Live {
+    /// The live shards are exactly those the live index names, with its hashes (true when the
+    /// ConfigMap holds the whole config and no shard is known).
+    fn shards_consistent(&self, name: &str) -> bool {
+        let known = self.shards.as_ref();
+        match &self.index {
+            None => known.is_none_or(BTreeMap::is_empty),
+            Some(index) => known.is_some_and(|live| {
+                live.len() == index.shards.len()
+                    && index
+                        .shards
+                        .iter()
+                        .all(|s| live.get(&shard_config_map_name(name, &s.name)) == Some(&s.hash))
+            }),
+        }
+    }
+}
+
+/// What a sharded publish writes: the pure decision from the split and the live shards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardPlan {
+    /// Shards (by index name) whose ConfigMap is missing or holds another hash.
+    pub write: Vec<String>,
+    /// Shard ConfigMaps (by ConfigMap name) the index no longer names.
+    pub delete: Vec<String>,
+}
+
+/// The shards to write and the ConfigMaps to delete for `index` (of ConfigMap `name`), given the
+/// live shard ConfigMaps (name -> hash).
+pub fn plan_shards(name: &str, index: &Index, live: &BTreeMap<String, String>) -> ShardPlan {
+    let wanted: BTreeMap<String, &str> = index
+        .shards
+        .iter()
+        .map(|s| (shard_config_map_name(name, &s.name), s.hash.as_str()))
+        .collect();
+    ShardPlan {
+        write: index
+            .shards
+            .iter()
+            .filter(|s| {
+                live.get(&shard_config_map_name(name, &s.name))
+                    .map(String::as_str)
+                    != Some(s.hash.as_str())
+            })
+            .map(|s| s.name.clone())
+            .collect(),
+        delete: live
+            .keys()
+            .filter(|n| !wanted.contains_key(*n))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Writes the credentials Secret and the GatewayConfig ConfigMap(s), skipping unchanged ones.
 pub struct Publisher {
     api: Api<ConfigMap>,
     secrets: Api<Secret>,
@@ -201,7 +377,8 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher of ConfigMap `namespace/name` (and Secret `namespace/name-credentials`).
+    /// A publisher of ConfigMap `namespace/name` (its shards `namespace/name-<kind>-<n>`, and
+    /// Secret `namespace/name-credentials`).
     pub fn new(client: kube::Client, namespace: &str, name: &str, limits: Limits) -> Self {
         Self {
             api: Api::namespaced(client.clone(), namespace),
@@ -230,7 +407,26 @@ impl Publisher {
             .and_then(|l| l.config_version.clone())
     }
 
-    /// Publishes `config` unless the ConfigMap already holds its version, and the credentials
+    /// The live shard ConfigMaps (one list by label): name -> hash annotation.
+    async fn list_shards(&self) -> Result<BTreeMap<String, String>> {
+        let lp = ListParams::default().labels(&format!("{CONFIG_OF_LABEL}={}", self.name));
+        let list = self.api.list(&lp).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|cm| {
+                let name = cm.metadata.name?;
+                let hash = cm
+                    .metadata
+                    .annotations
+                    .and_then(|mut a| a.remove(SHARD_VERSION_ANNOTATION))
+                    .unwrap_or_default();
+                Some((name, hash))
+            })
+            .collect())
+    }
+
+    /// Publishes `config` unless the ConfigMap(s) already hold its version, and the credentials
     /// Secret (the values of the keys `config` references, from `secrets`) before it unless
     /// it already holds them. The ConfigMap's [`credentials::VERSION_ANNOTATION`] names the
     /// values' version, so a change of the values alone (a rotated secret) is a ConfigMap
@@ -247,13 +443,24 @@ impl Publisher {
         let mut guard = self.last.lock().await;
         if guard.is_none() {
             let live = self.api.get_opt(&self.name).await?;
+            let index = live
+                .as_ref()
+                .and_then(|cm| cm.data.as_ref()?.get(INDEX_KEY))
+                .and_then(|json| Index::from_json(json.as_bytes()).ok());
             let mut annotations = live
                 .and_then(|cm| cm.metadata.annotations)
                 .unwrap_or_default();
+            // The shards are listed only when the live ConfigMap is an index.
+            let shards = match index {
+                Some(_) => Some(self.list_shards().await?),
+                None => None,
+            };
             *guard = Some(Live {
                 config_version: annotations.remove(VERSION_ANNOTATION),
                 credentials_annotation: annotations.remove(credentials::VERSION_ANNOTATION),
                 secret: None,
+                index,
+                shards,
             });
         }
         let live = guard.as_mut().expect("seeded above");
@@ -276,14 +483,20 @@ impl Publisher {
             }
         };
         let write_config_map = live.config_version.as_deref() != Some(version.as_str())
-            || live.credentials_annotation != creds_version;
+            || live.credentials_annotation != creds_version
+            || !live.shards_consistent(&self.name);
         if !write_secret && !write_config_map {
             tracing::debug!(%version, "GatewayConfig and credentials unchanged; not publishing");
             return Ok(Published::Unchanged { version });
         }
-        // Refused before anything is written: a too large config publishes nothing.
-        let payload = if write_config_map {
-            Some(encode(&config.to_json(), self.limits)?)
+        // Refused before anything is written: a too large config (or shard) publishes nothing.
+        let content = if write_config_map {
+            let json = config.to_json();
+            Some(if fits_one(&json, self.limits)? {
+                Prepared::Whole(encode(&json, self.limits)?)
+            } else {
+                self.prepare_shards(config, live).await?
+            })
         } else {
             None
         };
@@ -300,18 +513,62 @@ impl Publisher {
             live.secret = Some(Some(credentials::version(&data)));
             tracing::info!(secret = %self.secret_name, keys = data.len(), "published the credentials Secret");
         }
-        let Some(payload) = payload else {
+        let Some(content) = content else {
             // Only the Secret was off (deleted or edited by hand): the ConfigMap stays as is.
             return Ok(Published::Unchanged { version });
         };
-        let bytes = payload.len();
-        let gzipped = matches!(payload, Payload::Gzip(_));
-        let cm = config_map(
+        let (named, mut bytes, shards, delete) = match content {
+            Prepared::Whole(payload) => {
+                let bytes = payload.len();
+                let gzipped = matches!(payload, Payload::Gzip(_));
+                tracing::info!(%version, bytes, gzipped, configmap = %self.name, "publishing GatewayConfig");
+                let delete: Vec<String> = live
+                    .shards
+                    .as_ref()
+                    .map(|s| s.keys().cloned().collect())
+                    .unwrap_or_default();
+                (Content::Whole(payload), bytes, 0, delete)
+            }
+            Prepared::Sharded {
+                index,
+                write,
+                delete,
+            } => {
+                // 1. The changed shards, before the index that names them.
+                let mut bytes = 0;
+                let count = write.len();
+                for (shard, hash, gz) in write {
+                    bytes += gz.len();
+                    let cm_name = shard_config_map_name(&self.name, &shard);
+                    let cm = shard_config_map(&self.namespace, &self.name, &shard, &hash, gz);
+                    self.api
+                        .patch(
+                            &cm_name,
+                            &PatchParams::apply(MANAGER).force(),
+                            &Patch::Apply(&cm),
+                        )
+                        .await?;
+                    live.shards
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(cm_name, hash);
+                }
+                let json = index.to_json();
+                tracing::info!(%version, shards = index.shards.len(), written = count, bytes, configmap = %self.name, "publishing GatewayConfig shards and index");
+                live.index = Some(index);
+                (Content::Index(json), bytes, count, delete)
+            }
+        };
+        if let Content::Index(json) = &named {
+            bytes += json.len();
+        }
+        let sharded = matches!(named, Content::Index(_));
+        // 2. The named ConfigMap: the whole config, or the index.
+        let cm = named_config_map(
             &self.namespace,
             &self.name,
             &version,
             creds_version.as_deref(),
-            payload,
+            named,
         );
         self.api
             .patch(
@@ -320,11 +577,70 @@ impl Publisher {
                 &Patch::Apply(&cm),
             )
             .await?;
-        tracing::info!(%version, bytes, gzipped, configmap = %self.name, "published GatewayConfig");
+        tracing::info!(%version, bytes, sharded, configmap = %self.name, "published GatewayConfig");
         live.config_version = Some(version.clone());
         live.credentials_annotation = creds_version;
-        Ok(Published::Written { version, bytes })
+        if !sharded {
+            live.index = None;
+        }
+        // 3. Shards no longer named: after the ConfigMap, so a proxy never misses one it needs.
+        for cm_name in delete {
+            match self.api.delete(&cm_name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            tracing::info!(configmap = %cm_name, "deleted a shard the index no longer names");
+            if let Some(s) = live.shards.as_mut() {
+                s.remove(&cm_name);
+            }
+        }
+        Ok(Published::Written {
+            version,
+            bytes,
+            shards,
+        })
     }
+
+    /// Splits `config`, lists the live shards when not known yet, and gzips the changed ones
+    /// (refusing any over the size limit before anything is written).
+    async fn prepare_shards(&self, config: &GatewayConfig, live: &mut Live) -> Result<Prepared> {
+        let (index, shards) = distribution::split(config, self.limits.shard_bytes);
+        if live.shards.is_none() {
+            live.shards = Some(self.list_shards().await?);
+        }
+        let plan = plan_shards(
+            &self.name,
+            &index,
+            live.shards.as_ref().expect("listed above"),
+        );
+        let by_name: BTreeMap<&str, &Shard> = shards.iter().map(|s| (s.name.as_str(), s)).collect();
+        let mut write = Vec::with_capacity(plan.write.len());
+        for n in &plan.write {
+            let shard = by_name[n.as_str()];
+            let Payload::Gzip(gz) = gzip(&shard.to_json(), SHARD_KEY, self.limits)? else {
+                unreachable!("gzip() returns Gzip")
+            };
+            write.push((n.clone(), shard.hash.clone(), gz));
+        }
+        Ok(Prepared::Sharded {
+            index,
+            write,
+            delete: plan.delete,
+        })
+    }
+}
+
+/// What a publish writes, ready (encoded, size-checked).
+enum Prepared {
+    /// One ConfigMap.
+    Whole(Payload),
+    /// Shards (shard name, hash, gzipped document) then the index, then deletions.
+    Sharded {
+        index: Index,
+        write: Vec<(String, String, Vec<u8>)>,
+        delete: Vec<String>,
+    },
 }
 
 #[cfg(test)]
@@ -368,6 +684,7 @@ mod tests {
         let limits = Limits {
             gzip_above: 100,
             max_bytes: 1024,
+            ..Limits::default()
         };
         let err = encode(&s, limits).unwrap_err();
         assert!(
@@ -585,6 +902,7 @@ mod tests {
         let limits = Limits {
             gzip_above: 10,
             max_bytes: MAX_CONFIG_MAP_BYTES,
+            ..Limits::default()
         };
         let p = publisher(client, limits);
         timeout_after_1s(async {
@@ -607,6 +925,7 @@ mod tests {
         let limits = Limits {
             gzip_above: 10,
             max_bytes: 20,
+            ..Limits::default()
         };
         let p = publisher(client, limits);
         timeout_after_1s(async {
