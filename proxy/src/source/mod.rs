@@ -53,7 +53,7 @@ impl Configured {
         }
         Ok(Configured::Files(match (&args.config, &args.manifests) {
             (Some(f), _) => Source::ConfigFile(f.clone()),
-            (None, Some(d)) => Source::Manifests(d.clone()),
+            (None, Some(d)) => Source::Manifests(d.clone(), ParseCache::default()),
             (None, None) => unreachable!("clap requires one config source"),
         }))
     }
@@ -106,8 +106,22 @@ impl Configured {
 pub enum Source {
     /// A GatewayConfig JSON file.
     ConfigFile(PathBuf),
-    /// A directory of manifests, compiled in-process.
-    Manifests(PathBuf),
+    /// A directory of manifests, compiled in-process, and what its files parsed to.
+    Manifests(PathBuf, ParseCache),
+}
+
+/// What each manifest file parsed to, by path, with a hash of the text it was parsed from:
+/// a reload re-reads every file but parses only those whose text changed (parsing is most
+/// of a load: 55 MB of YAML for 5,000 APIs and 100,000 keys).
+#[derive(Clone, Default)]
+pub struct ParseCache(
+    #[cfg(feature = "standalone")] pub(crate) Arc<std::sync::Mutex<manifests::Parsed>>,
+);
+
+impl std::fmt::Debug for ParseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParseCache")
+    }
 }
 
 /// A successfully loaded config and the (warning-only) diagnostics that came with it.
@@ -153,9 +167,9 @@ impl Source {
         match self {
             Source::ConfigFile(p) => file::load(p),
             #[cfg(feature = "standalone")]
-            Source::Manifests(dir) => manifests::load(dir),
+            Source::Manifests(dir, cache) => manifests::load(dir, cache),
             #[cfg(not(feature = "standalone"))]
-            Source::Manifests(_) => Err(LoadError::Unsupported(
+            Source::Manifests(..) => Err(LoadError::Unsupported(
                 "--manifests needs a build with the `standalone` feature",
             )),
         }
@@ -168,7 +182,7 @@ impl Source {
                 Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
                 _ => PathBuf::from("."),
             },
-            Source::Manifests(d) => d.clone(),
+            Source::Manifests(d, _) => d.clone(),
         }
     }
 
@@ -176,7 +190,7 @@ impl Source {
     pub fn concerns(&self, path: &Path) -> bool {
         match self {
             Source::ConfigFile(p) => path.file_name() == p.file_name(),
-            Source::Manifests(_) => is_manifest_file(path),
+            Source::Manifests(..) => is_manifest_file(path),
         }
     }
 
@@ -184,7 +198,7 @@ impl Source {
     pub fn fingerprint(&self) -> Fingerprint {
         let files = match self {
             Source::ConfigFile(p) => vec![p.clone()],
-            Source::Manifests(d) => manifest_files(d).unwrap_or_default(),
+            Source::Manifests(d, _) => manifest_files(d).unwrap_or_default(),
         };
         files
             .into_iter()
