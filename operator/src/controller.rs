@@ -485,6 +485,7 @@ mod tests {
         TestObject, credentials_secret, timeout_after_1s, websocket_api,
     };
     use http::Method;
+    use kube::ResourceExt as _;
     use serde_json::Value;
 
     const NOW: &str = "2025-01-02T03:04:05Z";
@@ -815,6 +816,203 @@ mod tests {
                 .get(),
             1
         );
+        server.finish().await;
+    }
+
+    /// Runs a pass answered by [`ApiServerVerifier::answer_all`] and returns the snapshot as
+    /// the watches would deliver it next: the objects with the statuses just written.
+    async fn settle(
+        ctx: &Context,
+        verifier: &mut ApiServerVerifier,
+        mut snapshot: Snapshot,
+    ) -> Snapshot {
+        let (result, seen) =
+            tokio::join!(reconcile(ctx, snapshot.clone(), NOW), verifier.answer_all());
+        result.unwrap();
+        let status_of = |plural: &str, name: &str| {
+            let path = format!("/apis/portico.dev/v1alpha1/namespaces/{NS}/{plural}/{name}/status");
+            seen.iter()
+                .rev()
+                .find(|(m, p, _)| *m == Method::PATCH && *p == path)
+                .map(|(_, _, body)| body["status"].clone())
+        };
+        for o in &mut snapshot.rest_apis {
+            if let Some(st) = status_of("restapis", &o.name_any()) {
+                o.status = Some(serde_json::from_value(st).unwrap());
+            }
+        }
+        for o in &mut snapshot.stages {
+            if let Some(st) = status_of("stages", &o.name_any()) {
+                o.status = Some(serde_json::from_value(st).unwrap());
+            }
+        }
+        for o in &mut snapshot.api_keys {
+            if let Some(st) = status_of("apikeys", &o.name_any()) {
+                o.status = Some(serde_json::from_value(st).unwrap());
+            }
+        }
+        snapshot
+    }
+
+    fn sharded() -> Limits {
+        Limits {
+            shard_bytes: 2048,
+            ..Limits::default()
+        }
+    }
+
+    /// The shards of `snapshot`'s config whose hash differs from `before`'s.
+    fn changed_shards(before: &Snapshot, after: &Snapshot) -> Vec<String> {
+        let (a, _) = portico_config::distribution::split(&compile(before).config, 2048);
+        let (b, _) = portico_config::distribution::split(&compile(after).config, 2048);
+        assert_eq!(a.shards.len(), b.shards.len());
+        b.shards
+            .iter()
+            .filter(|s| !a.shards.contains(s))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// A sharded fleet: one ApiKey added writes exactly its key shard, the index and the new
+    /// key's status (with its two condition Events), no other object's; the next pass writes
+    /// nothing; a stage variable changed writes that API's shard, the index and that Stage's
+    /// status only.
+    #[tokio::test]
+    async fn on_a_sharded_fleet_a_one_object_change_writes_its_shard_the_index_and_its_status() {
+        let (ctx, mut verifier) = Context::test(sharded());
+        let snapshot = crate::fixtures::fleet(8, 60);
+        let snapshot = settle(&ctx, &mut verifier, snapshot).await;
+        assert!(ctx.publisher.current_version().await.is_some(), "published");
+
+        let mut more = snapshot.clone();
+        let (key, secret) = crate::fixtures::fleet_key("k9999");
+        more.api_keys.push(key);
+        more.secrets.push(secret);
+        let changed = changed_shards(&snapshot, &more);
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert!(changed[0].starts_with("keys-"), "{changed:?}");
+        let shard_path = format!("{CM_PATH}-{}", changed[0]);
+        let (status_tx, status_rx) = tokio::sync::oneshot::channel::<Value>();
+        let server = verifier.run(move |mut s| async move {
+            let shard = s.expect_apply(&shard_path).await;
+            assert_eq!(
+                shard["metadata"]["labels"][publish::CONFIG_OF_LABEL],
+                publish::DEFAULT_CONFIG_MAP_NAME
+            );
+            let index = s.expect_apply(CM_PATH).await;
+            assert!(index["data"][publish::INDEX_KEY].is_string(), "{index}");
+            let key = s.expect_status("apikeys", "k9999").await;
+            assert_eq!(key["status"]["conditions"][1]["status"], "True", "{key}");
+            s.expect_event().await;
+            s.expect_event().await;
+            status_tx.send(key["status"].clone()).unwrap();
+            s
+        });
+        timeout_after_1s(reconcile(&ctx, more.clone(), "2025-01-02T03:04:06Z"))
+            .await
+            .unwrap();
+        server.finish().await;
+        let status = status_rx.await.unwrap();
+        more.api_keys.last_mut().unwrap().status = Some(serde_json::from_value(status).unwrap());
+        // Nothing changed: no request (the verifier is gone: any request fails the pass).
+        timeout_after_1s(reconcile(&ctx, more.clone(), "2025-01-02T03:04:07Z"))
+            .await
+            .unwrap();
+
+        // One stage variable: its API's shard, the index, that Stage's status.
+        let (ctx2, verifier) = Context::test(sharded());
+        let mut edited = more.clone();
+        edited.stages[3]
+            .spec
+            .variables
+            .insert("backend".into(), "v2".into());
+        let changed = changed_shards(&more, &edited);
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert!(changed[0].starts_with("apis-"), "{changed:?}");
+        let (index, shards) = portico_config::distribution::split(&compile(&more).config, 2048);
+        let live_cm = publish::named_config_map(
+            "portico-system",
+            publish::DEFAULT_CONFIG_MAP_NAME,
+            &index.version,
+            None,
+            publish::Content::Index(index.to_json()),
+        );
+        let items: Vec<k8s_openapi::api::core::v1::ConfigMap> = shards
+            .iter()
+            .map(|s| {
+                publish::shard_config_map(
+                    "portico-system",
+                    publish::DEFAULT_CONFIG_MAP_NAME,
+                    &s.name,
+                    &s.hash,
+                    vec![],
+                )
+            })
+            .collect();
+        let shard_path = format!("{CM_PATH}-{}", changed[0]);
+        let old_version = edited.stages[3]
+            .status
+            .as_ref()
+            .and_then(|s| s.config_version.clone());
+        let server = verifier.run(move |mut s| async move {
+            s.expect(Method::GET, CM_PATH, "").await.ok(&live_cm);
+            s.expect(
+                Method::GET,
+                "/api/v1/namespaces/portico-system/configmaps",
+                "?&labelSelector=portico.dev%2Fconfig-of%3Dportico-gateway-config",
+            )
+            .await
+            .ok(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {}, "items": items}));
+            s.expect_apply(&shard_path).await;
+            s.expect_apply(CM_PATH).await;
+            let stage = s.expect_status("stages", "t003").await;
+            assert_ne!(
+                stage["status"]["configVersion"].as_str().map(str::to_string),
+                old_version
+            );
+            s
+        });
+        timeout_after_1s(reconcile(&ctx2, edited, "2025-01-02T03:04:08Z"))
+            .await
+            .unwrap();
+        server.finish().await;
+    }
+
+    /// Proportional writes, one ConfigMap: a one-object change writes the ConfigMap and the
+    /// statuses of the objects whose status changed, nothing else.
+    #[tokio::test]
+    async fn a_one_object_change_writes_only_the_statuses_that_changed() {
+        let (ctx, mut verifier) = Context::test(Limits::default());
+        let snapshot = settle(&ctx, &mut verifier, crate::fixtures::fleet(3, 3)).await;
+        assert!(snapshot.api_keys.iter().all(|k| k.status.is_some()));
+        // A stage variable: that Stage's configVersion.
+        let mut edited = snapshot.clone();
+        edited.stages[1]
+            .spec
+            .variables
+            .insert("backend".into(), "v2".into());
+        let server = verifier.run(|mut s| async move {
+            let cm = s.expect_apply(CM_PATH).await;
+            assert!(cm["data"][publish::DATA_KEY].is_string());
+            s.expect_status("stages", "t001").await;
+            s
+        });
+        timeout_after_1s(reconcile(&ctx, edited.clone(), "2025-01-02T03:04:06Z"))
+            .await
+            .unwrap();
+        server.finish().await;
+        // A key disabled: that key's Ready is unchanged, no status at all; only the ConfigMap.
+        let (ctx, mut verifier) = Context::test(Limits::default());
+        let snapshot = settle(&ctx, &mut verifier, snapshot).await;
+        let mut disabled = snapshot.clone();
+        disabled.api_keys[2].spec.enabled = Some(false);
+        let server = verifier.run(|mut s| async move {
+            s.expect_apply(CM_PATH).await;
+            s
+        });
+        timeout_after_1s(reconcile(&ctx, disabled, "2025-01-02T03:04:06Z"))
+            .await
+            .unwrap();
         server.finish().await;
     }
 

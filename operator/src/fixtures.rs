@@ -405,3 +405,104 @@ impl ApiServerVerifier {
         body
     }
 }
+
+impl Exchange {
+    /// The request's method.
+    pub fn method(&self) -> &Method {
+        self.request.method()
+    }
+
+    /// The request's path.
+    pub fn path(&self) -> &str {
+        self.request.uri().path()
+    }
+}
+
+impl ApiServerVerifier {
+    /// The next request, whatever it is; `None` when none comes within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Exchange> {
+        let (request, send) = tokio::time::timeout(wait, self.0.next_request())
+            .await
+            .ok()??;
+        Some(Exchange { request, send })
+    }
+
+    /// Answers every request as an empty cluster that accepts every write would, until none
+    /// comes for 200 ms: a get 404, a list (`labelSelector`) empty, a write echoes its body, a
+    /// delete succeeds. Returns `(method, path, body)` of each.
+    pub async fn answer_all(&mut self) -> Vec<(Method, String, Value)> {
+        let mut seen = Vec::new();
+        while let Some(ex) = self.next_within(Duration::from_millis(200)).await {
+            let (method, path) = (ex.method().clone(), ex.path().to_string());
+            let query = ex.request.uri().query().unwrap_or_default().to_string();
+            match method {
+                Method::GET if query.contains("labelSelector") => {
+                    ex.ok(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {}, "items": []}));
+                    seen.push((method, path, Value::Null));
+                }
+                Method::GET => {
+                    ex.not_found();
+                    seen.push((method, path, Value::Null));
+                }
+                Method::DELETE => {
+                    ex.ok(&serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}));
+                    seen.push((method, path, Value::Null));
+                }
+                _ => {
+                    let (body, reply) = ex.json_body().await;
+                    reply.ok(&body);
+                    seen.push((method, path, body));
+                }
+            }
+        }
+        seen
+    }
+}
+
+/// A fleet in [`NS`]: `apis` RestApis `t000`... (the [`RestApi::test`] route) each served by
+/// Stage `t000`..., and `keys` ApiKeys `k0000`... (no usage plan) valued from Secrets of the
+/// same names (in the snapshot), all with generation 1.
+pub fn fleet(apis: usize, keys: usize) -> portico_crds::Snapshot {
+    let mut s = portico_crds::Snapshot::default();
+    for i in 0..apis {
+        let name = format!("t{i:03}");
+        let mut api = RestApi::test();
+        api.meta_mut().name = Some(name.clone());
+        let mut stage = Stage::test();
+        stage.meta_mut().name = Some(name.clone());
+        stage.spec.rest_api_ref = ObjectReference::local(&name);
+        s.rest_apis.push(api);
+        s.stages.push(stage);
+    }
+    for i in 0..keys {
+        let (key, secret) = fleet_key(&format!("k{i:04}"));
+        s.api_keys.push(key);
+        s.secrets.push(secret);
+    }
+    s
+}
+
+/// ApiKey `name` valued from key `value` of Secret `name` (returned too, as the snapshot holds
+/// it), generation 1.
+pub fn fleet_key(name: &str) -> (ApiKey, portico_crds::Secret) {
+    let mut k = ApiKey::new(
+        name,
+        ApiKeySpec {
+            value_from: Some(portico_crds::api::api_key::ApiKeyValueSource {
+                secret_key_ref: portico_crds::api::SecretKeySelector {
+                    name: name.into(),
+                    key: "value".into(),
+                },
+            }),
+            ..Default::default()
+        },
+    );
+    k.meta_mut().namespace = Some(NS.into());
+    k.meta_mut().generation = Some(1);
+    let secret = portico_crds::Secret {
+        namespace: NS.into(),
+        name: name.into(),
+        data: [("value".to_string(), format!("value-of-{name}").into_bytes())].into(),
+    };
+    (k, secret)
+}

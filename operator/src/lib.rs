@@ -7,7 +7,8 @@
 //!  snapshot::Stores::snapshot ──> api_key::ensure_secrets ──> compile   [snapshot, api_key]
 //!        │                                     (leader only from here on: [leader])
 //!        v
-//!  publish::publish (ConfigMap, SSA, gzip when large, skipped when unchanged)  [publish]
+//!  publish::publish (ConfigMap, SSA, gzip when large, shards + index past
+//!                   --config-shard-bytes, skipped when unchanged)              [publish]
 //!    └─ first the credentials Secret: the secret values the config references    [credentials]
 //!        v
 //!  status::write_statuses (Accepted / Ready, patched only on change) ──> events on transitions

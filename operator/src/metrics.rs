@@ -19,7 +19,8 @@ pub struct Metrics {
     pub publishes: IntCounter,
     /// Size in bytes of the last compiled GatewayConfig JSON.
     pub config_json_bytes: IntGauge,
-    /// Size in bytes of what the last publish stored (JSON or gzip).
+    /// Size in bytes of what the last publish wrote (the ConfigMap's JSON or gzip; sharded: the
+    /// changed shards and the index).
     pub config_stored_bytes: IntGauge,
     /// Status subresource patches.
     pub status_patches: IntCounter,
@@ -62,7 +63,7 @@ impl Default for Metrics {
             ),
             config_stored_bytes: gauge(
                 "portico_operator_config_stored_bytes",
-                "Size of the last published ConfigMap payload (JSON or gzip)",
+                "Size of what the last publish wrote (the ConfigMap payload, or the changed shards and the index)",
             ),
             status_patches: counter(
                 "portico_operator_status_patches_total",

@@ -939,4 +939,310 @@ mod tests {
         .await;
         server.finish().await;
     }
+
+    fn fleet_config(apis: usize, keys: usize) -> GatewayConfig {
+        let out = portico_crds::compile(&crate::fixtures::fleet(apis, keys));
+        assert!(
+            !out.diagnostics.iter().any(|d| d.is_error()),
+            "{:?}",
+            out.diagnostics
+        );
+        out.config
+    }
+
+    /// `fleet_config(apis, keys)` with one more key, `k9999`.
+    fn fleet_config_plus_one(apis: usize, keys: usize) -> GatewayConfig {
+        let mut snap = crate::fixtures::fleet(apis, keys);
+        let (k, secret) = crate::fixtures::fleet_key("k9999");
+        snap.api_keys.push(k);
+        snap.secrets.push(secret);
+        portico_crds::compile(&snap).config
+    }
+
+    const SHARDED: Limits = Limits {
+        gzip_above: GZIP_THRESHOLD,
+        max_bytes: MAX_CONFIG_MAP_BYTES,
+        shard_bytes: 2048,
+    };
+    const LIST_QUERY: &str = "?&labelSelector=portico.dev%2Fconfig-of%3Dportico-gateway-config";
+    const CMS_PATH: &str = "/api/v1/namespaces/portico-system/configmaps";
+
+    fn shard_path(shard: &str) -> String {
+        format!("{CM_PATH}-{shard}")
+    }
+
+    /// Expects the apply of `shard` holding `want`; checks its labels and annotation.
+    async fn expect_shard(s: &mut ApiServerVerifier, want: &Shard) {
+        let (body, reply) = s
+            .expect(Method::PATCH, &shard_path(&want.name), APPLY_QUERY)
+            .await
+            .json_body()
+            .await;
+        reply.ok(&body);
+        let md = &body["metadata"];
+        assert_eq!(md["labels"][CONFIG_OF_LABEL], DEFAULT_CONFIG_MAP_NAME);
+        assert_eq!(
+            md["annotations"][SHARD_VERSION_ANNOTATION],
+            want.hash.as_str()
+        );
+        assert!(body.get("data").is_none(), "{body}");
+        let gz: ByteString = serde_json::from_value(body["binaryData"][SHARD_KEY].clone()).unwrap();
+        assert_eq!(gunzip(&gz.0), want.to_json());
+    }
+
+    /// Expects the apply of the index ConfigMap naming `index`.
+    async fn expect_index(s: &mut ApiServerVerifier, index: &Index) {
+        let (body, reply) = s
+            .expect(Method::PATCH, CM_PATH, APPLY_QUERY)
+            .await
+            .json_body()
+            .await;
+        reply.ok(&body);
+        assert_eq!(body["data"][INDEX_KEY], index.to_json());
+        assert!(body["data"].get(DATA_KEY).is_none(), "{body}");
+        assert!(body.get("binaryData").is_none(), "{body}");
+        assert_eq!(
+            body["metadata"]["annotations"][VERSION_ANNOTATION],
+            index.version.as_str()
+        );
+    }
+
+    #[test]
+    fn plan_shards_writes_what_changed_and_deletes_what_the_index_no_longer_names() {
+        let (index, _) = distribution::split(&fleet_config(4, 40), 2048);
+        assert!(index.shards.len() > 2, "{index:?}");
+        let name = "gw";
+        let mut live: BTreeMap<String, String> = index
+            .shards
+            .iter()
+            .map(|s| (format!("gw-{}", s.name), s.hash.clone()))
+            .collect();
+        assert_eq!(
+            plan_shards(name, &index, &live),
+            ShardPlan {
+                write: vec![],
+                delete: vec![]
+            }
+        );
+        let first = &index.shards[0].name;
+        live.insert(format!("gw-{first}"), "stale".into());
+        live.insert("gw-keys-999".into(), "gone".into());
+        let second = live.remove(&format!("gw-{}", index.shards[1].name));
+        assert!(second.is_some());
+        assert_eq!(
+            plan_shards(name, &index, &live),
+            ShardPlan {
+                write: vec![first.clone(), index.shards[1].name.clone()],
+                delete: vec!["gw-keys-999".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn a_config_is_one_config_map_while_its_stored_size_fits_the_shard_bytes() {
+        let json = fleet_config(4, 40).to_json();
+        let at = |shard_bytes| Limits {
+            shard_bytes,
+            ..Limits::default()
+        };
+        assert!(fits_one(&json, at(json.len())).unwrap());
+        assert!(
+            !fits_one(&json, at(json.len() - 1)).unwrap(),
+            "plain JSON under gzip_above"
+        );
+        let gz = Limits {
+            gzip_above: 100,
+            shard_bytes: json.len() / 2,
+            ..Limits::default()
+        };
+        assert!(fits_one(&json, gz).unwrap(), "repetitive routes compress");
+        assert!(
+            !fits_one(
+                &json,
+                Limits {
+                    shard_bytes: 64,
+                    ..gz
+                }
+            )
+            .unwrap()
+        );
+    }
+
+    /// Sharded: the first publish lists the (absent) shards, writes every shard, then the index;
+    /// one key added rewrites one key shard and the index; unchanged writes nothing; a config
+    /// that fits again is one ConfigMap, and then every shard is deleted.
+    #[tokio::test]
+    async fn a_large_config_is_published_as_shards_then_only_what_changed() {
+        let (client, verifier) = ApiServerVerifier::new();
+        let config = fleet_config(8, 60);
+        let more = fleet_config_plus_one(8, 60);
+        let (index, shards) = distribution::split(&config, SHARDED.shard_bytes);
+        let (index2, shards2) = distribution::split(&more, SHARDED.shard_bytes);
+        assert_eq!(index.shards.len(), index2.shards.len());
+        let changed: Vec<&Shard> = shards2.iter().filter(|s| !shards.contains(s)).collect();
+        assert_eq!(changed.len(), 1);
+        assert!(changed[0].name.starts_with("keys-"));
+        let changed = changed[0].clone();
+        let small = mk_config();
+        let small_json = small.to_json();
+        let names: Vec<String> = index.shards.iter().map(|s| s.name.clone()).collect();
+        let (idx, idx2) = (index.clone(), index2.clone());
+        let server = verifier.run(move |mut s| async move {
+            s.expect(Method::GET, CM_PATH, "").await.not_found();
+            s.expect(Method::GET, CMS_PATH, LIST_QUERY)
+                .await
+                .ok(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "1"}, "items": []}));
+            for shard in &shards {
+                expect_shard(&mut s, shard).await;
+            }
+            expect_index(&mut s, &idx).await;
+            // One key added.
+            expect_shard(&mut s, &changed).await;
+            expect_index(&mut s, &idx2).await;
+            // Small again: one ConfigMap, then the shards go.
+            let cm = s.expect_apply(CM_PATH).await;
+            assert_eq!(cm["data"], serde_json::json!({DATA_KEY: small_json}));
+            for n in &names {
+                s.expect(Method::DELETE, &shard_path(n), "?")
+                    .await
+                    .ok(&serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}));
+            }
+            s
+        });
+        let p = publisher(client, SHARDED);
+        timeout_after_1s(async {
+            let out = p.publish(&config, &[]).await.unwrap();
+            assert!(
+                matches!(out, Published::Written { shards, .. } if shards == index.shards.len()),
+                "{out:?}"
+            );
+            assert!(matches!(
+                p.publish(&config, &[]).await.unwrap(),
+                Published::Unchanged { .. }
+            ));
+            let out = p.publish(&more, &[]).await.unwrap();
+            let Published::Written {
+                shards: 1, bytes, ..
+            } = out
+            else {
+                panic!("{out:?}")
+            };
+            assert!(bytes < more.to_json().len() / 4, "{bytes}");
+            assert!(matches!(
+                p.publish(&more, &[]).await.unwrap(),
+                Published::Unchanged { .. }
+            ));
+            let out = p.publish(&small, &[]).await.unwrap();
+            assert!(
+                matches!(out, Published::Written { shards: 0, .. }),
+                "{out:?}"
+            );
+            assert!(matches!(
+                p.publish(&small, &[]).await.unwrap(),
+                Published::Unchanged { .. }
+            ));
+        })
+        .await;
+        server.finish().await;
+    }
+
+    /// Another replica (or a resync) seeds from the live index and one list of its shards:
+    /// all current, nothing is written; one edited by hand is written again (with the index).
+    #[tokio::test]
+    async fn seeded_from_a_live_index_nothing_is_written_and_an_edited_shard_is_repaired() {
+        let config = fleet_config(8, 60);
+        let (index, shards) = distribution::split(&config, SHARDED.shard_bytes);
+        let live_cm = named_config_map(
+            "portico-system",
+            DEFAULT_CONFIG_MAP_NAME,
+            &index.version,
+            None,
+            Content::Index(index.to_json()),
+        );
+        let live_shards: Vec<ConfigMap> = shards
+            .iter()
+            .map(|s| {
+                shard_config_map(
+                    "portico-system",
+                    DEFAULT_CONFIG_MAP_NAME,
+                    &s.name,
+                    &s.hash,
+                    vec![],
+                )
+            })
+            .collect();
+        let list = |items: &[ConfigMap]| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "1"}, "items": items});
+        for edited in [false, true] {
+            let (client, verifier) = ApiServerVerifier::new();
+            let mut items = live_shards.clone();
+            if edited {
+                items[1]
+                    .metadata
+                    .annotations
+                    .as_mut()
+                    .unwrap()
+                    .insert(SHARD_VERSION_ANNOTATION.into(), "edited".into());
+            }
+            let (live_cm, list, repaired, idx) = (
+                live_cm.clone(),
+                list(&items),
+                shards[1].clone(),
+                index.clone(),
+            );
+            let server = verifier.run(move |mut s| async move {
+                s.expect(Method::GET, CM_PATH, "").await.ok(&live_cm);
+                s.expect(Method::GET, CMS_PATH, LIST_QUERY).await.ok(&list);
+                if edited {
+                    expect_shard(&mut s, &repaired).await;
+                    expect_index(&mut s, &idx).await;
+                }
+                s
+            });
+            let p = publisher(client, SHARDED);
+            timeout_after_1s(async {
+                let out = p.publish(&config, &[]).await.unwrap();
+                assert_eq!(
+                    matches!(out, Published::Written { shards: 1, .. }),
+                    edited,
+                    "{out:?}"
+                );
+                assert!(matches!(
+                    p.publish(&config, &[]).await.unwrap(),
+                    Published::Unchanged { .. }
+                ));
+            })
+            .await;
+            server.finish().await;
+        }
+    }
+
+    /// A shard too large even gzipped refuses the whole publish: nothing is written.
+    #[tokio::test]
+    async fn a_too_large_shard_publishes_nothing() {
+        let (client, verifier) = ApiServerVerifier::new();
+        let config = fleet_config(8, 60);
+        let server = verifier.run(move |mut s| async move {
+            s.expect(Method::GET, CM_PATH, "").await.not_found();
+            s.expect(Method::GET, CMS_PATH, LIST_QUERY)
+                .await
+                .ok(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {}, "items": []}));
+            s
+        });
+        let p = publisher(
+            client,
+            Limits {
+                max_bytes: 200,
+                ..SHARDED
+            },
+        );
+        timeout_after_1s(async {
+            let err = p.publish(&config, &[]).await.unwrap_err();
+            assert!(
+                matches!(err, Error::ConfigTooLarge { limit: 200, .. }),
+                "{err}"
+            );
+        })
+        .await;
+        server.finish().await;
+    }
 }
