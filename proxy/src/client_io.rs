@@ -17,6 +17,30 @@
 //! that is exactly such a head), it is sent before anything else happens on the connection,
 //! unchanged.
 
+//! The client connection's socket as hyper sees it: requests hyper cannot parse are answered
+//! in the gateway's shape rather than with hyper's bare status line, and the socket outlives
+//! the hyper connections that serve it, so that an idle connection holds no hyper state (see
+//! `server`: a connection parks between requests).
+//!
+//! ```text
+//!  hyper http1 connection ──reads/writes──> ClientIo ──> TcpStream
+//!    bytes hyper had read but not parsed when it was let go: replayed first ([`ClientIo::rewind`])
+//!    parse error (400, 414, 431): hyper writes its own empty answer and ends the connection
+//!       ClientIo keeps that answer back (it is recognisable: a lone head with no request id)
+//!    head timeout: hyper just ends the connection (the server tells a park from a timeout)
+//!  connection ended -> the server takes ClientIo back (hyper's `into_parts`) and either parks
+//!    it (idle, nothing pending) or asks it for what is left unanswered ([`ClientIo::unanswered`]):
+//!    the gateway response (request id, `x-amzn-ErrorType`, JSON body, 408 for a head not
+//!    complete in time), an access-log line, and a gentle close (see `server`)
+//! ```
+//!
+//! hyper writes a response of its own only after closing the connection's read side on a
+//! parse error, and only when no response of ours is being written, so a write it makes then
+//! is the last one on the connection. Were a write of ours ever taken for one (a body chunk
+//! that is exactly such a head), it is sent before anything else happens on the connection,
+//! unchanged.
+
+use bytes::{Buf as _, Bytes};
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -35,23 +59,24 @@ pub struct Unanswered {
     pub partial_head: bool,
 }
 
-/// Where [`ClientIo`] leaves the socket when its connection ends unanswered.
-pub type Slot = Arc<Mutex<Option<Unanswered>>>;
-
 /// See the module documentation.
 #[derive(Debug)]
 pub struct ClientIo {
-    stream: Option<TcpStream>,
+    stream: TcpStream,
+    /// Bytes read from the socket before, handed out again first.
+    rewound: Bytes,
     /// hyper's own answer, kept back, and how much of it was sent (when released).
     held: Option<(Vec<u8>, usize)>,
     read_since_write: bool,
-    slot: Slot,
+    /// Something was written since [`ClientIo::serving`].
+    wrote: bool,
+    /// Everything written has been flushed (hyper flushes its buffer before the socket).
+    flushed: bool,
     /// When the config has functions that get the request's headers (Lambda events), the
     /// raw head of the request that follows each response, for the client's spelling of
     /// header names (hyper keeps only lower-case names).
     capture: Option<HeadCapture>,
 }
-
 /// The raw request head last read after a response (or at the connection's start): what
 /// [`ClientIo`] publishes for the connection's requests to take.
 pub type RawHead = Arc<Mutex<Option<bytes::Bytes>>>;
@@ -94,13 +119,15 @@ impl HeadCapture {
 }
 
 impl ClientIo {
-    /// Wraps an accepted socket; `slot` receives it if the connection ends unanswered.
-    pub fn new(stream: TcpStream, slot: Slot) -> Self {
+    /// Wraps an accepted socket.
+    pub fn new(stream: TcpStream) -> Self {
         ClientIo {
-            stream: Some(stream),
+            stream,
+            rewound: Bytes::new(),
             held: None,
             read_since_write: false,
-            slot,
+            wrote: false,
+            flushed: true,
             capture: None,
         }
     }
@@ -116,18 +143,73 @@ impl ClientIo {
     }
 
     fn stream(&mut self) -> Pin<&mut TcpStream> {
-        Pin::new(
-            self.stream
-                .as_mut()
-                .expect("the stream is taken only on drop"),
-        )
+        Pin::new(&mut self.stream)
+    }
+
+    /// Hands `bytes` (read from the socket earlier, not yet parsed) out again before reading
+    /// more: what a hyper connection had buffered when it was let go.
+    pub fn rewind(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.rewound = if self.rewound.is_empty() {
+            bytes
+        } else {
+            let mut all = bytes.to_vec();
+            all.extend_from_slice(&self.rewound);
+            all.into()
+        };
+    }
+
+    /// Ready once the socket has something to read (or is closed): the wait of a parked
+    /// connection. Ready at once when bytes are rewound.
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.rewound.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.stream.poll_read_ready(cx)
+    }
+
+    /// A new hyper connection starts on this socket: [`ClientIo::wrote`] starts over.
+    pub fn serving(&mut self) {
+        self.wrote = false;
+    }
+
+    /// Whether a response was written since [`ClientIo::serving`].
+    pub fn wrote(&self) -> bool {
+        self.wrote
+    }
+
+    /// Bytes of a request head arrived since the last response.
+    pub fn head_under_way(&self) -> bool {
+        self.read_since_write
+    }
+
+    /// Nothing of ours is waiting to be sent: the socket can be parked without a hyper
+    /// connection (hyper empties its buffer into the socket before flushing it).
+    pub fn settled(&self) -> bool {
+        self.flushed && self.held.is_none()
+    }
+
+    /// What the connection leaves unanswered once hyper is done with it: hyper's kept-back
+    /// answer to an unparseable head, or a head under way. None: nothing (the socket closes).
+    pub fn unanswered(self) -> Option<Unanswered> {
+        let status = self
+            .held
+            .as_ref()
+            .filter(|(_, sent)| *sent == 0)
+            .and_then(|(b, _)| hyper_error_status(b));
+        (status.is_some() || self.read_since_write).then_some(Unanswered {
+            stream: self.stream,
+            status,
+            partial_head: self.read_since_write,
+        })
     }
 
     /// Sends a kept-back write after all (the connection went on, so it was not hyper's last).
     fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while let Some((bytes, sent)) = self.held.take() {
-            let stream = Pin::new(self.stream.as_mut().expect("stream"));
-            match stream.poll_write(cx, &bytes[sent..]) {
+            match Pin::new(&mut self.stream).poll_write(cx, &bytes[sent..]) {
                 Poll::Ready(Ok(n)) if sent + n < bytes.len() => self.held = Some((bytes, sent + n)),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -138,6 +220,15 @@ impl ClientIo {
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Notes a write of `n` bytes to the socket.
+    fn written(&mut self, n: usize) {
+        self.read_since_write = false;
+        if n > 0 {
+            self.wrote = true;
+            self.flushed = false;
+        }
     }
 
     /// Keeps `buf` back if it is hyper's own answer to an unparseable request.
@@ -169,26 +260,6 @@ pub fn hyper_error_status(buf: &[u8]) -> Option<http::StatusCode> {
     .then_some(status)
 }
 
-impl Drop for ClientIo {
-    fn drop(&mut self) {
-        let status = self
-            .held
-            .as_ref()
-            .filter(|(_, sent)| *sent == 0)
-            .and_then(|(b, _)| hyper_error_status(b));
-        if status.is_none() && !self.read_since_write {
-            return;
-        }
-        if let Some(stream) = self.stream.take() {
-            *self.slot.lock().expect("slot lock") = Some(Unanswered {
-                stream,
-                status,
-                partial_head: self.read_since_write,
-            });
-        }
-    }
-}
-
 impl AsyncRead for ClientIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -200,7 +271,13 @@ impl AsyncRead for ClientIo {
             ready!(this.poll_release(cx))?;
         }
         let before = buf.filled().len();
-        ready!(this.stream().poll_read(cx, buf))?;
+        if this.rewound.is_empty() {
+            ready!(this.stream().poll_read(cx, buf))?;
+        } else {
+            let n = this.rewound.len().min(buf.remaining());
+            buf.put_slice(&this.rewound[..n]);
+            this.rewound.advance(n);
+        }
         if buf.filled().len() > before {
             if let Some(c) = &mut this.capture {
                 if !this.read_since_write {
@@ -227,7 +304,7 @@ impl AsyncWrite for ClientIo {
             return Poll::Ready(Ok(buf.len()));
         }
         let n = ready!(this.stream().poll_write(cx, buf))?;
-        this.read_since_write = false;
+        this.written(n);
         Poll::Ready(Ok(n))
     }
 
@@ -245,7 +322,7 @@ impl AsyncWrite for ClientIo {
             return Poll::Ready(Ok(one.len()));
         }
         let n = ready!(this.stream().poll_write_vectored(cx, bufs))?;
-        this.read_since_write = false;
+        this.written(n);
         Poll::Ready(Ok(n))
     }
 
@@ -255,7 +332,10 @@ impl AsyncWrite for ClientIo {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         // A kept-back answer stays back: flushing is not the connection going on.
-        self.get_mut().stream().poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.stream().poll_flush(cx))?;
+        this.flushed = true;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -4,7 +4,8 @@
 //!  run(cli) -> tokio runtime (current-thread for --workers 1) -> serve(args)
 //!    load (errors: exit 1) -> Runtime -> ArcSwap
 //!    bind public + admin -> log addresses, write --ready-file
-//!    spawn: watcher, admin server; accept loop: one hyper http1 connection task each
+//!    spawn: watcher, admin server; accept loop: one task per connection, serving it with a
+//!      hyper http1 connection while requests come and parking it without one when idle
 //!    signal -> /readyz 503, close listener, drain (`drain::Drain`, grace period), exit 0
 //! ```
 
@@ -13,7 +14,7 @@ use crate::admin::{self, Health};
 use crate::body::ClientBody;
 use crate::cli::{Cli, ServeArgs};
 use crate::client_io;
-use crate::drain::Drain;
+use crate::drain::{Drain, Watch};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, ConnInfo, Gateway, RequestCtx, Shared};
 use crate::pool::Pools;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
 
 /// Runs the proxy until SIGTERM/SIGINT (then drains) or a startup error.
 pub fn run(cli: Cli) -> Result<()> {
@@ -250,28 +252,66 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// How long a kept-alive connection waits for its next request inside hyper before it is
+/// parked (see [`spawn_connection`]). Busy connections never park; an idle one gives its hyper
+/// state back this long after its last response.
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// The HTTP/1.1 server settings (see [`http_builder`]).
+#[derive(Debug)]
+pub struct Http {
+    builder: http1::Builder,
+    header_timeout: Duration,
+}
+
 /// The HTTP/1.1 server settings: keep-alive, request heads up to `max_header_bytes`
 /// (larger ones get hyper's 431 and the connection closes), a whole head within
 /// `header_timeout` of the connection opening or of the last response (else the connection
 /// closes: this is also the keep-alive idle timeout).
-pub fn http_builder(max_header_bytes: usize, header_timeout: Duration) -> http1::Builder {
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+pub fn http_builder(max_header_bytes: usize, header_timeout: Duration) -> Arc<Http> {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
         .max_header_size(max_header_bytes)
         .max_buf_size(max_header_bytes.max(8192) + 8192)
         .keep_alive(true);
-    http
+    Arc::new(Http {
+        builder,
+        header_timeout,
+    })
 }
 
 /// Serves one accepted connection on its own task, watching `drain`: once it is raised, the
 /// request in flight finishes and the connection closes (an idle one closes at once).
+///
+/// The task holds a hyper connection only while requests come: hyper keeps its buffers and
+/// the slot for the request future for as long as it serves a connection (about 39 KiB), so
+/// a connection that has waited [`PARK_AFTER`] for its next request is parked instead, with
+/// just its socket, until it is readable again:
+///
+/// ```text
+///  loop:
+///    parked (no head under way): wait until readable, the header deadline (close, no
+///      answer), or the drain signal (close)
+///    a fresh hyper connection on the socket (bytes it had read but not parsed replayed
+///      first), its head timeout the rest of the header deadline but at most PARK_AFTER
+///    it ends with that head timeout while nothing of ours is unsent: take the socket back
+///      (`into_parts`); after a response the header deadline starts over; loop (parks, or
+///      goes on with a head under way until the deadline: then 408)
+///    any other end (closed, `Connection: close`, an error, an upgrade): as hyper left it,
+///      and a head hyper could not parse, or one still incomplete at the deadline, answered
+///      in the gateway's shape (`answer_unparsed`)
+/// ```
+///
+/// hyper runs its head timer only while it awaits a request head, that is once the previous
+/// exchange is over at its level (the service's future done, the request body read, the
+/// response written), so its timing out is a safe point to let it go.
 pub fn spawn_connection(
     stream: TcpStream,
     remote: SocketAddr,
     shared: &Arc<Shared>,
     state: &Arc<ArcSwap<Runtime>>,
-    http: &http1::Builder,
+    http: &Arc<Http>,
     drain: &Drain,
     management: bool,
 ) {
@@ -296,42 +336,103 @@ pub fn spawn_connection(
             Ok::<_, Infallible>(gateway.call(req).await)
         }
     });
-    let slot = client_io::Slot::default();
-    let mut client = client_io::ClientIo::new(stream, slot.clone());
+    let mut client = client_io::ClientIo::new(stream);
     if let Some(raw) = raw_head {
         client = client.capturing_heads(raw);
     }
-    let io = TokioIo::new(client);
-    // With upgrades: a response that switches protocols (101) hands the connection to
-    // whoever awaits `hyper::upgrade::on` for its request; nothing here answers 101 yet.
-    let conn = http.serve_connection(io, svc).with_upgrades();
-    let mut watch = drain.watch();
-    tokio::spawn(async move {
-        // The connection (and with it the socket wrapper that fills `slot`) is dropped at
-        // the end of this block, before the slot is read.
-        let result = {
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                // The connection first, and no random branch order: this is polled on every
-                // wake-up of the connection's task.
-                biased;
-                result = conn.as_mut() => result,
-                () = watch.draining() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+    tokio::spawn(serve_client(
+        client,
+        svc,
+        http.clone(),
+        drain.watch(),
+        task_gw,
+    ));
+}
+
+/// The connection's loop (see [`spawn_connection`]).
+async fn serve_client<S>(
+    mut io: client_io::ClientIo,
+    mut svc: S,
+    http: Arc<Http>,
+    mut watch: Watch,
+    gateway: Arc<Gateway>,
+) where
+    S: hyper::service::Service<
+            http::Request<Incoming>,
+            Response = http::Response<crate::body::ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // When the head now awaited began to be awaited: the connection's start, then each
+    // response.
+    let mut head_since = Instant::now();
+    loop {
+        let deadline = head_since + http.header_timeout;
+        if !io.head_under_way() && !park(&mut io, deadline, &mut watch).await {
+            return;
+        }
+        let window = deadline.saturating_duration_since(Instant::now());
+        let last_window = window <= PARK_AFTER;
+        let timeout = window.min(PARK_AFTER);
+        io.serving();
+        let mut builder = http.builder.clone();
+        builder.header_read_timeout(timeout);
+        // With upgrades: a response that switches protocols (101) hands the connection to
+        // whoever awaits `hyper::upgrade::on` for its request (websocket).
+        let mut conn = Box::new(
+            builder
+                .serve_connection(TokioIo::new(io), svc)
+                .with_upgrades(),
+        );
+        let result = tokio::select! {
+            // The connection first, and no random branch order: this is polled on every
+            // wake-up of the connection's task.
+            biased;
+            result = std::pin::Pin::new(&mut *conn) => result,
+            () = watch.draining() => {
+                std::pin::Pin::new(&mut *conn).graceful_shutdown();
+                std::pin::Pin::new(&mut *conn).await
             }
         };
-        drop(watch);
-        if let Err(e) = &result {
+        // None: upgraded, the socket is the upgrade's now.
+        let Some(parts) = conn.into_parts() else {
+            return;
+        };
+        io = parts.io.into_inner();
+        svc = parts.service;
+        let timed_out = result.as_ref().is_err_and(hyper::Error::is_timeout);
+        if timed_out && io.settled() {
+            io.rewind(parts.read_buf);
+            if io.wrote() {
+                // The head timer started with the last response.
+                head_since = Instant::now() - timeout;
+                continue;
+            }
+            if !last_window {
+                continue;
+            }
+        } else if let Err(e) = &result {
             tracing::debug!(error = %e, "connection ended with an error");
         }
-        let unanswered = slot.lock().expect("slot lock").take();
-        if let Some(u) = unanswered {
-            let timed_out = result.as_ref().is_err_and(hyper::Error::is_timeout);
-            answer_unparsed(u, timed_out, &task_gw).await;
+        if let Some(u) = io.unanswered() {
+            answer_unparsed(u, timed_out, &gateway).await;
         }
-    });
+        return;
+    }
+}
+
+/// A parked connection's wait: true once the socket is readable; false at `deadline` (the
+/// keep-alive idle timeout), on the drain signal, or on a socket error (the connection then
+/// closes, without an answer).
+async fn park(io: &mut client_io::ClientIo, deadline: Instant, watch: &mut Watch) -> bool {
+    tokio::select! {
+        biased;
+        () = watch.draining() => false,
+        ready = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => ready.is_ok(),
+        () = tokio::time::sleep_until(deadline) => false,
+    }
 }
 
 /// Answers a connection hyper ended without the gateway's answer (see [`client_io`]): a head
