@@ -11,6 +11,7 @@ mod cors;
 mod example;
 mod hardening;
 mod integrations;
+mod keepalive;
 mod lambda;
 mod lifecycle;
 mod observability;
