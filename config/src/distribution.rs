@@ -24,7 +24,7 @@
 use crate::{ApiKey, GatewayConfig, SCHEMA_VERSION, Stage, UsagePlan};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// The index schema version this build writes and reads.
 pub const INDEX_SCHEMA_VERSION: u32 = 1;
@@ -351,12 +351,13 @@ fn push_parts(out: &mut Vec<Shard>, kind: ShardKind, parts: Vec<GatewayConfig>) 
     }
 }
 
-/// Rebuilds the config `index` names from `shards` (by name; others are ignored): every listed
-/// shard must be present with the listed hash, and the merged, id-sorted config must have the
-/// index's version. The result is not `validate()`d here (the caller's loader does).
-pub fn assemble(
+/// Rebuilds the config `index` names from its shards (`shard` finds each listed one, `None`
+/// when absent): every listed shard must be present with the listed hash, and the merged,
+/// id-sorted config must have the index's version. The result is not `validate()`d here (the
+/// caller's loader does).
+pub fn assemble<'a>(
     index: &Index,
-    shards: &BTreeMap<String, Shard>,
+    shard: impl Fn(&ShardRef) -> Option<&'a Shard>,
 ) -> Result<GatewayConfig, DistributionError> {
     let mut config = GatewayConfig::empty();
     let mut apis = Vec::new();
@@ -364,11 +365,9 @@ pub fn assemble(
     let mut plans: Vec<UsagePlan> = Vec::new();
     let mut keys: Vec<ApiKey> = Vec::new();
     for r in &index.shards {
-        let s = shards
-            .get(&r.name)
-            .ok_or_else(|| DistributionError::MissingShard {
-                name: r.name.clone(),
-            })?;
+        let s = shard(r).ok_or_else(|| DistributionError::MissingShard {
+            name: r.name.clone(),
+        })?;
         if s.hash != r.hash {
             return Err(DistributionError::ShardHash {
                 name: r.name.clone(),
@@ -376,15 +375,18 @@ pub fn assemble(
                 found: s.hash.clone(),
             });
         }
-        let s = Shard {
-            kind: r.kind,
-            ..s.clone()
-        };
+        if s.kind != r.kind {
+            return Err(DistributionError::ShardContent {
+                name: r.name.clone(),
+                kind: r.kind.as_str(),
+                what: s.kind.as_str(),
+            });
+        }
         s.check_kind()?;
-        apis.extend(s.config.apis);
-        stages.extend(s.config.stages);
-        plans.extend(s.config.usage_plans);
-        keys.extend(s.config.api_keys);
+        apis.extend(s.config.apis.iter().cloned());
+        stages.extend(s.config.stages.iter().cloned());
+        plans.extend(s.config.usage_plans.iter().cloned());
+        keys.extend(s.config.api_keys.iter().cloned());
     }
     apis.sort_by(|a, b| a.id.cmp(&b.id));
     stages.sort_by(|a, b| a.id.cmp(&b.id));
@@ -411,6 +413,7 @@ mod tests {
         Api, ApiKeySource, Integration, KeyHash, MockIntegration, ObjectRef, PlanStage, Protocol,
         Route, RouteMatch,
     };
+    use std::collections::BTreeMap;
 
     fn api(i: usize) -> Api {
         let id = format!("restapi/t/a{i:04}");
@@ -559,7 +562,7 @@ mod tests {
                 (s.name.clone(), d)
             })
             .collect();
-        let back = assemble(&index, &shards).unwrap();
+        let back = assemble(&index, |r| shards.get(&r.name)).unwrap();
         assert_eq!(back, c);
         assert_eq!(back.content_hash(), c.content_hash());
         // Deterministic.
@@ -610,7 +613,7 @@ mod tests {
         let mut shards = by_name(shards);
         let victim = index.shards[index.shards.len() / 2].name.clone();
         let good = shards.remove(&victim).unwrap();
-        let e = assemble(&index, &shards).unwrap_err();
+        let e = assemble(&index, |r| shards.get(&r.name)).unwrap_err();
         assert_eq!(
             e,
             DistributionError::MissingShard {
@@ -629,7 +632,7 @@ mod tests {
             stale.usage_plans.clear();
         }
         shards.insert(victim.clone(), Shard::new(victim.clone(), good.kind, stale));
-        let e = assemble(&index, &shards).unwrap_err();
+        let e = assemble(&index, |r| shards.get(&r.name)).unwrap_err();
         assert!(
             matches!(&e, DistributionError::ShardHash { name, .. } if *name == victim),
             "{e}"
@@ -637,12 +640,12 @@ mod tests {
         assert!(e.to_string().contains(&victim), "{e}");
 
         shards.insert(victim, good);
-        assert_eq!(assemble(&index, &shards).unwrap(), c);
+        assert_eq!(assemble(&index, |r| shards.get(&r.name)).unwrap(), c);
         // An index whose version is not what the shards make.
         let mut wrong = index.clone();
         wrong.version = "0".repeat(64);
         assert!(matches!(
-            assemble(&wrong, &shards),
+            assemble(&wrong, |r| shards.get(&r.name)),
             Err(DistributionError::Version { .. })
         ));
     }
@@ -664,7 +667,8 @@ mod tests {
                 index.shards.iter().any(|s| s.kind == ShardKind::Apis),
                 !c.apis.is_empty()
             );
-            assert_eq!(assemble(&index, &by_name(shards)).unwrap(), c);
+            let shards = by_name(shards);
+            assert_eq!(assemble(&index, |r| shards.get(&r.name)).unwrap(), c);
         }
     }
 

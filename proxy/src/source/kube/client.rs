@@ -1,10 +1,12 @@
-//! A minimal Kubernetes API client for one ConfigMap: list (with a `metadata.name` field
-//! selector) and watch (newline-delimited JSON events over a chunked response); and a get of
-//! the credentials Secret next to it.
+//! A minimal Kubernetes API client for ConfigMaps: list (with a `metadata.name` field
+//! selector, or the shards' label selector) and watch (newline-delimited JSON events over a
+//! chunked response); and a get of the credentials Secret next to it.
 //!
 //! ```text
 //!  GET /api/v1/namespaces/NS/configmaps?fieldSelector=metadata.name%3DNAME
 //!      -> {"metadata":{"resourceVersion":RV},"items":[ConfigMap?]}
+//!  GET /api/v1/namespaces/NS/configmaps?labelSelector=portico.dev%2Fconfig-of%3DNAME
+//!      -> {"metadata":{"resourceVersion":RV},"items":[shard ConfigMap...]}
 //!  GET ...&watch=true&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=290
 //!      -> {"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":{...}}\n ...
 //!  GET /api/v1/namespaces/NS/secrets/NAME-credentials      -> Secret | 404
@@ -228,7 +230,12 @@ impl Client {
 
     /// Lists the ConfigMap (0 or 1 items) and the resourceVersion to watch from.
     pub async fn list(&self, target: &Target) -> Result<List, ClientError> {
-        let resp = self.get(&target.list_path()).await?;
+        self.list_at(&target.list_path()).await
+    }
+
+    /// Lists the ConfigMaps at `path_and_query` (a list path with its selector).
+    pub async fn list_at(&self, path_and_query: &str) -> Result<List, ClientError> {
+        let resp = self.get(path_and_query).await?;
         let body = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
             .await
             .map_err(|_| ClientError::Timeout("list"))??
@@ -265,7 +272,12 @@ impl Client {
         target: &Target,
         resource_version: &str,
     ) -> Result<WatchStream, ClientError> {
-        let resp = self.get(&target.watch_path(resource_version)).await?;
+        self.watch_at(&target.watch_path(resource_version)).await
+    }
+
+    /// Starts a watch at `path_and_query` (a watch path with its selector and resourceVersion).
+    pub async fn watch_at(&self, path_and_query: &str) -> Result<WatchStream, ClientError> {
+        let resp = self.get(path_and_query).await?;
         Ok(WatchStream {
             body: resp.into_body(),
             buf: BytesMut::new(),

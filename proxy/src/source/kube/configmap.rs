@@ -1,17 +1,25 @@
-//! The published ConfigMap and its decoding into a `GatewayConfig`.
+//! The published ConfigMap and its decoding into a `GatewayConfig`, or into the index of a
+//! sharded config and its shards (`docs/config-distribution.md`).
 //!
 //! ```text
 //!  data["gateway-config.json"]                 JSON text
 //!  binaryData["gateway-config.json.gz"]        base64(gzip(JSON))   (large configs)
+//!  data["gateway-config-index.json"]           the index (sharded configs) instead of both
 //!  annotations["portico.dev/config-version"]   content hash (checked, informational)
+//!
+//!  shard ConfigMap <name>-<kind>-<n>, label portico.dev/config-of=<name>:
+//!  binaryData["gateway-config-shard.json.gz"]  base64(gzip(partial GatewayConfig JSON))
+//!  annotations["portico.dev/shard-version"]    its hash (as the index names it)
 //! ```
 //!
-//! Names follow `operator/src/publish.rs`. Entry point: [`decode`].
+//! Names follow `operator/src/publish.rs`. Entry points: [`decode`], [`index`],
+//! [`decode_shard`].
 
 use crate::source::{LoadError, Loaded};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use portico_config::GatewayConfig;
+use portico_config::distribution::{Index, Shard, ShardRef};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -22,6 +30,14 @@ pub const DATA_KEY: &str = "gateway-config.json";
 pub const GZIP_KEY: &str = "gateway-config.json.gz";
 /// Annotation holding the content hash (as `operator::publish::VERSION_ANNOTATION`).
 pub const VERSION_ANNOTATION: &str = "portico.dev/config-version";
+/// `data` key of the index, when the config is sharded (as `operator::publish::INDEX_KEY`).
+pub const INDEX_KEY: &str = "gateway-config-index.json";
+/// `binaryData` key of a shard's gzipped document (as `operator::publish::SHARD_KEY`).
+pub const SHARD_KEY: &str = "gateway-config-shard.json.gz";
+/// Label naming the index ConfigMap of a shard (as `operator::publish::CONFIG_OF_LABEL`).
+pub const CONFIG_OF_LABEL: &str = "portico.dev/config-of";
+/// Annotation holding a shard's hash (as `operator::publish::SHARD_VERSION_ANNOTATION`).
+pub const SHARD_VERSION_ANNOTATION: &str = "portico.dev/shard-version";
 /// Largest decompressed document accepted (a ConfigMap holds at most 1 MiB compressed).
 pub const MAX_DECOMPRESSED_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -56,6 +72,9 @@ pub struct Meta {
     /// Annotations.
     #[serde(default, deserialize_with = "null_as_default")]
     pub annotations: BTreeMap<String, String>,
+    /// Labels.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `null` reads as empty (merge-patching servers and hand-written objects produce it).
@@ -109,6 +128,42 @@ pub fn decode(cm: &ConfigMap) -> Result<Loaded, LoadError> {
     })
 }
 
+/// The index, when `cm` holds one (`None`: the whole config, or nothing).
+pub fn index(cm: &ConfigMap) -> Option<Result<Index, LoadError>> {
+    let json = cm.data.get(INDEX_KEY)?;
+    Some(Index::from_json(json.as_bytes()).map_err(|e| {
+        LoadError::Decode(format!(
+            "ConfigMap {}/{} (resourceVersion {}): data[{INDEX_KEY}]: {e}",
+            cm.metadata.namespace, cm.metadata.name, cm.metadata.resource_version
+        ))
+    }))
+}
+
+/// The hash a shard ConfigMap says it holds ([`SHARD_VERSION_ANNOTATION`]; empty when absent).
+pub fn shard_version(cm: &ConfigMap) -> &str {
+    cm.metadata
+        .annotations
+        .get(SHARD_VERSION_ANNOTATION)
+        .map_or("", String::as_str)
+}
+
+/// Decodes shard `r` of the index from its ConfigMap (gunzip, JSON, kind; its hash computed).
+pub fn decode_shard(cm: &ConfigMap, r: &ShardRef) -> Result<Shard, String> {
+    let what = format!(
+        "shard ConfigMap {}/{} (resourceVersion {})",
+        cm.metadata.namespace, cm.metadata.name, cm.metadata.resource_version
+    );
+    let b64 = cm
+        .binary_data
+        .get(SHARD_KEY)
+        .ok_or_else(|| format!("{what}: binaryData[{SHARD_KEY}] is not set"))?;
+    let gz = B64
+        .decode(b64.trim())
+        .map_err(|e| format!("{what}: binaryData[{SHARD_KEY}] is not base64: {e}"))?;
+    let json = gunzip(&gz).map_err(|e| format!("{what}: binaryData[{SHARD_KEY}]: {e}"))?;
+    Shard::decode(&r.name, r.kind, &json).map_err(|e| format!("{what}: {e}"))
+}
+
 fn gunzip(gz: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(gz)
@@ -136,6 +191,7 @@ pub(crate) mod tests {
                 namespace: "ns".into(),
                 resource_version: "7".into(),
                 annotations: BTreeMap::new(),
+                labels: BTreeMap::new(),
             },
             data: data
                 .iter()

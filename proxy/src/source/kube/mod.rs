@@ -4,21 +4,36 @@
 //!
 //! ```text
 //!  config.rs       kubeconfig | in-cluster service account -> Settings (server, TLS, auth)
-//!  client.rs       hyper + rustls: list (fieldSelector=metadata.name) / watch (NDJSON events)
-//!                  / get of the credentials Secret
+//!  client.rs       hyper + rustls: list (fieldSelector=metadata.name | labelSelector) / watch
+//!                  (NDJSON events) / get of the credentials Secret
 //!  configmap.rs    ConfigMap -> data | gunzip(binaryData) -> GatewayConfig::from_json (+ validate)
+//!                  | data[index] -> Index;  shard ConfigMap -> gunzip -> Shard
 //!  credentials.rs  Secret "<configmap>-credentials" -> Runtime.secrets (values the config names)
 //!  mod.rs          the loop below; every load goes through watch::apply (one ArcSwap::store)
 //!
 //!   ┌─> list ──(items[0]? apply : "missing", keep)──> rv
 //!   │     └─ error: source_up 0, backoff, retry
 //!   │   watch(rv) ─ ADDED/MODIFIED: apply ─ DELETED: keep ─ BOOKMARK: rv ─ end: re-watch(rv)
+//!   │     │        (beside it: shard events from the shard watcher, and the credentials retry)
 //!   │     └─ error/disconnect: source_up 0, backoff, re-watch(rv)
 //!   └──── 410 Gone (HTTP or ERROR event): relist
 //!
-//!  apply = decode ─> config names credentials? get Secret ─> watch::apply(config + secrets)
+//!  apply = index? ──no──> decode ─> config names credentials? get Secret ─> watch::apply(config + secrets)
 //!          (Secret problem: log once, keep the last values, retry the get beside the watch)
+//!            └─yes─> start the shard watcher (once) ─> assemble
+//!
+//!  shard watcher (a task): list + watch labelSelector=portico.dev/config-of=NAME, the same
+//!                 relist/backoff rules ─> Listed | Upsert | Deleted ─> channel ─> the loop
+//!  assemble = every shard the index names present with its hash (annotation)?
+//!               no: log what is missing, reload_success 0, keep the last good config, wait
+//!               yes: decode the shards not cached by (name, hash) ─> distribution::assemble
+//!                    (hashes, version) ─> validate ─> credentials ─> watch::apply
 //! ```
+//!
+//! A sharded config (`docs/config-distribution.md`) is served only complete and consistent:
+//! the operator writes the changed shards before the index, but the two watches may deliver
+//! them in any order, so an index naming a shard not seen yet waits for it, and the previous
+//! config keeps serving. A shard deleted after its index was served changes nothing served.
 //!
 //! Secret values (WebSocket `@connections` credentials) are never in the ConfigMap: the operator
 //! writes them into Secret `<configmap>-credentials` before the ConfigMap, and annotates the
@@ -52,11 +67,14 @@ use arc_swap::ArcSwap;
 use client::{Client, ClientError, WatchEvent};
 use configmap::ConfigMap;
 use portico_config::GatewayConfig;
-use std::collections::BTreeMap;
+use portico_config::distribution::{self, Index, Shard};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// The ConfigMap to follow, `NAMESPACE/NAME`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,17 +128,39 @@ impl Target {
 
     /// The watch request from `resource_version`.
     pub fn watch_path(&self, resource_version: &str) -> String {
-        let rv: String = percent_encoding::utf8_percent_encode(
-            resource_version,
-            percent_encoding::NON_ALPHANUMERIC,
-        )
-        .to_string();
+        watch_path(&self.list_path(), resource_version)
+    }
+
+    /// The list request of the shards (label `portico.dev/config-of=NAME`). RBAC cannot grant
+    /// by label: listing them needs `list`/`watch` on the namespace's ConfigMaps.
+    pub fn shards_list_path(&self) -> String {
         format!(
-            "{}&watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds={}",
-            self.list_path(),
-            client::WATCH_TIMEOUT_SECONDS
+            "/api/v1/namespaces/{}/configmaps?labelSelector={}%3D{}",
+            self.namespace,
+            configmap::CONFIG_OF_LABEL.replace('/', "%2F"),
+            self.name
         )
     }
+
+    /// The watch request of the shards from `resource_version`.
+    pub fn shards_watch_path(&self, resource_version: &str) -> String {
+        watch_path(&self.shards_list_path(), resource_version)
+    }
+
+    /// The ConfigMap name of shard `shard` (`keys-3`).
+    pub fn shard_name(&self, shard: &str) -> String {
+        format!("{}-{shard}", self.name)
+    }
+}
+
+fn watch_path(list_path: &str, resource_version: &str) -> String {
+    let rv: String =
+        percent_encoding::utf8_percent_encode(resource_version, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    format!(
+        "{list_path}&watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds={}",
+        client::WATCH_TIMEOUT_SECONDS
+    )
 }
 
 /// Exponential backoff with jitter: `initial`, doubling, capped at `max`; each delay is
@@ -185,6 +225,7 @@ pub struct KubeSource {
     client: Client,
     target: Target,
     backoff: Backoff,
+    shard_decodes: Arc<AtomicUsize>,
 }
 
 /// What the loop shares with the server.
@@ -198,6 +239,37 @@ struct Ctx {
     /// resourceVersion of the last ConfigMap handled (skips replays of the same object).
     seen: Option<String>,
     creds: Creds,
+    sharded: Sharded,
+}
+
+/// What the shard watcher reports.
+#[derive(Debug)]
+enum ShardEvent {
+    /// A (re)list: every shard ConfigMap there is.
+    Listed(Vec<ConfigMap>),
+    /// A shard ConfigMap created or changed.
+    Upsert(ConfigMap),
+    /// A shard ConfigMap deleted (its name).
+    Deleted(String),
+}
+
+/// A sharded config as far as the loop knows it.
+#[derive(Debug, Default)]
+struct Sharded {
+    /// The index the named ConfigMap holds (`None`: it holds the whole config).
+    index: Option<Index>,
+    /// The version of the index last served.
+    served: Option<String>,
+    /// The shard ConfigMaps by name (`None` until the watcher's first list).
+    live: Option<BTreeMap<String, ConfigMap>>,
+    /// Decoded shards by (ConfigMap name, hash): only changed shards are decoded again.
+    decoded: HashMap<(String, String), Arc<Shard>>,
+    /// What the last wait was for (logged when it changes).
+    waiting: Option<String>,
+    /// Events of the shard watcher (started by the first index).
+    rx: Option<mpsc::UnboundedReceiver<ShardEvent>>,
+    /// Shards decoded so far (tests and logs).
+    decodes: Arc<AtomicUsize>,
 }
 
 /// The credentials Secret as far as the loop knows it.
@@ -231,7 +303,14 @@ impl KubeSource {
             client,
             target,
             backoff: Backoff::default(),
+            shard_decodes: Arc::default(),
         })
+    }
+
+    /// Counts the shard ConfigMaps decoded (a shard unchanged since the last decode is not
+    /// decoded again).
+    pub fn shard_decodes(&self) -> Arc<AtomicUsize> {
+        self.shard_decodes.clone()
     }
 
     /// Replaces the reconnect backoff (tests use short ones).
@@ -267,6 +346,10 @@ impl KubeSource {
                 problem: None,
                 retry_at: None,
                 backoff: self.backoff.clone(),
+            },
+            sharded: Sharded {
+                decodes: self.shard_decodes.clone(),
+                ..Sharded::default()
             },
         };
         tokio::spawn(run(self.client, self.target, self.backoff, ctx))
@@ -335,18 +418,35 @@ async fn watch_once(
     up(ctx);
     loop {
         // While the credentials Secret could not be read, it is read again alongside the
-        // watch (`WatchStream::next` is cancel-safe: a frame is buffered before it returns).
-        let next = match ctx.creds.retry_at {
-            Some(at) => tokio::select! {
-                ev = stream.next() => ev?,
-                () = tokio::time::sleep_until(at) => {
-                    ctx.retry_credentials().await;
-                    continue;
-                }
-            },
-            None => stream.next().await?,
+        // watch; shard events are handled alongside it too (`WatchStream::next` is
+        // cancel-safe: a frame is buffered before it returns).
+        let next = {
+            let retry_at = ctx.creds.retry_at;
+            let shards = ctx.sharded.rx.as_mut();
+            tokio::select! {
+                ev = stream.next() => Next::Watch(ev?),
+                () = sleep_until_some(retry_at) => Next::Retry,
+                ev = recv_some(shards) => Next::Shard(ev),
+            }
         };
-        let Some(ev) = next else { break };
+        let ev = match next {
+            Next::Watch(ev) => ev,
+            Next::Retry => {
+                ctx.retry_credentials().await;
+                continue;
+            }
+            Next::Shard(Some(ev)) => {
+                ctx.on_shard_event(ev).await;
+                continue;
+            }
+            Next::Shard(None) => {
+                // The watcher is gone (it never ends by itself): start it again.
+                ctx.sharded.rx = None;
+                ctx.start_shard_watch();
+                continue;
+            }
+        };
+        let Some(ev) = ev else { break };
         *events += 1;
         match ev {
             WatchEvent::Added(cm) | WatchEvent::Modified(cm) => {
@@ -377,6 +477,122 @@ async fn watch_once(
         }
     }
     Ok(())
+}
+
+/// What woke the watch loop.
+enum Next {
+    Watch(Option<WatchEvent>),
+    Retry,
+    Shard(Option<ShardEvent>),
+}
+
+/// Sleeps until `at`; forever when `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next event of `rx`; pending forever when there is no receiver.
+async fn recv_some(rx: Option<&mut mpsc::UnboundedReceiver<ShardEvent>>) -> Option<ShardEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The shard watcher: list + watch the ConfigMaps labelled `portico.dev/config-of=NAME`,
+/// reporting every change on `tx`, until the loop drops the receiver.
+async fn run_shards(
+    client: Client,
+    target: Target,
+    tx: mpsc::UnboundedSender<ShardEvent>,
+    mut backoff: Backoff,
+) {
+    let is_shard = |cm: &ConfigMap| {
+        cm.metadata.labels.get(configmap::CONFIG_OF_LABEL) == Some(&target.name)
+            && cm.metadata.name != target.name
+    };
+    let failed = |what: &str, e: &ClientError, delay: Duration| {
+        tracing::warn!(configmap = %target, error = %e, retry_in = ?delay, "Kubernetes API {what} of the shard ConfigMaps failed; keeping the current config");
+    };
+    'list: loop {
+        let list = match client.list_at(&target.shards_list_path()).await {
+            Ok(l) => l,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                failed("list", &e, delay);
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        let mut rv = list.metadata.resource_version;
+        let items = list.items.into_iter().filter(|cm| is_shard(cm)).collect();
+        if tx.send(ShardEvent::Listed(items)).is_err() {
+            return;
+        }
+        loop {
+            let started = Instant::now();
+            let mut events = 0usize;
+            let result: Result<(), ClientError> = async {
+                let mut stream = client.watch_at(&target.shards_watch_path(&rv)).await?;
+                while let Some(ev) = stream.next().await? {
+                    events += 1;
+                    let sent = match ev {
+                        WatchEvent::Added(cm) | WatchEvent::Modified(cm) => {
+                            rv.clone_from(&cm.metadata.resource_version);
+                            !is_shard(&cm) || tx.send(ShardEvent::Upsert(cm)).is_ok()
+                        }
+                        WatchEvent::Deleted(cm) => {
+                            rv.clone_from(&cm.metadata.resource_version);
+                            !is_shard(&cm) || tx.send(ShardEvent::Deleted(cm.metadata.name)).is_ok()
+                        }
+                        WatchEvent::Bookmark(v) => {
+                            if !v.is_empty() {
+                                rv = v;
+                            }
+                            true
+                        }
+                        WatchEvent::Error(s) if s.code == 410 => return Err(ClientError::Gone),
+                        WatchEvent::Error(s) => {
+                            return Err(ClientError::Status {
+                                code: s.code,
+                                message: s.message,
+                            });
+                        }
+                    };
+                    if !sent {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            if tx.is_closed() {
+                return;
+            }
+            let quick = events == 0 && started.elapsed() < Duration::from_secs(1);
+            match result {
+                Ok(()) if quick => tokio::time::sleep(backoff.next_delay()).await,
+                Ok(()) => backoff.reset(),
+                Err(ClientError::Gone) => {
+                    if quick {
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                    continue 'list;
+                }
+                Err(e) => {
+                    if events > 0 {
+                        backoff.reset();
+                    }
+                    let delay = backoff.next_delay();
+                    failed("watch", &e, delay);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
 }
 
 fn up(ctx: &Ctx) {
@@ -421,6 +637,21 @@ impl Ctx {
             .annotations
             .get(credentials::VERSION_ANNOTATION)
             .cloned();
+        match configmap::index(&cm) {
+            Some(Ok(index)) => {
+                self.creds.wanted = wanted;
+                self.sharded.index = Some(index);
+                self.sharded.served = None;
+                self.start_shard_watch();
+                self.assemble().await;
+                return;
+            }
+            Some(Err(e)) => {
+                self.finish(Err(e)).await;
+                return;
+            }
+            None => self.sharded.index = None,
+        }
         // Decoding (gunzip, JSON, validate) and Runtime::build stay off the async workers.
         let decoded = tokio::task::spawn_blocking(move || configmap::decode(&cm))
             .await
@@ -433,6 +664,12 @@ impl Ctx {
             }
             Err(e) => Err(e),
         };
+        self.finish(loaded).await;
+    }
+
+    /// Hands a load to `watch::apply` (off the async workers); the first success makes the
+    /// proxy ready.
+    async fn finish(&mut self, loaded: Result<Loaded, LoadError>) -> Reload {
         let (state, metrics, pools) =
             (self.state.clone(), self.metrics.clone(), self.pools.clone());
         let result =
@@ -442,6 +679,180 @@ impl Ctx {
         if result != Reload::Failed && !self.health.is_ready() {
             tracing::info!(configmap = %self.target, "first config loaded; ready");
             self.health.set_ready(true);
+        }
+        result
+    }
+
+    /// Starts the shard watcher unless it runs.
+    fn start_shard_watch(&mut self) {
+        if self.sharded.rx.is_some() {
+            return;
+        }
+        tracing::info!(configmap = %self.target, "the ConfigMap holds an index; following its shards");
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.sharded.rx = Some(rx);
+        tokio::spawn(run_shards(
+            self.client.clone(),
+            self.target.clone(),
+            tx,
+            self.creds.backoff.clone(),
+        ));
+    }
+
+    async fn on_shard_event(&mut self, ev: ShardEvent) {
+        let live = self.sharded.live.get_or_insert_with(BTreeMap::new);
+        match ev {
+            ShardEvent::Listed(items) => {
+                *live = items
+                    .into_iter()
+                    .map(|cm| (cm.metadata.name.clone(), cm))
+                    .collect();
+            }
+            ShardEvent::Upsert(cm) => {
+                live.insert(cm.metadata.name.clone(), cm);
+            }
+            ShardEvent::Deleted(name) => {
+                live.remove(&name);
+                let named = self.sharded.index.as_ref().is_some_and(|i| {
+                    i.shards
+                        .iter()
+                        .any(|s| self.target.shard_name(&s.name) == name)
+                });
+                if named {
+                    tracing::warn!(configmap = %self.target, shard = %name, "a shard ConfigMap the index names was deleted; the config built from it keeps serving");
+                }
+            }
+        }
+        self.assemble().await;
+    }
+
+    /// Serves the config the index names once every shard it names is present with its hash;
+    /// until then logs what is missing and keeps the last good config.
+    async fn assemble(&mut self) {
+        let Some(index) = self.sharded.index.clone() else {
+            return;
+        };
+        if self.sharded.served.as_deref() == Some(index.version.as_str()) {
+            return;
+        }
+        let Some(live) = &self.sharded.live else {
+            // The watcher's first list is on its way.
+            return;
+        };
+        let missing: Vec<String> = index
+            .shards
+            .iter()
+            .map(|r| (self.target.shard_name(&r.name), r))
+            .filter(|(n, r)| live.get(n).map(configmap::shard_version) != Some(r.hash.as_str()))
+            .map(|(n, _)| n)
+            .collect();
+        if !missing.is_empty() {
+            self.wait_for(format!(
+                "index {} names shard ConfigMap(s) not present with its hash: {}",
+                &index.version[..12.min(index.version.len())],
+                missing.join(", ")
+            ));
+            return;
+        }
+        // Decode the shards not cached (by name and hash).
+        let todo: Vec<(ConfigMap, distribution::ShardRef)> = index
+            .shards
+            .iter()
+            .filter(|r| {
+                !self
+                    .sharded
+                    .decoded
+                    .contains_key(&(self.target.shard_name(&r.name), r.hash.clone()))
+            })
+            .map(|r| (live[&self.target.shard_name(&r.name)].clone(), r.clone()))
+            .collect();
+        self.sharded
+            .decodes
+            .fetch_add(todo.len(), Ordering::Relaxed);
+        let decoded = tokio::task::spawn_blocking(move || {
+            todo.into_iter()
+                .map(|(cm, r)| {
+                    let d = configmap::decode_shard(&cm, &r);
+                    (cm.metadata.name, r, d)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut errors = Vec::new();
+        for (name, r, d) in decoded {
+            match d {
+                Ok(shard) if shard.hash == r.hash => {
+                    self.sharded.decoded.insert((name, r.hash), Arc::new(shard));
+                }
+                Ok(shard) => errors.push(format!(
+                    "shard ConfigMap {name} holds hash {} but is annotated {}",
+                    shard.hash, r.hash
+                )),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            self.finish(Err(LoadError::Decode(errors.join("; ")))).await;
+            return;
+        }
+        // Only the index's shards stay cached.
+        let keep: HashMap<(String, String), Arc<Shard>> = index
+            .shards
+            .iter()
+            .filter_map(|r| {
+                let k = (self.target.shard_name(&r.name), r.hash.clone());
+                let v = self.sharded.decoded.get(&k)?.clone();
+                Some((k, v))
+            })
+            .collect();
+        self.sharded.decoded = keep;
+        let shards: HashMap<String, Arc<Shard>> = self
+            .sharded
+            .decoded
+            .iter()
+            .map(|((_, _), s)| (s.name.clone(), s.clone()))
+            .collect();
+        let idx = index.clone();
+        let what = format!("ConfigMap {} (sharded)", self.target);
+        let assembled = tokio::task::spawn_blocking(move || {
+            let config = distribution::assemble(&idx, |r| shards.get(&r.name).map(|s| &**s))
+                .map_err(|e| LoadError::Decode(format!("{what}: {e}")))?;
+            config
+                .validate()
+                .map_err(|e| LoadError::Decode(format!("{what}: {e}")))?;
+            Ok::<_, LoadError>(config)
+        })
+        .await
+        .unwrap_or_else(|e| Err(LoadError::Decode(format!("assembling the shards: {e}"))));
+        let loaded = match assembled {
+            Ok(config) => {
+                let secrets = self.secrets_for(&config).await;
+                Ok(Loaded {
+                    config,
+                    diagnostics: Vec::new(),
+                    secrets,
+                })
+            }
+            Err(e) => Err(e),
+        };
+        let ok = loaded.is_ok();
+        if self.finish(loaded).await != Reload::Failed && ok {
+            if self.sharded.waiting.take().is_some() {
+                tracing::info!(configmap = %self.target, shards = index.shards.len(), "every shard the index names is present");
+            }
+            self.sharded.served = Some(index.version);
+        }
+    }
+
+    /// Logs (when it changed) and counts a wait for shards; the last good config keeps serving.
+    fn wait_for(&mut self, what: String) {
+        let m = &self.metrics;
+        m.reload_success.set(0);
+        if self.sharded.waiting.as_ref() != Some(&what) {
+            m.reloads_total.with_label_values(&["failure"]).inc();
+            tracing::warn!(configmap = %self.target, "{what}; keeping the last good config until the set is complete");
+            self.sharded.waiting = Some(what);
         }
     }
 }
