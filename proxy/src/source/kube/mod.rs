@@ -1198,3 +1198,295 @@ mod credentials_tests {
         let _ = std::fs::remove_file(&kubeconfig);
     }
 }
+
+/// A sharded config against a small fake API server: the named ConfigMap (field selector) and
+/// its shards (label selector), each listed and watched.
+#[cfg(all(test, feature = "standalone"))]
+mod shard_tests {
+    use super::*;
+    use base64::Engine as _;
+    use bytes::Bytes;
+    use flate2::{Compression, write::GzEncoder};
+    use http::{Request, Response, StatusCode};
+    use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
+    use hyper::body::{Frame, Incoming};
+    use hyper_util::rt::TokioIo;
+    use serde_json::{Value, json};
+    use std::convert::Infallible;
+    use std::io::Write as _;
+    use std::sync::Mutex;
+    use tokio::sync::broadcast;
+
+    /// `apis` RestApis with a Stage each and `keys` ApiKeys on one plan, compiled.
+    fn fleet(apis: usize, keys: usize) -> GatewayConfig {
+        let mut yaml = String::new();
+        for i in 0..apis {
+            yaml.push_str(&format!("---\napiVersion: portico.dev/v1alpha1\nkind: RestApi\nmetadata: {{name: t{i}, namespace: ns}}\nspec:\n  resources:\n    - path: /r\n      methods:\n        GET: {{apiKeyRequired: true, integration: {{type: MOCK, mockResponse: {{statusCode: 200}}}}}}\n---\napiVersion: portico.dev/v1alpha1\nkind: Stage\nmetadata: {{name: t{i}, namespace: ns}}\nspec: {{restApiRef: {{name: t{i}}}}}\n"));
+        }
+        yaml.push_str("---\napiVersion: portico.dev/v1alpha1\nkind: UsagePlan\nmetadata: {name: p, namespace: ns}\nspec:\n  apiStages:\n");
+        for i in 0..apis {
+            yaml.push_str(&format!("    - stageRef: {{name: t{i}}}\n"));
+        }
+        for k in 0..keys {
+            yaml.push_str(&format!("---\napiVersion: portico.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: k{k}, namespace: ns}}\nspec:\n  valueFrom: {{secretKeyRef: {{name: k{k}, key: v}}}}\n  usagePlanRefs: [{{name: p}}]\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: k{k}, namespace: ns}}\nstringData: {{v: value-{k}}}\n"));
+        }
+        let resources = portico_crds::parse_manifests("test", &yaml).unwrap();
+        let out = portico_crds::compile(&portico_crds::Snapshot::from_resources(resources));
+        assert!(
+            !out.diagnostics.iter().any(|d| d.is_error()),
+            "{:?}",
+            out.diagnostics
+        );
+        assert_eq!(out.config.api_keys.len(), keys);
+        out.config
+    }
+
+    #[derive(Default)]
+    struct State {
+        rv: u64,
+        named: Option<Value>,
+        shards: BTreeMap<String, Value>,
+    }
+
+    #[derive(Clone)]
+    struct Fake {
+        state: Arc<Mutex<State>>,
+        named_live: broadcast::Sender<String>,
+        shards_live: broadcast::Sender<String>,
+    }
+
+    fn gz_b64(text: &str) -> String {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(text.as_bytes()).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap())
+    }
+
+    impl Fake {
+        fn new() -> Self {
+            Fake {
+                state: Arc::default(),
+                named_live: broadcast::channel(64).0,
+                shards_live: broadcast::channel(1024).0,
+            }
+        }
+
+        fn set_named(&self, data: Value) {
+            let mut s = self.state.lock().unwrap();
+            s.rv += 1;
+            let cm = json!({"kind": "ConfigMap", "metadata": {"name": "gw", "namespace": "ns",
+                "resourceVersion": s.rv.to_string()}, "data": data});
+            s.named = Some(cm.clone());
+            let _ = self
+                .named_live
+                .send(json!({"type": "MODIFIED", "object": cm}).to_string());
+        }
+
+        fn index(&self, index: &Index) {
+            self.set_named(json!({configmap::INDEX_KEY: index.to_json()}));
+        }
+
+        fn whole(&self, config: &GatewayConfig) {
+            self.set_named(json!({configmap::DATA_KEY: config.to_json()}));
+        }
+
+        fn shard(&self, shard: &Shard) {
+            let mut s = self.state.lock().unwrap();
+            s.rv += 1;
+            let name = format!("gw-{}", shard.name);
+            let cm = json!({"kind": "ConfigMap", "metadata": {"name": name, "namespace": "ns",
+                "resourceVersion": s.rv.to_string(),
+                "labels": {configmap::CONFIG_OF_LABEL: "gw"},
+                "annotations": {configmap::SHARD_VERSION_ANNOTATION: shard.hash}},
+                "binaryData": {configmap::SHARD_KEY: gz_b64(&shard.to_json())}});
+            s.shards.insert(name, cm.clone());
+            let _ = self
+                .shards_live
+                .send(json!({"type": "MODIFIED", "object": cm}).to_string());
+        }
+
+        fn delete_shard(&self, shard: &str) {
+            let mut s = self.state.lock().unwrap();
+            s.rv += 1;
+            let mut cm = s.shards.remove(&format!("gw-{shard}")).unwrap();
+            cm["metadata"]["resourceVersion"] = s.rv.to_string().into();
+            let _ = self
+                .shards_live
+                .send(json!({"type": "DELETED", "object": cm}).to_string());
+        }
+
+        fn handle(&self, req: &Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+            let (path, query) = (req.uri().path(), req.uri().query().unwrap_or(""));
+            let s = self.state.lock().unwrap();
+            let json = |status: StatusCode, v: &Value| {
+                let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+                *r.status_mut() = status;
+                r
+            };
+            let shards = query.contains("labelSelector=portico.dev%2Fconfig-of%3Dgw");
+            let named = query.contains("fieldSelector=metadata.name%3Dgw");
+            if path != "/api/v1/namespaces/ns/configmaps" || shards == named {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    &json!({"kind": "Status", "code": 404}),
+                );
+            }
+            if query.contains("watch=true") {
+                let rx = if shards {
+                    self.shards_live.subscribe()
+                } else {
+                    self.named_live.subscribe()
+                };
+                let live = futures::stream::unfold(rx, |mut rx| async {
+                    let line = rx.recv().await.ok()?;
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from(line + "\n"))),
+                        rx,
+                    ))
+                });
+                return Response::new(BoxBody::new(StreamBody::new(live)));
+            }
+            let items: Vec<Value> = if shards {
+                s.shards.values().cloned().collect()
+            } else {
+                s.named.iter().cloned().collect()
+            };
+            json(
+                StatusCode::OK,
+                &json!({"metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+            )
+        }
+    }
+
+    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "timed out: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Served once complete; a new index arriving before its changed shard keeps the old config
+    /// until the shard comes, and decodes only that shard; a deleted shard changes nothing
+    /// served; an index naming a missing shard waits; the single-document format still works.
+    #[tokio::test]
+    async fn a_sharded_config_is_served_only_complete_and_only_changed_shards_are_decoded() {
+        let v1 = fleet(6, 30);
+        // v1's objects and one more key.
+        let v2 = fleet(6, 31);
+        let (index1, shards1) = distribution::split(&v1, 2048);
+        let (index2, shards2) = distribution::split(&v2, 2048);
+        assert!(index1.shards.len() >= 4, "{index1:?}");
+        assert_eq!(index1.shards.len(), index2.shards.len());
+        let changed: Vec<&Shard> = shards2.iter().filter(|s| !shards1.contains(s)).collect();
+        assert!(
+            !changed.is_empty() && changed.len() <= 2,
+            "one key shard (and the plan's, which names no key): {:?}",
+            changed.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+
+        let fake = Fake::new();
+        for s in &shards1 {
+            fake.shard(s);
+        }
+        fake.index(&index1);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = {
+            let fake = fake.clone();
+            tokio::spawn(async move {
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let fake = fake.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let resp = fake.handle(&req);
+                            async move { Ok::<_, Infallible>(resp) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            })
+        };
+        let kubeconfig =
+            std::env::temp_dir().join(format!("portico-kube-shards-{}.yaml", std::process::id()));
+        std::fs::write(
+            &kubeconfig,
+            format!("apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n"),
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let pools = Pools::new();
+        let state = Arc::new(ArcSwap::from_pointee(Runtime::build(
+            GatewayConfig::empty(),
+            &metrics,
+            &pools,
+        )));
+        let health = Arc::new(Health::default());
+        let source = KubeSource::new("ns/gw".parse().unwrap(), Some(&kubeconfig), None)
+            .unwrap()
+            .with_backoff(Backoff::new(
+                Duration::from_millis(20),
+                Duration::from_millis(100),
+                false,
+            ));
+        let decodes = source.shard_decodes();
+        let task = source.spawn(state.clone(), metrics.clone(), pools, health.clone());
+
+        // Complete: served.
+        wait_for("ready", || health.is_ready()).await;
+        assert_eq!(state.load().version, v1.content_hash());
+        assert_eq!(*state.load().config, v1);
+        assert_eq!(decodes.load(Ordering::Relaxed), index1.shards.len());
+        assert_eq!(metrics.reload_success.get(), 1);
+
+        // The index before its changed shard(s): v1 keeps serving, the wait is counted.
+        fake.index(&index2);
+        wait_for("the wait counted", || metrics.reload_success.get() == 0).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(state.load().version, v1.content_hash());
+        for s in &changed {
+            fake.shard(s);
+        }
+        wait_for("v2 served", || state.load().version == v2.content_hash()).await;
+        assert_eq!(*state.load().config, v2);
+        assert_eq!(metrics.reload_success.get(), 1);
+        assert_eq!(
+            decodes.load(Ordering::Relaxed),
+            index1.shards.len() + changed.len(),
+            "only the changed shards are decoded again"
+        );
+
+        // A shard deleted: v2 keeps serving.
+        fake.delete_shard(&index2.shards[0].name);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(state.load().version, v2.content_hash());
+        assert_eq!(metrics.reload_success.get(), 1);
+
+        // Back to v1's index: v1's shard(s) are missing (only v2's are there), so it waits,
+        // then is served when they come back.
+        fake.index(&index1);
+        wait_for("waiting", || metrics.reload_success.get() == 0).await;
+        assert_eq!(state.load().version, v2.content_hash());
+        for s in &shards1 {
+            fake.shard(s);
+        }
+        wait_for("v1 served", || state.load().version == v1.content_hash()).await;
+
+        // The single-document format: served as before.
+        let small = fleet(1, 1);
+        fake.whole(&small);
+        wait_for("whole served", || {
+            state.load().version == small.content_hash()
+        })
+        .await;
+        assert_eq!(metrics.reload_success.get(), 1);
+        task.abort();
+        server.abort();
+        let _ = std::fs::remove_file(&kubeconfig);
+    }
+}
