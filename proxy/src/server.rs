@@ -417,7 +417,9 @@ async fn serve_client<S>(
             tracing::debug!(error = %e, "connection ended with an error");
         }
         if let Some(u) = io.unanswered() {
-            answer_unparsed(u, timed_out, &gateway).await;
+            // Boxed: a rare path, and its buffers would otherwise be part of every
+            // connection's task, idle or not.
+            Box::pin(answer_unparsed(u, timed_out, &gateway)).await;
         }
         return;
     }
