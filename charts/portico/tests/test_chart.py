@@ -188,6 +188,7 @@ def test_operator_runs_two_replicas_with_leader_election(variant):
     assert lease
     assert arg_value(c["args"], "--config-map-namespace") == "$(POD_NAMESPACE)"
     assert arg_value(c["args"], "--metrics-listen") == "0.0.0.0:8080"
+    assert arg_value(c["args"], "--config-shard-bytes") == "262144"
     pod_ns = next(e for e in c["env"] if e["name"] == "POD_NAMESPACE")
     assert pod_ns["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     # The Lease the operator uses is the one its Role names.
@@ -198,16 +199,19 @@ def test_operator_runs_two_replicas_with_leader_election(variant):
     assert all(r["apiGroups"] == ["coordination.k8s.io"] for r in lease_rules)
 
 
-def test_proxy_role_reads_only_the_one_configmap_and_its_credentials_secret(variant):
+def test_proxy_role_reads_only_the_configmaps_and_its_credentials_secret(variant):
     _, _, docs = variant
     cm = config_map_name(docs)
     rules = rbac_rules_of(docs, "proxy")
-    # The credentials Secret is only read with a get (never listed or watched).
+    # The credentials Secret is only read with a get (never listed or watched); the shards of a
+    # sharded config are listed and watched by label, which RBAC cannot express: list/watch on
+    # the release namespace's ConfigMaps, no get, no write.
     assert [r for _, r in rules] == [
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [cm], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [f"{cm}-credentials"], "verbs": ["get"]},
     ]
-    assert rules[0][0] is rules[1][0], "one Role"
+    assert rules[0][0] is rules[1][0] is rules[2][0], "one Role"
     role, _ = rules[0]
     assert role["kind"] == "Role" and role["metadata"]["namespace"] == NAMESPACE
     binding = one(docs, "RoleBinding", "proxy")
@@ -227,7 +231,7 @@ def test_operator_rbac_is_least_privilege(variant):
         ("", "services"): {"get", "list", "watch"},
         ("", "events"): {"create", "patch"},
         ("events.k8s.io", "events"): {"create", "patch"},
-        ("", "configmaps"): {"create", "get", "patch", "update"},
+        ("", "configmaps"): {"create", "get", "patch", "update", "list", "delete"},
         ("coordination.k8s.io", "leases"): {"create", "get", "update", "patch"},
     }
     for r in rules:
@@ -239,9 +243,13 @@ def test_operator_rbac_is_least_privilege(variant):
                 assert (group, resource) in allowed, f"unexpected grant {group}/{resource}: {r}"
                 extra = set(r["verbs"]) - allowed[(group, resource)]
                 assert not extra, f"{group}/{resource} grants {extra}"
-        # ConfigMaps and Leases: only `create` may come without resourceNames.
-        if set(r["resources"]) & {"configmaps", "leases"} and set(r["verbs"]) != {"create"}:
+        # Leases: only `create` may come without resourceNames. ConfigMaps: also the shards'
+        # list (by label), patch and delete, whose names follow the config's size.
+        if "leases" in r["resources"] and set(r["verbs"]) != {"create"}:
             assert r.get("resourceNames"), r
+        if "configmaps" in r["resources"] and not r.get("resourceNames"):
+            assert set(r["verbs"]) <= {"create", "list", "patch", "delete"}, r
+            assert "watch" not in r["verbs"] and "get" not in r["verbs"], r
     secrets = {v for r in rules if "secrets" in r["resources"] and not r.get("resourceNames") for v in r["verbs"]}
     assert secrets <= {"get", "list", "watch", "create"}
     # Writes beyond `create` only to the credentials Secret, in the release namespace.
