@@ -37,7 +37,13 @@ pub fn reload(
     metrics: &Metrics,
     pools: &Pools,
 ) -> Reload {
-    apply(source.load(), state, metrics, pools)
+    let started = std::time::Instant::now();
+    let loaded = source.load();
+    tracing::debug!(
+        load_ms = started.elapsed().as_millis() as u64,
+        "source read, parsed and compiled"
+    );
+    apply(loaded, state, metrics, pools)
 }
 
 /// Swaps in a loaded config if its content hash differs from the served one; on a load
@@ -82,13 +88,15 @@ pub fn apply(
         }
         return Reload::Unchanged;
     }
+    let started = std::time::Instant::now();
     let mut runtime = Runtime::build(loaded.config, metrics, pools);
     runtime.secrets = loaded.secrets;
     let version = runtime.version.clone();
+    let build_ms = started.elapsed().as_millis() as u64;
     state.store(Arc::new(runtime));
     metrics.set_config_version(&version);
     metrics.reloads_total.with_label_values(&["success"]).inc();
-    tracing::info!(%version, "config reloaded");
+    tracing::info!(%version, build_ms, "config reloaded");
     Reload::Swapped
 }
 

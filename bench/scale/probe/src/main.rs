@@ -102,6 +102,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let t = Instant::now();
     let json = compiled.config.to_json();
+    // The compiled config as a file (`portico-proxy --config FILE`: the proxy's memory
+    // without the standalone parse).
+    if let Ok(path) = std::env::var("PROBE_WRITE_CONFIG") {
+        std::fs::write(path, &json)?;
+    }
     let json_ms = ms(t);
 
     let t = Instant::now();
