@@ -39,6 +39,19 @@ async fn startup_with_an_invalid_manifest_exits_1_naming_the_object_and_field() 
     );
 }
 
+#[tokio::test]
+async fn the_proxy_runs_without_transparent_huge_pages() {
+    // mimalloc madvises its arenas for THP; with them a large config load spent most of its
+    // CPU zeroing 2 MiB pages in the kernel (proxy/src/main.rs). The kernel reports the
+    // process's PR_SET_THP_DISABLE flag as `THP_enabled` in /proc/PID/status (Linux 6.0+).
+    let proxy = Proxy::start(&[]).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
+    match status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        Some(line) => assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}"),
+        None => eprintln!("this kernel does not report THP_enabled; nothing to check"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_in_flight_request_refuses_new_connections_and_exits_0() {
     // The backend holds the request until the test releases it: "still in flight" does not
