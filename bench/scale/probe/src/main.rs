@@ -54,6 +54,9 @@ fn ms(t: Instant) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the proxy (proxy/src/main.rs): with THP, mimalloc's arenas cost more kernel time
+    // zeroing 2 MiB pages than the phases measured here.
+    rustix::thread::disable_transparent_huge_pages(true)?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = PathBuf::from(args.first().ok_or("usage: scale-probe DIR [--parse-only]")?);
     let parse_only = args.iter().any(|a| a == "--parse-only");
