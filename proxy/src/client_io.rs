@@ -142,6 +142,11 @@ impl ClientIo {
         self
     }
 
+    /// Where the raw heads go, when they are captured.
+    pub fn raw_head(&self) -> Option<RawHead> {
+        self.capture.as_ref().map(|c| c.out.clone())
+    }
+
     fn stream(&mut self) -> Pin<&mut TcpStream> {
         Pin::new(&mut self.stream)
     }

@@ -294,7 +294,8 @@ pub fn http_builder(max_header_bytes: usize, header_timeout: Duration) -> Arc<Ht
 ///    parked (no head under way): wait until readable, the header deadline (close, no
 ///      answer), or the drain signal (close)
 ///    a fresh hyper connection on the socket (bytes it had read but not parsed replayed
-///      first), its head timeout the rest of the header deadline but at most PARK_AFTER
+///      first), its head timeout the rest of the header deadline but at most PARK_AFTER,
+///      serving a fresh `Gateway` (the connection's values: made per wake, not kept parked)
 ///    it ends with that head timeout while nothing of ours is unsent: take the socket back
 ///      (`into_parts`); after a response the header deadline starts over; loop (parks, or
 ///      goes on with a head under way until the deadline: then 408)
@@ -316,55 +317,69 @@ pub fn spawn_connection(
     management: bool,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut conn = ConnInfo::new(remote);
-    conn.management = management;
+    let mut io = client_io::ClientIo::new(stream);
     // Raw heads only where a function gets the client's header spellings.
     if state.load().header_spelling {
-        conn.raw_head = Some(client_io::RawHead::default());
+        io = io.capturing_heads(client_io::RawHead::default());
     }
-    let raw_head = conn.raw_head.clone();
-    let gateway = Arc::new(Gateway {
+    let client = Client {
         shared: shared.clone(),
         state: state.clone(),
-        conn,
-    });
-    let task_gw = gateway.clone();
-    let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        remote,
+        management,
+    };
+    tokio::spawn(serve_client(io, client, http.clone(), drain.watch()));
+}
+
+/// What a connection keeps while parked to make its [`Gateway`] again when a request comes.
+struct Client {
+    shared: Arc<Shared>,
+    state: Arc<ArcSwap<Runtime>>,
+    remote: SocketAddr,
+    management: bool,
+}
+
+impl Client {
+    /// The connection's pipeline service, made when a hyper connection starts: a parked
+    /// connection holds neither it nor its per-connection values (the integration timer).
+    fn gateway(&self, io: &client_io::ClientIo) -> Arc<Gateway> {
+        let mut conn = ConnInfo::new(self.remote);
+        conn.management = self.management;
+        conn.raw_head = io.raw_head();
+        Arc::new(Gateway {
+            shared: self.shared.clone(),
+            state: self.state.clone(),
+            conn,
+        })
+    }
+}
+
+/// The pipeline as hyper's service for one connection.
+fn service(
+    gateway: Arc<Gateway>,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<crate::body::ProxyBody>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Send
++ 'static {
+    hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let gateway = gateway.clone();
         async move {
             let req = ClientBody::from_request(req, gateway.shared.body_timeouts);
             Ok::<_, Infallible>(gateway.call(req).await)
         }
-    });
-    let mut client = client_io::ClientIo::new(stream);
-    if let Some(raw) = raw_head {
-        client = client.capturing_heads(raw);
-    }
-    tokio::spawn(serve_client(
-        client,
-        svc,
-        http.clone(),
-        drain.watch(),
-        task_gw,
-    ));
+    })
 }
 
 /// The connection's loop (see [`spawn_connection`]).
-async fn serve_client<S>(
+async fn serve_client(
     mut io: client_io::ClientIo,
-    mut svc: S,
+    client: Client,
     http: Arc<Http>,
     mut watch: Watch,
-    gateway: Arc<Gateway>,
-) where
-    S: hyper::service::Service<
-            http::Request<Incoming>,
-            Response = http::Response<crate::body::ProxyBody>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) {
     // When the head now awaited began to be awaited: the connection's start, then each
     // response.
     let mut head_since = Instant::now();
@@ -377,6 +392,8 @@ async fn serve_client<S>(
         let last_window = window <= PARK_AFTER;
         let timeout = window.min(PARK_AFTER);
         io.serving();
+        let gateway = client.gateway(&io);
+        let svc = service(gateway.clone());
         let mut builder = http.builder.clone();
         builder.header_read_timeout(timeout);
         // With upgrades: a response that switches protocols (101) hands the connection to
@@ -401,7 +418,6 @@ async fn serve_client<S>(
             return;
         };
         io = parts.io.into_inner();
-        svc = parts.service;
         let timed_out = result.as_ref().is_err_and(hyper::Error::is_timeout);
         if timed_out && io.settled() {
             io.rewind(parts.read_buf);
