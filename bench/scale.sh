@@ -23,7 +23,10 @@
 #  5. one-object changes, each written atomically (a rename) and timed from the rename to the
 #     first curl that sees it served (polled every 50 ms, at most CHANGE_CAP seconds): a new
 #     ApiKey + Secret (in a new file), a route added to the last API, the last Stage's variable
-#     changed (both: that API's file rewritten); then the proxy's RSS and peak RSS (VmHWM).
+#     changed (both: that API's file rewritten); then the proxy's RSS and peak RSS (VmHWM);
+#  6. the compiled config (written by scale-probe) served with --config, as a Kubernetes-mode
+#     proxy holds it: ready time, RSS, a key added and a stage variable changed in the file
+#     (bench/scale/gen.py config-change), each timed to the first answer that shows it.
 #
 # CPU 1: the backend (nginx, 1 worker, a fixed JSON body naming the URI it was asked for:
 # stage variables are visible) and wrk. CPU 0: the proxy. Ports 127.0.0.1:18280, 18283, 18293.
@@ -190,7 +193,8 @@ for size in $SIZES; do
   LAST_KEY="$(python3 "$GEN" value $((KEYS - 1)))"
 
   log "$size: scale-probe (parse, compile, config size), at most ${READY_CAP}s"
-  if ! timeout "$READY_CAP" taskset -c 0 "$PROBE_BIN" "$D/m" > "$R/probe.json" 2> "$R/probe.err"; then
+  if ! PROBE_WRITE_CONFIG="$D/config.json" timeout "$READY_CAP" taskset -c 0 "$PROBE_BIN" "$D/m" \
+      > "$R/probe.json" 2> "$R/probe.err"; then
     rec probe_failed "$(tail -c 300 "$R/probe.err" | tr '\n' ' ')"
     rm -f "$R/probe.json"
     grep -q . "$R/probe.err" || rec probe_failed "not done after ${READY_CAP}s"
@@ -276,6 +280,49 @@ print(c["at"], c["path"], c["key"], c["expect"])' <<<"$c")
   rec rss_after_kib "$(status_kib "$PID" VmRSS)"
   rec hwm_after_kib "$(status_kib "$PID" VmHWM)"
   stop_pid "$PID"
+
+  # 6. The published config: the compiled GatewayConfig served with --config, as a proxy in
+  #    Kubernetes mode holds it (no manifests parsed, no compile): ready time, RSS, and a
+  #    one-object change made to the config file (a rename), timed to the first answer that
+  #    shows it. This is the proxy's share of a change published by the operator.
+  if [ -s "$D/config.json" ]; then
+    log "$size: portico-proxy --config (the published config)"
+    rm -f "$D/ready"
+    t0="$(now)"
+    taskset -c 0 "$PORTICO_BIN" --config "$D/config.json" --listen "127.0.0.1:$PORT_PORTICO" \
+      --admin-listen "127.0.0.1:$PORT_ADMIN" --workers 1 --log-format text \
+      --ready-file "$D/ready" > "$R/proxy-config.log" 2>&1 &
+    PID="$!"
+    STARTED_PIDS+=("$PID")
+    ready=""
+    while kill -0 "$PID" 2>/dev/null; do
+      if [ -s "$D/ready" ]; then ready="$(elapsed "$t0" "$(now)")"; break; fi
+      [ "$(elapsed "$t0" "$(now)" | cut -d. -f1)" -ge "$READY_CAP" ] && break
+      sleep 0.02
+    done
+    rec pub_ready "${ready:-not ready after ${READY_CAP} s}"
+    if [ -n "$ready" ]; then
+      sleep 1
+      rec pub_rss_kib "$(status_kib "$PID" VmRSS)"
+      for kind in key stagevar; do
+        c="$(python3 "$GEN" config-change "$kind" --config "$D/config.json")"
+        read -r at path key expect < <(python3 -c 'import json,sys; c = json.load(sys.stdin)
+print(c["at"], c["path"], c["key"], c["expect"])' <<<"$c")
+        got=""
+        while [ "$(elapsed "$at" "$(now)" | cut -d. -f1)" -lt "$CHANGE_CAP" ]; do
+          if served "$path" "$key" "$expect"; then got="$(elapsed "$at" "$(now)")"; break; fi
+          kill -0 "$PID" 2>/dev/null || die "$size: the --config proxy exited after change '$kind'"
+          sleep 0.02
+        done
+        rec "pub_change_$kind" "${got:-not served after ${CHANGE_CAP} s}"
+        log "$size: published config, '$kind' served after ${got:-(not served within ${CHANGE_CAP}s)}"
+      done
+      rec pub_rss_after_kib "$(status_kib "$PID" VmRSS)"
+      rec pub_hwm_after_kib "$(status_kib "$PID" VmHWM)"
+      rec pub_build_ms "$(grep -o 'build_ms=[0-9]*' "$R/proxy-config.log" | cut -d= -f2 | tr '\n' ' ')"
+    fi
+    stop_pid "$PID"
+  fi
   rm -rf "$D"
 done
 

@@ -300,6 +300,39 @@ def cmd_change(a):
     print(json.dumps(check))
 
 
+def cmd_config_change(a):
+    """A one-object change made to a compiled GatewayConfig JSON file (what the operator
+    publishes; `portico-proxy --config FILE` serves it as a Kubernetes-mode proxy would): a
+    new API key on key 0's plans, or the last stage's `ver` variable bumped."""
+    with open(a.config) as f:
+        cfg = json.load(f)
+    if a.kind == "key":
+        n = sum(1 for k in cfg["apiKeys"] if k["id"].startswith("apikey/default/key-new-"))
+        name, value = f"key-new-{n}", key_value(10**9 + n)
+        cfg["apiKeys"].append({
+            "id": f"apikey/default/{name}",
+            "source": {"kind": "ApiKey", "namespace": "default", "name": name},
+            "hash": hashlib.sha256(value.encode()).hexdigest(),
+            "enabled": True,
+            "usagePlans": cfg["apiKeys"][0]["usagePlans"],
+        })
+        cfg["apiKeys"].sort(key=lambda k: k["id"])
+        check = {"path": f"/{cfg['stages'][0]['basePath'].strip('/')}/r00", "key": value,
+                 "expect": "200"}
+    else:
+        stage = cfg["stages"][-1]
+        ver = int(stage["variables"]["ver"].lstrip("v")) + 1
+        stage["variables"]["ver"] = f"v{ver}"
+        check = {"path": f"/{stage['basePath'].strip('/')}/r00", "key": key_value(0),
+                 "expect": f"/v{ver}/"}
+    tmp = f"{a.config}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(cfg, f, separators=(",", ":"))
+    os.replace(tmp, a.config)
+    check["at"] = f"{time.time():.6f}"
+    print(json.dumps(check))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -318,6 +351,10 @@ def main():
     c.add_argument("kind", choices=["key", "route", "stagevar"])
     c.add_argument("--out", required=True)
     c.set_defaults(func=cmd_change)
+    cc = sub.add_parser("config-change", help="a one-object change to a compiled config file")
+    cc.add_argument("kind", choices=["key", "stagevar"])
+    cc.add_argument("--config", required=True)
+    cc.set_defaults(func=cmd_config_change)
     v = sub.add_parser("value", help="print key K's value")
     v.add_argument("k", type=int)
     v.set_defaults(func=lambda a: print(key_value(a.k)))

@@ -99,6 +99,22 @@ def main():
               f"| {kib(r.get('rss_after_kib'))} ({kib(r.get('hwm_after_kib'))}) "
               f"| {cpu('first')} | {cpu('last')} | {rps} | {errors} |")
     print()
+    print("Proxy on the published config (portico-proxy --config: the compiled GatewayConfig, "
+          "as a Kubernetes-mode proxy holds it; --workers 1, on CPU 0):")
+    print()
+    print("| APIs / routes / keys | ready after start | RSS ready | key added, served after "
+          "| stage variable changed | Runtime build per change | RSS after the changes (peak) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in recs:
+        label = f"{num(r['apis'])} / {num(r['routes'])} / {num(r['keys'])}"
+        if "pub_ready" not in r:
+            continue
+        builds = r.get("pub_build_ms", "").split()
+        build = " / ".join(f"{int(b)} ms" for b in builds) if builds else "-"
+        print(f"| {label} | {dur_s(r['pub_ready'])} | {kib(r.get('pub_rss_kib'))} "
+              f"| {dur_s(r.get('pub_change_key'))} | {dur_s(r.get('pub_change_stagevar'))} "
+              f"| {build} | {kib(r.get('pub_rss_after_kib'))} ({kib(r.get('pub_hwm_after_kib'))}) |")
+    print()
     print("<details><summary>raw wrk runs (cpu_us/request req/s requests errors), "
           "interleaved first, last, first, last ...</summary>")
     print()

@@ -89,7 +89,7 @@ pub fn apply(
         return Reload::Unchanged;
     }
     let started = std::time::Instant::now();
-    let mut runtime = Runtime::build(loaded.config, metrics, pools);
+    let mut runtime = Runtime::build_hashed(loaded.config, version, metrics, pools);
     runtime.secrets = loaded.secrets;
     let version = runtime.version.clone();
     let build_ms = started.elapsed().as_millis() as u64;
@@ -113,7 +113,12 @@ pub fn replace_secrets(
     if current.secrets == secrets {
         return Reload::Unchanged;
     }
-    let mut runtime = Runtime::build((*current.config).clone(), metrics, pools);
+    let mut runtime = Runtime::build_hashed(
+        (*current.config).clone(),
+        current.version.clone(),
+        metrics,
+        pools,
+    );
     runtime.secrets = secrets;
     let (version, values) = (runtime.version.clone(), runtime.secrets.len());
     state.store(Arc::new(runtime));
