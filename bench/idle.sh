@@ -18,6 +18,10 @@
 # portico its one process. Per connection: (after - before) / N, before = the warmed process
 # (one request served) with no client connection open.
 #
+# fds: each connection is one fd in the proxy and one in the client; the script raises
+# `ulimit -n` (and nginx's worker_rlimit_nofile / worker_connections) to the largest N + 4096,
+# as far as the hard limit allows.
+#
 # Uses 127.0.0.1 ports 19380 (backend), 19381 (nginx), 19383 and 19393 (portico); needs nginx,
 # python3, curl. Everything started is killed on exit; the whole run stops by itself.
 set -euo pipefail
@@ -39,9 +43,10 @@ MAX_N=0
 for n in $COUNTS; do [ "$n" -gt "$MAX_N" ] && MAX_N="$n"; done
 # Each connection is one fd in the proxy and one in the client; some slack for the rest.
 NOFILE=$((MAX_N + 4096))
+# Past the hard limit only with CAP_SYS_RESOURCE: an N that does not fit is skipped (the
+# table says so), the others run.
 ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
-[ "$(ulimit -n)" -ge $((MAX_N + 100)) ] ||
-  die "fd limit $(ulimit -n) is too low for $MAX_N connections (raise the hard limit)"
+NOFILE="$(ulimit -n)"
 [ -x "$PORTICO_BIN" ] || die "no $PORTICO_BIN (cargo build --release -p portico-proxy)"
 
 W="$(mktemp -d /tmp/portico-idle.XXXXXX)"
@@ -128,6 +133,11 @@ stop_proxy() {
 
 ROWS=()
 for n in $COUNTS; do
+  if [ "$NOFILE" -lt $((n + 100)) ]; then
+    log "N=$n skipped: the fd limit is $NOFILE (hard limit $(ulimit -Hn)); the proxy needs N + 100"
+    ROWS+=("| nginx, portico | $n | skipped: fd limit $NOFILE < N + 100 | | | | |")
+    continue
+  fi
   for target in nginx portico; do
     start_proxy "$target"
     curl -sf "http://127.0.0.1:$PROXY_PORT$REQ_PATH" >/dev/null || die "$target does not answer"
