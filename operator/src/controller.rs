@@ -81,8 +81,10 @@ pub struct RunArgs {
     /// Run without leader election (only for a single replica).
     #[arg(long)]
     pub disable_leader_election: bool,
-    /// Debounce before a reconcile, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    /// Debounce before a reconcile, in milliseconds: the quiet time after a change before a
+    /// pass. Short, because it adds to every change's latency; a burst (`kubectl apply -f
+    /// DIR`) arrives faster than this, and changes during a pass are batched into the next.
+    #[arg(long, default_value_t = 100)]
     pub debounce_ms: u64,
     /// Seconds between periodic passes; such a pass re-reads the live ConfigMap and publishes
     /// again if it was deleted or changed by someone else.
