@@ -38,10 +38,11 @@ pub struct Runtime {
     pub config: Arc<GatewayConfig>,
     /// `content_hash()` of the document.
     pub version: String,
-    /// Compiled APIs, same order as `config.apis`.
-    pub apis: Vec<CompiledApi>,
-    /// Compiled stages, same order as `config.stages`.
-    pub stages: Vec<CompiledStage>,
+    /// Compiled APIs, same order as `config.apis` (shared with the next runtime when the
+    /// API is unchanged: [`Runtime::rebuild`]).
+    pub apis: Vec<Arc<CompiledApi>>,
+    /// Compiled stages, same order as `config.stages` (shared likewise).
+    pub stages: Vec<Arc<CompiledStage>>,
     /// Stage selection.
     pub stage_table: StageTable,
     /// Gateway responses when no stage matched (no overrides).
@@ -234,52 +235,93 @@ impl Runtime {
         metrics: &Metrics,
         pools: &Pools,
     ) -> Runtime {
+        Self::build_from(config, version, None, metrics, pools)
+    }
+
+    /// [`Runtime::build_hashed`] that takes from `previous` (the runtime serving now) every
+    /// API and every stage whose config is unchanged, instead of compiling them again: a
+    /// one-object change to a fleet of 5,000 APIs rebuilds what that object touches, plus the
+    /// fleet-wide tables (keys, plans, stage selection). A stage is taken when it, the APIs
+    /// it deploys, and their positions in `config.apis` are all unchanged; its routes keep
+    /// their metric handles and their backend pools.
+    pub fn rebuild(
+        config: GatewayConfig,
+        version: String,
+        previous: &Runtime,
+        metrics: &Metrics,
+        pools: &Pools,
+    ) -> Runtime {
+        Self::build_from(config, version, Some(previous), metrics, pools)
+    }
+
+    fn build_from(
+        config: GatewayConfig,
+        version: String,
+        previous: Option<&Runtime>,
+        metrics: &Metrics,
+        pools: &Pools,
+    ) -> Runtime {
         debug_assert_eq!(version, config.content_hash());
-        let index: BTreeMap<&str, usize> = config
+        let index: HashMap<&str, usize> = config
             .apis
             .iter()
             .enumerate()
             .map(|(i, a)| (a.id.as_str(), i))
             .collect();
+        let reuse = previous.map(|p| Reuse::new(p, &config));
         let apis = config
             .apis
             .iter()
-            .map(|api| CompiledApi {
-                routes: RouteTable::build(api),
-                responses: GatewayResponses::build(&api.gateway_responses, api.protocol),
-                no_route: match api.protocol {
-                    Protocol::Rest => GatewayResponseType::MissingAuthenticationToken,
-                    Protocol::Http | Protocol::WebSocket => GatewayResponseType::ResourceNotFound,
-                },
-                cors: api.cors.as_ref().map(CorsPolicy::build),
+            .enumerate()
+            .map(|(i, api)| match reuse.as_ref().and_then(|r| r.api(i)) {
+                Some(same) => same,
+                None => Arc::new(CompiledApi {
+                    routes: RouteTable::build(api),
+                    responses: GatewayResponses::build(&api.gateway_responses, api.protocol),
+                    no_route: match api.protocol {
+                        Protocol::Rest => GatewayResponseType::MissingAuthenticationToken,
+                        Protocol::Http | Protocol::WebSocket => {
+                            GatewayResponseType::ResourceNotFound
+                        }
+                    },
+                    cors: api.cors.as_ref().map(CorsPolicy::build),
+                }),
             })
+            .collect();
+        // The stages taken as they are; the others are compiled below.
+        let reused: Vec<Option<Arc<CompiledStage>>> = config
+            .stages
+            .iter()
+            .map(|stage| reuse.as_ref().and_then(|r| r.stage(stage, &index)))
             .collect();
         // Per API, per route: what every stage of the API shares (mappings with their
-        // templates parsed, validators compiled), built once here.
-        let per_api: Vec<PerApiRoutes> = config
-            .apis
+        // templates parsed, validators compiled), built once here, for the APIs of the
+        // stages compiled.
+        let mut per_api: Vec<Option<PerApiRoutes>> = (0..config.apis.len()).map(|_| None).collect();
+        for (stage, _) in config
+            .stages
             .iter()
-            .map(|api| {
-                let transforms =
-                    api.routes
-                        .iter()
-                        .map(|route| {
-                            route.transform.as_ref().map(|t| {
-                                CompiledTransform::build(t).map(Arc::new).map_err(Arc::from)
-                            })
-                        })
-                        .collect();
-                let validation = validate::build(api)
-                    .into_iter()
-                    .map(|v| v.map(Arc::new))
-                    .collect();
-                (transforms, validation)
-            })
-            .collect();
+            .zip(&reused)
+            .filter(|(_, r)| r.is_none())
+        {
+            let canary = stage.canary.as_ref().map(|c| c.api_id.as_str());
+            for api_id in std::iter::once(stage.api_id.as_str()).chain(canary) {
+                let i = *index
+                    .get(api_id)
+                    .expect("validated: a stage names an existing api");
+                if per_api[i].is_none() {
+                    per_api[i] = Some(per_api_routes(&config.apis[i]));
+                }
+            }
+        }
         let stages = config
             .stages
             .iter()
-            .map(|stage| {
+            .zip(reused)
+            .map(|(stage, reused)| {
+                if let Some(same) = reused {
+                    return same;
+                }
                 let api_idx = *index
                     .get(stage.api_id.as_str())
                     .expect("validated: every stage names an existing api");
@@ -294,7 +336,9 @@ impl Runtime {
                      metrics_stage: &str,
                      cache: Option<&portico_config::StageCache>| {
                         let api = &config.apis[api_idx];
-                        let (transforms, validation) = &per_api[api_idx];
+                        let (transforms, validation) = per_api[api_idx]
+                            .as_ref()
+                            .expect("built above for every API of a stage compiled");
                         let routes = api
                             .routes
                             .iter()
@@ -363,7 +407,7 @@ impl Runtime {
                     canary_sticky = c.sticky.clone();
                     canary_force = c.force_header.clone();
                 }
-                CompiledStage {
+                Arc::new(CompiledStage {
                     deployments,
                     canary_ppm,
                     canary_sticky,
@@ -373,7 +417,7 @@ impl Runtime {
                         .access_log
                         .as_ref()
                         .map(|l| Template::parse(&l.format)),
-                }
+                })
             })
             .collect();
         let all_http =
@@ -464,5 +508,237 @@ impl Runtime {
             apis,
             stages,
         }
+    }
+}
+
+/// One API's per-route pieces shared by its stages: mappings (templates parsed) and
+/// validators.
+fn per_api_routes(api: &portico_config::Api) -> PerApiRoutes {
+    let transforms = api
+        .routes
+        .iter()
+        .map(|route| {
+            route
+                .transform
+                .as_ref()
+                .map(|t| CompiledTransform::build(t).map(Arc::new).map_err(Arc::from))
+        })
+        .collect();
+    let validation = validate::build(api)
+        .into_iter()
+        .map(|v| v.map(Arc::new))
+        .collect();
+    (transforms, validation)
+}
+
+/// What [`Runtime::rebuild`] may take from the runtime serving now.
+struct Reuse<'p> {
+    previous: &'p Runtime,
+    /// Per API of the new config: its index in the previous config when it is there,
+    /// unchanged, at the same position (a stage's deployments name APIs by position).
+    same_api: Vec<bool>,
+    /// The previous config's stages by id.
+    stages: HashMap<&'p str, usize>,
+}
+
+impl<'p> Reuse<'p> {
+    fn new(previous: &'p Runtime, config: &GatewayConfig) -> Self {
+        let old = &previous.config.apis;
+        let same_api = config
+            .apis
+            .iter()
+            .enumerate()
+            .map(|(i, api)| old.get(i).is_some_and(|o| o == api))
+            .collect();
+        let stages = previous
+            .config
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(j, s)| (s.id.as_str(), j))
+            .collect();
+        Reuse {
+            previous,
+            same_api,
+            stages,
+        }
+    }
+
+    /// The compiled API at position `i`, when unchanged there.
+    fn api(&self, i: usize) -> Option<Arc<CompiledApi>> {
+        self.same_api[i].then(|| self.previous.apis[i].clone())
+    }
+
+    /// The compiled stage, when it and the APIs it deploys are unchanged.
+    fn stage(
+        &self,
+        stage: &portico_config::Stage,
+        index: &HashMap<&str, usize>,
+    ) -> Option<Arc<CompiledStage>> {
+        let j = *self.stages.get(stage.id.as_str())?;
+        if self.previous.config.stages[j] != *stage {
+            return None;
+        }
+        let canary = stage.canary.as_ref().map(|c| c.api_id.as_str());
+        let apis_same = std::iter::once(stage.api_id.as_str())
+            .chain(canary)
+            .all(|id| index.get(id).is_some_and(|&i| self.same_api[i]));
+        apis_same.then(|| self.previous.stages[j].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::route::tests::{mk_api, mk_stage};
+    use portico_config::SCHEMA_VERSION;
+
+    /// `n` APIs `t0..`, each with two routes and one stage `/t<i>` with a variable.
+    fn fleet(names: &[&str]) -> GatewayConfig {
+        let mut apis = Vec::new();
+        let mut stages = Vec::new();
+        for name in names {
+            let mut api = mk_api(Protocol::Rest, &[("GET", "/a"), ("POST", "/b")]);
+            api.id = format!("restapi/default/{name}");
+            apis.push(api);
+            let mut stage = mk_stage(&format!("stage/default/{name}"), &format!("/{name}"), &[]);
+            stage.api_id = format!("restapi/default/{name}");
+            stage.variables.insert("v".into(), "1".into());
+            stages.push(stage);
+        }
+        apis.sort_by(|a, b| a.id.cmp(&b.id));
+        stages.sort_by(|a, b| a.id.cmp(&b.id));
+        GatewayConfig {
+            schema_version: SCHEMA_VERSION,
+            apis,
+            stages,
+            ..GatewayConfig::empty()
+        }
+    }
+
+    fn build(config: GatewayConfig, m: &Metrics, p: &Pools) -> Runtime {
+        Runtime::build(config, m, p)
+    }
+
+    fn rebuild(config: GatewayConfig, previous: &Runtime, m: &Metrics, p: &Pools) -> Runtime {
+        let version = config.content_hash();
+        Runtime::rebuild(config, version, previous, m, p)
+    }
+
+    /// Which of `next`'s stages are `previous`'s (by id), shared rather than compiled again.
+    fn shared_stages(previous: &Runtime, next: &Runtime) -> Vec<String> {
+        next.config
+            .stages
+            .iter()
+            .zip(&next.stages)
+            .filter(|(s, compiled)| {
+                previous
+                    .config
+                    .stages
+                    .iter()
+                    .position(|o| o.id == s.id)
+                    .is_some_and(|j| Arc::ptr_eq(&previous.stages[j], compiled))
+            })
+            .map(|(s, _)| s.name.clone())
+            .collect()
+    }
+
+    /// Every stage's deployments name the API its config names, and carry its variables.
+    fn assert_consistent(r: &Runtime) {
+        for (stage, compiled) in r.config.stages.iter().zip(&r.stages) {
+            let d = &compiled.deployments[0];
+            assert_eq!(r.config.apis[d.api].id, stage.api_id, "{}", stage.id);
+            assert_eq!(d.variables, stage.variables, "{}", stage.id);
+            assert_eq!(d.routes.len(), r.config.apis[d.api].routes.len());
+        }
+        assert_eq!(r.apis.len(), r.config.apis.len());
+    }
+
+    #[test]
+    fn a_rebuild_of_the_same_config_shares_every_api_and_stage() {
+        let (m, p) = (Metrics::new(), Pools::new());
+        let first = build(fleet(&["t0", "t1", "t2"]), &m, &p);
+        let next = rebuild(fleet(&["t0", "t1", "t2"]), &first, &m, &p);
+        assert_eq!(shared_stages(&first, &next), ["t0", "t1", "t2"]);
+        assert!(
+            first
+                .apis
+                .iter()
+                .zip(&next.apis)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        );
+        assert_consistent(&next);
+    }
+
+    #[test]
+    fn a_changed_stage_variable_recompiles_that_stage_only() {
+        let (m, p) = (Metrics::new(), Pools::new());
+        let first = build(fleet(&["t0", "t1", "t2"]), &m, &p);
+        let mut changed = fleet(&["t0", "t1", "t2"]);
+        changed.stages[1].variables.insert("v".into(), "2".into());
+        let next = rebuild(changed, &first, &m, &p);
+        assert_eq!(shared_stages(&first, &next), ["t0", "t2"]);
+        assert_eq!(next.stages[1].deployments[0].variables["v"], "2");
+        assert!(
+            first
+                .apis
+                .iter()
+                .zip(&next.apis)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        );
+        assert_consistent(&next);
+    }
+
+    #[test]
+    fn a_changed_api_recompiles_it_and_its_stages() {
+        let (m, p) = (Metrics::new(), Pools::new());
+        let first = build(fleet(&["t0", "t1", "t2"]), &m, &p);
+        let mut changed = fleet(&["t0", "t1", "t2"]);
+        let mut route = changed.apis[2].routes[0].clone();
+        route.id = format!("{}/resource/~1c/method/GET", changed.apis[2].id);
+        route.resource_path = "/c".into();
+        changed.apis[2].routes.push(route);
+        let next = rebuild(changed, &first, &m, &p);
+        assert_eq!(shared_stages(&first, &next), ["t0", "t1"]);
+        assert!(!Arc::ptr_eq(&first.apis[2], &next.apis[2]));
+        assert_eq!(next.stages[2].deployments[0].routes.len(), 3);
+        assert_consistent(&next);
+    }
+
+    #[test]
+    fn apis_moved_by_an_insertion_are_recompiled_with_their_new_positions() {
+        // Deployments name their API by position: an API added before others moves them, so
+        // their stages cannot be shared; the ones before the insertion can.
+        let (m, p) = (Metrics::new(), Pools::new());
+        let first = build(fleet(&["t0", "t2", "t3"]), &m, &p);
+        let next = rebuild(fleet(&["t0", "t1", "t2", "t3"]), &first, &m, &p);
+        assert_eq!(shared_stages(&first, &next), ["t0"]);
+        assert_consistent(&next);
+        // Removing it again moves them back.
+        let back = rebuild(fleet(&["t0", "t2", "t3"]), &next, &m, &p);
+        assert_eq!(shared_stages(&next, &back), ["t0"]);
+        assert_consistent(&back);
+        // An API added last moves nothing.
+        let last = rebuild(fleet(&["t0", "t2", "t3", "t9"]), &back, &m, &p);
+        assert_eq!(shared_stages(&back, &last), ["t0", "t2", "t3"]);
+        assert_consistent(&last);
+    }
+
+    #[test]
+    fn a_shared_route_keeps_its_metric_series() {
+        let (m, p) = (Metrics::new(), Pools::new());
+        let first = build(fleet(&["t0", "t1"]), &m, &p);
+        let h = RouteHandle {
+            stage: 0,
+            deployment: 0,
+            api: 0,
+            route: Some(0),
+        };
+        first
+            .metrics(Some(h))
+            .record(200, Duration::from_millis(1), None);
+        let next = rebuild(fleet(&["t0", "t1"]), &first, &m, &p);
+        assert!(next.stages[0].deployments[0].routes[0].metrics.is_created());
+        assert!(!next.stages[1].deployments[0].routes[0].metrics.is_created());
     }
 }

@@ -430,7 +430,7 @@ impl RequestCtx {
     /// The compiled stage, once routed.
     #[inline]
     pub fn stage(&self) -> Option<&CompiledStage> {
-        self.handle.map(|h| &self.runtime.stages[h.stage as usize])
+        self.handle.map(|h| &*self.runtime.stages[h.stage as usize])
     }
 
     /// The stage as configured, once routed.
@@ -448,7 +448,7 @@ impl RequestCtx {
     /// The compiled API of the deployment, once routed.
     #[inline]
     pub fn api(&self) -> Option<&CompiledApi> {
-        self.handle.map(|h| &self.runtime.apis[h.api as usize])
+        self.handle.map(|h| &*self.runtime.apis[h.api as usize])
     }
 
     /// The API as configured, once routed.

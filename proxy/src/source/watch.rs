@@ -2,7 +2,8 @@
 //!
 //! Change detection is belt and braces: `notify` events (debounced 200 ms) and a 1 s poll of
 //! the files' mtimes and lengths (for filesystems where events do not arrive). A reload
-//! builds the new `Runtime` on the blocking pool, skips the store when the content hash is
+//! builds the new `Runtime` on the blocking pool (taking what is unchanged from the one
+//! serving: `Runtime::rebuild`), skips the store when the content hash is
 //! unchanged (unless the secret values the config names changed: [`replace_secrets`]), and
 //! keeps the old config on any failure (`portico_config_reload_success 0`).
 
@@ -89,7 +90,10 @@ pub fn apply(
         return Reload::Unchanged;
     }
     let started = std::time::Instant::now();
-    let mut runtime = Runtime::build_hashed(loaded.config, version, metrics, pools);
+    // What is unchanged is taken from the runtime serving now (APIs, stages).
+    let previous = state.load_full();
+    let mut runtime = Runtime::rebuild(loaded.config, version, &previous, metrics, pools);
+    drop(previous);
     runtime.secrets = loaded.secrets;
     let version = runtime.version.clone();
     let build_ms = started.elapsed().as_millis() as u64;
@@ -113,9 +117,10 @@ pub fn replace_secrets(
     if current.secrets == secrets {
         return Reload::Unchanged;
     }
-    let mut runtime = Runtime::build_hashed(
+    let mut runtime = Runtime::rebuild(
         (*current.config).clone(),
         current.version.clone(),
+        &current,
         metrics,
         pools,
     );
