@@ -1250,7 +1250,10 @@ mod tests {
     /// `bench/scale/gen.py fleet ... --out DIR` (the figures in docs/config-distribution.md).
     #[test]
     #[ignore = "measurement: PORTICO_MEASURE_DIR=<a bench/scale/gen.py fleet directory>"]
-    #[expect(clippy::print_stdout, reason = "a measurement: its output is the point")]
+    #[expect(
+        clippy::print_stdout,
+        reason = "a measurement: its output is the point"
+    )]
     fn measure_published_bytes_of_a_one_key_change() {
         let dir = std::env::var("PORTICO_MEASURE_DIR").expect("PORTICO_MEASURE_DIR");
         let mut resources = Vec::new();
