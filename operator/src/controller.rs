@@ -6,7 +6,9 @@
 //!  requeue timer (error_policy / resync) ─────────────┘      api_key::ensure_secrets
 //!                                                            compile
 //!                                                            publish::Publisher::publish
-//!                                                              (credentials Secret, then ConfigMap)
+//!                                                              (credentials Secret, then the
+//!                                                               changed shards when sharded,
+//!                                                               then the ConfigMap)
 //!                                                            status::write_statuses
 //! ```
 //!
