@@ -15,6 +15,7 @@ Fixes over ``kmock.KubernetesEmulator``:
   it, as a real API server does (kmock answers 404);
 - creates stamp ``uid``, ``creationTimestamp`` and ``generation: 1``; a write of ``spec``
   (not through ``/status``) bumps ``generation``; a ``/status`` write changes only ``status``.
+- the record of served requests is not kept (kmock scans it on every request: quadratic);
 - ``apiextensions.k8s.io/v1`` CustomResourceDefinitions are accepted and stored (so the same
   ``kubectl apply -f charts/portico/crds/`` works as on a cluster) but register nothing: the
   portico.dev kinds are declared up front.
@@ -108,6 +109,10 @@ class KubeServer(kmock.KubernetesEmulator):
         return None if obj.deleted else obj
 
     async def _handle(self, request: rendering.Request) -> Any:
+        # kmock records every request and matches each new one against its reactions by scanning
+        # that record (an identity check from the oldest): quadratic, a quarter of a second a
+        # request after a few thousand. Nothing here reads the record: keep only this request.
+        del self._requests[:-1]
         if request.resource is not None and request.action in (enums.action.LIST, enums.action.WATCH):
             # A bad selector is refused before anything streams (a 400, as an API server does).
             Selectors.of(request)

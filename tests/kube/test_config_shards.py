@@ -1,5 +1,5 @@
 """End to end, a sharded config (docs/config-distribution.md): kubectl applies a generated fleet
-(10 RestApis with a Stage each, 60 ApiKeys with their Secrets on one UsagePlan, server-side
+(100 RestApis with a Stage each, 1,000 ApiKeys with their Secrets on one UsagePlan, server-side
 applied from a few multi-document files) to the test API server (kube_server.py); the real portico-operator publishes it with a small
 `--config-shard-bytes`, so as shard ConfigMaps under an index; the real portico-proxy
 (`--kube-configmap`) serves the last tenant's route with the last key. Then one ApiKey (and its
@@ -28,14 +28,11 @@ from test_operator import CRDS
 
 NS = "portico-shards"
 CM_NAME = "portico-gateway-config"
-# Sized by the test server: it serves a few writes a second once it holds hundreds of objects,
-# and the operator's first pass writes a status (and Events) per object. The smallest
-# --config-shard-bytes still makes this a sharded fleet of a few dozen shards; the published
-# bytes at 5,000 APIs / 100,000 keys are measured by the operator's `measure` test
-# (docs/config-distribution.md).
-APIS = 10
-KEYS = 60
-SHARD_BYTES = 1024
+# 200 / 2,000 takes 90 s here (the operator's first pass writes 2,401 statuses and their
+# Events); half of it keeps the test well under a minute and still makes dozens of shards.
+APIS = 100
+KEYS = 1000
+SHARD_BYTES = 8192
 CONFIG_OF = "portico.dev/config-of"
 SHARD_VERSION = "portico.dev/shard-version"
 CONFIG_VERSION = "portico.dev/config-version"
@@ -151,7 +148,7 @@ def test_a_sharded_fleet_is_served_and_one_key_rewrites_one_shard_and_the_index(
     assert {s["kind"] for s in index["shards"]} == {"apis", "keys", "plans"}, index
     assert metric(proxy_admin, "portico_config_reload_success") == 1
 
-    # Settled (the first pass's status writes done: no publish or status write in a quiet
+    # Settled (the first pass's 1,201 status writes done: no publish or status write in a quiet
     # second), then one ApiKey with its Secret.
     def counters():
         return (metric(admin, "portico_operator_publish_total"), metric(admin, "portico_operator_status_patches_total"))
