@@ -906,9 +906,11 @@ impl GatewayConfig {
     }
 
     /// Per stage id, the content hash of what serves it: the stage, its API, its canary's
-    /// API, and the usage plans naming it with their API keys. It changes when, and only
-    /// when, that stage's served config does (a Stage's `status.configVersion`). Linear in
-    /// the config: each plan and its keys are hashed once.
+    /// API, and the usage plans naming it. It changes when, and only when, that stage's
+    /// served config does (a Stage's `status.configVersion`). API keys are not part of it:
+    /// they are data a plan admits, reported on each ApiKey's own status, and a key added to
+    /// a plan of 5,000 stages would otherwise rewrite 5,000 Stage statuses. Linear in the
+    /// config: each plan is hashed once.
     pub fn stage_versions(&self) -> BTreeMap<String, String> {
         fn put(h: &mut Sha256, v: impl Serialize) {
             let s = serde_json::to_string(&v).expect("config values serialize");
@@ -916,26 +918,15 @@ impl GatewayConfig {
             h.update(s.as_bytes());
         }
         let apis: BTreeMap<&str, &Api> = self.apis.iter().map(|a| (a.id.as_str(), a)).collect();
-        // Each plan with its keys, once.
-        let mut plan_hashes: BTreeMap<&str, Sha256> = self
+        // Each plan, once.
+        let plan_hashes: BTreeMap<&str, Vec<u8>> = self
             .usage_plans
             .iter()
             .map(|p| {
                 let mut h = Sha256::new();
                 put(&mut h, p);
-                (p.id.as_str(), h)
+                (p.id.as_str(), h.finalize().to_vec())
             })
-            .collect();
-        for k in &self.api_keys {
-            for p in &k.usage_plans {
-                if let Some(h) = plan_hashes.get_mut(p.as_str()) {
-                    put(h, k);
-                }
-            }
-        }
-        let plan_hashes: BTreeMap<&str, Vec<u8>> = plan_hashes
-            .into_iter()
-            .map(|(id, h)| (id, h.finalize().to_vec()))
             .collect();
         let mut plans_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for p in &self.usage_plans {
@@ -1194,8 +1185,8 @@ mod tests {
     }
 
     /// Issue 16: a Stage's `configVersion` is what serves it, so a change to another
-    /// stage's API leaves it as it was, and a change to its own API, its plan or one of the
-    /// plan's keys changes it.
+    /// stage's API leaves it as it was, a change to its own API or its plan changes it, and
+    /// a key added to its plan does not (keys are data; each ApiKey has its own status).
     #[test]
     fn stage_versions_change_only_with_what_serves_the_stage() {
         let mut two = mk_config();
@@ -1223,6 +1214,39 @@ mod tests {
         assert_ne!(
             own.stage_versions()["stage/default/dev"],
             before["stage/default/dev"]
+        );
+        // A plan on the stage: its settings count, the keys it admits do not.
+        let mut planned = two.clone();
+        planned.usage_plans.push(UsagePlan {
+            id: "usageplan/default/gold".into(),
+            source: ObjectRef::new("UsagePlan", "default", "gold"),
+            throttle: None,
+            quota: None,
+            stages: vec![PlanStage {
+                stage_id: "stage/default/dev".into(),
+                method_throttles: BTreeMap::new(),
+            }],
+        });
+        let with_plan = planned.stage_versions();
+        assert_ne!(with_plan["stage/default/dev"], before["stage/default/dev"]);
+        assert_eq!(with_plan["stage/default/other"], before["stage/default/other"]);
+        let mut keyed = planned.clone();
+        keyed.api_keys.push(ApiKey {
+            id: "apikey/default/k".into(),
+            source: ObjectRef::new("ApiKey", "default", "k"),
+            hash: KeyHash::of(b"a key value"),
+            enabled: true,
+            usage_plans: vec!["usageplan/default/gold".into()],
+        });
+        assert_eq!(keyed.stage_versions(), with_plan);
+        let mut throttled = planned.clone();
+        throttled.usage_plans[0].throttle = Some(Throttle {
+            rate_limit: 10.0,
+            burst_limit: 20,
+        });
+        assert_ne!(
+            throttled.stage_versions()["stage/default/dev"],
+            with_plan["stage/default/dev"]
         );
     }
     use super::*;
