@@ -374,70 +374,75 @@ fn service(
 }
 
 /// The connection's loop (see [`spawn_connection`]).
-async fn serve_client(
+///
+/// An `async` block rather than an `async fn`: an `async fn` keeps its arguments twice in
+/// its future (as arguments, then as locals), and this future is each connection's task.
+fn serve_client(
     mut io: client_io::ClientIo,
     client: Client,
     http: Arc<Http>,
     mut watch: Watch,
-) {
-    // When the head now awaited began to be awaited: the connection's start, then each
-    // response.
-    let mut head_since = Instant::now();
-    loop {
-        let deadline = head_since + http.header_timeout;
-        if !io.head_under_way() && !park(&mut io, deadline, &mut watch).await {
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        // When the head now awaited began to be awaited: the connection's start, then each
+        // response.
+        let mut head_since = Instant::now();
+        loop {
+            let deadline = head_since + http.header_timeout;
+            if !io.head_under_way() && !park(&mut io, deadline, &mut watch).await {
+                return;
+            }
+            let window = deadline.saturating_duration_since(Instant::now());
+            let last_window = window <= PARK_AFTER;
+            let timeout = window.min(PARK_AFTER);
+            io.serving();
+            let gateway = client.gateway(&io);
+            let svc = service(gateway.clone());
+            let mut builder = http.builder.clone();
+            builder.header_read_timeout(timeout);
+            // With upgrades: a response that switches protocols (101) hands the connection to
+            // whoever awaits `hyper::upgrade::on` for its request (websocket).
+            let mut conn = Box::new(
+                builder
+                    .serve_connection(TokioIo::new(io), svc)
+                    .with_upgrades(),
+            );
+            let result = tokio::select! {
+                // The connection first, and no random branch order: this is polled on every
+                // wake-up of the connection's task.
+                biased;
+                result = std::pin::Pin::new(&mut *conn) => result,
+                () = watch.draining() => {
+                    std::pin::Pin::new(&mut *conn).graceful_shutdown();
+                    std::pin::Pin::new(&mut *conn).await
+                }
+            };
+            // None: upgraded, the socket is the upgrade's now.
+            let Some(parts) = conn.into_parts() else {
+                return;
+            };
+            io = parts.io.into_inner();
+            let timed_out = result.as_ref().is_err_and(hyper::Error::is_timeout);
+            if timed_out && io.settled() {
+                io.rewind(parts.read_buf);
+                if io.wrote() {
+                    // The head timer started with the last response.
+                    head_since = Instant::now() - timeout;
+                    continue;
+                }
+                if !last_window {
+                    continue;
+                }
+            } else if let Err(e) = &result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            if let Some(u) = io.unanswered() {
+                // Boxed: a rare path, and its buffers would otherwise be part of every
+                // connection's task, idle or not.
+                Box::pin(answer_unparsed(u, timed_out, &gateway)).await;
+            }
             return;
         }
-        let window = deadline.saturating_duration_since(Instant::now());
-        let last_window = window <= PARK_AFTER;
-        let timeout = window.min(PARK_AFTER);
-        io.serving();
-        let gateway = client.gateway(&io);
-        let svc = service(gateway.clone());
-        let mut builder = http.builder.clone();
-        builder.header_read_timeout(timeout);
-        // With upgrades: a response that switches protocols (101) hands the connection to
-        // whoever awaits `hyper::upgrade::on` for its request (websocket).
-        let mut conn = Box::new(
-            builder
-                .serve_connection(TokioIo::new(io), svc)
-                .with_upgrades(),
-        );
-        let result = tokio::select! {
-            // The connection first, and no random branch order: this is polled on every
-            // wake-up of the connection's task.
-            biased;
-            result = std::pin::Pin::new(&mut *conn) => result,
-            () = watch.draining() => {
-                std::pin::Pin::new(&mut *conn).graceful_shutdown();
-                std::pin::Pin::new(&mut *conn).await
-            }
-        };
-        // None: upgraded, the socket is the upgrade's now.
-        let Some(parts) = conn.into_parts() else {
-            return;
-        };
-        io = parts.io.into_inner();
-        let timed_out = result.as_ref().is_err_and(hyper::Error::is_timeout);
-        if timed_out && io.settled() {
-            io.rewind(parts.read_buf);
-            if io.wrote() {
-                // The head timer started with the last response.
-                head_since = Instant::now() - timeout;
-                continue;
-            }
-            if !last_window {
-                continue;
-            }
-        } else if let Err(e) = &result {
-            tracing::debug!(error = %e, "connection ended with an error");
-        }
-        if let Some(u) = io.unanswered() {
-            // Boxed: a rare path, and its buffers would otherwise be part of every
-            // connection's task, idle or not.
-            Box::pin(answer_unparsed(u, timed_out, &gateway)).await;
-        }
-        return;
     }
 }
 
