@@ -4,6 +4,11 @@
 #   bench/idle.sh                          # N = 10000 and 50000
 #   COUNTS="5000" bench/idle.sh            # other sizes
 #   PORTICO_BIN=/path/to/portico-proxy bench/idle.sh
+#   MIMALLOC_PURGE_DELAY=0 bench/idle.sh   # portico's allocator hands freed pages back at once
+#
+# With mimalloc's defaults, portico's RSS after the run also holds pages its connections freed
+# as they parked but the allocator has not handed back yet (it does so lazily, on later
+# allocations): that part varies between runs; MIMALLOC_PURGE_DELAY=0 measures what is in use.
 #
 # One backend (nginx, 1 worker, the fixed 27-byte JSON of bench/run.sh), and in front of it,
 # both proxying to it with upstream keep-alive: nginx (1 worker) and portico-proxy
