@@ -383,10 +383,10 @@ fn serve_client(
     http: Arc<Http>,
     mut watch: Watch,
 ) -> impl std::future::Future<Output = ()> + Send {
+    // When the head now awaited began to be awaited: the connection's start, then each
+    // response.
+    let mut head_since = Instant::now();
     async move {
-        // When the head now awaited began to be awaited: the connection's start, then each
-        // response.
-        let mut head_since = Instant::now();
         loop {
             let deadline = head_since + http.header_timeout;
             if !io.head_under_way() && !park(&mut io, deadline, &mut watch).await {
