@@ -1,22 +1,3 @@
-//! The client connection's socket as hyper sees it, so that requests hyper cannot parse are
-//! answered in the gateway's shape rather than with hyper's bare status line.
-//!
-//! ```text
-//!  hyper http1 connection ──reads/writes──> ClientIo ──> TcpStream
-//!    parse error (400, 414, 431): hyper writes its own empty answer and ends the connection
-//!       ClientIo keeps that answer back (it is recognisable: a lone head with no request id)
-//!    head timeout with part of a head received (slowloris): hyper just ends the connection
-//!  connection ended -> ClientIo hands the socket back ([`Unanswered`]) -> the connection task
-//!    answers with the gateway response (request id, `x-amzn-ErrorType`, JSON body, 408 for
-//!    the timeout), writes an access-log line, and closes gently (see `server`)
-//! ```
-//!
-//! hyper writes a response of its own only after closing the connection's read side on a
-//! parse error, and only when no response of ours is being written, so a write it makes then
-//! is the last one on the connection. Were a write of ours ever taken for one (a body chunk
-//! that is exactly such a head), it is sent before anything else happens on the connection,
-//! unchanged.
-
 //! The client connection's socket as hyper sees it: requests hyper cannot parse are answered
 //! in the gateway's shape rather than with hyper's bare status line, and the socket outlives
 //! the hyper connections that serve it, so that an idle connection holds no hyper state (see
@@ -24,14 +5,16 @@
 //!
 //! ```text
 //!  hyper http1 connection ──reads/writes──> ClientIo ──> TcpStream
-//!    bytes hyper had read but not parsed when it was let go: replayed first ([`ClientIo::rewind`])
+//!    bytes hyper had read but not parsed when it was let go: replayed first
+//!      ([`ClientIo::rewind`])
 //!    parse error (400, 414, 431): hyper writes its own empty answer and ends the connection
 //!       ClientIo keeps that answer back (it is recognisable: a lone head with no request id)
 //!    head timeout: hyper just ends the connection (the server tells a park from a timeout)
-//!  connection ended -> the server takes ClientIo back (hyper's `into_parts`) and either parks
-//!    it (idle, nothing pending) or asks it for what is left unanswered ([`ClientIo::unanswered`]):
-//!    the gateway response (request id, `x-amzn-ErrorType`, JSON body, 408 for a head not
-//!    complete in time), an access-log line, and a gentle close (see `server`)
+//!  connection ended -> the server takes ClientIo back (hyper's `into_parts`) and either
+//!    parks it (idle, nothing pending) or asks it what is left unanswered
+//!    ([`ClientIo::unanswered`]): the gateway response (request id, `x-amzn-ErrorType`, JSON
+//!    body, 408 for a head not complete in time), an access-log line, and a gentle close (see
+//!    `server`)
 //! ```
 //!
 //! hyper writes a response of its own only after closing the connection's read side on a
