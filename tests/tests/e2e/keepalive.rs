@@ -369,3 +369,61 @@ async fn a_websocket_upgrade_after_a_parked_period_works() {
         assert_eq!(m.into_text().unwrap().as_str(), r#"{"route":"$default"}"#);
     }
 }
+
+/// Reads one response with a Content-Length body of raw bytes: (status line, body). Bounded
+/// by REQUEST_TIMEOUT per read.
+async fn raw_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or_else(|| panic!("no content-length in {head:?}"));
+            if buf.len() >= end + 4 + len {
+                let status = head.lines().next().unwrap_or("").to_string();
+                return (status, buf[end + 4..end + 4 + len].to_vec());
+            }
+        }
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, s.read(&mut chunk));
+        match read.await.expect("bytes within REQUEST_TIMEOUT") {
+            Ok(0) | Err(_) => panic!("closed after {} bytes", buf.len()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A client that does not read a large answer for a while: the end of the answer waits in
+/// the proxy's buffers for the socket (the kernel's are full) while nothing is read. The
+/// connection must not be let go then (the end would be lost). hyper awaits the next head,
+/// and so runs the timer that parks a connection, only once its buffer is flushed; this pins
+/// that. Sizes around the kernel's buffers (the client's receive buffer is 64 KiB), each
+/// read after several park periods, must arrive whole, and the connection serves again.
+#[tokio::test]
+async fn a_large_answer_read_late_arrives_whole_and_the_connection_stays_usable() {
+    let be = Backend::start("ka").await;
+    let proxy = start(Some(&be), &[]).await;
+    for n in [256 << 10, 1 << 20, 3 << 20, 6 << 20] {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(64 * 1024).unwrap();
+        let mut s = sock.connect(proxy.listen).await.unwrap();
+        let req = format!("GET /dev/be HTTP/1.1\r\nhost: a\r\nx-echo-bytes: {n}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        // Nothing read for several park periods.
+        tokio::time::sleep(PARKED * 2).await;
+        let (status, body) = raw_response(&mut s).await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{n} bytes: {status}");
+        assert_eq!(body.len(), n, "{n} bytes: the body arrived short");
+        assert!(body == portico_e2e::pattern(n), "{n} bytes: the body differs");
+        // Parked since, and served again.
+        tokio::time::sleep(PARKED).await;
+        let mut buf = Vec::new();
+        s.write_all(&get("/dev/one")).await.unwrap();
+        expect_ok(&mut s, &mut buf, "one", &format!("after the {n}-byte answer")).await;
+    }
+}
