@@ -1229,7 +1229,10 @@ mod tests {
         });
         let with_plan = planned.stage_versions();
         assert_ne!(with_plan["stage/default/dev"], before["stage/default/dev"]);
-        assert_eq!(with_plan["stage/default/other"], before["stage/default/other"]);
+        assert_eq!(
+            with_plan["stage/default/other"],
+            before["stage/default/other"]
+        );
         let mut keyed = planned.clone();
         keyed.api_keys.push(ApiKey {
             id: "apikey/default/k".into(),

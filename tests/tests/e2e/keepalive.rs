@@ -419,11 +419,20 @@ async fn a_large_answer_read_late_arrives_whole_and_the_connection_stays_usable(
         let (status, body) = raw_response(&mut s).await;
         assert!(status.starts_with("HTTP/1.1 200"), "{n} bytes: {status}");
         assert_eq!(body.len(), n, "{n} bytes: the body arrived short");
-        assert!(body == portico_e2e::pattern(n), "{n} bytes: the body differs");
+        assert!(
+            body == portico_e2e::pattern(n),
+            "{n} bytes: the body differs"
+        );
         // Parked since, and served again.
         tokio::time::sleep(PARKED).await;
         let mut buf = Vec::new();
         s.write_all(&get("/dev/one")).await.unwrap();
-        expect_ok(&mut s, &mut buf, "one", &format!("after the {n}-byte answer")).await;
+        expect_ok(
+            &mut s,
+            &mut buf,
+            "one",
+            &format!("after the {n}-byte answer"),
+        )
+        .await;
     }
 }
