@@ -979,6 +979,84 @@ mod tests {
     }
 }
 
+/// What the fake-API-server tests below share: the server, a kubeconfig naming it, and an
+/// empty served state.
+#[cfg(all(test, feature = "standalone"))]
+mod test_support {
+    use super::*;
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::combinators::BoxBody;
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+    use std::convert::Infallible;
+    use std::path::PathBuf;
+
+    /// Serves `handle` on a free 127.0.0.1 port until aborted.
+    pub async fn serve<F>(handle: F) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
+    where
+        F: Fn(&Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let resp = handle(&req);
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    /// A kubeconfig (in the temp dir, named after `tag`) whose server is `addr`.
+    pub fn kubeconfig(addr: std::net::SocketAddr, tag: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("portico-kube-{tag}-{}.yaml", std::process::id()));
+        std::fs::write(
+            &path,
+            format!("apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n"),
+        )
+        .unwrap();
+        path
+    }
+
+    /// The proxy's side: metrics, pools, an empty served config, health.
+    pub fn empty_state() -> (Arc<Metrics>, Arc<Pools>, Arc<ArcSwap<Runtime>>, Arc<Health>) {
+        let metrics = Arc::new(Metrics::new());
+        let pools = Pools::new();
+        let state = Arc::new(ArcSwap::from_pointee(Runtime::build(
+            GatewayConfig::empty(),
+            &metrics,
+            &pools,
+        )));
+        (metrics, pools, state, Arc::new(Health::default()))
+    }
+
+    /// A source for `ns/gw` through `kubeconfig`, retrying fast.
+    pub fn source(kubeconfig: &std::path::Path) -> KubeSource {
+        KubeSource::new("ns/gw".parse().unwrap(), Some(kubeconfig), None)
+            .unwrap()
+            .with_backoff(Backoff::new(
+                Duration::from_millis(20),
+                Duration::from_millis(100),
+                false,
+            ))
+    }
+}
+
 /// The credentials Secret against a small fake API server: ConfigMap list + watch, Secret get.
 #[cfg(all(test, feature = "standalone"))]
 mod credentials_tests {
@@ -988,7 +1066,6 @@ mod credentials_tests {
     use http::{Request, Response, StatusCode};
     use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
     use hyper::body::{Frame, Incoming};
-    use hyper_util::rt::TokioIo;
     use portico_config::SecretKeyRef;
     use serde_json::{Value, json};
     use std::convert::Infallible;
@@ -1124,51 +1201,18 @@ mod credentials_tests {
             live: broadcast::channel(16).0,
         };
         fake.config_map("v1");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = {
+        let (addr, server) = {
             let fake = fake.clone();
-            tokio::spawn(async move {
-                loop {
-                    let (stream, _) = listener.accept().await.unwrap();
-                    let fake = fake.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let resp = fake.handle(&req);
-                            async move { Ok::<_, Infallible>(resp) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            })
+            super::test_support::serve(move |req| fake.handle(req)).await
         };
-        let kubeconfig = std::env::temp_dir().join(format!(
-            "portico-kube-credentials-{}.yaml",
-            std::process::id()
-        ));
-        std::fs::write(
-            &kubeconfig,
-            format!("apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n"),
-        )
-        .unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let pools = Pools::new();
-        let state = Arc::new(ArcSwap::from_pointee(Runtime::build(
-            GatewayConfig::empty(),
-            &metrics,
-            &pools,
-        )));
-        let health = Arc::new(Health::default());
-        let task = KubeSource::new("ns/gw".parse().unwrap(), Some(&kubeconfig), None)
-            .unwrap()
-            .with_backoff(Backoff::new(
-                Duration::from_millis(20),
-                Duration::from_millis(100),
-                false,
-            ))
-            .spawn(state.clone(), metrics.clone(), pools, health.clone());
+        let kubeconfig = super::test_support::kubeconfig(addr, "credentials");
+        let (metrics, pools, state, health) = super::test_support::empty_state();
+        let task = super::test_support::source(&kubeconfig).spawn(
+            state.clone(),
+            metrics.clone(),
+            pools,
+            health.clone(),
+        );
 
         wait_for("ready", || health.is_ready()).await;
         assert_eq!(state.load().config.apis.len(), 1);
@@ -1210,7 +1254,6 @@ mod shard_tests {
     use http::{Request, Response, StatusCode};
     use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
     use hyper::body::{Frame, Incoming};
-    use hyper_util::rt::TokioIo;
     use serde_json::{Value, json};
     use std::convert::Infallible;
     use std::io::Write as _;
@@ -1392,48 +1435,13 @@ mod shard_tests {
             fake.shard(s);
         }
         fake.index(&index1);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = {
+        let (addr, server) = {
             let fake = fake.clone();
-            tokio::spawn(async move {
-                loop {
-                    let (stream, _) = listener.accept().await.unwrap();
-                    let fake = fake.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let resp = fake.handle(&req);
-                            async move { Ok::<_, Infallible>(resp) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            })
+            super::test_support::serve(move |req| fake.handle(req)).await
         };
-        let kubeconfig =
-            std::env::temp_dir().join(format!("portico-kube-shards-{}.yaml", std::process::id()));
-        std::fs::write(
-            &kubeconfig,
-            format!("apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n"),
-        )
-        .unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let pools = Pools::new();
-        let state = Arc::new(ArcSwap::from_pointee(Runtime::build(
-            GatewayConfig::empty(),
-            &metrics,
-            &pools,
-        )));
-        let health = Arc::new(Health::default());
-        let source = KubeSource::new("ns/gw".parse().unwrap(), Some(&kubeconfig), None)
-            .unwrap()
-            .with_backoff(Backoff::new(
-                Duration::from_millis(20),
-                Duration::from_millis(100),
-                false,
-            ));
+        let kubeconfig = super::test_support::kubeconfig(addr, "shards");
+        let (metrics, pools, state, health) = super::test_support::empty_state();
+        let source = super::test_support::source(&kubeconfig);
         let decodes = source.shard_decodes();
         let task = source.spawn(state.clone(), metrics.clone(), pools, health.clone());
 
