@@ -1101,7 +1101,20 @@ pub async fn read_response_with_length(
     s: &mut (impl tokio::io::AsyncRead + Unpin),
     buf: &mut Vec<u8>,
 ) -> (String, String) {
-    let mut chunk = [0u8; 4096];
+    match try_read_response(s, buf).await {
+        Ok((status, body)) => (status, String::from_utf8_lossy(&body).into_owned()),
+        Err(e) => panic!("{e}; so far: {:?}", String::from_utf8_lossy(buf)),
+    }
+}
+
+/// Reads from `s` until `buf` holds a whole response with a `Content-Length` body; returns
+/// its status line and body bytes (the bytes after it stay in `buf`), or why not: the stream
+/// ended or failed first, or no read completed within [`REQUEST_TIMEOUT`].
+pub async fn try_read_response(
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> Result<(String, Vec<u8>), String> {
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
@@ -1114,19 +1127,17 @@ pub async fn read_response_with_length(
                 })
                 .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
             if buf.len() >= end + 4 + len {
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                let body = buf[end + 4..end + 4 + len].to_vec();
                 buf.drain(..end + 4 + len);
                 let status = head.lines().next().unwrap_or_default().to_string();
-                return (status, body);
+                return Ok((status, body));
             }
         }
-        match s.read(&mut chunk).await {
-            Ok(0) => panic!("end of stream; so far: {:?}", String::from_utf8_lossy(buf)),
-            Err(e) => panic!(
-                "reading the answer: {e}; so far: {:?}",
-                String::from_utf8_lossy(buf)
-            ),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        match tokio::time::timeout(REQUEST_TIMEOUT, s.read(&mut chunk)).await {
+            Err(_) => return Err(format!("no bytes within {REQUEST_TIMEOUT:?}")),
+            Ok(Ok(0)) => return Err("end of stream".into()),
+            Ok(Err(e)) => return Err(format!("reading the answer: {e}")),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }

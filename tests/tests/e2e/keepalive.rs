@@ -48,33 +48,10 @@ fn get(path: &str) -> Vec<u8> {
 /// Reads one response (head and Content-Length body): (status line, body), or None when the
 /// connection ends first. Bounded by REQUEST_TIMEOUT. Bytes past the response stay in `buf`.
 async fn response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, String)> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or_else(|| panic!("no content-length in {head:?}"));
-            if buf.len() >= end + 4 + len {
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                buf.drain(..end + 4 + len);
-                let status = head.lines().next().unwrap_or("").to_string();
-                return Some((status, body));
-            }
-        }
-        let read = tokio::time::timeout(REQUEST_TIMEOUT, s.read(&mut chunk));
-        match read
-            .await
-            .expect("a response or a close within REQUEST_TIMEOUT")
-        {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    match portico_e2e::try_read_response(s, buf).await {
+        Ok((status, body)) => Some((status, String::from_utf8_lossy(&body).into_owned())),
+        Err(e) if e.starts_with("no bytes") => panic!("a response or a close: {e}"),
+        Err(_) => None,
     }
 }
 
@@ -370,34 +347,6 @@ async fn a_websocket_upgrade_after_a_parked_period_works() {
     }
 }
 
-/// Reads one response with a Content-Length body of raw bytes: (status line, body). Bounded
-/// by REQUEST_TIMEOUT per read.
-async fn raw_response(s: &mut TcpStream) -> (String, Vec<u8>) {
-    let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or_else(|| panic!("no content-length in {head:?}"));
-            if buf.len() >= end + 4 + len {
-                let status = head.lines().next().unwrap_or("").to_string();
-                return (status, buf[end + 4..end + 4 + len].to_vec());
-            }
-        }
-        let read = tokio::time::timeout(REQUEST_TIMEOUT, s.read(&mut chunk));
-        match read.await.expect("bytes within REQUEST_TIMEOUT") {
-            Ok(0) | Err(_) => panic!("closed after {} bytes", buf.len()),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 /// A client that does not read a large answer for a while: the end of the answer waits in
 /// the proxy's buffers for the socket (the kernel's are full) while nothing is read. The
 /// connection must not be let go then (the end would be lost). hyper awaits the next head,
@@ -416,7 +365,9 @@ async fn a_large_answer_read_late_arrives_whole_and_the_connection_stays_usable(
         s.write_all(req.as_bytes()).await.unwrap();
         // Nothing read for several park periods.
         tokio::time::sleep(PARKED * 2).await;
-        let (status, body) = raw_response(&mut s).await;
+        let (status, body) = portico_e2e::try_read_response(&mut s, &mut Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("{n} bytes: {e}"));
         assert!(status.starts_with("HTTP/1.1 200"), "{n} bytes: {status}");
         assert_eq!(body.len(), n, "{n} bytes: the body arrived short");
         assert!(
