@@ -176,6 +176,26 @@ settle() { # pid
   done
   sleep 0.5
 }
+# Starts portico-proxy on CPU 0 with the source arguments given, logging to $1; sets PID and
+# `ready` (seconds until its ready file appeared, empty if it did not within READY_CAP).
+start_proxy() { # log source-args...
+  local log="$1"
+  shift
+  rm -f "$D/ready"
+  local t0
+  t0="$(now)"
+  taskset -c 0 "$PORTICO_BIN" "$@" --listen "127.0.0.1:$PORT_PORTICO" \
+    --admin-listen "127.0.0.1:$PORT_ADMIN" --workers 1 --log-format text \
+    --ready-file "$D/ready" > "$log" 2>&1 &
+  PID="$!"
+  STARTED_PIDS+=("$PID")
+  ready=""
+  while kill -0 "$PID" 2>/dev/null; do
+    if [ -s "$D/ready" ]; then ready="$(elapsed "$t0" "$(now)")"; break; fi
+    [ "$(elapsed "$t0" "$(now)" | cut -d. -f1)" -ge "$READY_CAP" ] && break
+    sleep 0.02
+  done
+}
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit }
   if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -219,19 +239,7 @@ for size in $SIZES; do
   fi
 
   log "$size: starting portico-proxy, ready within ${READY_CAP}s?"
-  rm -f "$D/ready"
-  t0="$(now)"
-  taskset -c 0 "$PORTICO_BIN" --manifests "$D/m" --listen "127.0.0.1:$PORT_PORTICO" \
-    --admin-listen "127.0.0.1:$PORT_ADMIN" --workers 1 --log-format text \
-    --ready-file "$D/ready" > "$R/proxy.log" 2>&1 &
-  PID="$!"
-  STARTED_PIDS+=("$PID")
-  ready=""
-  while kill -0 "$PID" 2>/dev/null; do
-    if [ -s "$D/ready" ]; then ready="$(elapsed "$t0" "$(now)")"; break; fi
-    [ "$(elapsed "$t0" "$(now)" | cut -d. -f1)" -ge "$READY_CAP" ] && break
-    sleep 0.05
-  done
+  start_proxy "$R/proxy.log" --manifests "$D/m"
   if [ -z "$ready" ]; then
     if kill -0 "$PID" 2>/dev/null; then
       rec ready "not ready after ${READY_CAP} s"
@@ -299,19 +307,7 @@ print(c["at"], c["path"], c["key"], c["expect"])' <<<"$c")
   #    shows it. This is the proxy's share of a change published by the operator.
   if [ -s "$D/config.json" ]; then
     log "$size: portico-proxy --config (the published config)"
-    rm -f "$D/ready"
-    t0="$(now)"
-    taskset -c 0 "$PORTICO_BIN" --config "$D/config.json" --listen "127.0.0.1:$PORT_PORTICO" \
-      --admin-listen "127.0.0.1:$PORT_ADMIN" --workers 1 --log-format text \
-      --ready-file "$D/ready" > "$R/proxy-config.log" 2>&1 &
-    PID="$!"
-    STARTED_PIDS+=("$PID")
-    ready=""
-    while kill -0 "$PID" 2>/dev/null; do
-      if [ -s "$D/ready" ]; then ready="$(elapsed "$t0" "$(now)")"; break; fi
-      [ "$(elapsed "$t0" "$(now)" | cut -d. -f1)" -ge "$READY_CAP" ] && break
-      sleep 0.02
-    done
+    start_proxy "$R/proxy-config.log" --config "$D/config.json"
     rec pub_ready "${ready:-not ready after ${READY_CAP} s}"
     if [ -n "$ready" ]; then
       sleep 1
