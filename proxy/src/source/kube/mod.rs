@@ -1045,6 +1045,43 @@ mod test_support {
         (metrics, pools, state, Arc::new(Health::default()))
     }
 
+    /// A JSON answer of the fake API server.
+    pub fn json(
+        status: http::StatusCode,
+        v: &serde_json::Value,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        use http_body_util::BodyExt as _;
+        let mut r = Response::new(http_body_util::Full::new(Bytes::from(v.to_string())).boxed());
+        *r.status_mut() = status;
+        r
+    }
+
+    /// A watch answer of the fake API server: each line `rx` receives, as an NDJSON event.
+    pub fn watch(
+        rx: tokio::sync::broadcast::Receiver<String>,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let live = futures::stream::unfold(rx, |mut rx| async {
+            let line = rx.recv().await.ok()?;
+            Some((
+                Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(line + "\n"))),
+                rx,
+            ))
+        });
+        Response::new(BoxBody::new(http_body_util::StreamBody::new(live)))
+    }
+
+    /// Waits (at most 10 s, then panics naming `what`) until `cond` holds.
+    pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "timed out: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// A source for `ns/gw` through `kubeconfig`, retrying fast.
     pub fn source(kubeconfig: &std::path::Path) -> KubeSource {
         KubeSource::new("ns/gw".parse().unwrap(), Some(kubeconfig), None)
@@ -1060,12 +1097,13 @@ mod test_support {
 /// The credentials Secret against a small fake API server: ConfigMap list + watch, Secret get.
 #[cfg(all(test, feature = "standalone"))]
 mod credentials_tests {
+    use super::test_support::wait_for;
     use super::*;
     use base64::Engine as _;
     use bytes::Bytes;
     use http::{Request, Response, StatusCode};
-    use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
-    use hyper::body::{Frame, Incoming};
+    use http_body_util::combinators::BoxBody;
+    use hyper::body::Incoming;
     use portico_config::SecretKeyRef;
     use serde_json::{Value, json};
     use std::convert::Infallible;
@@ -1142,11 +1180,7 @@ mod credentials_tests {
         fn handle(&self, req: &Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
             let (path, query) = (req.uri().path(), req.uri().query().unwrap_or(""));
             let mut s = self.state.lock().unwrap();
-            let json = |status: StatusCode, v: &Value| {
-                let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
-                *r.status_mut() = status;
-                r
-            };
+            let json = super::test_support::json;
             match path {
                 "/api/v1/namespaces/ns/secrets/gw-credentials" => {
                     s.secret_gets += 1;
@@ -1159,14 +1193,7 @@ mod credentials_tests {
                     }
                 }
                 "/api/v1/namespaces/ns/configmaps" if query.contains("watch=true") => {
-                    let live = futures::stream::unfold(self.live.subscribe(), |mut rx| async {
-                        let line = rx.recv().await.ok()?;
-                        Some((
-                            Ok::<_, Infallible>(Frame::data(Bytes::from(line + "\n"))),
-                            rx,
-                        ))
-                    });
-                    Response::new(BoxBody::new(StreamBody::new(live)))
+                    super::test_support::watch(self.live.subscribe())
                 }
                 "/api/v1/namespaces/ns/configmaps" => json(
                     StatusCode::OK,
@@ -1177,17 +1204,6 @@ mod credentials_tests {
                     &json!({"kind": "Status", "code": 404}),
                 ),
             }
-        }
-    }
-
-    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-        let start = Instant::now();
-        while !cond() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "timed out: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -1247,13 +1263,14 @@ mod credentials_tests {
 /// its shards (label selector), each listed and watched.
 #[cfg(all(test, feature = "standalone"))]
 mod shard_tests {
+    use super::test_support::wait_for;
     use super::*;
     use base64::Engine as _;
     use bytes::Bytes;
     use flate2::{Compression, write::GzEncoder};
     use http::{Request, Response, StatusCode};
-    use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
-    use hyper::body::{Frame, Incoming};
+    use http_body_util::combinators::BoxBody;
+    use hyper::body::Incoming;
     use serde_json::{Value, json};
     use std::convert::Infallible;
     use std::io::Write as _;
@@ -1360,11 +1377,7 @@ mod shard_tests {
         fn handle(&self, req: &Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
             let (path, query) = (req.uri().path(), req.uri().query().unwrap_or(""));
             let s = self.state.lock().unwrap();
-            let json = |status: StatusCode, v: &Value| {
-                let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
-                *r.status_mut() = status;
-                r
-            };
+            let json = super::test_support::json;
             let shards = query.contains("labelSelector=portico.dev%2Fconfig-of%3Dgw");
             let named = query.contains("fieldSelector=metadata.name%3Dgw");
             if path != "/api/v1/namespaces/ns/configmaps" || shards == named {
@@ -1379,14 +1392,7 @@ mod shard_tests {
                 } else {
                     self.named_live.subscribe()
                 };
-                let live = futures::stream::unfold(rx, |mut rx| async {
-                    let line = rx.recv().await.ok()?;
-                    Some((
-                        Ok::<_, Infallible>(Frame::data(Bytes::from(line + "\n"))),
-                        rx,
-                    ))
-                });
-                return Response::new(BoxBody::new(StreamBody::new(live)));
+                return super::test_support::watch(rx);
             }
             let items: Vec<Value> = if shards {
                 s.shards.values().cloned().collect()
@@ -1397,17 +1403,6 @@ mod shard_tests {
                 StatusCode::OK,
                 &json!({"metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
             )
-        }
-    }
-
-    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-        let start = Instant::now();
-        while !cond() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "timed out: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
