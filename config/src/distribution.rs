@@ -409,10 +409,7 @@ pub fn assemble<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        Api, ApiKeySource, Integration, KeyHash, MockIntegration, ObjectRef, PlanStage, Protocol,
-        Route, RouteMatch,
-    };
+    use crate::{Api, ApiKeySource, KeyHash, ObjectRef, PlanStage, Protocol, Route};
     use std::collections::BTreeMap;
 
     fn api(i: usize) -> Api {
@@ -423,27 +420,8 @@ mod tests {
             name: format!("a{i:04}"),
             protocol: Protocol::Rest,
             routes: vec![Route {
-                id: format!("{id}/resource/pets/method/GET"),
-                resource_path: "/pets".into(),
-                route_key: "GET /pets".into(),
-                http_method: "GET".into(),
-                matcher: RouteMatch::Path(crate::PathTemplate::parse("/pets").unwrap()),
-                integration: Integration::Mock(MockIntegration {
-                    status_code: 200,
-                    headers: BTreeMap::new(),
-                    body: "ok".into(),
-                }),
-                timeout_ms: 29_000,
-                validation: None,
-                fail_closed: None,
-                authorization: None,
                 api_key_required: true,
-                transform: None,
-                cache_key_parameters: Vec::new(),
-                cache_namespace: None,
-                two_way: false,
-                template_selection: Vec::new(),
-                model_selection: Vec::new(),
+                ..crate::document::tests::mock_get_route(&id, "/pets", "ok")
             }],
             gateway_responses: BTreeMap::new(),
             max_payload_bytes: 1024,

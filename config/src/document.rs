@@ -1140,7 +1140,8 @@ pub fn is_normalised_base_path(p: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use super::*;
 
     fn r(ns: &str, name: &str, key: &str) -> SecretKeyRef {
         SecretKeyRef {
@@ -1252,7 +1253,6 @@ mod tests {
             with_plan["stage/default/dev"]
         );
     }
-    use super::*;
 
     #[test]
     fn a_key_hash_and_its_digest_agree() {
@@ -1264,6 +1264,33 @@ mod tests {
         assert_eq!(bad.digest(), None);
     }
 
+    /// `GET <path>` of API `api_id`: a MOCK answering 200 with `body` (the tests' route).
+    pub(crate) fn mock_get_route(api_id: &str, path: &str, body: &str) -> Route {
+        Route {
+            id: format!("{api_id}/resource/{}/method/GET", path.replace('/', "~1")),
+            resource_path: path.into(),
+            route_key: format!("GET {path}"),
+            http_method: "GET".into(),
+            matcher: RouteMatch::Path(PathTemplate::parse(path).unwrap()),
+            integration: Integration::Mock(MockIntegration {
+                status_code: 200,
+                headers: BTreeMap::new(),
+                body: body.into(),
+            }),
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            validation: None,
+            fail_closed: None,
+            transform: None,
+            api_key_required: false,
+            authorization: None,
+            cache_key_parameters: Vec::new(),
+            cache_namespace: None,
+            two_way: false,
+            template_selection: Vec::new(),
+            model_selection: Vec::new(),
+        }
+    }
+
     fn mk_config() -> GatewayConfig {
         let source = ObjectRef::new("RestApi", "default", "pets");
         GatewayConfig {
@@ -1273,29 +1300,7 @@ mod tests {
                 source: source.clone(),
                 name: "pets".into(),
                 protocol: Protocol::Rest,
-                routes: vec![Route {
-                    id: "restapi/default/pets/resource/~1pets/method/GET".into(),
-                    resource_path: "/pets".into(),
-                    route_key: "GET /pets".into(),
-                    http_method: "GET".into(),
-                    matcher: RouteMatch::Path(PathTemplate::parse("/pets").unwrap()),
-                    integration: Integration::Mock(MockIntegration {
-                        status_code: 200,
-                        headers: BTreeMap::new(),
-                        body: "[]".into(),
-                    }),
-                    timeout_ms: DEFAULT_TIMEOUT_MS,
-                    validation: None,
-                    fail_closed: None,
-                    transform: None,
-                    api_key_required: false,
-                    authorization: None,
-                    cache_key_parameters: Vec::new(),
-                    cache_namespace: None,
-                    two_way: false,
-                    template_selection: Vec::new(),
-                    model_selection: Vec::new(),
-                }],
+                routes: vec![mock_get_route("restapi/default/pets", "/pets", "[]")],
                 gateway_responses: BTreeMap::new(),
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
                 binary_media_types: Vec::new(),
