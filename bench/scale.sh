@@ -21,7 +21,7 @@
 #     first API, last key on the last API): wrk -t1 -c32 on CPU 1 for DURATION s, REPS times
 #     interleaved, the proxy's utime+stime from /proc/PID/stat per completed request (median);
 #  5. one-object changes, each written atomically (a rename) and timed from the rename to the
-#     first curl that sees it served (polled every 50 ms, at most CHANGE_CAP seconds): a new
+#     first curl that sees it served (polled every 20 ms, at most CHANGE_CAP seconds): a new
 #     ApiKey + Secret (in a new file), a route added to the last API, the last Stage's variable
 #     changed (both: that API's file rewritten); then the proxy's RSS and peak RSS (VmHWM);
 #  6. the compiled config (written by scale-probe) served with --config, as a Kubernetes-mode
@@ -196,6 +196,23 @@ start_proxy() { # log source-args...
     sleep 0.02
   done
 }
+# Makes a one-object change with `bench/scale/gen.py ARGS...` (it prints when it renamed the
+# file and what shows the change: path, key, expected status or body) and records under NAME
+# the seconds until an answer shows it (polled every 20 ms, at most CHANGE_CAP).
+time_change() { # name label gen-args...
+  local name="$1" label="$2" c at path key expect got=""
+  shift 2
+  c="$(python3 "$GEN" "$@")"
+  read -r at path key expect < <(python3 -c 'import json,sys; c = json.load(sys.stdin)
+print(c["at"], c["path"], c["key"], c["expect"])' <<<"$c")
+  while [ "$(elapsed "$at" "$(now)" | cut -d. -f1)" -lt "$CHANGE_CAP" ]; do
+    if served "$path" "$key" "$expect"; then got="$(elapsed "$at" "$(now)")"; break; fi
+    kill -0 "$PID" 2>/dev/null || die "$size: the proxy exited after the change $label"
+    sleep 0.02
+  done
+  rec "$name" "${got:-not served after ${CHANGE_CAP} s}"
+  log "$size: $label served after ${got:-(not served within ${CHANGE_CAP}s)}"
+}
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit }
   if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -284,17 +301,7 @@ for size in $SIZES; do
 
   for kind in $CHANGES; do
     log "$size: change '$kind'"
-    c="$(python3 "$GEN" change "$kind" --out "$D/m")"
-    read -r at path key expect < <(python3 -c 'import json,sys; c = json.load(sys.stdin)
-print(c["at"], c["path"], c["key"], c["expect"])' <<<"$c")
-    got=""
-    while [ "$(elapsed "$at" "$(now)" | cut -d. -f1)" -lt "$CHANGE_CAP" ]; do
-      if served "$path" "$key" "$expect"; then got="$(elapsed "$at" "$(now)")"; break; fi
-      kill -0 "$PID" 2>/dev/null || die "$size: the proxy exited after change '$kind'"
-      sleep 0.05
-    done
-    rec "change_$kind" "${got:-not served after ${CHANGE_CAP} s}"
-    log "$size: '$kind' served after ${got:-(not served within ${CHANGE_CAP}s)}"
+    time_change "change_$kind" "'$kind'" change "$kind" --out "$D/m"
   done
   settle "$PID"
   rec rss_after_kib "$(status_kib "$PID" VmRSS)"
@@ -313,17 +320,8 @@ print(c["at"], c["path"], c["key"], c["expect"])' <<<"$c")
       sleep 1
       rec pub_rss_kib "$(status_kib "$PID" VmRSS)"
       for kind in key stagevar; do
-        c="$(python3 "$GEN" config-change "$kind" --config "$D/config.json")"
-        read -r at path key expect < <(python3 -c 'import json,sys; c = json.load(sys.stdin)
-print(c["at"], c["path"], c["key"], c["expect"])' <<<"$c")
-        got=""
-        while [ "$(elapsed "$at" "$(now)" | cut -d. -f1)" -lt "$CHANGE_CAP" ]; do
-          if served "$path" "$key" "$expect"; then got="$(elapsed "$at" "$(now)")"; break; fi
-          kill -0 "$PID" 2>/dev/null || die "$size: the --config proxy exited after change '$kind'"
-          sleep 0.02
-        done
-        rec "pub_change_$kind" "${got:-not served after ${CHANGE_CAP} s}"
-        log "$size: published config, '$kind' served after ${got:-(not served within ${CHANGE_CAP}s)}"
+        time_change "pub_change_$kind" "published config, '$kind'" \
+          config-change "$kind" --config "$D/config.json"
       done
       settle "$PID"
       rec pub_rss_after_kib "$(status_kib "$PID" VmRSS)"
