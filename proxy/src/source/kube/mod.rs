@@ -356,6 +356,45 @@ impl KubeSource {
     }
 }
 
+/// What follows a watch that ended, for both list/watch loops (the ConfigMap's, the shards').
+enum WatchEnd {
+    /// The server ended it (timeoutSeconds): watch again from the last resourceVersion.
+    Resume,
+    /// 410 Gone: the resourceVersion expired; list again.
+    Relist,
+}
+
+/// Decides what follows a watch that ended with `result` after `events` events since
+/// `started`. A watch that ends at once without an event (a server that ends every watch
+/// at once, or keeps answering 410) waits a backoff step first, so that nothing spins; one
+/// that ran normally resets the backoff. An error is handed back (after resetting the
+/// backoff if events had come) for the caller to report and wait on.
+async fn watch_ended(
+    result: Result<(), ClientError>,
+    events: usize,
+    started: Instant,
+    backoff: &mut Backoff,
+) -> Result<WatchEnd, ClientError> {
+    let quick = events == 0 && started.elapsed() < Duration::from_secs(1);
+    match result {
+        Ok(()) if quick => tokio::time::sleep(backoff.next_delay()).await,
+        Ok(()) => backoff.reset(),
+        Err(ClientError::Gone) => {
+            if quick {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            return Ok(WatchEnd::Relist);
+        }
+        Err(e) => {
+            if events > 0 {
+                backoff.reset();
+            }
+            return Err(e);
+        }
+    }
+    Ok(WatchEnd::Resume)
+}
+
 async fn run(client: Client, target: Target, mut backoff: Backoff, mut ctx: Ctx) {
     let server = client.server().to_string();
     tracing::info!(configmap = %target, %server, "following the GatewayConfig ConfigMap");
@@ -377,30 +416,13 @@ async fn run(client: Client, target: Target, mut backoff: Backoff, mut ctx: Ctx)
             let started = Instant::now();
             let mut events = 0usize;
             let result = watch_once(&client, &target, &mut rv, &mut ctx, &mut events).await;
-            let quick = events == 0 && started.elapsed() < Duration::from_secs(1);
-            match result {
-                Ok(()) => {
-                    // The server ended the watch (timeoutSeconds): resume from rv. A server
-                    // that ends every watch at once must not make us spin.
-                    if quick {
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    } else {
-                        backoff.reset();
-                    }
-                }
-                Err(ClientError::Gone) => {
+            match watch_ended(result, events, started, &mut backoff).await {
+                Ok(WatchEnd::Resume) => {}
+                Ok(WatchEnd::Relist) => {
                     tracing::info!(configmap = %target, "resourceVersion {rv} expired; listing again");
-                    if quick {
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
                     continue 'list;
                 }
-                Err(e) => {
-                    if events > 0 {
-                        backoff.reset();
-                    }
-                    down(&ctx, &e, &mut backoff, "watch").await;
-                }
+                Err(e) => down(&ctx, &e, &mut backoff, "watch").await,
             }
         }
     }
@@ -572,20 +594,10 @@ async fn run_shards(
             if tx.is_closed() {
                 return;
             }
-            let quick = events == 0 && started.elapsed() < Duration::from_secs(1);
-            match result {
-                Ok(()) if quick => tokio::time::sleep(backoff.next_delay()).await,
-                Ok(()) => backoff.reset(),
-                Err(ClientError::Gone) => {
-                    if quick {
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
-                    continue 'list;
-                }
+            match watch_ended(result, events, started, &mut backoff).await {
+                Ok(WatchEnd::Resume) => {}
+                Ok(WatchEnd::Relist) => continue 'list,
                 Err(e) => {
-                    if events > 0 {
-                        backoff.reset();
-                    }
                     let delay = backoff.next_delay();
                     failed("watch", &e, delay);
                     tokio::time::sleep(delay).await;
