@@ -73,10 +73,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     crate::context::set_account_id(args.account_id.clone());
     let source = source::Configured::from_args(&args)?;
     let metrics = Arc::new(Metrics::new());
-    let loaded = source.initial().await.inspect_err(source::log_load_error)?;
+    let mut loaded = source.initial().await.inspect_err(source::log_load_error)?;
     source::log_diagnostics(&loaded.diagnostics);
     let pools = Pools::new();
-    let mut runtime = Runtime::build(loaded.config, &metrics, &pools);
+    let version = loaded.version();
+    let mut runtime = Runtime::build_hashed(loaded.config, version, &metrics, &pools);
     runtime.secrets = loaded.secrets;
     metrics.set_config_version(&runtime.version);
     metrics.reload_success.set(1);

@@ -16,5 +16,6 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         config,
         diagnostics: Vec::new(),
         secrets: Default::default(),
+        version: None,
     })
 }

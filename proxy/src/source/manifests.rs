@@ -81,6 +81,7 @@ pub fn load(dir: &Path, cache: &ParseCache) -> Result<Loaded, LoadError> {
         config: compiled.config,
         diagnostics: compiled.diagnostics,
         secrets,
+        version: None,
     })
 }
 

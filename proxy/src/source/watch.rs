@@ -55,7 +55,7 @@ pub fn apply(
     metrics: &Metrics,
     pools: &Pools,
 ) -> Reload {
-    let loaded = match loaded {
+    let mut loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
             log_refusal(
@@ -71,7 +71,7 @@ pub fn apply(
     // The last load failed: this one ends the refusals the log shows.
     let recovered = metrics.reload_success.get() == 0;
     metrics.reload_success.set(1);
-    let version = loaded.config.content_hash();
+    let version = loaded.version();
     if version == state.load().version {
         // The same config with other secret values (a rotated `@connections` credential).
         if replace_secrets(loaded.secrets, state, metrics, pools) == Reload::Swapped {
@@ -254,6 +254,7 @@ mod tests {
             config: GatewayConfig::empty(),
             diagnostics: Vec::new(),
             secrets: Default::default(),
+            version: None,
         })
     }
 

@@ -114,17 +114,19 @@ pub fn decode(cm: &ConfigMap) -> Result<Loaded, LoadError> {
         }
     };
     let config = GatewayConfig::from_json(&json).map_err(|e| err(e.to_string()))?;
-    if let Some(v) = cm.metadata.annotations.get(VERSION_ANNOTATION) {
+    let version = cm.metadata.annotations.get(VERSION_ANNOTATION).map(|v| {
         let hash = config.content_hash();
         if *v != hash {
             // Informational: the content decides. A hand-edited ConfigMap can be stale here.
             tracing::warn!(annotation = %v, content_hash = %hash, "{what}: {VERSION_ANNOTATION} does not match the content");
         }
-    }
+        hash
+    });
     Ok(Loaded {
         config,
         diagnostics: Vec::new(),
         secrets: Default::default(),
+        version,
     })
 }
 

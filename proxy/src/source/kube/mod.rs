@@ -826,6 +826,8 @@ impl Ctx {
             .map(|((_, _), s)| (s.name.clone(), s.clone()))
             .collect();
         let idx = index.clone();
+        // `assemble` checks the assembled config's content hash against the index's.
+        let version = index.version.clone();
         let what = format!("ConfigMap {} (sharded)", self.target);
         let assembled = tokio::task::spawn_blocking(move || {
             let config = distribution::assemble(&idx, |r| shards.get(&r.name).map(|s| &**s))
@@ -844,6 +846,7 @@ impl Ctx {
                     config,
                     diagnostics: Vec::new(),
                     secrets,
+                    version: Some(version),
                 })
             }
             Err(e) => Err(e),
